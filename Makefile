@@ -1,0 +1,63 @@
+# Build the engine and run its tests. Targets:
+#   make            optimised ./run for this machine (-O3 -march=native, OpenMP when available)
+#   make portable   ./run without -march=native: plain C kernels, builds on any C11 compiler
+#   make debug      build/debug/: -O0 -g with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test       every test (C units, numpy reference, stories260K, sentencepiece)
+#   make test-debug the same suite against the sanitizer build
+#   make bench      speed of random-weight models (see BENCHMARKS.md)
+#   make clean
+
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+ARCH    ?= -march=native
+# OpenMP is optional: use it only if the compiler accepts -fopenmp.
+OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
+WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
+DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
+LDLIBS  = -lm
+
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
+TOOLS   = run test_kernels tokenize
+
+all: run
+
+run: build/run
+	cp build/run run
+
+build/%.o: %.c | build
+	$(CC) $(CFLAGS) -c $< -o $@
+build/%.o: tests/%.c | build
+	$(CC) $(CFLAGS) -I. -c $< -o $@
+build/debug/%.o: %.c | build/debug
+	$(CC) $(DFLAGS) -c $< -o $@
+build/debug/%.o: tests/%.c | build/debug
+	$(CC) $(DFLAGS) -I. -c $< -o $@
+
+build/run build/test_kernels build/tokenize: build/%: build/%.o $(LIB:%.c=build/%.o)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+build/debug/run build/debug/test_kernels build/debug/tokenize: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
+	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
+
+portable:
+	$(MAKE) ARCH= run
+
+debug: $(TOOLS:%=build/debug/%)
+
+test: run $(TOOLS:%=build/%)
+	$(PYTHON) tests/run_tests.py
+
+test-debug: debug
+	ENGINE_BIN=build/debug ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/run_tests.py
+
+bench: run
+	$(PYTHON) tests/bench.py
+
+build build/debug:
+	mkdir -p $@
+
+clean:
+	rm -rf build run
+
+.PHONY: all portable debug test test-debug bench clean
+-include build/*.d build/debug/*.d

@@ -1,0 +1,229 @@
+/*
+ * model.h - the public API of a tiny Llama-style inference engine.
+ *
+ * The model, in one page
+ * ----------------------
+ * A decoder-only transformer turns a sequence of token ids into, at every position, a score
+ * (logit) for each possible next token. For one token at position `pos`:
+ *
+ *   x = token_embedding[token]                          the residual stream, (dim)
+ *   for each layer:
+ *     xb = rmsnorm(x) * attn_norm                       pre-norm: normalise, then scale
+ *     q = wq xb, k = wk xb, v = wv xb                   n_heads query heads, n_kv_heads k/v heads
+ *     rotate q and k by RoPE(pos)                       position enters only here
+ *     store k, v in the KV cache at pos
+ *     each query head h attends over positions 0..pos of KV head h / (n_heads / n_kv_heads):
+ *       weights = softmax(q . k_t / sqrt(head_size)), out_h = sum_t weights_t v_t
+ *     x += wo concat(out_h)                             residual connection
+ *     xb = rmsnorm(x) * ffn_norm
+ *     x += w2 (silu(w1 xb) * (w3 xb))                   SwiGLU feedforward
+ *   logits = classifier rmsnorm(x) * final_norm
+ *
+ * Grouped-query attention (GQA) lets several query heads share one key/value head, which
+ * shrinks the KV cache; n_kv_heads == n_heads is plain multi-head attention and
+ * n_kv_heads == 1 is multi-query attention.
+ *
+ * Shapes: every matrix is row-major (rows, cols) with one row per output, so y = W x reads
+ * row i to produce y[i], exactly like PyTorch's nn.Linear weight.
+ *
+ * Out of scope: training, biases, sliding-window attention, RoPE scaling, mixture of experts,
+ * anything but the CPU.
+ *
+ * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
+ * kernels.c (matvec, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
+ * token), run.c (the command line). The file formats are described in models/FORMAT.md.
+ *
+ * Errors: library functions never print and never exit. Those that can fail take a buffer
+ * `char err[ERR_MAX]`, write one line (without the file name: the caller prefixes it) and
+ * return -1; they return 0 on success.
+ */
+#ifndef MODEL_H
+#define MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ERR_MAX 256
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configuration: plain hyperparameters, everything the forward pass needs to know. */
+
+enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2 };
+enum { TEMPLATE_NONE = 0, TEMPLATE_LLAMA2 = 1, TEMPLATE_CHATML = 2, TEMPLATE_ZEPHYR = 3 };
+
+typedef struct {
+    int dim;               /* width of the residual stream */
+    int hidden_dim;        /* width of the feedforward layer */
+    int n_layers;
+    int n_heads;           /* query heads */
+    int n_kv_heads;        /* key/value heads, divides n_heads */
+    int head_size;         /* width of one head (dim / n_heads in llama2.c files) */
+    int vocab_size;
+    int seq_len;           /* maximum context length: the KV cache holds this many positions */
+    float rope_theta;      /* RoPE base frequency */
+    float norm_eps;        /* RMSNorm epsilon */
+    int shared_classifier; /* 1 if the classifier reuses the token embedding */
+    int bos_id, eos_id;    /* beginning and end of sequence token ids */
+    int weight_type;       /* WEIGHT_F32, WEIGHT_BF16 or WEIGHT_Q8_0 */
+    int group_size;        /* Q8_0: weights per scale; 0 otherwise */
+    int chat_template;     /* TEMPLATE_*: the chat format the model was trained on */
+} Config;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Weights: pointers into the read-only file mapping; nothing here owns memory. */
+
+/* A weight matrix of any type. `data` is f32, bf16 (uint16) or int8, rows * cols values;
+ * `scales` (Q8_0 only) holds one float per group_size consecutive values of a row. */
+typedef struct {
+    const void *data;
+    const float *scales;
+    int type;       /* WEIGHT_* */
+    int group_size; /* Q8_0 only */
+} Tensor;
+
+typedef struct {
+    const float *attn_norm; /* (dim) RMSNorm weight before attention */
+    Tensor wq;              /* (n_heads * head_size, dim) */
+    Tensor wk;              /* (n_kv_heads * head_size, dim) */
+    Tensor wv;              /* (n_kv_heads * head_size, dim) */
+    Tensor wo;              /* (dim, n_heads * head_size) */
+    const float *ffn_norm;  /* (dim) RMSNorm weight before the feedforward */
+    Tensor w1;              /* (hidden_dim, dim) gate */
+    Tensor w2;              /* (dim, hidden_dim) down */
+    Tensor w3;              /* (hidden_dim, dim) up */
+} LayerWeights;
+
+typedef struct {
+    Tensor token_embedding;   /* (vocab_size, dim) */
+    LayerWeights *layers;     /* (n_layers), the only allocation: an array of pointers */
+    const float *final_norm;  /* (dim) */
+    Tensor classifier;        /* (vocab_size, dim); the token embedding when shared */
+} Weights;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Run state: every activation buffer and the KV cache, allocated in one place. */
+
+typedef struct {
+    float *x;      /* (dim) the residual stream */
+    float *xb;     /* (max(dim, n_heads * head_size)) normalised input, then attention output */
+    float *xb2;    /* (dim) output of wo and of w2, before the residual add */
+    float *hb;     /* (hidden_dim) w1 xb, then silu(w1 xb) * w3 xb */
+    float *hb2;    /* (hidden_dim) w3 xb */
+    float *q;      /* (n_heads * head_size) queries of the current position */
+    float *k;      /* (n_kv_heads * head_size) key of the current position */
+    float *v;      /* (n_kv_heads * head_size) value of the current position */
+    float *att;    /* (n_heads, seq_len) attention scores, then weights */
+    float *logits; /* (vocab_size) */
+    /* The KV cache, (n_layers, n_kv_heads, seq_len, head_size): one head's keys for all
+     * positions are contiguous, so attention streams through them in order. */
+    float *key_cache;
+    float *value_cache;
+} RunState;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tokenizer: SentencePiece-style BPE over a table of pieces with scores. */
+
+typedef struct {
+    int vocab_size;
+    int max_token_length;
+    char **pieces;        /* (vocab_size) NUL-terminated piece strings */
+    int *piece_lens;      /* (vocab_size) byte length of each piece (pieces may hold NUL) */
+    float *scores;        /* (vocab_size) merge priority: higher merges first */
+    int *hash_table;      /* open-addressing table from piece bytes to id, -1 = empty */
+    size_t hash_size;     /* power of two, at least twice vocab_size */
+    int byte_fallback[256]; /* id of the piece <0xXX> for each byte, or -1 */
+    int bos_id, eos_id;
+    char *arena;          /* one allocation holding every piece's bytes */
+} Tokenizer;
+
+/* Streams decoded bytes to a terminal safely: passes on complete, valid UTF-8 sequences and
+ * whitespace, holds back the start of a sequence until it is complete, drops invalid bytes
+ * and ASCII control bytes other than \t, \n and \r. */
+typedef struct {
+    unsigned char pending[4];
+    int n_pending;
+} Utf8Stream;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sampler: turns logits into the next token id. */
+
+typedef struct {
+    float prob;
+    int index;
+} ProbIndex;
+
+typedef struct {
+    int vocab_size;
+    float temperature;   /* 0 = greedy argmax */
+    float topp;          /* nucleus sampling threshold; 0 or >= 1 disables it */
+    uint64_t rng_state;  /* xorshift64* state, as llama2.c */
+    ProbIndex *probindex; /* (vocab_size) scratch for top-p */
+} Sampler;
+
+/* ------------------------------------------------------------------------------------------ */
+/* The model: configuration, weights, run state, and the mapping they point into. */
+
+typedef struct {
+    Config config;
+    Weights weights;
+    RunState state;
+    void *mapping;        /* the whole file, mapped read-only */
+    size_t mapping_size;
+    const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
+    size_t tokenizer_size;
+} Model;
+
+/* Maps a checkpoint (TLLM or llama2.c version 0, told apart by the magic), validates every
+ * header field and the file size, points the weights into the mapping and allocates the run
+ * state. Returns 0, or -1 with the reason in err. */
+int model_load(Model *m, const char *path, char err[ERR_MAX]);
+
+/* Releases everything model_load acquired. Safe on a zeroed Model. */
+void model_free(Model *m);
+
+/* Runs one token at position pos (0 <= pos < seq_len) through the network, appending its key
+ * and value to the cache. Returns the logits, (vocab_size), owned by the model. */
+float *model_forward(Model *m, int token, int pos);
+
+/* Bytes of weights one forward pass reads, for GB/s reports. */
+size_t model_weight_bytes(const Model *m);
+
+/* Loads llama2.c's tokenizer.bin. vocab_size is the model's: the file must hold at least that
+ * many pieces. Returns 0, or -1 with the reason in err. */
+int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_MAX]);
+
+/* Loads a tokenizer from memory: a u32 piece count, then the tokenizer.bin layout (the
+ * section embedded in a TLLM file). Returns 0, or -1 with the reason in err. */
+int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int vocab_size,
+                          char err[ERR_MAX]);
+
+void tokenizer_free(Tokenizer *t);
+
+/* Encodes UTF-8 text (any bytes: invalid UTF-8 falls back to byte tokens) into ids, with BOS
+ * and/or EOS when asked. tokens must have room for strlen(text) + 3 ids. Returns the number
+ * of ids written, or -1 if memory ran out. */
+int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens);
+
+/* The bytes token stands for when it follows prev_token: a <0xXX> piece is its byte, and the
+ * leading space of a piece right after BOS is dropped. Sets *len; the result may hold any
+ * byte and lives as long as the tokenizer. Returns NULL for an id outside the vocabulary. */
+const char *tokenizer_decode(const Tokenizer *t, int prev_token, int token, int *len);
+
+/* Id of the piece with exactly these bytes, or -1. */
+int tokenizer_lookup(const Tokenizer *t, const char *bytes, int len);
+
+/* Feeds n bytes to the stream and writes what is safe to print to out (room for n + 4 bytes).
+ * Returns the number of bytes written. */
+size_t utf8_stream_feed(Utf8Stream *s, const char *in, size_t n, char *out);
+
+/* Drops a sequence left incomplete at the end of the text. */
+void utf8_stream_reset(Utf8Stream *s);
+
+/* Prepares a sampler; seed must be nonzero. Returns 0, or -1 if memory ran out. */
+int sampler_init(Sampler *s, int vocab_size, float temperature, float topp, uint64_t seed);
+void sampler_free(Sampler *s);
+
+/* Picks the next token from logits (vocab_size), which it may overwrite. */
+int sampler_sample(Sampler *s, float *logits);
+
+#endif
