@@ -114,6 +114,8 @@ typedef struct {
     float *v;      /* (n_kv_heads * head_size) value of the current position */
     float *att;    /* (n_heads, seq_len) attention scores, then weights */
     float *logits; /* (vocab_size) */
+    float *rope_cos; /* (seq_len, head_size / 2) cosines of the RoPE angles */
+    float *rope_sin; /* (seq_len, head_size / 2) sines of the RoPE angles */
     /* The KV cache, (n_layers, n_kv_heads, seq_len, head_size): one head's keys for all
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
