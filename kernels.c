@@ -56,25 +56,27 @@ void matvec_bf16_ref(float *y, const uint16_t *w, const float *x, int rows, int 
     }
 }
 
-/* Q8_0: each group of group_size weights is int8 times one scale. The activations are
- * quantized the same way (per group, scale max|x| / 127) so that the inner loop is an integer
- * dot product; that is what makes int8 fast on hardware with VNNI. */
+/* Q8_0: each group of group_size weights along a row (the last group of a row may be
+ * shorter) is int8 times one scale. The activations are quantized the same way (per group,
+ * scale max|x| / 127) so that the inner loop is an integer dot product: that is what makes
+ * int8 fast on hardware with VNNI. */
 void matvec_q8_ref(float *y, const int8_t *w, const float *scales, const float *x,
                    int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size;
     #pragma omp parallel for if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int i = 0; i < rows; i++) {
+        const int8_t *row = w + (size_t)i * cols;
         float sum = 0.0f;
-        for (int g = 0; g < cols; g += group_size) {
+        for (int g = 0; g < groups; g++) {
+            int start = g * group_size;
+            int len = cols - start < group_size ? cols - start : group_size;
             float amax = 0.0f;
-            for (int j = 0; j < group_size; j++) amax = fmaxf(amax, fabsf(x[g + j]));
+            for (int j = 0; j < len; j++) amax = fmaxf(amax, fabsf(x[start + j]));
             float xscale = amax / 127.0f;
             float inv = xscale > 0.0f ? 1.0f / xscale : 0.0f;
             int32_t dot = 0;
-            for (int j = 0; j < group_size; j++) {
-                int xq = (int)roundf(x[g + j] * inv);
-                dot += (int32_t)w[(size_t)i * cols + g + j] * xq;
-            }
-            sum += (float)dot * xscale * scales[((size_t)i * cols + g) / group_size];
+            for (int j = 0; j < len; j++) dot += row[start + j] * (int32_t)roundf(x[start + j] * inv);
+            sum += (float)dot * xscale * scales[(size_t)i * groups + g];
         }
         y[i] = sum;
     }
@@ -106,7 +108,9 @@ void dequantize_row(float *out, const Tensor *w, int row, int cols) {
     }
     case WEIGHT_Q8_0: {
         const int8_t *src = (const int8_t *)w->data + base;
-        for (int j = 0; j < cols; j++) out[j] = src[j] * w->scales[(base + j) / w->group_size];
+        int groups = (cols + w->group_size - 1) / w->group_size;
+        const float *scales = w->scales + (size_t)row * groups;
+        for (int j = 0; j < cols; j++) out[j] = src[j] * scales[j / w->group_size];
         break;
     }
     }

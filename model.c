@@ -70,11 +70,6 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
     if (c->weight_type == WEIGHT_Q8_0) {
         if (c->group_size != 32 && c->group_size != 64)
             return fail(err, "Q8_0 group_size = %d is not 32 or 64", c->group_size);
-        int q_dim = c->n_heads * c->head_size;
-        if (c->dim % c->group_size || c->hidden_dim % c->group_size || q_dim % c->group_size)
-            return fail(err, "a Q8_0 row length (dim %d, hidden_dim %d, n_heads * head_size %d)"
-                        " is not a multiple of group_size %d", c->dim, c->hidden_dim, q_dim,
-                        c->group_size);
     } else if (c->weight_type != WEIGHT_F32 && c->weight_type != WEIGHT_BF16) {
         return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", c->weight_type);
     }
@@ -118,7 +113,7 @@ static Tensor take_tensor(Cursor *c, size_t rows, size_t cols, int type, int gro
     case WEIGHT_BF16: t.data = cursor_take(c, n * sizeof(uint16_t)); break;
     case WEIGHT_Q8_0:
         t.data = cursor_take(c, n);
-        t.scales = take_f32(c, n / group_size);
+        t.scales = take_f32(c, rows * ((cols + group_size - 1) / group_size));
         break;
     }
     return t;
