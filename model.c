@@ -447,3 +447,16 @@ float *model_forward(Model *m, int token, int pos) {
     matvec(s->logits, &w->classifier, s->x, p->vocab_size, dim);
     return s->logits;
 }
+
+/* The simple form of prefill: one position at a time. */
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits) {
+    float *logits = NULL;
+    for (int i = 0; i < n; i++) {
+        logits = model_forward(m, tokens[i], pos + i);
+        if (!logits) return NULL;
+        if (all_logits)
+            memcpy(all_logits + (size_t)i * m->config.vocab_size, logits,
+                   m->config.vocab_size * sizeof(float));
+    }
+    return logits;
+}

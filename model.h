@@ -187,6 +187,12 @@ void model_free(Model *m);
  * and value to the cache. Returns the logits, (vocab_size), owned by the model. */
 float *model_forward(Model *m, int token, int pos);
 
+/* Runs n tokens (the prompt) at positions pos .. pos + n - 1, filling the KV cache as n calls
+ * of model_forward would. Returns the logits of the last position (owned by the model), or
+ * NULL if a token or position is out of range. If all_logits is not NULL it receives the
+ * logits of every position, (n, vocab_size). */
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits);
+
 /* Bytes of weights one forward pass reads, for GB/s reports. */
 size_t model_weight_bytes(const Model *m);
 
