@@ -114,6 +114,8 @@ typedef struct {
     float *v;      /* (n_kv_heads * head_size) value of the current position */
     float *att;    /* (n_heads, seq_len) attention scores, then weights */
     float *logits; /* (vocab_size) */
+    float *rope_cos; /* (seq_len, head_size / 2) cosines of the RoPE angles */
+    float *rope_sin; /* (seq_len, head_size / 2) sines of the RoPE angles */
     /* The KV cache, (n_layers, n_kv_heads, seq_len, head_size): one head's keys for all
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
@@ -184,6 +186,12 @@ void model_free(Model *m);
 /* Runs one token at position pos (0 <= pos < seq_len) through the network, appending its key
  * and value to the cache. Returns the logits, (vocab_size), owned by the model. */
 float *model_forward(Model *m, int token, int pos);
+
+/* Runs n tokens (the prompt) at positions pos .. pos + n - 1, filling the KV cache as n calls
+ * of model_forward would. Returns the logits of the last position (owned by the model), or
+ * NULL if a token or position is out of range. If all_logits is not NULL it receives the
+ * logits of every position, (n, vocab_size). */
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits);
 
 /* Bytes of weights one forward pass reads, for GB/s reports. */
 size_t model_weight_bytes(const Model *m);
