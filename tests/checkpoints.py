@@ -82,12 +82,20 @@ def to_bf16(x):
 
 
 def to_q8_0(x, group_size):
-    """A matrix -> (int8 values, float32 scales), one scale per group_size values of a row."""
-    groups = np.asarray(x, dtype=np.float32).reshape(-1, group_size)
-    scales = np.abs(groups).max(axis=1) / np.float32(127.0)
-    safe = np.where(scales == 0, np.float32(1.0), scales)  # an all-zero group stays zero
-    q = np.round(groups / safe[:, None]).astype("i1")
-    return q.reshape(-1), scales.astype("<f4")
+    """A matrix -> (int8 values, float32 scales): each row is cut into groups of group_size
+    values (the last one shorter if cols is not a multiple) and each group gets one scale."""
+    x = np.asarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    q = np.zeros((rows, cols), dtype="i1")
+    scales = []
+    for start in range(0, cols, group_size):
+        group = x[:, start:start + group_size]
+        scale = np.abs(group).max(axis=1) / np.float32(127.0)
+        safe = np.where(scale == 0, np.float32(1.0), scale)  # an all-zero group stays zero
+        q[:, start:start + group_size] = np.round(group / safe[:, None])
+        scales.append(scale)
+    # Scales are stored row by row: all the groups of row 0, then row 1...
+    return q.reshape(-1), np.stack(scales, axis=1).astype("<f4").reshape(-1)
 
 
 def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
@@ -112,7 +120,7 @@ def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
             pad()
             body.extend(to_bf16(a).tobytes())
         else:
-            assert weight_type == WEIGHT_Q8_0 and a.shape[1] % group_size == 0
+            assert weight_type == WEIGHT_Q8_0
             q, s = to_q8_0(a, group_size)
             pad()
             body.extend(q.tobytes())
@@ -144,15 +152,19 @@ def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
 # A byte-level tokenizer whose encoding is easy to predict
 
 def tokenizer_pieces(vocab_size, seed):
-    """The pieces and scores of a tokenizer for any vocab_size >= 259: <unk>, <s>, </s>, the
-    256 byte pieces <0x00>..<0xFF>, then made-up multi-byte pieces to fill the vocabulary.
+    """The pieces and scores of a tokenizer for any vocab_size >= 260: <unk>, <s>, </s>, the
+    256 byte pieces <0x00>..<0xFF>, the piece " " (id 259), then made-up multi-byte pieces to
+    fill the vocabulary.
 
-    Every made-up piece holds an uppercase letter, so a prompt without uppercase letters can
-    only be spelled with byte pieces: no BPE merge can ever build a made-up piece from it, and
+    " " is there because real vocabularies have it (Llama 2's id 29871, tok512's 410) and
+    llama2.c's encoder looks it up for the dummy prefix without a fallback. Every made-up
+    piece holds an uppercase letter, so a prompt without uppercase letters is spelled with
+    byte pieces and " " only: no BPE merge can build a made-up piece from it, and
     encode_prompt knows its ids without running BPE. The made-up pieces still give generated
     text something multi-byte to decode."""
-    assert vocab_size >= 259
+    assert vocab_size >= 260
     pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [b"<0x%02X>" % i for i in range(256)]
+    pieces.append(b" ")
     scores = [0.0] * len(pieces)
     rng = np.random.default_rng(seed)
     upper = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -165,7 +177,7 @@ def tokenizer_pieces(vocab_size, seed):
         piece = (b" " if rng.random() < 0.5 else b"") + cap + word
         if piece not in seen:
             seen.add(piece)
-            scores.append(-float(len(pieces) - 259))  # earlier pieces merge first, as in SP
+            scores.append(-float(len(pieces) - 260))  # earlier pieces merge first, as in SP
             pieces.append(piece)
     return pieces, scores
 
@@ -180,9 +192,15 @@ def write_tokenizer(path, vocab_size, seed=0):
     return pieces, scores
 
 
+SPACE_ID = 259
+
+
 def encode_prompt(text, bos_id=1):
-    """The ids the engine gives a prompt with the tokenizer above: BOS, then one byte piece
-    (id byte + 3) per byte of the text with SentencePiece's dummy space in front."""
+    """The ids the engine gives a prompt with the tokenizer above: BOS, then per byte of the
+    text with SentencePiece's dummy space in front, the piece " " for a space and the byte
+    piece (id byte + 3) for anything else."""
     data = text.encode()
     assert not any(65 <= b <= 90 for b in data), "uppercase could merge into a made-up piece"
-    return [bos_id] + [b + 3 for b in b" " + data] if data else [bos_id]
+    if not data:
+        return [bos_id]
+    return [bos_id] + [SPACE_ID if b == 32 else b + 3 for b in b" " + data]

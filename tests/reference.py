@@ -148,12 +148,13 @@ def read_tllm(path):
             at = align64(at + 2 * n)
             return (half << 16).view(np.float32).astype(np.float64).reshape(rows, cols)
         assert weight_type == WEIGHT_Q8_0, f"{path}: weight type {weight_type}"
-        assert cols % group_size == 0, f"{path}: {cols} columns, group size {group_size}"
         q = np.frombuffer(data, dtype="i1", count=n, offset=at).astype(np.float64)
         at = align64(at + n)
-        scales = take_f32(n // group_size)
-        # Each run of group_size values along a row shares one scale.
-        return (q.reshape(-1, group_size) * scales[:, None]).reshape(rows, cols)
+        groups_per_row = -(-cols // group_size)  # the last group of a row may be shorter
+        scales = take_f32(rows * groups_per_row).reshape(rows, groups_per_row)
+        # Each run of group_size values along a row shares one scale: value j of a row uses
+        # that row's scale number j // group_size.
+        return q.reshape(rows, cols) * scales[:, np.arange(cols) // group_size]
 
     shapes = layer_shapes(c)
     emb = take_matrix(vocab_size, dim)
@@ -258,39 +259,68 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def swiglu(x, layer):
+def swiglu(x, layer, matvec):
     """The feedforward: a gated projection up to hidden_dim and back down to dim."""
-    return layer["w2"] @ (silu(layer["w1"] @ x) * (layer["w3"] @ x))
+    return matvec(layer["w2"], silu(matvec(layer["w1"], x)) * matvec(layer["w3"], x))
+
+
+def matvec(w, x):
+    """y = W x: row i of W gives y[i]."""
+    return w @ x
+
+
+def quantize_groups(x, group_size):
+    """x rounded as the engine's Q8_0 kernel rounds its input: per group of group_size values
+    (the last may be shorter), to int8 steps of max|x| / 127, half away from zero like C's
+    roundf. Returns the rounded values as floats."""
+    out = np.zeros_like(x)
+    for start in range(0, x.size, group_size):
+        g = x[start:start + group_size]
+        step = np.max(np.abs(g)) / 127.0
+        if step > 0:
+            v = g / step
+            out[start:start + group_size] = np.sign(v) * np.floor(np.abs(v) + 0.5) * step
+    return out
+
+
+def q8_matvec(group_size):
+    """The matvec of the engine's Q8_0 path: an integer dot product of int8 weights with the
+    input quantized the same way (kernels.c). W is already q * scale, so quantizing x is the
+    only extra rounding; multiplying the two gives the engine's sum up to float32 rounding."""
+    return lambda w, x: w @ quantize_groups(x, group_size)
 
 
 class Transformer:
     """A checkpoint plus its KV cache. forward(token, pos) must be called with pos = 0, 1, 2...
-    in order, as the engine is; it returns the logits, (vocab_size) float64."""
+    in order, as the engine is; it returns the logits, (vocab_size) float64.
 
-    def __init__(self, config, weights):
-        self.c, self.w = config, weights
+    matvec computes every W x: the plain product by default, or q8_matvec(group_size) to
+    mirror the engine on Q8_0 files, which rounds x to int8 as well as the weights."""
+
+    def __init__(self, config, weights, matvec=matvec):
+        self.c, self.w, self.matvec = config, weights, matvec
         kv_dim = config.n_kv_heads * config.head_size
         self.key_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
         self.value_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
 
     def forward(self, token, pos):
-        c, w = self.c, self.w
+        c, w, mv = self.c, self.w, self.matvec
         assert 0 <= token < c.vocab_size and 0 <= pos < c.seq_len
         x = w["token_embedding"][token].copy()  # the residual stream
         for l, layer in enumerate(w["layers"]):
             # Attention block, pre-norm: normalise a copy, add the result back to x.
             xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
-            q = rope(layer["wq"] @ xb, pos, c.head_size, c.rope_theta)
-            k = rope(layer["wk"] @ xb, pos, c.head_size, c.rope_theta)
+            q = rope(mv(layer["wq"], xb), pos, c.head_size, c.rope_theta)
+            k = rope(mv(layer["wk"], xb), pos, c.head_size, c.rope_theta)
             self.key_cache[l, pos] = k
-            self.value_cache[l, pos] = layer["wv"] @ xb
+            self.value_cache[l, pos] = mv(layer["wv"], xb)
             att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c)
-            x = x + layer["wo"] @ att
+            x = x + mv(layer["wo"], att)
             # Feedforward block, also pre-norm with a residual connection.
             xb = rmsnorm(x, layer["ffn_norm"], c.norm_eps)
-            x = x + swiglu(xb, layer)
+            x = x + swiglu(xb, layer, mv)
         x = rmsnorm(x, w["final_norm"], c.norm_eps)
-        return w["classifier"] @ x
+        return mv(w["classifier"], x)
 
 
 # ------------------------------------------------------------------------------------------
