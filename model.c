@@ -169,6 +169,7 @@ static int load_llama2c(Model *m, char err[ERR_MAX]) {
     c->bos_id = 1;
     c->eos_id = 2;
     c->weight_type = WEIGHT_F32;
+    m->is_llama2c = 1;
     if (check_config(c, err)) return -1;
 
     size_t dim = c->dim, hidden = c->hidden_dim, L = c->n_layers, hs = c->head_size;

@@ -172,6 +172,7 @@ typedef struct {
     const void *mapping;  /* the whole file, mapped read-only */
     size_t mapping_size;
     int owns_mapping;     /* 1 if model_free must unmap it (model_load, not model_load_memory) */
+    int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
 } Model;
