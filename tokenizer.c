@@ -23,6 +23,7 @@
  * Every file is treated as hostile: lengths are checked against the bytes that remain before
  * anything is read, and a bad file yields a one-line error, never a crash.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +73,7 @@ static float reader_f32(Reader *r) {
 /* ------------------------------------------------------------------------------------------ */
 /* The piece hash table */
 
-/* FNV-1a: simple, and good enough for a table kept at most half full. */
+/* The FNV-1a hash of len bytes: simple, and good enough for a table kept at most half full. */
 static uint32_t hash_bytes(const char *s, size_t len) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < len; i++) {
@@ -268,7 +269,7 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_
     memset(t, 0, sizeof *t);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, ERR_MAX, "cannot open the tokenizer file");
+        snprintf(err, ERR_MAX, "cannot open: %s", strerror(errno));
         return -1;
     }
     /* Read in growing chunks rather than trusting a size from fseek/ftell, which fails on
@@ -376,6 +377,7 @@ static int candidate_before(const Candidate *a, const Candidate *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
+/* Adds c to the heap of *n candidates (the array has room for it), sifting it up. */
 static void heap_push(Candidate *heap, size_t *n, Candidate c) {
     size_t i = (*n)++;
     while (i > 0) {
@@ -462,6 +464,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int
      * and the heap, which holds at most the n initial pairs plus two per merge. */
     size_t max_syms = n + 1;
     size_t heap_cap = 3 * max_syms;
+    if (max_syms > ((size_t)-1) / (sizeof(Symbol) + 3 * sizeof(Candidate) + 1)) return -1;
     char *block = malloc(max_syms * sizeof(Symbol) + heap_cap * sizeof(Candidate) + n + 1);
     if (!block) return -1;
     Symbol *sym = (Symbol *)block;

@@ -65,11 +65,13 @@ static char *read_record(long len) {
     return text;
 }
 
+/* Prints bytes as a record: the length, a newline, the bytes. */
 static void write_record(const char *bytes, size_t len) {
     printf("%zu\n", len);
     fwrite(bytes, 1, len, stdout);
 }
 
+/* Wall-clock seconds (C11 timespec_get), for timing the encoder alone. */
 static double now_seconds(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);
