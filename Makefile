@@ -15,7 +15,7 @@ ARCH    ?= -march=native
 OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
-DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
+DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
@@ -55,13 +55,16 @@ test-debug: debug
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode
-FUZZ_FLAGS    = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -I.
+# -fno-sanitize-recover: undefined behaviour aborts the run, so libFuzzer records it as a crash
+FUZZ_FLAGS    = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+                -D_POSIX_C_SOURCE=200809L -I.
+FUZZ_LIB      = $(LIB) fuzz/options.c
 
-build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(LIB) | build/fuzz
+build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ $(LDLIBS)
-build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(LIB) | build/fuzz
+build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $^ -o $@ $(LDLIBS)
-build/fuzz/%: fuzz/fuzz_%.c $(LIB) | build/fuzz
+build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ $(LDLIBS)
 
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)

@@ -59,7 +59,8 @@ void attention(float *out, float *att, const float *q, const float *key_cache,
                int seq_len, int pos) {
     int group = n_heads / n_kv_heads;
     float norm = sqrtf((float)head_size);
-    #pragma omp parallel for if (n_heads * (pos + 1) * head_size >= (1 << 15))
+    /* (long): n_heads * head_size * positions exceeds INT_MAX at long contexts */
+    #pragma omp parallel for if ((long)n_heads * (pos + 1) * head_size >= (1 << 15))
     for (int h = 0; h < n_heads; h++) {
         const float *qh = q + (size_t)h * head_size;
         const float *keys = key_cache + (size_t)(h / group) * seq_len * head_size;

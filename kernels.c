@@ -75,7 +75,15 @@ void matvec_q8_ref(float *y, const int8_t *w, const float *scales, const float *
             float xscale = amax / 127.0f;
             float inv = xscale > 0.0f ? 1.0f / xscale : 0.0f;
             int32_t dot = 0;
-            for (int j = 0; j < len; j++) dot += row[start + j] * (int32_t)roundf(x[start + j] * inv);
+            for (int j = 0; j < len; j++) {
+                /* Hardening: a corrupt file's NaN or infinite weights make NaN activations,
+                 * and converting NaN to an integer is undefined behaviour (found by fuzzing,
+                 * tests/regressions/q8_nan_activation). Such a value counts as 0; the
+                 * result is garbage but the program goes on. */
+                float v = x[start + j] * inv;
+                int32_t xq = v >= -127.5f && v <= 127.5f ? (int32_t)roundf(v) : 0;
+                dot += row[start + j] * xq;
+            }
             sum += (float)dot * xscale * scales[(size_t)i * groups + g];
         }
         y[i] = sum;

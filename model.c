@@ -60,8 +60,10 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
         return fail(err, "head_size = %d is odd, but RoPE rotates pairs", c->head_size);
     if ((long)c->n_heads * c->head_size > MAX_DIM)
         return fail(err, "n_heads * head_size = %ld is too large", (long)c->n_heads * c->head_size);
-    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
-        return fail(err, "rope_theta = %g is not a positive number", c->rope_theta);
+    /* NaN fails every comparison, so each test is written to reject it. A base of 1 or less
+     * would turn the frequencies theta^(-2i/head_size) into 1 or growing values. */
+    if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta))
+        return fail(err, "rope_theta = %g is not a finite number above 1", c->rope_theta);
     if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
         return fail(err, "norm_eps = %g is out of range (0..1)", c->norm_eps);
     if (c->bos_id < 0 || c->bos_id >= c->vocab_size || c->eos_id < 0 || c->eos_id >= c->vocab_size)
@@ -72,6 +74,9 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
             return fail(err, "Q8_0 group_size = %d is not 32 or 64", c->group_size);
     } else if (c->weight_type != WEIGHT_F32 && c->weight_type != WEIGHT_BF16) {
         return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", c->weight_type);
+    } else if (c->group_size != 0) {
+        return fail(err, "group_size = %d, but only Q8_0 weights have groups (expected 0)",
+                    c->group_size);
     }
     if (c->chat_template < TEMPLATE_NONE || c->chat_template > TEMPLATE_ZEPHYR)
         return fail(err, "chat_template = %d is unknown", c->chat_template);
@@ -251,13 +256,14 @@ static int load_tllm(Model *m, char err[ERR_MAX]) {
     c->weight_type = read_int(b + 60);
     c->group_size = read_int(b + 64);
     c->chat_template = read_int(b + 68);
-    uint32_t tokenizer_kind = read_u32(b + 72);
+    uint32_t tokenizer_kind = read_u32(b + 72), reserved = read_u32(b + 76);
     uint64_t tok_off = read_u64(b + 80), tok_size = read_u64(b + 88);
     uint64_t weights_off = read_u64(b + 96), file_size = read_u64(b + 104);
     if (check_config(c, err)) return -1;
     if (shared > 1) return fail(err, "shared_classifier = %u is not 0 or 1", shared);
     if (tokenizer_kind != 1)
         return fail(err, "tokenizer_kind = %u is unknown (1 = BPE)", tokenizer_kind);
+    if (reserved != 0) return fail(err, "reserved header field = %u is not 0", reserved);
     if (file_size != size)
         return fail(err, "file is %zu bytes but its header says %llu: truncated or corrupt",
                     size, (unsigned long long)file_size);

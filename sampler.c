@@ -70,6 +70,10 @@ static int sample_topp(const float *probs, int n, float topp, ProbIndex *scratch
             kept++;
         }
     }
+    /* Hardening: nothing passes the cutoff when the probabilities are NaN (a corrupt model, or
+     * a temperature so small that logits overflow) or when n is 1 (the cutoff divides by 0);
+     * without this, scratch[-1] below is read (tests/test_hardening.py). */
+    if (kept == 0) return sample_cdf(probs, n, coin);
     qsort(scratch, kept, sizeof *scratch, compare_prob_desc);
 
     float cumulative = 0.0f;

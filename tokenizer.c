@@ -24,12 +24,22 @@
  * anything is read, and a bad file yields a one-line error, never a crash.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "model.h"
+
+/* Limits on hostile files. Real pieces are a few dozen bytes (Llama 2's longest is 16), and
+ * callers may put a piece on the stack (run.c's output filter), so a piece longer than
+ * MAX_PIECE_LEN is refused. A tokenizer.bin above MAX_TOKENIZER_FILE (2^20 pieces of 256
+ * bytes) is refused before it is read into memory. */
+#define MAX_PIECE_LEN      1024
+#define MAX_TOKENIZER_FILE ((size_t)1 << 28)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Reading little-endian numbers from untrusted bytes */
@@ -241,8 +251,9 @@ static int parse_body(Tokenizer *t, const unsigned char *data, size_t size, int 
         return -1;
     }
     int32_t max_len = reader_i32(&r);
-    if (max_len < 0) {
-        snprintf(err, ERR_MAX, "max_token_length %d is negative", (int)max_len);
+    if (max_len < 0 || max_len > MAX_PIECE_LEN) {
+        snprintf(err, ERR_MAX, "max_token_length %d is out of range (0..%d)", (int)max_len,
+                 MAX_PIECE_LEN);
         return -1;
     }
     int n_read;
@@ -263,43 +274,50 @@ static int parse_body(Tokenizer *t, const unsigned char *data, size_t size, int 
     return build_tokenizer(t, r, vocab_size, max_len, piece_bytes, err);
 }
 
-/* Loads llama2.c's tokenizer.bin, using its first vocab_size pieces. Returns 0, or -1 with the
- * reason in err. */
+/* Loads llama2.c's tokenizer.bin, using its first vocab_size pieces. Only a regular file is
+ * read: a FIFO would block and /dev/zero would never end. Returns 0, or -1 with the reason in
+ * err. */
 int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* O_NONBLOCK: a FIFO is refused, not waited on */
+    if (fd < 0) {
         snprintf(err, ERR_MAX, "cannot open: %s", strerror(errno));
         return -1;
     }
-    /* Read in growing chunks rather than trusting a size from fseek/ftell, which fails on
-     * pipes and is a long on some platforms. */
-    size_t cap = 1 << 16, size = 0;
-    unsigned char *buf = malloc(cap);
-    int rc = 0;
-    while (buf) {
-        size += fread(buf + size, 1, cap - size, f);
-        if (size < cap) break;
-        unsigned char *bigger = cap <= ((size_t)-1) / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, ERR_MAX, "not a regular file");
+        return -1;
     }
+    if ((unsigned long long)st.st_size > MAX_TOKENIZER_FILE) {
+        close(fd);
+        snprintf(err, ERR_MAX, "%lld bytes is too large for a tokenizer (limit %zu)",
+                 (long long)st.st_size, MAX_TOKENIZER_FILE);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size, got = 0;
+    unsigned char *buf = malloc(size ? size : 1);
     if (!buf) {
+        close(fd);
         snprintf(err, ERR_MAX, "out of memory reading the tokenizer file");
-        rc = -1;
-    } else if (ferror(f)) {
-        snprintf(err, ERR_MAX, "read error");
+        return -1;
+    }
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break; /* an error, or the file shrank while we read it */
+        got += (size_t)n;
+    }
+    close(fd);
+    int rc;
+    if (got < size) {
+        snprintf(err, ERR_MAX, "read error after %zu of %zu bytes", got, size);
         rc = -1;
     } else {
         rc = parse_body(t, buf, size, -1, vocab_size, err);
     }
     free(buf);
-    fclose(f);
     return rc;
 }
 

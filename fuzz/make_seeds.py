@@ -10,6 +10,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from test_bad_inputs import llama2c_bytes, tokenizer_bytes  # noqa: E402
+import checkpoints  # noqa: E402
+from reference import WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, Config  # noqa: E402
 
 TINY = [
     dict(dim=8, hidden_dim=12, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=16, seq_len=8),
@@ -28,6 +30,39 @@ def llama2c_seed(shape):
     return data
 
 
+# Small TLLM files of every weight type, written by tests/checkpoints.py with a 16-piece
+# tokenizer so that each seed stays a few kilobytes: (config, weight_type, group_size).
+TINY_TLLM = [
+    (Config(8, 12, 1, 2, 1, 16, 8), WEIGHT_F32, 0),
+    (Config(8, 12, 2, 2, 2, 16, 4, shared_classifier=False), WEIGHT_BF16, 0),
+    (Config(8, 40, 1, 4, 2, 16, 8, head_size=4), WEIGHT_Q8_0, 32),
+    (Config(4, 6, 1, 1, 1, 16, 2, shared_classifier=False), WEIGHT_Q8_0, 64),
+]
+TINY_PIECES = [b"<unk>", b"<s>", b"</s>", b" ", b"a", b"b", b"c", b" a", b"ab", b"bc", b"abc",
+               b"<0x41>", b"\xc3\xa9", b"\xe2\x96\x81", b"\n", b"  "]
+
+
+def tllm_seeds(out):
+    """TLLM files without their magic (the target adds it): tests/checkpoints.py's writer for
+    every weight type, and export.py's --random output when export.py exists."""
+    seeds = []
+    for k, (c, weight_type, group_size) in enumerate(TINY_TLLM):
+        path = os.path.join(out, f"tiny_tllm_{k}.bin")
+        checkpoints.write_tllm(path, c, checkpoints.random_weights(c, k), TINY_PIECES,
+                               [-float(i) for i in range(len(TINY_PIECES))], weight_type,
+                               group_size)
+        with open(path, "rb") as f:
+            seeds.append(f.read()[4:])
+    export = os.path.join(HERE, "..", "export.py")
+    if os.path.exists(export):
+        path = os.path.join(out, "tiny_tllm_export.bin")
+        subprocess.run([sys.executable, export, path, "--random", "8,12,1,2,1,259,8", "--seed",
+                        "1"], check=True, capture_output=True)
+        with open(path, "rb") as f:
+            seeds.append(f.read()[4:])
+    return seeds
+
+
 def mutations(data):
     """A handful of cheap variations: truncations and one flipped byte."""
     yield data[: len(data) // 2]
@@ -44,12 +79,8 @@ def main(out):
     tok = tokenizer_bytes(259 + 8)
     seeds["tokenizer"].append(struct.pack("<H", 258) + struct.pack("<I", 259 + 8) + tok)
     seeds["tokenizer"].append(struct.pack("<H", 2) + struct.pack("<I", 3) + tokenizer_bytes(3))
-    tllm = os.path.join(out, "tiny_tllm.bin")
     os.makedirs(out, exist_ok=True)
-    subprocess.run([sys.executable, os.path.join(HERE, "..", "export.py"), tllm, "--random",
-                    "8,12,1,2,1,259,8", "--seed", "1"], check=True, capture_output=True)
-    with open(tllm, "rb") as f:
-        seeds["checkpoint_tllm"].append(f.read()[4:])  # the target adds the magic itself
+    seeds["checkpoint_tllm"] += tllm_seeds(out)
     seeds["encode"] += [b"Hello, world!", "h\u00e9llo \u4e16\u754c \U0001F600".encode(),
                         b"\xff\xfe\xc3", b"  two  spaces\tand\ttabs\n\n", b"\xe2\x82"]
     for target, items in seeds.items():
