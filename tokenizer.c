@@ -251,9 +251,13 @@ static int parse_body(Tokenizer *t, const unsigned char *data, size_t size, int 
         return -1;
     }
     int32_t max_len = reader_i32(&r);
-    if (max_len < 0 || max_len > MAX_PIECE_LEN) {
-        snprintf(err, ERR_MAX, "max_token_length %d is out of range (0..%d)", (int)max_len,
-                 MAX_PIECE_LEN);
+    if (max_len < 0) {
+        snprintf(err, ERR_MAX, "max_token_length %d is negative", (int)max_len);
+        return -1;
+    }
+    if (max_len > MAX_PIECE_LEN) {
+        snprintf(err, ERR_MAX, "max_token_length %d is above the limit of %d bytes",
+                 (int)max_len, MAX_PIECE_LEN);
         return -1;
     }
     int n_read;
