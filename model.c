@@ -238,6 +238,17 @@ static int load_tllm(Model *m, char err[ERR_MAX]) {
     uint32_t version = read_u32(b + 4);
     if (version != 1) return fail(err, "TLLM version %u is not supported (expected 1)", version);
 
+    /* A u32 field above INT_MAX would read as -1 below; name its real value instead. */
+    static const struct { int off; const char *name; } int_fields[] = {
+        {8, "dim"}, {12, "hidden_dim"}, {16, "n_layers"}, {20, "n_heads"}, {24, "n_kv_heads"},
+        {28, "head_size"}, {32, "vocab_size"}, {36, "seq_len"}, {60, "weight_type"},
+        {64, "group_size"}, {68, "chat_template"},
+    };
+    for (size_t i = 0; i < sizeof int_fields / sizeof int_fields[0]; i++)
+        if (read_u32(b + int_fields[i].off) > 0x7fffffffu)
+            return fail(err, "header field %s = %u is out of range", int_fields[i].name,
+                        read_u32(b + int_fields[i].off));
+
     Config *c = &m->config;
     c->dim = read_int(b + 8);
     c->hidden_dim = read_int(b + 12);

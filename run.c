@@ -129,19 +129,25 @@ static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, 
         die("-i: the prompt is %d tokens, more than the context of %d", n_prompt, c->seq_len);
 
     double start = 0.0;
-    int token = prompt_tokens[0], pos = 0;
+    int token = prompt_tokens[0], pos = 0, ended = 0;
     while (pos < steps) {
         float *logits = forward(m, o, token, pos);
         int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sampler_sample(sampler, logits);
         pos++;
         /* llama2.c's stories end with BOS; models of our own format end with EOS */
-        if (next == c->bos_id || (!m->is_llama2c && next == c->eos_id)) break;
+        if (next == c->bos_id || (!m->is_llama2c && next == c->eos_id)) {
+            ended = 1;
+            break;
+        }
         emit_piece(o, token, next);
         token = next;
         if (start == 0.0) start = now_seconds(); /* the first step pays for page faults */
     }
     putchar('\n');
     fflush(stdout);
+    /* Hardening: say why the text stopped when the KV cache, not -n, was the limit. */
+    if (!ended && pos == c->seq_len)
+        fprintf(stderr, "run: the context of %d tokens is full\n", c->seq_len);
     if (pos > 1) fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (now_seconds() - start));
     free(prompt_tokens);
 }
@@ -216,6 +222,9 @@ static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
         }
     }
     putchar('\n');
+    /* Hardening: the loop also ends when the context is used up in the middle of an answer. */
+    if (pos >= steps)
+        fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n", steps);
     free(system), free(user), free(rendered), free(prompt_tokens);
 }
 
