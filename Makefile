@@ -2,8 +2,10 @@
 #   make            optimised ./run for this machine (-O3 -march=native, OpenMP when available)
 #   make portable   ./run without -march=native: plain C kernels, builds on any C11 compiler
 #   make debug      build/debug/: -O0 -g with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make test       every test (C units, numpy reference, stories260K, sentencepiece)
-#   make test-debug the same suite against the sanitizer build
+#   make test       everything, as CI runs it: the suite against build/ and build/debug/, each
+#                   fuzz target for FUZZ_SECONDS (default 30), valgrind (see TESTING.md)
+#   make test-fast  the suite against the optimised build only, for day-to-day work
+#   make test-debug the suite against the sanitizer build only
 #   make bench      speed of random-weight models (see BENCHMARKS.md)
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang; see TESTING.md)
 #   make clean
@@ -15,10 +17,15 @@ ARCH    ?= -march=native
 OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
-DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
+DFLAGS  = $(WARN) -Wno-unknown-pragmas -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
+# valgrind: no OpenMP (libgomp's pool shows as "possibly lost"), no -march=native (AVX-512)
+VFLAGS  = $(WARN) -Wno-unknown-pragmas -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode
 TOOLS   = run tokenize
 
 all: run
@@ -39,50 +46,59 @@ build/run build/test_kernels build/tokenize: build/%: build/%.o $(LIB:%.c=build/
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 build/debug/run build/debug/test_kernels build/debug/tokenize: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
+build/valgrind/%.o: %.c | build/valgrind
+	$(CC) $(VFLAGS) -c $< -o $@
+build/valgrind/run: build/valgrind/run.o $(LIB:%.c=build/valgrind/%.o)
+	$(CC) $(VFLAGS) $^ -o $@ $(LDLIBS)
 
 portable:
 	$(MAKE) ARCH= run
 
 debug: $(TOOLS:%=build/debug/%)
 
-test: run $(TOOLS:%=build/%)
+test: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%)
+	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTHON) tests/run_tests.py --all
+
+test-fast: run $(TOOLS:%=build/%)
 	$(PYTHON) tests/run_tests.py
 
 test-debug: debug
 	ENGINE_BIN=build/debug ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/run_tests.py
 
 # Fuzzing: clang's libFuzzer with ASan + UBSan; the corpora grow under build/fuzz/.
-FUZZ_CC      ?= clang
-FUZZ_SECONDS ?= 30
-FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode
 # -fno-sanitize-recover: undefined behaviour aborts the run, so libFuzzer records it as a crash
 FUZZ_FLAGS    = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -D_POSIX_C_SOURCE=200809L -I.
 FUZZ_LIB      = $(LIB) fuzz/options.c
 
-build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) | build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ $(LDLIBS)
-build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) | build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $^ -o $@ $(LDLIBS)
-build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) | build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ $(LDLIBS)
+build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
+build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $(filter %.c,$^) -o $@ $(LDLIBS)
+build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 
+# Each target in turn; stops at the first one that finds something (the input is saved as
+# build/fuzz/artifacts/TARGET-crash-*).
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
-	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t && \
+	mkdir -p build/fuzz/artifacts
+	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t; \
 	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    build/fuzz/corpus/$$t build/fuzz/seeds/$$t 2>&1 | tee build/fuzz/$$t.log | \
-	    grep -E "^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" ; \
-	  grep -q "^stat::number_of_executed_units" build/fuzz/$$t.log || exit 1; done
+	    -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus/$$t build/fuzz/seeds/$$t \
+	    > build/fuzz/$$t.log 2>&1; status=$$?; echo "$$t:"; \
+	  grep -E "^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)|runtime error" build/fuzz/$$t.log; \
+	  [ $$status -eq 0 ] || exit 1; done
 
 bench: run
 	$(PYTHON) tests/bench.py
 
-build build/debug build/fuzz:
+build build/debug build/fuzz build/valgrind:
 	mkdir -p $@
 
 clean:
 	rm -rf build run
 
-.PHONY: all portable debug test test-debug bench fuzz clean
--include build/*.d build/debug/*.d
+.PHONY: all portable debug test test-fast test-debug bench fuzz clean
+-include build/*.d build/debug/*.d build/valgrind/*.d

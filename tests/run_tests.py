@@ -1,29 +1,40 @@
 #!/usr/bin/env python3
-"""Runs every test in tests/test_*.py and ends with one line: `N passed, N failed`.
+"""Runs the tests and ends with one line: `N passed, N failed`.
 
 A test is a module-level function whose name starts with `test_`. It passes when it returns
-and fails when it raises. Usage: run_tests.py [substring ...] runs only the tests whose
-`module.function` name contains one of the substrings.
+and fails when it raises.
 
-The binaries under test come from $ENGINE_BIN (default `build`), so the same suite runs
-against the optimised build and the sanitizer build (`make test-debug`).
+  run_tests.py [substring ...]        the engine suite (tests/test_*.py) against $ENGINE_BIN
+                                      (default `build`): `make test-fast`
+  run_tests.py --all [substring ...]  everything, as `make test` and CI run it:
+                                        1. the engine suite against build/ (release),
+                                        2. the engine suite again against build/debug/
+                                           (ASan + UBSan), its tests named `debug:...`,
+                                        3. once: tests/check_*.py, the fuzz targets for
+                                           $FUZZ_SECONDS each and the valgrind runs;
+                                      the last line sums all three.
+
+Substrings select the tests whose `module.function` name contains one of them.
 """
 import importlib
 import os
+import re
+import subprocess
 import sys
 import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 
-def main():
-    sys.path.insert(0, HERE)
-    os.chdir(os.path.dirname(HERE))  # tests run from the project root
-    wanted = sys.argv[1:]
+def run_modules(prefix, wanted, label=""):
+    """Runs every test of the modules tests/<prefix>*.py in this process. Returns (passed,
+    failed)."""
     passed = failed = 0
     for fname in sorted(os.listdir(HERE)):
-        if not (fname.startswith("test_") and fname.endswith(".py")):
+        if not (fname.startswith(prefix) and fname.endswith(".py")):
             continue
         module = importlib.import_module(fname[:-3])
         for name, fn in list(vars(module).items()):
@@ -37,14 +48,55 @@ def main():
                 fn()
             except Exception as e:  # a failed assert or a crash: either way the test failed
                 failed += 1
-                print(f"FAIL {full} ({time.time() - start:.1f}s)")
+                print(f"FAIL {label}{full} ({time.time() - start:.1f}s)")
                 detail = traceback.format_exc() if not isinstance(e, AssertionError) else str(e)
                 for line in detail.rstrip().splitlines()[-20:]:
                     print(f"     {line}")
             else:
                 passed += 1
-                print(f"ok   {full} ({time.time() - start:.1f}s)")
+                print(f"ok   {label}{full} ({time.time() - start:.1f}s)")
             sys.stdout.flush()
+    return passed, failed
+
+
+def run_debug_suite(wanted):
+    """The engine suite against the sanitizer build, in a child process (the test modules read
+    $ENGINE_BIN when imported). Its lines are passed on with `debug:` names; its summary line
+    is parsed instead. Returns (passed, failed)."""
+    env = dict(os.environ, ENGINE_BIN=os.path.join("build", "debug"),
+               ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:"]
+                             + wanted, env=env, stdout=subprocess.PIPE, text=True)
+    counts = None
+    for line in child.stdout:
+        m = SUMMARY.match(line.strip())
+        if m:
+            counts = int(m.group(1)), int(m.group(2))
+        else:
+            print(line, end="")
+            sys.stdout.flush()
+    child.wait()
+    if counts is None:  # the child died before its summary: count that as a failure
+        print(f"FAIL debug: the debug suite ended with status {child.returncode} and no summary")
+        return 0, 1
+    return counts
+
+
+def main():
+    sys.path.insert(0, HERE)
+    os.chdir(ROOT)  # tests run from the project root
+    args = sys.argv[1:]
+    run_all = "--all" in args
+    label = ""
+    if "--label" in args:  # internal: the child process of --all
+        label = args[args.index("--label") + 1]
+        del args[args.index("--label"):args.index("--label") + 2]
+    wanted = [a for a in args if a != "--all"]
+
+    passed, failed = run_modules("test_", wanted, label)
+    if run_all:
+        for p, f in (run_debug_suite(wanted), run_modules("check_", wanted)):
+            passed, failed = passed + p, failed + f
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 
