@@ -5,7 +5,13 @@
  * every run exercises our own format's loader; without it the input is taken as it is, which
  * mostly means the llama2.c loader. A checkpoint the loader accepts must also survive a
  * forward pass: that is what proves every pointer it made lies inside the input.
+ *
+ * The TLLM build also writes the input's real length into the header's file_size field, so
+ * mutations get past that check and into the offsets and tensors behind it (the check itself
+ * is covered by tests/test_bad_inputs.py). Logits are then sampled with every strategy, since
+ * a corrupt file's NaN logits once sent top-p sampling out of bounds.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +24,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     memcpy(buf, "TLLM", 4);
     memcpy(buf + 4, data, size);
     size += 4;
+    if (size >= 112)
+        for (int i = 0; i < 8; i++) buf[104 + i] = (unsigned char)((uint64_t)size >> (8 * i));
 #else
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) return 0;
@@ -27,8 +35,19 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     char err[ERR_MAX];
     if (model_load_memory(&m, buf, size, err) == 0) {
         const Config *c = &m.config;
-        model_forward(&m, c->vocab_size - 1, 0);
+        float *logits = model_forward(&m, c->vocab_size - 1, 0);
+        if (!logits) abort(); /* a loaded model must run every valid token at position 0 */
+        for (int k = 0; k < 3; k++) {
+            Sampler s;
+            float temperature[3] = {0.0f, 1.0f, 1.0f}, topp[3] = {0.9f, 0.9f, 1.0f};
+            if (sampler_init(&s, c->vocab_size, temperature[k], topp[k], 42) != 0) break;
+            int next = sampler_sample(&s, logits); /* may overwrite the logits: last use */
+            sampler_free(&s);
+            if (next < 0 || next >= c->vocab_size) abort();
+        }
         if (c->seq_len > 1) model_forward(&m, 0, 1);
+        /* the last position of the KV cache, when attending over it all is cheap enough */
+        if (c->seq_len > 2 && c->seq_len <= 4096) model_forward(&m, 0, c->seq_len - 1);
         if (m.tokenizer_data) {
             Tokenizer t;
             if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size, c->vocab_size,
