@@ -1,0 +1,290 @@
+"""Tests of export.py: lossless llama2.c conversion, Hugging Face directories against an
+independent numpy forward pass, bf16 and Q8_0 encodings, --pt, --random shapes, and the error
+messages of export.py and of the engine for broken TLLM files."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+import export_fixtures as fx
+from common import RUN, read_logits, run, run_ok, shared_model, tmp_path
+from hf_reference import hf_logits, tllm_logits
+from tllm_file import TllmFile, read_bytes
+
+PY = "/usr/bin/python3"
+sys.path.insert(0, os.getcwd())  # the project root, to test export.py's encoders directly
+import export  # noqa: E402
+
+PROMPT = "Once upon a time, there was a little"
+
+
+def export_ok(*args, env=None):
+    """Runs export.py and asserts it succeeded quietly."""
+    p = subprocess.run([PY, "export.py"] + [str(a) for a in args], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0, f"export.py {args} exited {p.returncode}: {p.stderr}"
+    return p
+
+
+def export_fails(args, path, words, env=None):
+    """Asserts export.py exits 1 with one stderr line `export.py: path: ...` holding words."""
+    p = subprocess.run([PY, "export.py"] + [str(a) for a in args], capture_output=True,
+                       text=True, env=env, timeout=60)
+    lines = p.stderr.splitlines()
+    assert p.returncode == 1, f"export.py {args}: exit {p.returncode}, stderr {p.stderr!r}"
+    assert len(lines) == 1, f"export.py {args}: want one stderr line, got {p.stderr!r}"
+    assert lines[0].startswith(f"export.py: {path}: "), f"{args}: {lines[0]!r} does not name {path}"
+    for w in words:
+        assert w in lines[0], f"export.py {args}: {lines[0]!r} lacks {w!r}"
+    assert not os.path.exists(args[0] + ".tmp"), "a failed export left its temporary file"
+
+
+def engine(model, *extra, steps=40):
+    """Runs build/run greedily with --logits; returns (stdout bytes, logits array)."""
+    assert os.path.isfile(RUN), f"{RUN} is missing: build the engine (make) before these tests"
+    out = tmp_path("logits.f32")
+    if os.path.exists(out):
+        os.remove(out)
+    p = run_ok([model, "-t", "0", "-n", steps, "--logits", out] + list(extra))
+    vocab = TllmFile(model).header["vocab_size"] if read_bytes(model)[:4] == b"TLLM" \
+        else abs(struct.unpack("<7i", read_bytes(model)[:28])[5])
+    return p.stdout, read_logits(out, vocab)
+
+
+# ----------------------------------------------------------------------------------------------
+# llama2.c checkpoints
+
+def test_llama2c_tensors_identical():
+    src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
+    out = tmp_path("s260k.bin")
+    export_ok(out, "--llama2c", src, "--tokenizer", tok)
+    f = TllmFile(out)
+    h = f.header
+    want = dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, head_size=8,
+                vocab_size=512, seq_len=512, shared_classifier=1, bos_id=1, eos_id=2,
+                weight_type=0, group_size=0, chat_template=0, tokenizer_kind=1, reserved=0)
+    for k, v in want.items():
+        assert h[k] == v, f"header {k} = {h[k]}, expected {v}"
+    assert h["rope_theta"] == 10000.0 and h["norm_eps"] == np.float32(1e-5)
+    # The tokenizer section is the piece count followed by tok512.bin itself.
+    assert f.tokenizer_section == struct.pack("<I", 512) + read_bytes(tok)
+    _, blocks = fx.read_llama2c(src)
+    names = {"attn_norm": "attn_norm", "wq": "wq", "wk": "wk", "wv": "wv", "wo": "wo",
+             "ffn_norm": "ffn_norm", "w1": "w1", "w2": "w2", "w3": "w3"}
+    assert f.tensors["token_embedding"][1].tobytes() == blocks["emb"].tobytes()
+    assert f.tensors["final_norm"][1].tobytes() == blocks["final_norm"].tobytes()
+    for i in range(5):
+        for ours, theirs in names.items():
+            a = f.tensors[f"layers.{i}.{ours}"][1]
+            assert a.tobytes() == blocks[theirs][i].tobytes(), f"layer {i} {ours} differs"
+    # Without --tokenizer, tok512.bin beside the checkpoint is found: the same file results.
+    out2 = tmp_path("s260k_auto.bin")
+    export_ok(out2, "--llama2c", src)
+    assert read_bytes(out2) == f.data
+    # --seq-len overrides only the header field.
+    out3 = tmp_path("s260k_seq.bin")
+    export_ok(out3, "--llama2c", src, "--seq-len", 77, "--template", "chatml")
+    g = TllmFile(out3)
+    assert g.header["seq_len"] == 77 and g.header["chat_template"] == 2
+    assert g.data[256:] == f.data[256:]
+
+
+def test_llama2c_untied_classifier():
+    src = tmp_path("untied_l2c.bin")
+    blocks = fx.random_llama2c(src, 32, 48, 2, 4, 2, 512, 16, seed=3, shared=False)
+    out = tmp_path("untied.bin")
+    export_ok(out, "--llama2c", src, "--tokenizer", shared_model("tok512.bin"))
+    f = TllmFile(out)
+    assert f.header["shared_classifier"] == 0 and f.header["n_kv_heads"] == 2
+    assert f.tensors["classifier"][1].tobytes() == blocks["classifier"].tobytes()
+    assert f.tensors["layers.1.wk"][1].tobytes() == blocks["wk"][1].tobytes()
+
+
+def test_engine_llama2c_same_as_original():
+    src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
+    out = tmp_path("s260k_engine.bin")
+    export_ok(out, "--llama2c", src)
+    text_a, logits_a = engine(src, "-z", tok)
+    text_b, logits_b = engine(out, "-z", tok)
+    text_c, logits_c = engine(out)  # the embedded tokenizer
+    assert logits_a.shape[0] >= 39, f"only {logits_a.shape[0]} logits rows"
+    assert text_a.startswith(b"Once upon a time"), text_a[:80]
+    assert text_b == text_a and text_c == text_a, (text_a[:80], text_b[:80], text_c[:80])
+    assert np.array_equal(logits_a, logits_b) and np.array_equal(logits_a, logits_c), \
+        f"max logit difference {np.abs(logits_a - logits_b).max()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face directories
+
+# name: (config, source dtype, shards, chat template text)
+HF_CASES = {
+    "gqa_tied_f32": (fx.hf_config(heads=4, kv_heads=2, tied=True), "F32", 1, None),
+    "mha_untied_theta5e5_sharded": (fx.hf_config(heads=4, kv_heads=4, theta=500000.0), "F32", 3,
+                                    "{{ '[INST] ' + m + ' [/INST]' }}"),
+    "mistral_bf16_gqa": (fx.hf_config(heads=8, kv_heads=2, theta=500000.0,
+                                      arch="MistralForCausalLM"), "BF16", 1,
+                         "{{ '<|im_start|>' + role }}"),
+    "f16_head_dim32_sharded": (fx.hf_config(heads=4, kv_heads=2, head_dim=32, tied=True,
+                                            layers=3), "F16", 2, "<|user|>\n{{ m }}"),
+}
+HF_TEMPLATES = {"gqa_tied_f32": 0, "mha_untied_theta5e5_sharded": 1, "mistral_bf16_gqa": 2,
+                "f16_head_dim32_sharded": 3}
+
+
+def hf_export(name):
+    """Writes HF case `name` and exports it; returns (config, stored weights, output path)."""
+    config, dtype, shards, template = HF_CASES[name]
+    folder = tmp_path("hf_" + name)
+    stored = fx.write_hf_dir(folder, config, shared_model("tokenizer.model"), dtype, shards,
+                             seed=len(name), chat_template=template)
+    out = tmp_path("hf_" + name + ".bin")
+    export_ok(out, "--hf", folder, "--seq-len", 64)
+    return config, stored, out
+
+
+def prompt_tokens():
+    """BOS and the prompt as sentencepiece encodes it (the engine adds the same dummy prefix)."""
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(model_file=shared_model("tokenizer.model"))
+    return [1] + sp.encode(PROMPT)
+
+
+def test_hf_export_header_tensors_and_numpy_forward():
+    tokens = prompt_tokens()
+    tokenizer_bin = struct.pack("<I", 32000) + read_bytes(shared_model("tokenizer.bin"))
+    for name in HF_CASES:
+        config, stored, out = hf_export(name)
+        f = TllmFile(out)
+        h = f.header
+        hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        assert (h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
+                h["head_size"], h["vocab_size"], h["seq_len"]) == (
+            config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"],
+            config["num_attention_heads"], config["num_key_value_heads"], hd, 32000, 64), name
+        assert h["rope_theta"] == config["rope_theta"] and h["norm_eps"] == np.float32(1e-5)
+        assert h["shared_classifier"] == int(config["tie_word_embeddings"]), name
+        assert h["chat_template"] == HF_TEMPLATES[name], (name, h["chat_template"])
+        assert (h["bos_id"], h["eos_id"]) == (1, 2)
+        # Exactly what llama2.c's tokenizer.py made of the same tokenizer.model.
+        assert f.tokenizer_section == tokenizer_bin, f"{name}: tokenizer differs from tokenizer.bin"
+        # v and the MLP are copied; q and k rows are permuted within each head.
+        assert np.array_equal(f.value("layers.0.wv"),
+                              stored["model.layers.0.self_attn.v_proj.weight"])
+        assert np.array_equal(f.value("layers.1.w2"), stored["model.layers.1.mlp.down_proj.weight"])
+        k = stored["model.layers.1.self_attn.k_proj.weight"]
+        wk = f.value("layers.1.wk")
+        for head in range(config["num_key_value_heads"]):
+            for i in range(hd // 2):
+                assert np.array_equal(wk[head * hd + 2 * i], k[head * hd + i])
+                assert np.array_equal(wk[head * hd + 2 * i + 1], k[head * hd + i + hd // 2])
+        # The permuted file under the engine's convention computes what Hugging Face computes.
+        ref = hf_logits(stored, config, tokens)
+        ours = tllm_logits(f, tokens)
+        err = np.abs(ours - ref).max() / np.abs(ref).max()
+        assert err < 1e-5, f"{name}: numpy TLLM forward vs HF reference: rel error {err}"
+        assert ref.std() > 0.5, f"{name}: degenerate logits (std {ref.std()})"
+
+
+def test_engine_hf_matches_reference():
+    tokens = prompt_tokens()
+    for name in HF_CASES:
+        config, stored, out = hf_export(name)
+        _, logits = engine(out, "-i", PROMPT)
+        rows = logits.shape[0]
+        assert rows >= len(tokens), f"{name}: {rows} logits rows for a {len(tokens)}-token prompt"
+        seq = list(tokens)
+        while len(seq) < rows:
+            seq.append(int(np.argmax(logits[len(seq) - 1])))  # greedy: argmax of the last row
+        ref = hf_logits(stored, config, seq)
+        err = np.abs(logits - ref).max() / np.abs(ref).max()
+        assert err < 1e-4, f"{name}: engine vs HF reference: rel error {err:.2e}"
+
+
+# ----------------------------------------------------------------------------------------------
+# bf16 and Q8_0
+
+def test_bf16_round_to_nearest_even():
+    cases = {  # float32 bits -> bf16 bits
+        0x3F800000: 0x3F80,  # 1.0 exactly
+        0x3F808000: 0x3F80,  # half-way, even below: stays
+        0x3F818000: 0x3F82,  # half-way, odd below: rounds up to even
+        0x3F808001: 0x3F81,  # just above half-way: up
+        0x3F807FFF: 0x3F80,  # just below half-way: down
+        0xBF818000: 0xBF82,  # negative half-way, odd: away to even
+        0x7F7FFFFF: 0x7F80,  # largest float rounds to infinity
+        0x7F800000: 0x7F80, 0xFF800000: 0xFF80,  # infinities
+        0x00000001: 0x0000, 0x80000000: 0x8000,  # tiny denormal, negative zero
+        0x0001C000: 0x0002,  # denormal half-way, odd below
+    }
+    bits = np.array(list(cases), dtype=np.uint32)
+    got = export.to_bf16(bits.view(np.float32))
+    assert [int(g) for g in got] == list(cases.values()), [hex(g) for g in got]
+    nan = export.to_bf16(np.array([np.nan, -np.nan], np.float32))
+    assert np.isnan((nan.astype(np.uint32) << 16).view(np.float32)).all(), nan
+
+
+def nearest_bf16(x):
+    """An independent reference: of the two bf16 neighbours pick the nearer, ties to even."""
+    u = x.view(np.uint32)
+    lo = u >> 16
+    hi = lo + 1
+    vlo = (lo << 16).view(np.float32).astype(np.float64)
+    vhi = (hi << 16).view(np.float32).astype(np.float64)
+    dlo, dhi = np.abs(x - vlo), np.abs(vhi - x)
+    return np.where((dhi < dlo) | ((dhi == dlo) & (lo % 2 == 1)), hi, lo).astype(np.uint16)
+
+
+def test_bf16_export_error():
+    src = shared_model("stories260K.bin")
+    out = tmp_path("s260k_bf16.bin")
+    export_ok(out, "--llama2c", src, "--dtype", "bf16")
+    f = TllmFile(out)
+    assert f.header["weight_type"] == 1 and f.header["group_size"] == 0
+    _, blocks = fx.read_llama2c(src)
+    pairs = [("token_embedding", blocks["emb"])] + \
+        [(f"layers.{i}.{n}", blocks[n][i]) for i in range(5) for n in ("wq", "wo", "w2")]
+    for name, x in pairs:
+        stored = f.tensors[name][1]
+        assert np.array_equal(stored, nearest_bf16(np.ascontiguousarray(x))), name
+        err = np.abs(f.value(name) - x)
+        assert (err <= np.abs(x) * 2.0 ** -8).all(), f"{name}: bf16 error above 2^-8 relative"
+    # Norms stay float32, bit for bit.
+    assert f.tensors["layers.2.ffn_norm"][0] == 0
+    assert f.tensors["layers.2.ffn_norm"][1].tobytes() == blocks["ffn_norm"][2].tobytes()
+
+
+def test_q8_0_export_error():
+    src = tmp_path("q8_src.bin")
+    blocks = fx.random_llama2c(src, 64, 96, 2, 4, 2, 512, 32, seed=5)
+    blocks["w1"][1, 3, 32:64] = 0  # an all-zero group
+    blocks["emb"][7, :] *= 1000  # large and small rows
+    blocks["emb"][8, :] *= 1e-6
+    fx.write_llama2c(src, (64, 96, 2, 4, 2, 512, 32), blocks)
+    tok = shared_model("tok512.bin")
+    for requested in (None, 32):  # hidden_dim 96: 64 does not divide it, so 32 either way
+        out = tmp_path("q8.bin")
+        args = [out, "--llama2c", src, "--tokenizer", tok, "--dtype", "q8_0"]
+        export_ok(*(args + (["--group-size", requested] if requested else [])))
+        f = TllmFile(out)
+        assert f.header["weight_type"] == 2 and f.header["group_size"] == 32
+        for name, x in [("token_embedding", blocks["emb"]), ("layers.1.w1", blocks["w1"][1]),
+                        ("layers.0.w2", blocks["w2"][0]), ("layers.1.wk", blocks["wk"][1])]:
+            q, scales = f.tensors[name][1]
+            groups = x.reshape(-1, 32)
+            assert np.array_equal(scales, (np.abs(groups).max(axis=1) / np.float32(127))
+                                  .astype(np.float32)), f"{name}: scales"
+            err = np.abs(f.value(name) - x).reshape(-1, 32)
+            assert (err <= scales[:, None] / 2 * (1 + 1e-5)).all(), f"{name}: error > scale/2"
+            assert np.abs(q).max() == 127
+        q, scales = f.tensors["layers.1.w1"][1]
+        assert scales[(3 * 64 + 32) // 32] == 0 and not q[3, 32:64].any(), "zero group"
+        assert f.tensors["final_norm"][0] == 0  # norms stay f32
+    # Widths that all allow 64 get 64 by default.
+    out = tmp_path("q8_64.bin")
+    export_ok(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
+    assert TllmFile(out).header["group_size"] == 64
