@@ -288,3 +288,228 @@ def test_q8_0_export_error():
     out = tmp_path("q8_64.bin")
     export_ok(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
     assert TllmFile(out).header["group_size"] == 64
+
+
+# ----------------------------------------------------------------------------------------------
+# --pt and --random
+
+def with_pythonpath(folder):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.abspath(os.path.join("tests", folder))
+    return env
+
+
+def test_pt_matches_llama2c():
+    # PyTorch is not installed here, so tests/fake_torch stands in for torch.load.
+    src = shared_model("stories260K.bin")
+    header, blocks = fx.read_llama2c(src)
+    pt = tmp_path("s260k.pt")
+    args = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, multiple_of=4,
+                norm_eps=1e-5, max_seq_len=512, dropout=0.0)
+    fx.write_fake_pt(pt, args, fx.llama2c_to_state(blocks, 5))
+    out_pt, out_c = tmp_path("from_pt.bin"), tmp_path("from_l2c.bin")
+    export_ok(out_pt, "--pt", pt, "--tokenizer", shared_model("tok512.bin"),
+              env=with_pythonpath("fake_torch"))
+    export_ok(out_c, "--llama2c", src)
+    assert read_bytes(out_pt) == read_bytes(out_c), "--pt and --llama2c exports differ"
+    # Without PyTorch: one clear line.
+    export_fails([tmp_path("x.bin"), "--pt", pt, "--tokenizer", shared_model("tok512.bin")],
+                 pt, ["PyTorch", "import torch"], env=with_pythonpath("no_torch"))
+
+
+def test_random_shapes():
+    out = tmp_path("r260k.bin")
+    export_ok(out, "--random", "260K", "--seed", 7)
+    f = TllmFile(out)
+    h = f.header
+    assert (h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
+            h["head_size"], h["vocab_size"], h["seq_len"], h["shared_classifier"]) == \
+        (64, 172, 5, 8, 4, 8, 512, 512, 1)
+    # The generated tokenizer: specials, 256 byte pieces at 3..258, unique pieces.
+    pieces = [p for p, _ in f.pieces]
+    assert pieces[:3] == [b"<unk>", b"\n<s>\n", b"\n</s>\n"]
+    assert pieces[3:259] == [f"<0x{b:02X}>".encode() for b in range(256)]
+    assert len(set(pieces)) == 512 and b" " in pieces and b"a" in pieces
+    assert any(len(p) > 1 for p in pieces[259:])
+    # Deterministic for a seed, different for another.
+    again, other = tmp_path("r260k_again.bin"), tmp_path("r260k_other.bin")
+    export_ok(again, "--random", "260K", "--seed", 7)
+    export_ok(other, "--random", "260K", "--seed", 8)
+    assert read_bytes(again) == f.data and read_bytes(other) != f.data
+    # Logits are neither flat nor one-hot, and vary with the token.
+    logits = tllm_logits(f, [1, 300, 301, 302, 303, 304])
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert 0.5 < logits.std() < 10, logits.std()
+    assert probs.max() < 0.9 and probs.max(axis=1).min() > 5 / 512, probs.max(axis=1)
+    assert len(set(np.argmax(logits, axis=1))) > 1
+    # An explicit shape with a given tokenizer, and 15M (about 60 MB) with a short context.
+    out = tmp_path("r_explicit.bin")
+    export_ok(out, "--random", "48,80,2,6,2,512,40", "--tokenizer", shared_model("tok512.bin"))
+    g = TllmFile(out)
+    assert (g.header["dim"], g.header["hidden_dim"], g.header["n_layers"], g.header["n_heads"],
+            g.header["n_kv_heads"], g.header["head_size"], g.header["seq_len"]) == \
+        (48, 80, 2, 6, 2, 8, 40)
+    assert g.tokenizer_section == struct.pack("<I", 512) + read_bytes(shared_model("tok512.bin"))
+    out = tmp_path("r15m.bin")
+    export_ok(out, "--random", "15M", "--seq-len", 32)
+    h = TllmFile(out).header
+    assert (h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
+            h["vocab_size"], h["seq_len"]) == (288, 768, 6, 6, 6, 32000, 32)
+    os.remove(out)
+    # The larger named shapes, checked without generating them.
+    for name, values in {"42M": (512, 1376, 8, 8, 8, 32000, 1024),
+                         "110M": (768, 2048, 12, 12, 12, 32000, 1024),
+                         "135M": (576, 1536, 30, 9, 3, 49152, 2048)}.items():
+        c = export.parse_shape(name)
+        assert (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+                c.seq_len) == values and c.head_size == values[0] // values[3], name
+
+
+def test_engine_runs_random_q8_and_bf16():
+    # The same random model in three encodings: the engine's greedy text should agree.
+    outs = {}
+    for dtype in ("f32", "bf16", "q8_0"):
+        out = tmp_path(f"r_{dtype}.bin")
+        export_ok(out, "--random", "64,128,2,4,2,512,64", "--dtype", dtype, "--seed", 3)
+        outs[dtype] = engine(out, steps=20)[1]
+    ref = tllm_logits(TllmFile(tmp_path("r_f32.bin")), [1] + [int(np.argmax(r))
+                                                             for r in outs["f32"][:-1]])
+    err = np.abs(outs["f32"] - ref).max() / np.abs(ref).max()
+    assert err < 1e-4, f"engine vs numpy on a random f32 model: rel error {err:.2e}"
+    for dtype, tolerance in (("bf16", 1e-4), ("q8_0", 1e-2)):
+        # Against the dequantised weights. Q8_0 gets more room in case the engine also
+        # quantises the activations to int8 (as llama2.c's runq.c does).
+        ref = tllm_logits(TllmFile(tmp_path(f"r_{dtype}.bin")),
+                          [1] + [int(np.argmax(r)) for r in outs[dtype][:-1]])
+        err = np.abs(outs[dtype] - ref).max() / np.abs(ref).max()
+        assert err < tolerance, f"engine vs numpy on the {dtype} model: rel error {err:.2e}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+
+def test_export_errors_llama2c_and_tokenizer():
+    src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
+    out = tmp_path("bad.bin")
+    data = read_bytes(src)
+    export_fails([out, "--llama2c", tmp_path("missing.bin")], tmp_path("missing.bin"),
+                 ["no such file"])
+    for cut in (10, 28 + 1000, len(data) - 4):
+        bad = tmp_path(f"cut{cut}.bin")
+        with open(bad, "wb") as f:
+            f.write(data[:cut])
+        export_fails([out, "--llama2c", bad, "--tokenizer", tok], bad, ["truncated"])
+    bad = tmp_path("long.bin")  # the header disagrees with the size the other way
+    with open(bad, "wb") as f:
+        f.write(data + bytes(8))
+    export_fails([out, "--llama2c", bad, "--tokenizer", tok], bad, ["implies", str(len(data))])
+    bad = tmp_path("garbage.bin")  # a header that is not a llama2.c header at all
+    with open(bad, "wb") as f:
+        f.write(b"\x7fELF" + bytes(24) + data[28:])
+    export_fails([out, "--llama2c", bad, "--tokenizer", tok], bad, ["implausible header"])
+    tllm = tmp_path("s260k_again.bin")  # a TLLM file is not a llama2.c checkpoint
+    export_ok(tllm, "--llama2c", src)
+    export_fails([out, "--llama2c", tllm], tllm, ["already a TLLM"])
+    tokdata = read_bytes(tok)
+    bad_tok = tmp_path("cut_tok.bin")
+    with open(bad_tok, "wb") as f:
+        f.write(tokdata[:-3])
+    export_fails([out, "--llama2c", src, "--tokenizer", bad_tok], bad_tok, ["truncated"])
+    export_fails([out, "--llama2c", src, "--tokenizer", shared_model("tokenizer.bin")], src,
+                 ["32000 pieces", "vocab_size is 512"])
+    export_fails([out, "--llama2c", src, "--dtype", "q8_0"], src, ["172"])
+    export_fails([out, "--random", "64,96,1,4,4,300,16", "--dtype", "q8_0", "--group-size", 64],
+                 "64,96,1,4,4,300,16", ["96"])
+    for shape, words in (("12M", ["not a shape"]), ("1,2,3", ["not a shape"]),
+                         ("64,172,5,7,4,512,512", ["does not divide"]),
+                         ("64,172,5,8,3,512,512", ["n_kv_heads"]),
+                         ("64,172,0,8,4,512,512", ["n_layers"]),
+                         ("64,172,5,8,4,100,512", ["259"]),
+                         ("64,172,5,8,4,600,512", ["pieces"])):
+        args = [out, "--random", shape] + (["--tokenizer", tok] if "600" in shape else [])
+        export_fails(args, shape, words)
+    assert not os.path.exists(out)
+
+
+def test_export_errors_hf():
+    out = tmp_path("bad.bin")
+    model = shared_model("tokenizer.model")
+    folder = tmp_path("hf_bad")
+    cfg_path = os.path.join(folder, "config.json")
+    unsupported = [
+        ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ({"attention_bias": True}, "attention_bias"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}, "architectures"),
+        ({"model_type": "gemma"}, "model_type"),
+    ]
+    for extra, key in unsupported:
+        fx.write_hf_dir(folder, fx.hf_config(layers=1, vocab=32000, **extra), model)
+        export_fails([out, "--hf", folder], cfg_path, [key])
+    fx.write_hf_dir(folder, fx.hf_config(layers=1, arch="MistralForCausalLM",
+                                         sliding_window=4096), model)
+    export_fails([out, "--hf", folder], cfg_path, ["sliding_window"])
+    # Only a byte-level BPE tokenizer.json.
+    fx.write_hf_dir(folder, fx.hf_config(layers=1), None)
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"type": "BPE"}}, f)
+    export_fails([out, "--hf", folder], os.path.join(folder, "tokenizer.json"),
+                 ["tokenizer.json", "tokenizer.model"])
+    # Broken safetensors: truncated data, a header length past the end, a bad dtype.
+    fx.write_hf_dir(folder, fx.hf_config(layers=1), model)
+    st = os.path.join(folder, "model.safetensors")
+    data = read_bytes(st)
+    with open(st, "wb") as f:
+        f.write(data[:-100])
+    export_fails([out, "--hf", folder], st, ["truncated"])
+    with open(st, "wb") as f:
+        f.write(struct.pack("<Q", len(data)) + data[8:])
+    export_fails([out, "--hf", folder], st, ["header length"])
+    with open(st, "wb") as f:
+        f.write(data.replace(b'"F32"', b'"I64"', 1))
+    export_fails([out, "--hf", folder], st, ["I64"])
+    os.remove(st)
+    export_fails([out, "--hf", folder], folder, ["model.safetensors"])
+    export_fails([out, "--hf", tmp_path("no_such_dir")], tmp_path("no_such_dir"), ["no such"])
+    # A missing tensor in a shard.
+    fx.write_hf_dir(folder, fx.hf_config(layers=1), model, shards=2)
+    index = os.path.join(folder, "model.safetensors.index.json")
+    with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+    moved = next(n for n, shard in weight_map.items() if shard.startswith("model-00002"))
+    weight_map[moved] = "model-00001-of-00002.safetensors"  # the index points to the wrong shard
+    with open(index, "w") as f:
+        json.dump({"weight_map": weight_map}, f)
+    export_fails([out, "--hf", folder], os.path.join(folder, "model-00001-of-00002.safetensors"),
+                 [moved, "missing"])
+    # A tokenizer.model that is not one.
+    fx.write_hf_dir(folder, fx.hf_config(layers=1), shared_model("tok512.bin"))
+    export_fails([out, "--hf", folder], os.path.join(folder, "tokenizer.model"),
+                 ["not a sentencepiece model"])
+    assert not os.path.exists(out)
+
+
+def test_engine_rejects_broken_tllm():
+    good = tmp_path("s260k_broken_src.bin")
+    export_ok(good, "--llama2c", shared_model("stories260K.bin"))
+    data = read_bytes(good)
+    assert os.path.isfile(RUN), f"{RUN} is missing: build the engine (make) before these tests"
+    variants = {f"cut at {n}": data[:n] for n in (3, 100, 256, 300, 4096, len(data) - 1)}
+    variants["bad magic"] = b"TLLX" + data[4:]
+    variants["file_size + 64"] = data[:104] + struct.pack("<Q", len(data) + 64) + data[112:]
+    variants["file_size - 4"] = data[:104] + struct.pack("<Q", len(data) - 4) + data[112:]
+    variants["tokenizer_size + 1"] = data[:88] + struct.pack("<Q", struct.unpack_from(
+        "<Q", data, 88)[0] + 1) + data[96:]
+    variants["weights_offset not a multiple of 64"] = data[:96] + struct.pack(
+        "<Q", struct.unpack_from("<Q", data, 96)[0] + 4) + data[104:]
+    variants["extra bytes"] = data + bytes(64)
+    for what, content in variants.items():
+        bad = tmp_path("broken.bin")
+        with open(bad, "wb") as f:
+            f.write(content)
+        p = run([bad, "-t", "0", "-n", 4])
+        err = p.stderr.decode(errors="replace").splitlines()
+        assert p.returncode == 1, f"{what}: run exited {p.returncode}, stderr {err}"
+        assert len(err) == 1 and bad in err[0], f"{what}: want one line naming {bad}: {err}"
