@@ -392,6 +392,8 @@ def test_engine_runs_random_q8_and_bf16():
 def test_export_errors_llama2c_and_tokenizer():
     src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
     out = tmp_path("bad.bin")
+    if os.path.exists(out):
+        os.remove(out)
     data = read_bytes(src)
     export_fails([out, "--llama2c", tmp_path("missing.bin")], tmp_path("missing.bin"),
                  ["no such file"])
@@ -429,11 +431,13 @@ def test_export_errors_llama2c_and_tokenizer():
                          ("64,172,5,8,4,600,512", ["pieces"])):
         args = [out, "--random", shape] + (["--tokenizer", tok] if "600" in shape else [])
         export_fails(args, shape, words)
-    assert not os.path.exists(out)
+    assert not os.path.exists(out), "a failed export wrote its output"
 
 
 def test_export_errors_hf():
     out = tmp_path("bad.bin")
+    if os.path.exists(out):
+        os.remove(out)
     model = shared_model("tokenizer.model")
     folder = tmp_path("hf_bad")
     cfg_path = os.path.join(folder, "config.json")
@@ -488,7 +492,7 @@ def test_export_errors_hf():
     fx.write_hf_dir(folder, fx.hf_config(layers=1), shared_model("tok512.bin"))
     export_fails([out, "--hf", folder], os.path.join(folder, "tokenizer.model"),
                  ["not a sentencepiece model"])
-    assert not os.path.exists(out)
+    assert not os.path.exists(out), "a failed export wrote its output"
 
 
 def test_engine_rejects_broken_tllm():
