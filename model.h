@@ -114,6 +114,8 @@ typedef struct {
     float *v;      /* (n_kv_heads * head_size) value of the current position */
     float *att;    /* (n_heads, seq_len) attention scores, then weights */
     float *logits; /* (vocab_size) */
+    float *rope_cos; /* (head_size / 2) cosines of the RoPE angles at the current position */
+    float *rope_sin; /* (head_size / 2) sines of the RoPE angles at the current position */
     /* The KV cache, (n_layers, n_kv_heads, seq_len, head_size): one head's keys for all
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
@@ -167,8 +169,9 @@ typedef struct {
     Config config;
     Weights weights;
     RunState state;
-    void *mapping;        /* the whole file, mapped read-only */
+    const void *mapping;  /* the whole file, mapped read-only */
     size_t mapping_size;
+    int owns_mapping;     /* 1 if model_free must unmap it (model_load, not model_load_memory) */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
 } Model;
@@ -178,12 +181,22 @@ typedef struct {
  * state. Returns 0, or -1 with the reason in err. */
 int model_load(Model *m, const char *path, char err[ERR_MAX]);
 
+/* The same for a checkpoint already in memory: data is used in place, stays the caller's and
+ * must outlive the model. Returns 0, or -1 with the reason in err. */
+int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]);
+
 /* Releases everything model_load acquired. Safe on a zeroed Model. */
 void model_free(Model *m);
 
 /* Runs one token at position pos (0 <= pos < seq_len) through the network, appending its key
  * and value to the cache. Returns the logits, (vocab_size), owned by the model. */
 float *model_forward(Model *m, int token, int pos);
+
+/* Runs n tokens (the prompt) at positions pos .. pos + n - 1, filling the KV cache as n calls
+ * of model_forward would. Returns the logits of the last position (owned by the model), or
+ * NULL if a token or position is out of range. If all_logits is not NULL it receives the
+ * logits of every position, (n, vocab_size). */
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits);
 
 /* Bytes of weights one forward pass reads, for GB/s reports. */
 size_t model_weight_bytes(const Model *m);

@@ -1,0 +1,473 @@
+/*
+ * model.c - loading a checkpoint and the forward pass.
+ *
+ * A checkpoint is memory-mapped read-only and the weights are used in place: loading a model
+ * costs no copy, and the operating system pages weights in as the forward pass touches them.
+ * Two formats are read, told apart by their first four bytes: our own TLLM files (see
+ * models/FORMAT.md) and llama2.c's "version 0" checkpoints.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kernels.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation. Every header field is checked against these limits before any size is
+ * computed, which keeps every product below 2^50 and so far from overflowing size_t. */
+
+#define MAX_DIM     (1 << 16)
+#define MAX_HIDDEN  (1 << 18)
+#define MAX_LAYERS  1024
+#define MAX_HEADS   1024
+#define MAX_VOCAB   (1 << 20)
+#define MAX_SEQ_LEN (1 << 20)
+#define ALIGN       64
+
+/* Formats a one-line message into err and returns -1, so failures read `return fail(...)`. */
+static int fail(char err[ERR_MAX], const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, ERR_MAX, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Checks that the hyperparameters describe a model the forward pass can run. Returns 0, or
+ * -1 naming the first field that is out of range. */
+static int check_config(const Config *c, char err[ERR_MAX]) {
+    struct { const char *name; int value, max; } fields[] = {
+        {"dim", c->dim, MAX_DIM},           {"hidden_dim", c->hidden_dim, MAX_HIDDEN},
+        {"n_layers", c->n_layers, MAX_LAYERS}, {"n_heads", c->n_heads, MAX_HEADS},
+        {"n_kv_heads", c->n_kv_heads, MAX_HEADS}, {"head_size", c->head_size, MAX_DIM},
+        {"vocab_size", c->vocab_size, MAX_VOCAB}, {"seq_len", c->seq_len, MAX_SEQ_LEN},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (fields[i].value <= 0 || fields[i].value > fields[i].max)
+            return fail(err, "header field %s = %d is out of range (1..%d)", fields[i].name,
+                        fields[i].value, fields[i].max);
+    if (c->n_heads % c->n_kv_heads != 0)
+        return fail(err, "n_heads = %d is not a multiple of n_kv_heads = %d", c->n_heads,
+                    c->n_kv_heads);
+    if (c->head_size % 2 != 0)
+        return fail(err, "head_size = %d is odd, but RoPE rotates pairs", c->head_size);
+    if ((long)c->n_heads * c->head_size > MAX_DIM)
+        return fail(err, "n_heads * head_size = %ld is too large", (long)c->n_heads * c->head_size);
+    if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
+        return fail(err, "rope_theta = %g is not a positive number", c->rope_theta);
+    if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
+        return fail(err, "norm_eps = %g is out of range (0..1)", c->norm_eps);
+    if (c->bos_id < 0 || c->bos_id >= c->vocab_size || c->eos_id < 0 || c->eos_id >= c->vocab_size)
+        return fail(err, "bos_id = %d or eos_id = %d is outside the vocabulary of %d",
+                    c->bos_id, c->eos_id, c->vocab_size);
+    if (c->weight_type == WEIGHT_Q8_0) {
+        if (c->group_size != 32 && c->group_size != 64)
+            return fail(err, "Q8_0 group_size = %d is not 32 or 64", c->group_size);
+    } else if (c->weight_type != WEIGHT_F32 && c->weight_type != WEIGHT_BF16) {
+        return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", c->weight_type);
+    }
+    if (c->chat_template < TEMPLATE_NONE || c->chat_template > TEMPLATE_ZEPHYR)
+        return fail(err, "chat_template = %d is unknown", c->chat_template);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A cursor hands out the tensors of a mapping in file order, refusing any that would reach
+ * past its end. */
+
+typedef struct {
+    const unsigned char *base;
+    size_t size;  /* bytes in the mapping */
+    size_t off;   /* where the next tensor starts */
+    size_t align; /* TLLM tensors start at multiples of 64; llama2.c's are packed */
+    int failed;
+} Cursor;
+
+/* Returns a pointer to the next `bytes` bytes, or NULL (and marks the cursor failed) if they
+ * are not all inside the mapping. */
+static const void *cursor_take(Cursor *c, size_t bytes) {
+    size_t start = (c->off + c->align - 1) / c->align * c->align;
+    if (c->failed || start > c->size || bytes > c->size - start) {
+        c->failed = 1;
+        return NULL;
+    }
+    c->off = start + bytes;
+    return c->base + start;
+}
+
+static const float *take_f32(Cursor *c, size_t n) { return cursor_take(c, n * sizeof(float)); }
+
+/* The next (rows, cols) weight matrix of the given type. */
+static Tensor take_tensor(Cursor *c, size_t rows, size_t cols, int type, int group_size) {
+    Tensor t = {.type = type, .group_size = group_size};
+    size_t n = rows * cols;
+    switch (type) {
+    case WEIGHT_F32: t.data = cursor_take(c, n * sizeof(float)); break;
+    case WEIGHT_BF16: t.data = cursor_take(c, n * sizeof(uint16_t)); break;
+    case WEIGHT_Q8_0:
+        t.data = cursor_take(c, n);
+        t.scales = take_f32(c, rows * ((cols + group_size - 1) / group_size));
+        break;
+    }
+    return t;
+}
+
+static uint32_t read_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t read_u64(const unsigned char *p) {
+    return (uint64_t)read_u32(p) | (uint64_t)read_u32(p + 4) << 32;
+}
+static float read_f32(const unsigned char *p) {
+    uint32_t u = read_u32(p);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+/* A u32 header field as an int; values above INT_MAX become -1 so range checks catch them. */
+static int read_int(const unsigned char *p) {
+    uint32_t u = read_u32(p);
+    return u > 0x7fffffffu ? -1 : (int)u;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* llama2.c version 0: seven int32, then every tensor of one kind for all layers together. */
+
+static int load_llama2c(Model *m, char err[ERR_MAX]) {
+    const unsigned char *b = m->mapping;
+    if (m->mapping_size >= 8 && memcmp(b, "ak42", 4) == 0)
+        return fail(err, "llama2.c version %u files are not supported: convert with export.py",
+                    read_u32(b + 4));
+    if (m->mapping_size < 7 * 4)
+        return fail(err, "file is %zu bytes, shorter than the 28-byte llama2.c header",
+                    m->mapping_size);
+    Config *c = &m->config;
+    int32_t h[7];
+    for (int i = 0; i < 7; i++) h[i] = (int32_t)read_u32(b + 4 * i);
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    /* a negative vocab_size is llama2.c's flag for a classifier stored separately */
+    c->shared_classifier = h[5] > 0;
+    c->vocab_size = h[5] == INT32_MIN ? -1 : abs(h[5]);
+    c->seq_len = h[6];
+    if (c->n_heads <= 0 || c->dim <= 0 || c->dim % c->n_heads != 0)
+        return fail(err, "dim = %d is not a positive multiple of n_heads = %d: not a llama2.c "
+                    "checkpoint", c->dim, c->n_heads);
+    c->head_size = c->dim / c->n_heads;
+    c->rope_theta = 10000.0f;
+    c->norm_eps = 1e-5f;
+    c->bos_id = 1;
+    c->eos_id = 2;
+    c->weight_type = WEIGHT_F32;
+    if (check_config(c, err)) return -1;
+
+    size_t dim = c->dim, hidden = c->hidden_dim, L = c->n_layers, hs = c->head_size;
+    size_t q_dim = c->n_heads * hs, kv_dim = c->n_kv_heads * hs;
+    size_t expect = 28 + 4 * (c->vocab_size * dim + L * (2 * dim + 2 * dim * q_dim +
+                    2 * dim * kv_dim + 3 * dim * hidden) + dim + c->seq_len * hs +
+                    (c->shared_classifier ? 0 : c->vocab_size * dim));
+    if (m->mapping_size != expect)
+        return fail(err, "file is %zu bytes but its header (dim %d, hidden %d, %d layers, vocab "
+                    "%d, seq_len %d) implies %zu: truncated or not a llama2.c checkpoint",
+                    m->mapping_size, c->dim, c->hidden_dim, c->n_layers, c->vocab_size,
+                    c->seq_len, expect);
+
+    Cursor cur = {.base = b, .size = m->mapping_size, .off = 28, .align = 1};
+    Weights *w = &m->weights;
+    w->token_embedding = take_tensor(&cur, c->vocab_size, dim, WEIGHT_F32, 0);
+    const float *attn_norm = take_f32(&cur, L * dim);
+    const float *wq = take_f32(&cur, L * q_dim * dim);
+    const float *wk = take_f32(&cur, L * kv_dim * dim);
+    const float *wv = take_f32(&cur, L * kv_dim * dim);
+    const float *wo = take_f32(&cur, L * dim * q_dim);
+    const float *ffn_norm = take_f32(&cur, L * dim);
+    const float *w1 = take_f32(&cur, L * hidden * dim);
+    const float *w2 = take_f32(&cur, L * dim * hidden);
+    const float *w3 = take_f32(&cur, L * hidden * dim);
+    w->final_norm = take_f32(&cur, dim);
+    take_f32(&cur, c->seq_len * hs); /* the legacy RoPE tables: recomputed, not read */
+    w->classifier = c->shared_classifier ? w->token_embedding
+                                         : take_tensor(&cur, c->vocab_size, dim, WEIGHT_F32, 0);
+    if (cur.failed) return fail(err, "truncated checkpoint");
+
+    w->layers = calloc(L, sizeof *w->layers);
+    if (!w->layers) return fail(err, "out of memory");
+    for (size_t l = 0; l < L; l++) {
+        LayerWeights *lw = &w->layers[l];
+        Tensor t = {.type = WEIGHT_F32};
+        lw->attn_norm = attn_norm + l * dim;
+        lw->ffn_norm = ffn_norm + l * dim;
+        lw->wq = t, lw->wq.data = wq + l * q_dim * dim;
+        lw->wk = t, lw->wk.data = wk + l * kv_dim * dim;
+        lw->wv = t, lw->wv.data = wv + l * kv_dim * dim;
+        lw->wo = t, lw->wo.data = wo + l * dim * q_dim;
+        lw->w1 = t, lw->w1.data = w1 + l * hidden * dim;
+        lw->w2 = t, lw->w2.data = w2 + l * dim * hidden;
+        lw->w3 = t, lw->w3.data = w3 + l * hidden * dim;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* TLLM: a 256-byte header, the tokenizer, then each layer's tensors together, 64-aligned. */
+
+#define TLLM_HEADER_SIZE 256
+
+static int load_tllm(Model *m, char err[ERR_MAX]) {
+    const unsigned char *b = m->mapping;
+    size_t size = m->mapping_size;
+    if (size < TLLM_HEADER_SIZE)
+        return fail(err, "file is %zu bytes, shorter than the %d-byte TLLM header", size,
+                    TLLM_HEADER_SIZE);
+    uint32_t version = read_u32(b + 4);
+    if (version != 1) return fail(err, "TLLM version %u is not supported (expected 1)", version);
+
+    Config *c = &m->config;
+    c->dim = read_int(b + 8);
+    c->hidden_dim = read_int(b + 12);
+    c->n_layers = read_int(b + 16);
+    c->n_heads = read_int(b + 20);
+    c->n_kv_heads = read_int(b + 24);
+    c->head_size = read_int(b + 28);
+    c->vocab_size = read_int(b + 32);
+    c->seq_len = read_int(b + 36);
+    c->rope_theta = read_f32(b + 40);
+    c->norm_eps = read_f32(b + 44);
+    uint32_t shared = read_u32(b + 48);
+    c->shared_classifier = shared == 1;
+    c->bos_id = (int32_t)read_u32(b + 52);
+    c->eos_id = (int32_t)read_u32(b + 56);
+    c->weight_type = read_int(b + 60);
+    c->group_size = read_int(b + 64);
+    c->chat_template = read_int(b + 68);
+    uint32_t tokenizer_kind = read_u32(b + 72);
+    uint64_t tok_off = read_u64(b + 80), tok_size = read_u64(b + 88);
+    uint64_t weights_off = read_u64(b + 96), file_size = read_u64(b + 104);
+    if (check_config(c, err)) return -1;
+    if (shared > 1) return fail(err, "shared_classifier = %u is not 0 or 1", shared);
+    if (tokenizer_kind != 1)
+        return fail(err, "tokenizer_kind = %u is unknown (1 = BPE)", tokenizer_kind);
+    if (file_size != size)
+        return fail(err, "file is %zu bytes but its header says %llu: truncated or corrupt",
+                    size, (unsigned long long)file_size);
+    if (tok_off < TLLM_HEADER_SIZE || tok_off > size || tok_size > size - tok_off)
+        return fail(err, "tokenizer section (offset %llu, %llu bytes) is outside the file",
+                    (unsigned long long)tok_off, (unsigned long long)tok_size);
+    if (weights_off % ALIGN || weights_off < tok_off + tok_size || weights_off > size)
+        return fail(err, "weights_offset %llu is misaligned or overlaps the tokenizer",
+                    (unsigned long long)weights_off);
+    m->tokenizer_data = b + tok_off;
+    m->tokenizer_size = tok_size;
+
+    size_t dim = c->dim, hidden = c->hidden_dim, hs = c->head_size;
+    size_t q_dim = c->n_heads * hs, kv_dim = c->n_kv_heads * hs;
+    int type = c->weight_type, gs = c->group_size;
+    Cursor cur = {.base = b, .size = size, .off = weights_off, .align = ALIGN};
+    Weights *w = &m->weights;
+    w->layers = calloc(c->n_layers, sizeof *w->layers);
+    if (!w->layers) return fail(err, "out of memory");
+    w->token_embedding = take_tensor(&cur, c->vocab_size, dim, type, gs);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &w->layers[l];
+        lw->attn_norm = take_f32(&cur, dim);
+        lw->wq = take_tensor(&cur, q_dim, dim, type, gs);
+        lw->wk = take_tensor(&cur, kv_dim, dim, type, gs);
+        lw->wv = take_tensor(&cur, kv_dim, dim, type, gs);
+        lw->wo = take_tensor(&cur, dim, q_dim, type, gs);
+        lw->ffn_norm = take_f32(&cur, dim);
+        lw->w1 = take_tensor(&cur, hidden, dim, type, gs);
+        lw->w2 = take_tensor(&cur, dim, hidden, type, gs);
+        lw->w3 = take_tensor(&cur, hidden, dim, type, gs);
+    }
+    w->final_norm = take_f32(&cur, dim);
+    w->classifier = c->shared_classifier ? w->token_embedding
+                                         : take_tensor(&cur, c->vocab_size, dim, type, gs);
+    if (cur.failed) return fail(err, "truncated: the tensors the header describes do not fit");
+    if (cur.off != size)
+        return fail(err, "%zu bytes after the last tensor: the header does not match the file",
+                    size - cur.off);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Run state */
+
+/* Allocates every activation buffer and the KV cache. Returns 0, or -1 if memory ran out. */
+static int alloc_state(Model *m, char err[ERR_MAX]) {
+    const Config *c = &m->config;
+    RunState *s = &m->state;
+    size_t q_dim = (size_t)c->n_heads * c->head_size;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
+    size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
+    s->x = calloc(c->dim, sizeof(float));
+    s->xb = calloc(c->dim > (int)q_dim ? (size_t)c->dim : q_dim, sizeof(float));
+    s->xb2 = calloc(c->dim, sizeof(float));
+    s->hb = calloc(c->hidden_dim, sizeof(float));
+    s->hb2 = calloc(c->hidden_dim, sizeof(float));
+    s->q = calloc(q_dim, sizeof(float));
+    s->k = calloc(kv_dim, sizeof(float));
+    s->v = calloc(kv_dim, sizeof(float));
+    s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
+    s->logits = calloc(c->vocab_size, sizeof(float));
+    s->rope_cos = calloc(c->head_size / 2, sizeof(float));
+    s->rope_sin = calloc(c->head_size / 2, sizeof(float));
+    s->key_cache = calloc(cache, sizeof(float));
+    s->value_cache = calloc(cache, sizeof(float));
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
+        !s->logits || !s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache)
+        return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
+                    "seq_len", 2 * cache * sizeof(float) >> 20);
+    return 0;
+}
+
+static void free_state(RunState *s) {
+    free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
+    free(s->q), free(s->k), free(s->v), free(s->att), free(s->logits);
+    free(s->rope_cos), free(s->rope_sin), free(s->key_cache), free(s->value_cache);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loading */
+
+/* Parses the checkpoint in m->mapping and allocates the run state; frees all on failure. */
+static int load_mapped(Model *m, char err[ERR_MAX]) {
+    int is_tllm = m->mapping_size >= 4 && memcmp(m->mapping, "TLLM", 4) == 0;
+    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0 || alloc_state(m, err) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int model_load(Model *m, const char *path, char err[ERR_MAX]) {
+    memset(m, 0, sizeof *m);
+    /* O_NONBLOCK so that a FIFO given as a checkpoint is refused instead of waiting forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return fail(err, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, "not a regular file");
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return fail(err, "empty file");
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd); /* the mapping stays valid without the descriptor */
+    if (map == MAP_FAILED) return fail(err, "cannot map: %s", strerror(errno));
+    m->mapping = map;
+    m->mapping_size = (size_t)st.st_size;
+    m->owns_mapping = 1;
+    return load_mapped(m, err);
+}
+
+int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]) {
+    memset(m, 0, sizeof *m);
+    if (size == 0) return fail(err, "empty file");
+    m->mapping = data;
+    m->mapping_size = size;
+    return load_mapped(m, err);
+}
+
+void model_free(Model *m) {
+    free_state(&m->state);
+    free(m->weights.layers);
+    if (m->owns_mapping) munmap((void *)m->mapping, m->mapping_size);
+    memset(m, 0, sizeof *m);
+}
+
+/* Bytes of weights one forward pass streams from memory: every matrix once (the embedding
+ * contributes just one row, the classifier all of it), plus the norms. */
+size_t model_weight_bytes(const Model *m) {
+    const Config *c = &m->config;
+    double per_weight = c->weight_type == WEIGHT_F32 ? 4.0
+                      : c->weight_type == WEIGHT_BF16 ? 2.0 : 1.0 + 4.0 / c->group_size;
+    size_t q_dim = (size_t)c->n_heads * c->head_size;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
+    size_t layer = (size_t)c->dim * (2 * q_dim + 2 * kv_dim + 3 * (size_t)c->hidden_dim);
+    size_t weights = (size_t)c->n_layers * layer + (size_t)c->vocab_size * c->dim;
+    return (size_t)(weights * per_weight) + sizeof(float) * (2 * c->n_layers + 1) * c->dim;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The forward pass */
+
+float *model_forward(Model *m, int token, int pos) {
+    const Config *p = &m->config;
+    const Weights *w = &m->weights;
+    RunState *s = &m->state;
+    if (token < 0 || token >= p->vocab_size || pos < 0 || pos >= p->seq_len) return NULL;
+    int dim = p->dim, hidden = p->hidden_dim, hs = p->head_size;
+    int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
+
+    /* x = tok_embeddings(token); the rotation angles of this position, for every layer */
+    dequantize_row(s->x, &w->token_embedding, token, dim);
+    rope_angles(s->rope_cos, s->rope_sin, pos, hs, p->rope_theta);
+
+    for (int l = 0; l < p->n_layers; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        size_t layer_cache = (size_t)l * p->seq_len * kv_dim;
+        float *key_cache = s->key_cache + layer_cache;
+        float *value_cache = s->value_cache + layer_cache;
+
+        /* attention: xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
+        rmsnorm(s->xb, s->x, lw->attn_norm, dim, p->norm_eps);
+        matvec(s->q, &lw->wq, s->xb, q_dim, dim);
+        matvec(s->k, &lw->wk, s->xb, kv_dim, dim);
+        matvec(s->v, &lw->wv, s->xb, kv_dim, dim);
+
+        /* q, k = apply_rotary_emb(q, k, pos), then remember k and v for later positions */
+        rope(s->q, s->rope_cos, s->rope_sin, p->n_heads, hs);
+        rope(s->k, s->rope_cos, s->rope_sin, p->n_kv_heads, hs);
+        kv_cache_store(key_cache, value_cache, s->k, s->v, p->n_kv_heads, hs, p->seq_len, pos);
+
+        /* xb = softmax(q k^T / sqrt(head_size)) v over positions 0..pos, per head */
+        attention(s->xb, s->att, s->q, key_cache, value_cache, p->n_heads, p->n_kv_heads, hs,
+                  p->seq_len, pos);
+
+        /* x = x + wo(xb) */
+        matvec(s->xb2, &lw->wo, s->xb, dim, q_dim);
+        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+
+        /* feedforward: x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
+        rmsnorm(s->xb, s->x, lw->ffn_norm, dim, p->norm_eps);
+        matvec(s->hb, &lw->w1, s->xb, hidden, dim);
+        matvec(s->hb2, &lw->w3, s->xb, hidden, dim);
+        for (int i = 0; i < hidden; i++) {
+            float gate = s->hb[i];
+            gate *= 1.0f / (1.0f + expf(-gate)); /* silu(x) = x * sigmoid(x) */
+            s->hb[i] = gate * s->hb2[i];
+        }
+        matvec(s->xb2, &lw->w2, s->hb, dim, hidden);
+        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+    }
+
+    /* logits = output(norm(x)) */
+    rmsnorm(s->x, s->x, w->final_norm, dim, p->norm_eps);
+    matvec(s->logits, &w->classifier, s->x, p->vocab_size, dim);
+    return s->logits;
+}
+
+/* The simple form of prefill: one position at a time. */
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits) {
+    float *logits = NULL;
+    for (int i = 0; i < n; i++) {
+        logits = model_forward(m, tokens[i], pos + i);
+        if (!logits) return NULL;
+        if (all_logits)
+            memcpy(all_logits + (size_t)i * m->config.vocab_size, logits,
+                   m->config.vocab_size * sizeof(float));
+    }
+    return logits;
+}
