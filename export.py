@@ -24,8 +24,8 @@ Options:
                 float32, rounded to nearest even) or q8_0 (int8 with one float32 scale per group
                 of --group-size weights along a row). Norm weights always stay f32.
   --group-size  Q8_0 group size. Default: 64 when every matrix width (dim, hidden_dim and
-                n_heads * head_size) is a multiple of 64, else 32; a width that is not a
-                multiple of the group size is an error.
+                n_heads * head_size) is a multiple of 64, else 32. A row whose width is not a
+                multiple ends with a shorter group (models/FORMAT.md).
   --seq-len     overrides the context length of any source (Hugging Face:
                 max_position_embeddings otherwise).
   --template    the chat template field. Default: none, except for --hf, where it is inferred
@@ -152,27 +152,31 @@ def to_bf16(x):
 
 
 def to_q8_0(x, group_size):
-    """(rows, cols) float32 -> (int8 q, float32 scales) with scale = max|x| / 127 per group of
-    group_size consecutive values of a row and q = round(x / scale); an all-zero group gets
+    """(rows, cols) float32 -> (int8 q, (rows, ceil(cols / group_size)) float32 scales). Each
+    row is cut into groups of group_size values, the last one shorter when cols is not a
+    multiple; scale = max|x| / 127 per group, q = round(x / scale), and an all-zero group gets
     scale 0 and q 0."""
-    groups = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, group_size)
-    scales = (np.abs(groups).max(axis=1) / np.float32(127)).astype(np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    n_groups = -(-cols // group_size)
+    padded = np.zeros((rows, n_groups * group_size), dtype=np.float32)  # zeros leave max|x| be
+    padded[:, :cols] = x
+    groups = padded.reshape(rows, n_groups, group_size)
+    scales = (np.abs(groups).max(axis=2) / np.float32(127)).astype(np.float32)
     ratio = np.zeros_like(groups)
-    np.divide(groups, scales[:, None], out=ratio, where=scales[:, None] > 0)
-    q = np.clip(np.rint(ratio), -127, 127).astype(np.int8)
-    return q.reshape(-1), scales
+    np.divide(groups, scales[:, :, None], out=ratio, where=scales[:, :, None] > 0)
+    q = np.clip(np.rint(ratio), -127, 127).astype(np.int8).reshape(rows, -1)[:, :cols]
+    return np.ascontiguousarray(q), scales
 
 
-def choose_group_size(cfg, requested, path):
-    """The Q8_0 group size: the requested one, or 64 when every matrix width allows, else 32."""
-    widths = {cfg.dim, cfg.hidden_dim, cfg.n_heads * cfg.head_size}
-    candidates = [requested] if requested else [64, 32]
-    for gs in candidates:
-        if all(w % gs == 0 for w in widths):
-            return gs
-    bad = sorted(w for w in widths if w % candidates[-1])
-    raise ExportError(path, f"q8_0 needs matrix widths divisible by the group size "
-                            f"{candidates[-1]}, but {bad} are not")
+def choose_group_size(cfg, requested):
+    """The Q8_0 group size: the requested one, else 64 when every matrix width (dim,
+    hidden_dim, n_heads * head_size) is a multiple of 64, else 32. A width that is not a
+    multiple is still fine: the last group of each row is shorter."""
+    if requested:
+        return requested
+    widths = (cfg.dim, cfg.hidden_dim, cfg.n_heads * cfg.head_size)
+    return 64 if all(w % 64 == 0 for w in widths) else 32
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,7 +231,7 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path):
                                        f"model's vocab_size is {cfg.vocab_size}")
     weight_type = WEIGHT_TYPES[dtype]
     if weight_type == WEIGHT_TYPES["q8_0"]:
-        group_size = choose_group_size(cfg, group_size, source_path)
+        group_size = choose_group_size(cfg, group_size)
     else:
         group_size = 0
     layout = tensor_layout(cfg)

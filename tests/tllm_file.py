@@ -54,11 +54,13 @@ class TllmFile:
                 pos += 2 * n
             else:
                 gs = h["group_size"]
-                assert gs in (32, 64) and shape[1] % gs == 0
+                assert gs in (32, 64)
                 q = np.frombuffer(data, "<i1", n, pos).reshape(shape)
                 pos = align64(pos + n)
-                scales = np.frombuffer(data, "<f4", n // gs, pos)
-                pos += 4 * (n // gs)
+                per_row = -(-shape[1] // gs)  # the last group of a row may be shorter
+                scales = np.frombuffer(data, "<f4", shape[0] * per_row, pos) \
+                    .reshape(shape[0], per_row)
+                pos += 4 * scales.size
                 self.tensors[name] = (2, (q, scales))
             if name != self.layout()[-1][0]:
                 pos = align64(pos)
@@ -103,8 +105,8 @@ class TllmFile:
         if kind == 1:
             return (stored.astype(np.uint32) << 16).view(np.float32)
         q, scales = stored
-        gs = self.header["group_size"]
-        return (q.reshape(-1, gs).astype(np.float32) * scales[:, None]).reshape(q.shape)
+        group = np.arange(q.shape[1]) // self.header["group_size"]  # scale of each column
+        return q.astype(np.float32) * scales[:, group]
 
     def classifier(self):
         return self.value("token_embedding" if self.header["shared_classifier"] else "classifier")
