@@ -17,9 +17,9 @@ ARCH    ?= -march=native
 OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-unknown-pragmas
 CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
-DFLAGS  = $(WARN) -Wno-unknown-pragmas -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
+DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 # valgrind: no OpenMP (libgomp's pool shows as "possibly lost"), no -march=native (AVX-512)
-VFLAGS  = $(WARN) -Wno-unknown-pragmas -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
+VFLAGS  = $(WARN) -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
