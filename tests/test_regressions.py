@@ -4,7 +4,8 @@ Each finding is kept as tests/regressions/NAME.TARGET, the exact bytes libFuzzer
 has a test named after it. tests/check_fuzz.py also replays the file through its fuzz target
 before fuzzing. How an input reaches the engine depends on the target:
 
-  checkpoint_tllm     the TLLM magic + the input is a model file for `run`
+  checkpoint_tllm     the TLLM magic + the input, with file_size set to the real length as
+                      the target does, is a model file for `run`
   checkpoint_llama2c  the input is a model file for `run`
   tokenizer           2 bytes choosing the vocabulary size, then a tokenizer section, loaded
                       by `tokenize --memory`
@@ -41,13 +42,22 @@ def replay(name):
     target, data = finding(name)
     if target.startswith("checkpoint"):
         path = tmp_path(f"regression_{name}.bin")
+        if target == "checkpoint_tllm":
+            data = b"TLLM" + data
+            if len(data) >= 112:
+                data = data[:104] + len(data).to_bytes(8, "little") + data[112:]
         with open(path, "wb") as f:
-            f.write((b"TLLM" if target == "checkpoint_tllm" else b"") + data)
-        tok = ["-z", shared_model("tok512.bin")] if target == "checkpoint_llama2c" else []
-        for args in (["-t", "0"], ["-t", "1", "-p", "0.9"], ["-t", "1", "-p", "0"]):
-            p = subprocess.run([RUN, path, "-n", "8", "-s", "1"] + tok + args,
-                               capture_output=True, timeout=60)
-            check(p, f"{name} {args}")
+            f.write(data)
+        # A fuzzed file's own tokenizer is usually broken, which stops `run` before the
+        # forward pass: tok512 (enough pieces for any vocabulary up to 512) gets past it.
+        toks = [["-z", shared_model("tok512.bin")]]
+        if target == "checkpoint_tllm":
+            toks.append([])
+        for tok in toks:
+            for args in (["-t", "0"], ["-t", "1", "-p", "0.9"], ["-t", "1", "-p", "0"]):
+                p = subprocess.run([RUN, path, "-n", "8", "-s", "1"] + tok + args,
+                                   capture_output=True, timeout=60)
+                check(p, f"{name} {tok} {args}")
     elif target == "tokenizer":
         section = tmp_path(f"regression_{name}.tok")
         with open(section, "wb") as f:
@@ -72,3 +82,12 @@ def test_q8_nan_activation():
     activations NaN. kernels.c converted NaN * (1/scale) to int32, which is undefined
     behaviour (UBSan: "-nan is outside the range of representable values of type 'int'")."""
     replay("q8_nan_activation")
+
+
+def test_topp_no_candidates():
+    """checkpoint_tllm with sampling in the target, run against sampler.c with its fix
+    reverted (the bug was first found by reading the code): NaN logits leave top-p sampling
+    with no candidate above its cutoff, and it read scratch[-1] (ASan: heap-buffer-overflow
+    in sample_topp). tests/test_hardening.py covers the other ways in: a vocabulary of one
+    token and tiny temperatures."""
+    replay("topp_no_candidates")
