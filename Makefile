@@ -18,7 +18,7 @@ DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
-TOOLS   = run test_kernels tokenize
+TOOLS   = run test_kernels tokenize test_sampler
 
 all: run
 
@@ -34,9 +34,9 @@ build/debug/%.o: %.c | build/debug
 build/debug/%.o: tests/%.c | build/debug
 	$(CC) $(DFLAGS) -I. -c $< -o $@
 
-build/run build/test_kernels build/tokenize: build/%: build/%.o $(LIB:%.c=build/%.o)
+build/run build/test_kernels build/tokenize build/test_sampler: build/%: build/%.o $(LIB:%.c=build/%.o)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-build/debug/run build/debug/test_kernels build/debug/tokenize: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
+build/debug/run build/debug/test_kernels build/debug/tokenize build/debug/test_sampler: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
 
 portable:
