@@ -17,7 +17,7 @@ CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
 DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
-LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
 TOOLS   = run test_kernels tokenize test_sampler
 
 all: run

@@ -31,7 +31,8 @@
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
  * kernels.c (matvec, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
- * token), run.c (the command line). The file formats are described in models/FORMAT.md.
+ * token), chat.c (chat templates), run.c (the command line). The file formats are described
+ * in models/FORMAT.md.
  *
  * Errors: library functions never print and never exit. Those that can fail take a buffer
  * `char err[ERR_MAX]`, write one line (without the file name: the caller prefixes it) and
@@ -244,5 +245,31 @@ int sampler_sample(Sampler *s, float *logits);
  * s->probindex, most likely first (ties: lower id first), with their unnormalised
  * probabilities, and returns how many there are (at least 1). */
 int sampler_filter(Sampler *s, const float *probs);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Chat templates (chat.c): a conversation as token ids, one user turn at a time. The formats
+ * and the encoding rules are described at the top of chat.c. */
+
+/* TEMPLATE_LLAMA2, TEMPLATE_CHATML or TEMPLATE_ZEPHYR for "llama2", "chatml" or "zephyr";
+ * -1 for any other name. */
+int chat_template_id(const char *name);
+
+/* The name of a TEMPLATE_* value ("none" for TEMPLATE_NONE). */
+const char *chat_template_name(int template_id);
+
+/* The ids to feed before the assistant answers user: on the first turn BOS, the system
+ * prompt (NULL or "" for none) and the user turn; on later turns the end of the previous
+ * answer, then the user turn. Both end with the assistant's header. t->bos_id and t->eos_id
+ * must be the model's. Returns a malloc'd array of *n ids, or NULL if memory ran out. */
+int *chat_encode_turn(const Tokenizer *t, int template_id, const char *system, const char *user,
+                      int first, int *n);
+
+/* The id that ends the assistant's answer besides EOS: <|im_end|> for ChatML when the
+ * vocabulary has it; -1 when there is none. */
+int chat_end_token(const Tokenizer *t, int template_id);
+
+/* The text that ends the answer when the end marker is not one token ("<|im_end|>" for
+ * ChatML on a vocabulary without it), for the caller to treat as a stop string; or NULL. */
+const char *chat_end_text(const Tokenizer *t, int template_id);
 
 #endif
