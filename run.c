@@ -455,9 +455,10 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     if (n_prompt > steps)
         die("-n: %d positions cannot hold the prompt's %d tokens", steps, n_prompt);
 
-    /* llama2.c files stop at BOS only, like llama2.c; our own files say what EOS is */
+    /* llama2.c's stories end with BOS (and llama2.c stops only there); models of our own
+     * format end with EOS */
     int end_ids[2] = {c->bos_id, c->eos_id};
-    int n_end = m->tokenizer_data ? 2 : 1;
+    int n_end = m->is_llama2c ? 1 : 2;
 
     echo_tokens(o, tokens, 1, n_prompt);
     int pos = 0, unfed;
