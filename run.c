@@ -74,6 +74,7 @@ typedef struct {
     const char *tokenizer_path; /* -z, or NULL */
     const char *prompt;         /* -i, or the contents of -f */
     char *prompt_file_text;     /* what -f read, to free */
+    const char *prompt_flag;    /* "-i" or "-f", for messages */
     const char *system;         /* -y */
     const char *logits_path;    /* --logits */
     int chat;                   /* -m chat */
@@ -226,6 +227,7 @@ static Options parse_args(int argc, char **argv) {
     }
     if (prompt_file && o.prompt) die("-f: give the prompt with -i or with -f, not both");
     if (prompt_file) o.prompt = o.prompt_file_text = read_prompt_file(prompt_file);
+    o.prompt_flag = prompt_file ? "-f" : "-i";
     return o;
 }
 
@@ -452,6 +454,9 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
         return;
     }
     int steps = opt->steps == 0 || opt->steps > c->seq_len ? c->seq_len : (int)opt->steps;
+    if (n_prompt > c->seq_len)
+        die("%s: the prompt is %d tokens, more than the context of %d", opt->prompt_flag,
+            n_prompt, c->seq_len);
     if (n_prompt > steps)
         die("-n: %d positions cannot hold the prompt's %d tokens", steps, n_prompt);
 
