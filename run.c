@@ -471,7 +471,8 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     putchar('\n');
     fflush(stdout);
 
-    /* like llama2.c, the first position is left out of the speed: it pays for page faults */
+    /* the decode rate: llama2.c leaves out the first position, which pays for page faults;
+     * here the whole prompt is left out, since prefill runs it in one call */
     double rate = st->decode_steps > 0 && st->decode_s > 0 ? st->decode_steps / st->decode_s
                   : st->prefill_s > 0                      ? st->prompt_tokens / st->prefill_s
                                                            : 0.0;
@@ -604,7 +605,9 @@ int main(int argc, char **argv) {
     int template_id = opt.template_id >= 0             ? opt.template_id
                       : c->chat_template != TEMPLATE_NONE ? c->chat_template
                                                           : TEMPLATE_LLAMA2;
-    /* ChatML on a vocabulary without <|im_end|>: the model spells the marker out */
+    /* ChatML on a vocabulary without <|im_end|>: the model spells the marker out, so it is a
+     * stop string. (The tokens of it before the last one are already in the KV cache when the
+     * next turn adds the template's own <|im_end|>: a wart of text markers, not undone.) */
     const char *end_text = opt.chat ? chat_end_text(&tokenizer, template_id) : NULL;
     if (end_text) opt.stops[opt.n_stops++] = end_text;
 
