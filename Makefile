@@ -22,11 +22,11 @@ DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-sanitize-recover=all 
 VFLAGS  = $(WARN) -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
-LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
+TOOLS   = run tokenize test_sampler
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode
-TOOLS   = run tokenize
 
 all: run
 
@@ -42,9 +42,9 @@ build/debug/%.o: %.c | build/debug
 build/debug/%.o: tests/%.c | build/debug
 	$(CC) $(DFLAGS) -I. -c $< -o $@
 
-build/run build/test_kernels build/tokenize: build/%: build/%.o $(LIB:%.c=build/%.o)
+build/run build/test_kernels build/tokenize build/test_sampler: build/%: build/%.o $(LIB:%.c=build/%.o)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-build/debug/run build/debug/test_kernels build/debug/tokenize: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
+build/debug/run build/debug/test_kernels build/debug/tokenize build/debug/test_sampler: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
 build/valgrind/%.o: %.c | build/valgrind
 	$(CC) $(VFLAGS) -c $< -o $@
