@@ -37,10 +37,15 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         const Config *c = &m.config;
         float *logits = model_forward(&m, c->vocab_size - 1, 0);
         if (!logits) abort(); /* a loaded model must run every valid token at position 0 */
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
+            /* greedy, top-p, plain sampling, then top-k with min-p */
             Sampler s;
-            float temperature[3] = {0.0f, 1.0f, 1.0f}, topp[3] = {0.9f, 0.9f, 1.0f};
+            float temperature[4] = {0.0f, 1.0f, 1.0f, 1.0f}, topp[4] = {0.9f, 0.9f, 1.0f, 0.9f};
             if (sampler_init(&s, c->vocab_size, temperature[k], topp[k], 42) != 0) break;
+            if (k == 3) {
+                s.top_k = 5;
+                s.min_p = 0.05f;
+            }
             int next = sampler_sample(&s, logits); /* may overwrite the logits: last use */
             sampler_free(&s);
             if (next < 0 || next >= c->vocab_size) abort();
