@@ -26,7 +26,7 @@ LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
 TOOLS   = run tokenize test_sampler
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode
+FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
 
 all: run
 
@@ -76,6 +76,8 @@ build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernel
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $(filter %.c,$^) -o $@ $(LDLIBS)
+build/fuzz/args: fuzz/fuzz_args.c run.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter-out run.c,$(filter %.c,$^)) -o $@ $(LDLIBS)
 build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 
@@ -85,7 +87,7 @@ fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
 	mkdir -p build/fuzz/artifacts
 	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t; \
-	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -close_fd_mask=1 \
 	    -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus/$$t build/fuzz/seeds/$$t \
 	    > build/fuzz/$$t.log 2>&1; status=$$?; echo "$$t:"; \
 	  grep -E "^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)|runtime error" build/fuzz/$$t.log; \

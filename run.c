@@ -30,10 +30,18 @@
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("run: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    /* Hardening: a file name or flag value quoted in the message may hold a newline or a
+     * terminal escape; print control bytes as \xNN so the message stays one line (found by
+     * fuzzing, tests/regressions/args_newline_in_message). */
+    fputs("run: ", stderr);
+    for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) fprintf(stderr, "\\x%02x", *p);
+        else fputc(*p, stderr);
+    }
+    fputc('\n', stderr);
     exit(1);
 }
 
@@ -42,6 +50,9 @@ static double now_seconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+/* The longest prompt file read: 2^20 tokens of context at a few bytes each fit well inside. */
+#define MAX_PROMPT_FILE (1 << 28)
 
 /* Reads a whole file ("-" is stdin) into a NUL-terminated string, dropping one trailing
  * newline (a file written by an editor ends with one; the prompt usually should not). */
@@ -52,14 +63,18 @@ static char *read_prompt_file(const char *path) {
     char *text = malloc(cap);
     for (;;) {
         if (!text) die("-f: %s: out of memory", path);
-        size += fread(text + size, 1, cap - size - 1, f);
+        size_t got = fread(text + size, 1, cap - size - 1, f);
+        /* Hardening: check each chunk as it arrives, so -f /dev/zero ends at once instead of
+         * filling memory, and refuse a prompt no context could hold. */
+        if (memchr(text + size, '\0', got)) die("-f: %s: the prompt holds a NUL byte", path);
+        size += got;
         if (size < cap - 1) break;
+        if (cap >= MAX_PROMPT_FILE) die("-f: %s: more than %d MB", path, MAX_PROMPT_FILE >> 20);
         cap *= 2;
         text = realloc(text, cap);
     }
     if (ferror(f)) die("-f: %s: read error", path);
     if (f != stdin) fclose(f);
-    if (memchr(text, '\0', size)) die("-f: %s: the prompt holds a NUL byte", path);
     if (size > 0 && text[size - 1] == '\n') size--;
     if (size > 0 && text[size - 1] == '\r') size--;
     text[size] = '\0';
@@ -75,6 +90,7 @@ typedef struct {
     const char *prompt;         /* -i, or the contents of -f */
     char *prompt_file_text;     /* what -f read, to free */
     const char *prompt_flag;    /* "-i" or "-f", for messages */
+    const char *prompt_file;    /* -f, read by main */
     const char *system;         /* -y */
     const char *logits_path;    /* --logits */
     int chat;                   /* -m chat */
@@ -133,102 +149,131 @@ static void usage(FILE *out) {
 "  --version          the version\n", out);
 }
 
-/* The next argument as the value of flag, or exit if there is none. */
-static const char *flag_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s: missing value (see --help)", argv[*i]);
-    return argv[++*i];
+/* The parser below reports a bad flag by writing one line into err and returning -1, rather
+ * than exiting, so that fuzz/fuzz_args.c can run it on arbitrary argument lists. */
+enum { ARGS_OK = 0, ARGS_EXIT = 1, ARGS_ERROR = -1, ARGS_USAGE = -2 };
+
+/* Formats one line into err; returns ARGS_ERROR, so failures read `return args_fail(...)`. */
+static int args_fail(char err[ERR_MAX], const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, ERR_MAX, fmt, ap);
+    va_end(ap);
+    return ARGS_ERROR;
 }
 
-/* Parses all of s as a finite float in [lo, hi], or exits naming the flag. */
-static float parse_float(const char *flag, const char *s, float lo, float hi) {
+/* The next argument as the value of flag in *value. Returns 0, or -1 if there is none. */
+static int flag_value(int argc, char **argv, int *i, const char **value, char err[ERR_MAX]) {
+    if (*i + 1 >= argc) return args_fail(err, "%s: missing value (see --help)", argv[*i]);
+    *value = argv[++*i];
+    return 0;
+}
+
+/* Parses all of s as a finite float in [lo, hi] into *v. Returns 0, or -1 naming the flag. */
+static int parse_float(const char *flag, const char *s, float lo, float hi, float *v,
+                       char err[ERR_MAX]) {
     char *end;
     errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || *end != '\0' || errno || !isfinite(v))
-        die("%s: '%s' is not a number", flag, s);
-    if (v < lo || v > hi) die("%s: %s is out of range (%g..%g)", flag, s, lo, hi);
-    return v;
+    *v = strtof(s, &end);
+    if (end == s || *end != '\0' || errno || !isfinite(*v))
+        return args_fail(err, "%s: '%s' is not a number", flag, s);
+    if (*v < lo || *v > hi) return args_fail(err, "%s: %s is out of range (%g..%g)", flag, s, lo, hi);
+    return 0;
 }
 
-/* Parses all of s as a whole number in [lo, hi], or exits naming the flag. */
-static long long parse_int(const char *flag, const char *s, long long lo, long long hi) {
+/* Parses all of s as a whole number in [lo, hi] into *v. Returns 0, or -1 naming the flag. */
+static int parse_int(const char *flag, const char *s, long long lo, long long hi, long long *v,
+                     char err[ERR_MAX]) {
     char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end != '\0' || errno) die("%s: '%s' is not a whole number", flag, s);
-    if (v < lo || v > hi) die("%s: %s is out of range (%lld..%lld)", flag, s, lo, hi);
-    return v;
+    *v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno)
+        return args_fail(err, "%s: '%s' is not a whole number", flag, s);
+    if (*v < lo || *v > hi)
+        return args_fail(err, "%s: %s is out of range (%lld..%lld)", flag, s, lo, hi);
+    return 0;
 }
 
-static Options parse_args(int argc, char **argv) {
-    Options o = {.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1};
-    const char *prompt_file = NULL;
-    o.stops = malloc((argc + 1) * sizeof *o.stops); /* room for the chat end marker too */
-    if (!o.stops) die("out of memory");
+/* Whether flag a is followed by a value. */
+static int takes_value(const char *a) {
+    static const char *const flags[] = {"-t", "-p", "-k", "--min-p", "-s", "-n", "-i", "-f",
+                                        "--stop", "-z", "-m", "-y", "--template", "--logits"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strcmp(a, flags[i])) return 1;
+    return 0;
+}
+
+/* Fills *o from the command line. Returns ARGS_OK; ARGS_EXIT after printing --help or
+ * --version; ARGS_USAGE when no model file is named; ARGS_ERROR with the reason in err. Free
+ * o->stops whatever the result (it is NULL if memory ran out). The -f file is not read here:
+ * o->prompt_file names it. */
+static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
+    *o = (Options){.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1};
+    o->stops = malloc((argc + 1) * sizeof *o->stops); /* room for the chat end marker too */
+    if (!o->stops) return args_fail(err, "out of memory");
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *v = NULL;
+        long long n;
+        if (takes_value(a) && flag_value(argc, argv, &i, &v, err)) return ARGS_ERROR;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            exit(0);
+            return ARGS_EXIT;
         } else if (!strcmp(a, "--version")) {
             puts("run " VERSION);
-            exit(0);
+            return ARGS_EXIT;
         } else if (!strcmp(a, "-t")) {
-            o.temperature = parse_float(a, flag_value(argc, argv, &i), 0.0f, INFINITY);
+            if (parse_float(a, v, 0.0f, INFINITY, &o->temperature, err)) return ARGS_ERROR;
         } else if (!strcmp(a, "-p")) {
-            o.topp = parse_float(a, flag_value(argc, argv, &i), 0.0f, 1.0f);
+            if (parse_float(a, v, 0.0f, 1.0f, &o->topp, err)) return ARGS_ERROR;
         } else if (!strcmp(a, "-k")) {
-            o.top_k = (int)parse_int(a, flag_value(argc, argv, &i), 0, INT_MAX);
+            if (parse_int(a, v, 0, INT_MAX, &n, err)) return ARGS_ERROR;
+            o->top_k = (int)n;
         } else if (!strcmp(a, "--min-p")) {
-            o.min_p = parse_float(a, flag_value(argc, argv, &i), 0.0f, 1.0f);
+            if (parse_float(a, v, 0.0f, 1.0f, &o->min_p, err)) return ARGS_ERROR;
         } else if (!strcmp(a, "-s")) {
-            o.seed = parse_int(a, flag_value(argc, argv, &i), 0, (long long)UINT32_MAX * 2);
+            if (parse_int(a, v, 0, (long long)UINT32_MAX * 2, &o->seed, err)) return ARGS_ERROR;
         } else if (!strcmp(a, "-n")) {
-            o.steps = parse_int(a, flag_value(argc, argv, &i), 0, 1 << 30);
+            if (parse_int(a, v, 0, 1 << 30, &o->steps, err)) return ARGS_ERROR;
         } else if (!strcmp(a, "-i")) {
-            o.prompt = flag_value(argc, argv, &i);
+            o->prompt = v;
         } else if (!strcmp(a, "-f")) {
-            prompt_file = flag_value(argc, argv, &i);
+            o->prompt_file = v;
         } else if (!strcmp(a, "--stop")) {
-            o.stops[o.n_stops] = flag_value(argc, argv, &i);
-            if (o.stops[o.n_stops][0] == '\0') die("--stop: the stop string is empty");
-            o.n_stops++;
+            if (v[0] == '\0') return args_fail(err, "--stop: the stop string is empty");
+            o->stops[o->n_stops++] = v;
         } else if (!strcmp(a, "-z")) {
-            o.tokenizer_path = flag_value(argc, argv, &i);
+            o->tokenizer_path = v;
         } else if (!strcmp(a, "-m")) {
-            const char *mode = flag_value(argc, argv, &i);
-            if (strcmp(mode, "generate") && strcmp(mode, "chat"))
-                die("-m: unknown mode '%s' (generate or chat)", mode);
-            o.chat = !strcmp(mode, "chat");
+            if (strcmp(v, "generate") && strcmp(v, "chat"))
+                return args_fail(err, "-m: unknown mode '%s' (generate or chat)", v);
+            o->chat = !strcmp(v, "chat");
         } else if (!strcmp(a, "-y")) {
-            o.system = flag_value(argc, argv, &i);
+            o->system = v;
         } else if (!strcmp(a, "--template")) {
-            const char *name = flag_value(argc, argv, &i);
-            o.template_id = chat_template_id(name);
-            if (o.template_id < 0)
-                die("--template: unknown template '%s' (llama2, chatml or zephyr)", name);
+            o->template_id = chat_template_id(v);
+            if (o->template_id < 0)
+                return args_fail(err, "--template: unknown template '%s' (llama2, chatml or "
+                                 "zephyr)", v);
         } else if (!strcmp(a, "-v")) {
-            o.verbose = 1;
+            o->verbose = 1;
         } else if (!strcmp(a, "--logits")) {
-            o.logits_path = flag_value(argc, argv, &i);
+            o->logits_path = v;
         } else if (!strcmp(a, "--print-tokens")) {
-            o.print_tokens = 1;
+            o->print_tokens = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
-            die("%s: unknown option (see --help)", a);
-        } else if (!o.checkpoint) {
-            o.checkpoint = a;
+            return args_fail(err, "%s: unknown option (see --help)", a);
+        } else if (!o->checkpoint) {
+            o->checkpoint = a;
         } else {
-            die("%s: unexpected argument; only one model file is read (see --help)", a);
+            return args_fail(err, "%s: unexpected argument; only one model file is read (see "
+                             "--help)", a);
         }
     }
-    if (!o.checkpoint) {
-        usage(stderr);
-        exit(1);
-    }
-    if (prompt_file && o.prompt) die("-f: give the prompt with -i or with -f, not both");
-    if (prompt_file) o.prompt = o.prompt_file_text = read_prompt_file(prompt_file);
-    o.prompt_flag = prompt_file ? "-f" : "-i";
-    return o;
+    if (!o->checkpoint) return ARGS_USAGE;
+    if (o->prompt_file && o->prompt)
+        return args_fail(err, "-f: give the prompt with -i or with -f, not both");
+    o->prompt_flag = o->prompt_file ? "-f" : "-i";
+    return ARGS_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -571,11 +616,19 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
 
 /* ------------------------------------------------------------------------------------------ */
 
+#ifndef RUN_NO_MAIN /* fuzz/fuzz_args.c includes this file for parse_args */
 int main(int argc, char **argv) {
-    Options opt = parse_args(argc, argv);
+    char err[ERR_MAX];
+    Options opt;
+    switch (parse_args(argc, argv, &opt, err)) {
+    case ARGS_OK: break;
+    case ARGS_EXIT: free(opt.stops); return 0;
+    case ARGS_USAGE: usage(stderr); free(opt.stops); return 1;
+    default: die("%s", err);
+    }
+    if (opt.prompt_file) opt.prompt = opt.prompt_file_text = read_prompt_file(opt.prompt_file);
 
     double load_start = now_seconds();
-    char err[ERR_MAX];
     Model model;
     if (model_load(&model, opt.checkpoint, err) != 0) die("%s: %s", opt.checkpoint, err);
     const Config *c = &model.config;
@@ -634,3 +687,4 @@ int main(int argc, char **argv) {
     model_free(&model);
     return 0;
 }
+#endif

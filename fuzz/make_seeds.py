@@ -73,7 +73,8 @@ def mutations(data):
 
 
 def main(out):
-    seeds = {"checkpoint_llama2c": [], "checkpoint_tllm": [], "tokenizer": [], "encode": []}
+    seeds = {"checkpoint_llama2c": [], "checkpoint_tllm": [], "tokenizer": [], "encode": [],
+             "args": []}
     for shape in TINY:
         seeds["checkpoint_llama2c"].append(llama2c_seed(shape))
     tok = tokenizer_bytes(259 + 8)
@@ -81,6 +82,15 @@ def main(out):
     seeds["tokenizer"].append(struct.pack("<H", 2) + struct.pack("<I", 3) + tokenizer_bytes(3))
     os.makedirs(out, exist_ok=True)
     seeds["checkpoint_tllm"] += tllm_seeds(out)
+    # argument lists for run's parser, NUL-separated, good and bad
+    seeds["args"] = [b"\0".join(a) for a in [
+        [b"m.bin", b"-n", b"12", b"-t", b"0.8", b"-p", b"0.9", b"-s", b"42", b"-i", b"Once"],
+        [b"m.bin", b"-m", b"chat", b"-y", b"sys", b"--template", b"chatml", b"--stop", b"x"],
+        [b"m.bin", b"-k", b"40", b"--min-p", b"0.05", b"-z", b"tok.bin", b"-v", b"--logits", b"l"],
+        [b"m.bin", b"-f", b"p.txt", b"--print-tokens"], [b"m.bin", b"-n", b"12abc"],
+        [b"m.bin", b"-t", b"-1"], [b"m.bin", b"-p", b"1.5"], [b"m.bin", b"-s", b"x"],
+        [b"m.bin", b"-i"], [b"m.bin", b"--bogus"], [b"m.bin", b"-m", b"dance"], [b"--help"],
+        [b"--version"], [b"-n", b"1e99"], [b"m.bin", b"-f", b"a", b"-i", b"b"]]]
     seeds["encode"] += [b"Hello, world!", "h\u00e9llo \u4e16\u754c \U0001F600".encode(),
                         b"\xff\xfe\xc3", b"  two  spaces\tand\ttabs\n\n", b"\xe2\x82"]
     for target, items in seeds.items():

@@ -32,7 +32,9 @@ def fuzz(target):
     artifacts = os.path.join(FUZZ_DIR, "artifacts")
     os.makedirs(corpus, exist_ok=True)
     os.makedirs(artifacts, exist_ok=True)
+    # -close_fd_mask=1: the args target prints --help to stdout, thousands of times
     p = subprocess.run([binary, f"-max_total_time={FUZZ_SECONDS}", "-print_final_stats=1",
+                        "-close_fd_mask=1",
                         f"-artifact_prefix={artifacts}/{target}-", corpus, seeds],
                        capture_output=True, timeout=FUZZ_SECONDS + 300)
     log = p.stderr.decode(errors="replace")
@@ -63,3 +65,7 @@ def test_tokenizer():
 
 def test_encode():
     fuzz("encode")
+
+
+def test_args():
+    fuzz("args")

@@ -241,6 +241,19 @@ def test_bad_flags():
         ("unknown mode", base + ["-m", "dance"], ["-m"]),
         ("prompt longer than the context", base + ["-i", "x" * 200], ["-i"]),
         ("two checkpoints", base + ["other.bin"], ["other.bin"]),
+        ("-t infinite", base + ["-t", "inf"], ["-t"]),
+        ("-t NaN", base + ["-t", "nan"], ["-t"]),
+        ("-n above 2^63", base + ["-n", "99999999999999999999"], ["-n"]),
+        ("-k negative", base + ["-k", "-1"], ["-k"]),
+        ("--min-p above 1", base + ["--min-p", "2"], ["--min-p"]),
+        ("unknown template", base + ["--template", "x"], ["--template"]),
+        ("empty stop string", base + ["--stop", ""], ["--stop"]),
+        ("flag value with a newline", base + ["-p", "\n1.5"], ["-p"]),
+        ("file name with a newline", ["bad\nname.bin"], ["bad\\x0aname.bin"]),
+        ("-f /dev/zero", base + ["-f", "/dev/zero"], ["/dev/zero"], "NUL"),
+        ("-f a directory", base + ["-f", TMP_DIR], ["-f"]),
+        ("-f missing", base + ["-f", tmp_path("no_such_prompt")], ["no_such_prompt"]),
+        ("-f and -i", base + ["-f", "/dev/null", "-i", "x"], ["-f"]),
     ]
     run_catalogue(cases)
 

@@ -10,6 +10,7 @@ before fuzzing. How an input reaches the engine depends on the target:
   tokenizer           2 bytes choosing the vocabulary size, then a tokenizer section, loaded
                       by `tokenize --memory`
   encode              text encoded with the Llama 2 tokenizer by `tokenize`
+  args                the input split at NUL bytes is `run`'s argument list
 
 An input must not crash or trip a sanitizer; a bad file may be refused (exit 1, one line).
 """
@@ -68,6 +69,11 @@ def replay(name):
                             str(vocab)], input=b"%d\n" % len(text) + text, capture_output=True,
                            timeout=60)
         check(p, name)
+    elif target == "args":
+        args = data.split(b"\0")
+        p = subprocess.run([RUN] + args, capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        check(p, name)
     else:
         assert target == "encode", target
         text = data.split(b"\0")[0]  # the target reads the input as a C string
@@ -91,3 +97,10 @@ def test_topp_no_candidates():
     in sample_topp). tests/test_hardening.py covers the other ways in: a vocabulary of one
     token and tiny temperatures."""
     replay("topp_no_candidates")
+
+
+def test_args_newline_in_message():
+    """args, first seconds of fuzzing: `-p $'\\n1.5'` was refused with a message that quoted
+    the value, newline and all, so the one-line error became two lines. die() now prints
+    control bytes as \\xNN."""
+    replay("args_newline_in_message")

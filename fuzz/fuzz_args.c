@@ -1,0 +1,44 @@
+/*
+ * fuzz_args.c - libFuzzer target for run.c's command-line parser.
+ *
+ * The input is split at NUL bytes into an argument list (argv[0] is "run"), which goes to
+ * parse_args, compiled from run.c itself (its main() left out). Every outcome is fine except a
+ * crash: a bad flag must come back as ARGS_ERROR with a message, and whatever is
+ * accepted must be inside the ranges run.c promises. --help and --version print to stdout,
+ * which libFuzzer's -close_fd_mask=1 silences.
+ */
+#define RUN_NO_MAIN
+#include "../run.c"
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
+    if (size > 4096) return 0;
+    char *buf = malloc(size + 1);
+    char **argv = malloc((size + 3) * sizeof *argv);
+    if (!buf || !argv) abort();
+    memcpy(buf, data, size);
+    buf[size] = '\0';
+    int argc = 0;
+    argv[argc++] = "run";
+    for (size_t i = 0; i <= size; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
+    argv[argc] = NULL;
+
+    Options o;
+    char err[ERR_MAX];
+    err[0] = '\0';
+    int rc = parse_args(argc, argv, &o, err);
+    if (rc == ARGS_ERROR) {
+        if (err[0] == '\0') abort(); /* a reason (die() escapes any newline quoted in it) */
+    } else if (rc == ARGS_OK) {
+        if (!o.checkpoint || !(o.temperature >= 0.0f) || !(o.topp >= 0.0f && o.topp <= 1.0f) ||
+            !(o.min_p >= 0.0f && o.min_p <= 1.0f) || o.top_k < 0 || o.steps < 0 ||
+            o.n_stops > argc || (o.prompt && o.prompt_file))
+            abort();
+        for (int i = 0; i < o.n_stops; i++)
+            if (o.stops[i][0] == '\0') abort();
+    }
+    free(o.stops);
+    free(argv);
+    free(buf);
+    return 0;
+}
