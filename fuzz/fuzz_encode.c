@@ -51,6 +51,17 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         unsigned char out[len + 8];
         check_utf8(out, utf8_stream_feed(&s, piece, (size_t)len, (char *)out));
     }
+
+    /* the same text as a chat turn in every template, as system prompt and as user turn */
+    for (int template_id = TEMPLATE_LLAMA2; template_id <= TEMPLATE_ZEPHYR; template_id++) {
+        int n_turn;
+        int *turn = chat_encode_turn(&tokenizer, template_id, size & 1 ? text : NULL, text,
+                                     (size & 2) != 0, &n_turn);
+        if (!turn) abort();
+        for (int i = 0; i < n_turn; i++)
+            if (turn[i] < 0 || turn[i] >= tokenizer.vocab_size) abort();
+        free(turn);
+    }
     free(text);
     free(tokens);
     return 0;
