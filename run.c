@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "attnviz.h"
 #include "model.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -47,6 +48,10 @@ static void usage(FILE *out) {
           "  -m <string> mode: generate|chat, default: generate\n"
           "  -y <string> (optional) system prompt in chat mode\n"
           "  --logits <file>  write the float32 logits of every position to file\n"
+          "  --attn <file>       record every attention weight (docs/ATTENTION.md)\n"
+          "  --attn-html <file>  write a page that shows the attention of every token\n"
+          "  --attn-top <int>    print the most attended tokens of each step on stderr\n"
+          "  --attn-layer <int>  the layer --attn-top reads, default the last\n"
           "  -h, --help  print this help\n", out);
 }
 
@@ -85,6 +90,8 @@ typedef struct {
     FILE *logits_file; /* --logits, or NULL */
     const char *logits_path;
     int vocab_size;
+    AttnRecorder *attn;          /* --attn, --attn-html, --attn-top: the recorder, or NULL */
+    int attn_top, attn_layer;    /* --attn-top K (0 = off) reads layer attn_layer */
 } Output;
 
 /* Prints the text of token `next` following `prev`, flushed so it appears at once. */
@@ -100,12 +107,22 @@ static void emit_piece(Output *o, int prev, int next) {
 
 /* Runs the model on token at pos and records the logits when asked. */
 static float *forward(Model *m, Output *o, int token, int pos) {
+    if (o->attn) attn_record_token(o->attn, pos, token); /* --attn: which token sat at pos */
     float *logits = model_forward(m, token, pos);
     if (!logits) die("token %d at position %d is outside the model", token, pos);
     if (o->logits_file &&
         fwrite(logits, sizeof(float), o->vocab_size, o->logits_file) != (size_t)o->vocab_size)
         die("%s: write failed: %s", o->logits_path, strerror(errno));
     return logits;
+}
+
+/* --attn-top: after the step at pos chose next, the tokens its query attended to most. */
+static void attn_report(const Output *o, int pos, int next) {
+    if (!o->attn_top) return;
+    char line[4096];
+    attn_format_top(line, sizeof line, o->attn, o->tokenizer, o->attn_layer, pos, next,
+                    o->attn_top);
+    fprintf(stderr, "%s\n", line);
 }
 
 /* Encodes text into a new array; *n receives the count. */
@@ -133,6 +150,7 @@ static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, 
     while (pos < steps) {
         float *logits = forward(m, o, token, pos);
         int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sampler_sample(sampler, logits);
+        if (pos >= n_prompt - 1) attn_report(o, pos, next);
         pos++;
         /* llama2.c's stories end with BOS; models of our own format end with EOS */
         if (next == c->bos_id || (!m->is_llama2c && next == c->eos_id)) break;
@@ -208,6 +226,7 @@ static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
         if (token == c->eos_id) user_turn = 1;
         float *logits = forward(m, o, token, pos);
         next = sampler_sample(sampler, logits);
+        if (user_idx >= n_prompt) attn_report(o, pos, next);
         pos++;
         if (user_idx >= n_prompt && next != c->eos_id) emit_piece(o, token, next);
         if (next == c->eos_id) {
@@ -224,6 +243,8 @@ static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
 int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *system = NULL;
     const char *mode = "generate", *logits_path = NULL;
+    const char *attn_path = NULL, *attn_html_path = NULL;
+    long long attn_top = 0, attn_layer = -1;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
 
@@ -254,6 +275,14 @@ int main(int argc, char **argv) {
             system = flag_value(argc, argv, &i);
         } else if (!strcmp(a, "--logits")) {
             logits_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn")) {
+            attn_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn-html")) {
+            attn_html_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn-top")) {
+            attn_top = parse_int(a, flag_value(argc, argv, &i), 1, 1000);
+        } else if (!strcmp(a, "--attn-layer")) {
+            attn_layer = parse_int(a, flag_value(argc, argv, &i), 0, 1 << 20);
         } else if (a[0] == '-' && a[1] != '\0') {
             die("%s: unknown option (see --help)", a);
         } else if (!checkpoint) {
@@ -298,6 +327,25 @@ int main(int argc, char **argv) {
     if (logits_path && !(out.logits_file = fopen(logits_path, "wb")))
         die("%s: cannot write: %s", logits_path, strerror(errno));
 
+    /* --attn, --attn-html, --attn-top: the model hands every attention row to a recorder */
+    AttnRecorder attn;
+    if (attn_path || attn_html_path || attn_top) {
+        if (attn_layer >= c->n_layers)
+            die("--attn-layer: %lld is out of range (the model has layers 0..%d)", attn_layer,
+                c->n_layers - 1);
+        const char *paths[2] = {attn_path, attn_html_path};
+        for (int i = 0; i < 2; i++) { /* fail now rather than after generating */
+            FILE *f = paths[i] ? fopen(paths[i], "wb") : NULL;
+            if (paths[i] && (!f || fclose(f) != 0))
+                die("%s: cannot write: %s", paths[i], strerror(errno));
+        }
+        if (attn_recorder_init(&attn, c, (int)steps, attn_path || attn_html_path, err) != 0)
+            die("--attn: %s", err);
+        model.attn = out.attn = &attn;
+        out.attn_top = (int)attn_top;
+        out.attn_layer = attn_layer >= 0 ? (int)attn_layer : c->n_layers - 1;
+    }
+
     if (!strcmp(mode, "generate"))
         generate(&model, &out, &sampler, prompt, (int)steps);
     else
@@ -305,6 +353,11 @@ int main(int argc, char **argv) {
 
     if (out.logits_file && fclose(out.logits_file) != 0)
         die("%s: write failed: %s", logits_path, strerror(errno));
+    if (attn_path && attn_write(&attn, &tokenizer, attn_path, err) != 0)
+        die("%s: %s", attn_path, err);
+    if (attn_html_path && attn_write_html(&attn, &tokenizer, attn_html_path, err) != 0)
+        die("%s: %s", attn_html_path, err);
+    if (out.attn) attn_recorder_free(&attn);
     sampler_free(&sampler);
     tokenizer_free(&tokenizer);
     model_free(&model);
