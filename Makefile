@@ -13,7 +13,7 @@ PYTHON  ?= /usr/bin/python3
 ARCH    ?= -march=native
 # OpenMP is optional: use it only if the compiler accepts -fopenmp.
 OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
-WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-unknown-pragmas
 CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
 DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
