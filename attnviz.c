@@ -44,7 +44,7 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
     if (r->max_positions < 1) r->max_positions = 1;
     size_t floats = keep_all ? rows_before(r, r->max_positions)
                              : (size_t)c->n_layers * c->n_heads * c->seq_len;
-    r->rows = malloc(floats * sizeof(float));
+    r->rows = calloc(floats, sizeof(float)); /* rows never recorded read as zeros */
     r->tokens = malloc((size_t)r->max_positions * sizeof(int));
     if (!r->rows || !r->tokens) {
         attn_recorder_free(r);
@@ -68,14 +68,18 @@ static float *row_slot(const AttnRecorder *r, int layer, int head, int pos) {
     return r->rows + rows_before(r, pos) + ((size_t)layer * r->n_heads + head) * (pos + 1);
 }
 
+/* Only copies: different rows go to different memory, so threads may record rows at once.
+ * Without keep_all only the newest position's rows are kept: the newest is the last one
+ * attn_record_token was told about, which stays put while a forward pass runs. */
 void attn_record_row(AttnRecorder *r, int layer, int head, int pos, const float *weights) {
     if (pos < 0 || pos >= r->max_positions) return;
+    if (!r->keep_all && pos != r->n_positions - 1) return;
     memcpy(row_slot(r, layer, head, pos), weights, (size_t)(pos + 1) * sizeof(float));
-    if (pos + 1 > r->n_positions) r->n_positions = pos + 1;
 }
 
 void attn_record_layer(AttnRecorder *r, int layer, int pos, const float *att, int stride) {
-    for (int h = 0; h < r->n_heads; h++) attn_record_row(r, layer, h, pos, att + (size_t)h * stride);
+    for (int h = 0; h < r->n_heads; h++)
+        attn_record_row(r, layer, h, pos, att + (size_t)h * stride);
 }
 
 void attn_record_token(AttnRecorder *r, int pos, int token) {

@@ -16,8 +16,9 @@
  * test per layer. When it is set, model_forward hands each layer's weights to
  * attn_record_layer right after attention(). A forward pass that computes several positions
  * at once (a batched prefill) calls attn_record_row once per (layer, head, position) instead;
- * the rows may arrive in any order. run.c tells the recorder which token sat at each position
- * with attn_record_token.
+ * the rows may arrive in any order. run.c tells the recorder which token sits at each position
+ * with attn_record_token before running it: a recorder without keep_all (--attn-top alone)
+ * keeps only the rows of the newest position it was told about.
  *
  * The file written by attn_write (all numbers little-endian; docs/ATTENTION.md says more)
  * -----------------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ typedef struct AttnRecorder {
     int n_layers, n_heads, n_kv_heads, seq_len;
     int keep_all;      /* 1: keep every position (files); 0: only the newest row per (layer, head) */
     int max_positions; /* positions the buffer has room for */
-    int n_positions;   /* 1 + the highest position recorded (rows or tokens) */
+    int n_positions;   /* 1 + the highest position attn_record_token was told about */
     float *rows;       /* keep_all: the file's rows, L * H * P * (P + 1) / 2 floats for P =
                         * max_positions; else (n_layers, n_heads, seq_len), newest rows only */
     int *tokens;       /* (max_positions) the input token at each position, -1 if not told */
@@ -61,14 +62,15 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
 void attn_recorder_free(AttnRecorder *r);
 
 /* The hook for one row: weights (pos + 1) of query head `head` of layer `layer` at position
- * pos. Positions past max_positions are ignored. */
+ * pos. Positions past max_positions are ignored. It only copies the row into its own place,
+ * so several threads may record different rows at the same time. */
 void attn_record_row(AttnRecorder *r, int layer, int head, int pos, const float *weights);
 
 /* The hook for one layer at one position: att (n_heads, stride) as attention() leaves it,
  * head h's weights in att[h * stride .. h * stride + pos]. */
 void attn_record_layer(AttnRecorder *r, int layer, int pos, const float *att, int stride);
 
-/* Notes that token sat at position pos. */
+/* Notes that token sat at position pos; the files hold positions 0..n_positions-1. */
 void attn_record_token(AttnRecorder *r, int pos, int token);
 
 /* The recorded weights (pos + 1) of (layer, head, pos); with keep_all = 0 only the newest

@@ -19,13 +19,14 @@ import subprocess
 
 def measure(cmd, steps):
     """(decode tok/s as the engine reports it, CPU milliseconds per position)."""
-    before = os.times()
-    p = subprocess.run(cmd, capture_output=True, check=True)
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system -
-                                                         before.children_system)
-    m = re.search(rb"achieved tok/s: ([0-9.]+)", p.stderr)
-    assert m, f"no tok/s in the output of {cmd}: {p.stderr[-300:]!r}"
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)  # the child's own CPU time, to the microsecond
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, f"{cmd} exited {p.returncode}: {err[-300:]!r}"
+    cpu = usage.ru_utime + usage.ru_stime
+    m = re.search(rb"achieved tok/s: ([0-9.]+)", err)
+    assert m, f"no tok/s in the output of {cmd}: {err[-300:]!r}"
     return float(m.group(1)), 1000.0 * cpu / steps
 
 

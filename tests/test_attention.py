@@ -236,6 +236,16 @@ def test_attn_top_agrees_with_recording():
     check_top_lines(p.stderr, read_attn(path), 1, 2, n_prompt)
 
 
+def test_attn_top_alone_keeps_only_the_newest_rows():
+    # Without --attn the recorder keeps one row per head; the lines must not change.
+    args = stories_args() + ["-t", 0.8, "-s", 3, "-n", 60, "-i", "A cat", "--attn-top", 5]
+    alone = common.run_ok(args)
+    with_file = common.run_ok(args + ["--attn", common.tmp_path("top_alone.attn")])
+    lines = [s for s in alone.stderr.decode().splitlines() if s.startswith("attn ")]
+    assert len(lines) > 40, alone.stderr[-300:]
+    assert lines == [s for s in with_file.stderr.decode().splitlines() if s.startswith("attn ")]
+
+
 def test_attn_options_refuse_bad_values():
     p = common.run(stories_args() + ["-n", 5, "--attn-top", 2, "--attn-layer", 5])
     assert p.returncode == 1 and b"--attn-layer: 5 is out of range" in p.stderr, p.stderr
