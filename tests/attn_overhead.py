@@ -4,14 +4,15 @@
 Usage: attn_overhead.py BASELINE_RUN NEW_RUN MODEL [MODEL ...] [--rounds N] [--steps N]
 
 Each round runs the baseline, the new build, and the new build with --attn on, on every model
-(greedy, no prompt, --steps positions), alternating so that a busy machine slows all of them
-alike. Prints, for each, the median decode tok/s the engine reports (wall clock) and the
+(greedy, no prompt, --steps positions), in a fresh random order each round so that a busy
+machine slows all of them alike. Prints, for each, the median decode tok/s the engine reports (wall clock) and the
 median CPU time per token of the whole process (user + sys, which a busy machine disturbs
 less than the wall clock), with ratios to the baseline: 1.00 means no measurable cost.
 Run it with OMP_NUM_THREADS=1 for steadier numbers. A model may be PATH or PATH:TOKENIZER.
 """
 import argparse
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -45,9 +46,10 @@ def main():
                 "new, --attn on": [a.new] + args + ["--attn", "/dev/null"]}
         speeds = {k: [] for k in runs}
         cpu = {k: [] for k in runs}
+        rng = random.Random(1)
         for _ in range(a.rounds):
-            for k, cmd in runs.items():
-                s, c = measure(cmd, a.steps)
+            for k in rng.sample(list(runs), len(runs)):
+                s, c = measure(runs[k], a.steps)
                 speeds[k].append(s)
                 cpu[k].append(c)
         base, base_cpu = statistics.median(speeds["baseline"]), statistics.median(cpu["baseline"])

@@ -280,7 +280,8 @@ def chromium(page, *args, timeout=60):
 
 def test_html_renders_in_chromium():
     page = common.tmp_path("attn_stories.html")
-    common.run_ok(stories_args() + ["-t", 0, "-n", 300, "--attn-html", page])
+    attn = common.tmp_path("attn_stories_page.attn")
+    common.run_ok(stories_args() + ["-t", 0, "-n", 300, "--attn-html", page, "--attn", attn])
     with open(page, encoding="utf-8") as f:
         html = f.read()
     # self-contained: nothing is fetched from anywhere
@@ -295,6 +296,16 @@ def test_html_renders_in_chromium():
     for word in ["Once", " upon", " Lily"]:
         assert f">{word}</span>" in dom, f"token {word!r} is not in the page"
     assert dom.count("<canvas") >= 5 * 8 + 2, "the layer x head grid is incomplete"
+    # the page's own reading of a row (opened on layer 1, head 3, query 57) agrees with the file
+    rec = read_attn(attn)
+    w = rec.weights(1, 3, 57)
+    best = int(np.argmax(w))
+    p = chromium(page + "#layer=1&head=3&query=57", "--dump-dom", "--virtual-time-budget=10000")
+    dom = p.stdout.decode("utf-8", errors="replace")
+    detail = re.search(r'<div id="detail">(.*?)</div>', dom, re.S)
+    assert detail, "no detail panel in the page"
+    expect = f'attends to: <code>"{rec.pieces[best].decode()}"</code>@{best} {w[best]:.3f}'
+    assert expect in detail.group(1), f"expected {expect!r} in {detail.group(1)!r}"
     shot = common.tmp_path("attn_stories.png")
     if os.path.exists(shot):
         os.remove(shot)
