@@ -23,7 +23,7 @@ DFLAGS  = $(WARN) -O0 -g $(ARCH) -fsanitize=address,undefined -fno-sanitize-reco
 VFLAGS  = $(WARN) -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
-LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c attnviz.c
 TOOLS   = run tokenize test_sampler
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
@@ -51,6 +51,11 @@ build/valgrind/%.o: %.c | build/valgrind
 	$(CC) $(VFLAGS) -c $< -o $@
 build/valgrind/run: build/valgrind/run.o $(LIB:%.c=build/valgrind/%.o)
 	$(CC) $(VFLAGS) $^ -o $@ $(LDLIBS)
+
+# The attention viewer stays an editable HTML file; attnviz.c includes it as a C string.
+build/attnviz_html.h: attnviz.html | build
+	{ echo 'static const char attnviz_html[] = {'; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; } > $@
+build/attnviz.o build/debug/attnviz.o build/valgrind/attnviz.o: build/attnviz_html.h
 
 portable:
 	$(MAKE) ARCH= run
@@ -81,6 +86,7 @@ build/fuzz/args: fuzz/fuzz_args.c run.c $(FUZZ_LIB) model.h kernels.h | build/fu
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter-out run.c,$(filter %.c,$^)) -o $@ $(LDLIBS)
 build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
+$(FUZZ_TARGETS:%=build/fuzz/%): | build/attnviz_html.h
 
 # Each target in turn; stops at the first one that finds something (the input is saved as
 # build/fuzz/artifacts/TARGET-crash-*).

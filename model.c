@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attnviz.h" /* the --attn hook in model_forward */
 #include "kernels.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -453,6 +454,7 @@ float *model_forward(Model *m, int token, int pos) {
         /* xb = softmax(q k^T / sqrt(head_size)) v over positions 0..pos, per head */
         attention(s->xb, s->att, s->q, key_cache, value_cache, p->n_heads, p->n_kv_heads, hs,
                   p->seq_len, pos);
+        if (m->attn) attn_record_layer(m->attn, l, pos, s->att, p->seq_len); /* --attn hook */
 
         /* x = x + wo(xb) */
         matvec(s->xb2, &lw->wo, s->xb, dim, q_dim);
