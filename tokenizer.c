@@ -35,7 +35,7 @@
 #include "model.h"
 
 /* Limits on hostile files. Real pieces are a few dozen bytes (Llama 2's longest is 16), and
- * callers may put a piece on the stack (run.c's output filter), so a piece longer than
+ * callers may put a piece on the stack (fuzz/fuzz_encode.c does), so a piece longer than
  * MAX_PIECE_LEN is refused. A tokenizer.bin above MAX_TOKENIZER_FILE (2^20 pieces of 256
  * bytes) is refused before it is read into memory. */
 #define MAX_PIECE_LEN      1024
