@@ -120,6 +120,21 @@ typedef struct {
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
     float *value_cache;
+    /* Q8_0 weights only (NULL otherwise): the activations quantized to int8 once per matmul,
+     * (chunk_len, max width) values with one scale per group_size of them. */
+    int8_t *xq;
+    float *xq_scale;
+    /* Prompt chunks (model_prefill): the activations of up to chunk_len tokens, one row per
+     * token, so that each weight matrix is read once per chunk rather than once per token. */
+    int chunk_len;
+    float *cx;     /* (chunk_len, dim) the residual streams */
+    float *cxb;    /* (chunk_len, max(dim, n_heads * head_size)) normalised inputs, attention out */
+    float *cxb2;   /* (chunk_len, dim) outputs of wo and w2 */
+    float *chb;    /* (chunk_len, hidden_dim) */
+    float *chb2;   /* (chunk_len, hidden_dim) */
+    float *cq;     /* (chunk_len, n_heads * head_size) */
+    float *ck;     /* (chunk_len, n_kv_heads * head_size) */
+    float *cv;     /* (chunk_len, n_kv_heads * head_size) */
 } RunState;
 
 /* ------------------------------------------------------------------------------------------ */
