@@ -16,16 +16,13 @@
  * grows with the position, at a different rate for each pair, so the dot product of a query
  * and a key depends on how far apart they are. */
 
-void rope_tables(float *cos_table, float *sin_table, int seq_len, int head_size, float theta) {
-    int half = head_size / 2;
-    for (int pos = 0; pos < seq_len; pos++) {
-        for (int i = 0; i < half; i++) {
-            /* the same float expressions as llama2.c, so the angles agree to the last bit */
-            float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
-            float angle = pos * freq;
-            cos_table[(size_t)pos * half + i] = cosf(angle);
-            sin_table[(size_t)pos * half + i] = sinf(angle);
-        }
+void rope_angles(float *cos_row, float *sin_row, int pos, int head_size, float theta) {
+    for (int i = 0; i < head_size / 2; i++) {
+        /* the same float expressions as llama2.c, so the angles agree to the last bit */
+        float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
+        float angle = pos * freq;
+        cos_row[i] = cosf(angle);
+        sin_row[i] = sinf(angle);
     }
 }
 

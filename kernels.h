@@ -53,12 +53,12 @@ const char *kernels_isa(void);
 /* ------------------------------------------------------------------------------------------ */
 /* attention.c: RoPE, the KV cache and attention */
 
-/* cos_table, sin_table (seq_len, head_size / 2): the RoPE angle of pair i at position pos is
- * pos * theta^(-2i / head_size). Computed once at load time. */
-void rope_tables(float *cos_table, float *sin_table, int seq_len, int head_size, float theta);
+/* cos_row, sin_row (head_size / 2) = the RoPE angles of position pos: pair i turns by
+ * pos * theta^(-2i / head_size). Computed once per position, shared by every layer. */
+void rope_angles(float *cos_row, float *sin_row, int pos, int head_size, float theta);
 
 /* Rotates each adjacent pair (2i, 2i+1) of every head of vec (n_heads, head_size) by the
- * angles of one position: cos_row, sin_row (head_size / 2). */
+ * angles of one position, cos_row and sin_row (head_size / 2). */
 void rope(float *vec, const float *cos_row, const float *sin_row, int n_heads, int head_size);
 
 /* Copies the key and value of position pos, k and v (n_kv_heads, head_size), into one

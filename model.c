@@ -169,6 +169,7 @@ static int load_llama2c(Model *m, char err[ERR_MAX]) {
     c->bos_id = 1;
     c->eos_id = 2;
     c->weight_type = WEIGHT_F32;
+    m->is_llama2c = 1;
     if (check_config(c, err)) return -1;
 
     size_t dim = c->dim, hidden = c->hidden_dim, L = c->n_layers, hs = c->head_size;
@@ -314,7 +315,6 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     size_t q_dim = (size_t)c->n_heads * c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
     size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
-    size_t rope = (size_t)c->seq_len * (c->head_size / 2);
     s->x = calloc(c->dim, sizeof(float));
     s->xb = calloc(c->dim > (int)q_dim ? (size_t)c->dim : q_dim, sizeof(float));
     s->xb2 = calloc(c->dim, sizeof(float));
@@ -325,8 +325,8 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->v = calloc(kv_dim, sizeof(float));
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
-    s->rope_cos = calloc(rope, sizeof(float));
-    s->rope_sin = calloc(rope, sizeof(float));
+    s->rope_cos = calloc(c->head_size / 2, sizeof(float));
+    s->rope_sin = calloc(c->head_size / 2, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
 
@@ -354,7 +354,6 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
         !quant_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * cache * sizeof(float) >> 20);
-    rope_tables(s->rope_cos, s->rope_sin, c->seq_len, c->head_size, c->rope_theta);
     return 0;
 }
 
@@ -370,9 +369,20 @@ static void free_state(RunState *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
 
+/* Parses the checkpoint in m->mapping and allocates the run state; frees all on failure. */
+static int load_mapped(Model *m, char err[ERR_MAX]) {
+    int is_tllm = m->mapping_size >= 4 && memcmp(m->mapping, "TLLM", 4) == 0;
+    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0 || alloc_state(m, err) != 0) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
 int model_load(Model *m, const char *path, char err[ERR_MAX]) {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK so that a FIFO given as a checkpoint is refused instead of waiting forever */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fail(err, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -388,19 +398,22 @@ int model_load(Model *m, const char *path, char err[ERR_MAX]) {
     if (map == MAP_FAILED) return fail(err, "cannot map: %s", strerror(errno));
     m->mapping = map;
     m->mapping_size = (size_t)st.st_size;
+    m->owns_mapping = 1;
+    return load_mapped(m, err);
+}
 
-    int is_tllm = m->mapping_size >= 4 && memcmp(map, "TLLM", 4) == 0;
-    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0 || alloc_state(m, err) != 0) {
-        model_free(m);
-        return -1;
-    }
-    return 0;
+int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]) {
+    memset(m, 0, sizeof *m);
+    if (size == 0) return fail(err, "empty file");
+    m->mapping = data;
+    m->mapping_size = size;
+    return load_mapped(m, err);
 }
 
 void model_free(Model *m) {
     free_state(&m->state);
     free(m->weights.layers);
-    if (m->mapping) munmap(m->mapping, m->mapping_size);
+    if (m->owns_mapping) munmap((void *)m->mapping, m->mapping_size);
     memset(m, 0, sizeof *m);
 }
 
@@ -432,11 +445,10 @@ float *model_forward(Model *m, int token, int pos) {
     if (token < 0 || token >= p->vocab_size || pos < 0 || pos >= p->seq_len) return NULL;
     int dim = p->dim, hidden = p->hidden_dim, hs = p->head_size;
     int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
-    const float *cos_row = s->rope_cos + (size_t)pos * (hs / 2);
-    const float *sin_row = s->rope_sin + (size_t)pos * (hs / 2);
 
-    /* x = tok_embeddings(token) */
+    /* x = tok_embeddings(token); the rotation angles of this position, for every layer */
     dequantize_row(s->x, &w->token_embedding, token, dim);
+    rope_angles(s->rope_cos, s->rope_sin, pos, hs, p->rope_theta);
 
     for (int l = 0; l < p->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
@@ -451,8 +463,8 @@ float *model_forward(Model *m, int token, int pos) {
         matvec(s, s->v, &lw->wv, s->xb, kv_dim, dim);
 
         /* q, k = apply_rotary_emb(q, k, pos), then remember k and v for later positions */
-        rope(s->q, cos_row, sin_row, p->n_heads, hs);
-        rope(s->k, cos_row, sin_row, p->n_kv_heads, hs);
+        rope(s->q, s->rope_cos, s->rope_sin, p->n_heads, hs);
+        rope(s->k, s->rope_cos, s->rope_sin, p->n_kv_heads, hs);
         kv_cache_store(key_cache, value_cache, s->k, s->v, p->n_kv_heads, hs, p->seq_len, pos);
 
         /* xb = softmax(q k^T / sqrt(head_size)) v over positions 0..pos, per head */

@@ -114,8 +114,8 @@ typedef struct {
     float *v;      /* (n_kv_heads * head_size) value of the current position */
     float *att;    /* (n_heads, seq_len) attention scores, then weights */
     float *logits; /* (vocab_size) */
-    float *rope_cos; /* (seq_len, head_size / 2) cosines of the RoPE angles */
-    float *rope_sin; /* (seq_len, head_size / 2) sines of the RoPE angles */
+    float *rope_cos; /* (head_size / 2) cosines of the RoPE angles at the current position */
+    float *rope_sin; /* (head_size / 2) sines of the RoPE angles at the current position */
     /* The KV cache, (n_layers, n_kv_heads, seq_len, head_size): one head's keys for all
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
@@ -184,8 +184,10 @@ typedef struct {
     Config config;
     Weights weights;
     RunState state;
-    void *mapping;        /* the whole file, mapped read-only */
+    const void *mapping;  /* the whole file, mapped read-only */
     size_t mapping_size;
+    int owns_mapping;     /* 1 if model_free must unmap it (model_load, not model_load_memory) */
+    int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
 } Model;
@@ -194,6 +196,10 @@ typedef struct {
  * header field and the file size, points the weights into the mapping and allocates the run
  * state. Returns 0, or -1 with the reason in err. */
 int model_load(Model *m, const char *path, char err[ERR_MAX]);
+
+/* The same for a checkpoint already in memory: data is used in place, stays the caller's and
+ * must outlive the model. Returns 0, or -1 with the reason in err. */
+int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]);
 
 /* Releases everything model_load acquired. Safe on a zeroed Model. */
 void model_free(Model *m);

@@ -134,7 +134,8 @@ static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, 
         float *logits = forward(m, o, token, pos);
         int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sampler_sample(sampler, logits);
         pos++;
-        if (next == c->bos_id || next == c->eos_id) break;
+        /* llama2.c's stories end with BOS; models of our own format end with EOS */
+        if (next == c->bos_id || (!m->is_llama2c && next == c->eos_id)) break;
         emit_piece(o, token, next);
         token = next;
         if (start == 0.0) start = now_seconds(); /* the first step pays for page faults */

@@ -26,7 +26,7 @@ def main():
         if not (fname.startswith("test_") and fname.endswith(".py")):
             continue
         module = importlib.import_module(fname[:-3])
-        for name, fn in vars(module).items():
+        for name, fn in list(vars(module).items()):
             full = f"{fname[:-3]}.{name}"
             if not (name.startswith("test_") and callable(fn)):
                 continue

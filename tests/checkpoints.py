@@ -1,0 +1,206 @@
+"""Random-weight checkpoints and tokenizers of any shape, for testing the engine.
+
+A real checkpoint only tests one shape. These files let the tests try the shapes that break
+index arithmetic (grouped-query attention, odd widths, a separate classifier) and they are
+deterministic from a seed, so a failure can be reproduced.
+
+  random_weights(config, seed)            weights whose activations and logits stay O(1)
+  write_llama2c(path, config, weights)    llama2.c "version 0" checkpoint
+  write_tllm(path, config, weights, ...)  TLLM file (models/FORMAT.md): f32, bf16 or Q8_0
+  write_tokenizer(path, vocab_size, seed) byte-level tokenizer.bin for any vocab >= 259
+  encode_prompt(text)                     the ids that tokenizer gives a prompt
+"""
+import struct
+
+import numpy as np
+
+from reference import LAYER_MATRICES, WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, align64, \
+    layer_shapes
+
+
+def random_weights(c, seed):
+    """Weights for config c, drawn from a seeded generator and rounded to float32 (the
+    values a file can hold), returned as read_llama2c returns them.
+
+    The scales matter: with every matrix at std 1/sqrt(cols), each projection keeps unit-size
+    activations, so attention scores are O(1) and its softmax is neither flat nor one-hot;
+    the embedding at std 2/sqrt(dim) gives logits of std about 2, so the argmax is clear but
+    not certain. Norm weights near 1 (not exactly 1) make a missing norm weight visible."""
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32).astype(np.float64)
+
+    def norm_weight():
+        return (1.0 + 0.1 * rng.standard_normal(c.dim)).astype(np.float32).astype(np.float64)
+
+    emb = normal(c.vocab_size, c.dim, std=2.0 / np.sqrt(c.dim))
+    layers = []
+    for _ in range(c.n_layers):
+        layer = dict(attn_norm=norm_weight(), ffn_norm=norm_weight())
+        for name, (rows, cols) in layer_shapes(c).items():
+            layer[name] = normal(rows, cols, std=1.0 / np.sqrt(cols))
+        layers.append(layer)
+    final_norm = norm_weight()
+    classifier = emb if c.shared_classifier else normal(c.vocab_size, c.dim,
+                                                        std=2.0 / np.sqrt(c.dim))
+    return dict(token_embedding=emb, layers=layers, final_norm=final_norm,
+                classifier=classifier)
+
+
+def rope_tables(c):
+    """The cos and sin tables llama2.c's export wrote (run.c no longer reads them)."""
+    i = np.arange(c.head_size // 2)
+    angle = np.outer(np.arange(c.seq_len), c.rope_theta ** (-2.0 * i / c.head_size))
+    return np.cos(angle), np.sin(angle)
+
+
+def write_llama2c(path, c, w):
+    """Writes a llama2.c "version 0" checkpoint: a 7 x int32 header, then float32 arrays, each
+    kind of weight for all layers together. head_size must be dim / n_heads (the format has
+    no field for it)."""
+    assert c.head_size * c.n_heads == c.dim, "llama2.c files need head_size = dim / n_heads"
+    vocab = c.vocab_size if c.shared_classifier else -c.vocab_size  # llama2.c's flag
+    arrays = [w["token_embedding"], [l["attn_norm"] for l in w["layers"]]]
+    arrays += [[l[name] for l in w["layers"]] for name in ("wq", "wk", "wv", "wo")]
+    arrays += [[l["ffn_norm"] for l in w["layers"]]]
+    arrays += [[l[name] for l in w["layers"]] for name in ("w1", "w2", "w3")]
+    arrays += [w["final_norm"], *rope_tables(c)]
+    if not c.shared_classifier:
+        arrays.append(w["classifier"])
+    with open(path, "wb") as f:
+        f.write(struct.pack("<7i", c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
+                            vocab, c.seq_len))
+        for a in arrays:
+            f.write(np.asarray(a, dtype="<f4").tobytes())
+
+
+def to_bf16(x):
+    """float32 -> the upper 16 bits, rounded to nearest even (FORMAT.md)."""
+    bits = np.asarray(x, dtype="<f4").view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+
+
+def to_q8_0(x, group_size):
+    """A matrix -> (int8 values, float32 scales): each row is cut into groups of group_size
+    values (the last one shorter if cols is not a multiple) and each group gets one scale."""
+    x = np.asarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    q = np.zeros((rows, cols), dtype="i1")
+    scales = []
+    for start in range(0, cols, group_size):
+        group = x[:, start:start + group_size]
+        scale = np.abs(group).max(axis=1) / np.float32(127.0)
+        safe = np.where(scale == 0, np.float32(1.0), scale)  # an all-zero group stays zero
+        q[:, start:start + group_size] = np.round(group / safe[:, None])
+        scales.append(scale)
+    # Scales are stored row by row: all the groups of row 0, then row 1...
+    return q.reshape(-1), np.stack(scales, axis=1).astype("<f4").reshape(-1)
+
+
+def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
+               chat_template=0):
+    """Writes a TLLM file (models/FORMAT.md) with the tokenizer (pieces, scores) embedded."""
+    tok = struct.pack("<II", len(pieces), max(len(p) for p in pieces))
+    tok += b"".join(struct.pack("<fI", s, len(p)) + p for p, s in zip(pieces, scores))
+    body = bytearray()  # the tensors, from weights_offset on
+    weights_offset = align64(256 + len(tok))
+
+    def pad():
+        body.extend(b"\0" * (align64(weights_offset + len(body)) - weights_offset - len(body)))
+
+    def put_f32(a):
+        pad()
+        body.extend(np.asarray(a, dtype="<f4").tobytes())
+
+    def put_matrix(a):
+        if weight_type == WEIGHT_F32:
+            put_f32(a)
+        elif weight_type == WEIGHT_BF16:
+            pad()
+            body.extend(to_bf16(a).tobytes())
+        else:
+            assert weight_type == WEIGHT_Q8_0
+            q, s = to_q8_0(a, group_size)
+            pad()
+            body.extend(q.tobytes())
+            put_f32(s)
+
+    put_matrix(w["token_embedding"])
+    for layer in w["layers"]:
+        put_f32(layer["attn_norm"])
+        for name in ("wq", "wk", "wv", "wo"):
+            put_matrix(layer[name])
+        put_f32(layer["ffn_norm"])
+        for name in ("w1", "w2", "w3"):
+            put_matrix(layer[name])
+    put_f32(w["final_norm"])
+    if not c.shared_classifier:
+        put_matrix(w["classifier"])
+    file_size = weights_offset + len(body)
+    header = b"TLLM" + struct.pack(
+        "<9I2fI2i5I4Q", 1, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
+        c.head_size, c.vocab_size, c.seq_len, c.rope_theta, c.norm_eps,
+        int(c.shared_classifier), c.bos_id, c.eos_id, weight_type, group_size, chat_template,
+        1, 0, 256, len(tok), weights_offset, file_size)
+    header += b"\0" * (256 - len(header))
+    with open(path, "wb") as f:
+        f.write(header + tok + b"\0" * (weights_offset - 256 - len(tok)) + bytes(body))
+
+
+# ------------------------------------------------------------------------------------------
+# A byte-level tokenizer whose encoding is easy to predict
+
+def tokenizer_pieces(vocab_size, seed):
+    """The pieces and scores of a tokenizer for any vocab_size >= 260: <unk>, <s>, </s>, the
+    256 byte pieces <0x00>..<0xFF>, the piece " " (id 259), then made-up multi-byte pieces to
+    fill the vocabulary.
+
+    " " is there because real vocabularies have it (Llama 2's id 29871, tok512's 410) and
+    llama2.c's encoder looks it up for the dummy prefix without a fallback. Every made-up
+    piece holds an uppercase letter, so a prompt without uppercase letters is spelled with
+    byte pieces and " " only: no BPE merge can build a made-up piece from it, and
+    encode_prompt knows its ids without running BPE. The made-up pieces still give generated
+    text something multi-byte to decode."""
+    assert vocab_size >= 260
+    pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [b"<0x%02X>" % i for i in range(256)]
+    pieces.append(b" ")
+    scores = [0.0] * len(pieces)
+    rng = np.random.default_rng(seed)
+    upper = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    lower = b"abcdefghijklmnopqrstuvwxyz"
+    seen = set(pieces)
+    while len(pieces) < vocab_size:
+        n = int(rng.integers(2, 8))  # at least two bytes
+        word = bytes(int(b) for b in rng.choice(list(lower), n - 1))
+        cap = bytes([upper[int(rng.integers(26))]])
+        piece = (b" " if rng.random() < 0.5 else b"") + cap + word
+        if piece not in seen:
+            seen.add(piece)
+            scores.append(-float(len(pieces) - 260))  # earlier pieces merge first, as in SP
+            pieces.append(piece)
+    return pieces, scores
+
+
+def write_tokenizer(path, vocab_size, seed=0):
+    """Writes tokenizer_pieces as llama2.c's tokenizer.bin; returns (pieces, scores)."""
+    pieces, scores = tokenizer_pieces(vocab_size, seed)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", max(len(p) for p in pieces)))
+        for p, s in zip(pieces, scores):
+            f.write(struct.pack("<fi", s, len(p)) + p)
+    return pieces, scores
+
+
+SPACE_ID = 259
+
+
+def encode_prompt(text, bos_id=1):
+    """The ids the engine gives a prompt with the tokenizer above: BOS, then per byte of the
+    text with SentencePiece's dummy space in front, the piece " " for a space and the byte
+    piece (id byte + 3) for anything else."""
+    data = text.encode()
+    assert not any(65 <= b <= 90 for b in data), "uppercase could merge into a made-up piece"
+    if not data:
+        return [bos_id]
+    return [bos_id] + [SPACE_ID if b == 32 else b + 3 for b in b" " + data]

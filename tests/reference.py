@@ -1,0 +1,400 @@
+"""The reference forward pass in numpy, and readers for the files the engine reads.
+
+This is the oracle the C engine is tested against, so it is written to be obviously right
+rather than fast: one small function per step of the model, everything in float64, one token
+at a time with a KV cache, exactly as model.h describes the model. If the engine and this file
+disagree, read this file first: it is short enough to check line by line.
+
+Contents:
+  Config, read_llama2c, read_tllm      the hyperparameters and the weights of a checkpoint
+  read_tokenizer, decode               llama2.c's tokenizer.bin, and its decoding rules
+  rmsnorm, rope, attention, swiglu     the steps of the model
+  Transformer.forward(token, pos)      the whole forward pass, returning the logits
+  greedy, Sampler                      choosing the next token exactly as llama2.c does
+"""
+import struct
+
+import numpy as np
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints
+
+class Config:
+    """The hyperparameters, with the same names as the Config struct in model.h."""
+
+    def __init__(self, dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+                 head_size=None, rope_theta=10000.0, norm_eps=1e-5, shared_classifier=True,
+                 bos_id=1, eos_id=2):
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads
+        # llama2.c files do not store head_size: there it is always dim / n_heads.
+        self.head_size = head_size if head_size is not None else dim // n_heads
+        self.vocab_size = vocab_size
+        self.seq_len = seq_len
+        self.rope_theta = rope_theta
+        self.norm_eps = norm_eps
+        self.shared_classifier = shared_classifier
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+
+    def __repr__(self):
+        return "Config(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
+
+
+# The order of the weights inside every layer, shared by both file formats.
+LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def layer_shapes(c):
+    """(rows, cols) of each layer matrix: one row per output, as in model.h."""
+    q_rows, kv_rows = c.n_heads * c.head_size, c.n_kv_heads * c.head_size
+    return {"wq": (q_rows, c.dim), "wk": (kv_rows, c.dim), "wv": (kv_rows, c.dim),
+            "wo": (c.dim, q_rows), "w1": (c.hidden_dim, c.dim), "w2": (c.dim, c.hidden_dim),
+            "w3": (c.hidden_dim, c.dim)}
+
+
+def read_llama2c(path):
+    """Reads a llama2.c "version 0" checkpoint. Returns (Config, weights), where weights is a
+    dict of float64 arrays: token_embedding (vocab, dim), final_norm (dim), classifier
+    (vocab, dim), and layers, a list of dicts with attn_norm, ffn_norm and the matrices."""
+    with open(path, "rb") as f:
+        data = f.read()
+    dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = \
+        struct.unpack_from("<7i", data, 0)
+    # llama2.c's flag: a negative vocab_size means the classifier is stored separately.
+    shared = vocab_size > 0
+    vocab_size = abs(vocab_size)
+    c = Config(dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+               shared_classifier=shared)
+    floats = np.frombuffer(data, dtype="<f4", offset=7 * 4).astype(np.float64)
+    at = 0
+
+    def take(*shape):
+        # The file is one run of float32 arrays; take the next one of this shape.
+        nonlocal at
+        n = int(np.prod(shape))
+        assert at + n <= floats.size, f"{path}: file too short for {c}"
+        out = floats[at:at + n].reshape(shape)
+        at += n
+        return out
+
+    L, shapes = n_layers, layer_shapes(c)
+    # llama2.c stores each kind of weight for all layers together, not layer by layer.
+    emb = take(vocab_size, dim)
+    attn_norm = take(L, dim)
+    stacked = {}
+    for name in ("wq", "wk", "wv", "wo"):
+        stacked[name] = take(L, *shapes[name])
+    ffn_norm = take(L, dim)
+    for name in ("w1", "w2", "w3"):
+        stacked[name] = take(L, *shapes[name])
+    final_norm = take(dim)
+    # Two legacy RoPE tables (cos and sin, seq_len * head_size / 2 each): nobody reads them,
+    # RoPE is computed from pos and theta.
+    take(2, seq_len * c.head_size // 2)
+    classifier = emb if shared else take(vocab_size, dim)
+    assert at == floats.size, f"{path}: {floats.size - at} floats left over after the weights"
+    layers = [dict(attn_norm=attn_norm[l], ffn_norm=ffn_norm[l],
+                   **{name: stacked[name][l] for name in LAYER_MATRICES}) for l in range(L)]
+    return c, dict(token_embedding=emb, layers=layers, final_norm=final_norm,
+                   classifier=classifier)
+
+
+WEIGHT_F32, WEIGHT_BF16, WEIGHT_Q8_0 = 0, 1, 2
+
+
+def align64(n):
+    return (n + 63) // 64 * 64
+
+
+def read_tllm(path):
+    """Reads a TLLM file (models/FORMAT.md) of any weight type, dequantised to float64.
+    Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them
+    and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b"TLLM", f"{path}: not a TLLM file"
+    (version, dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size, vocab_size, seq_len,
+     rope_theta, norm_eps, shared, bos_id, eos_id, weight_type, group_size, chat_template,
+     tokenizer_kind, _reserved, tok_offset, tok_size, weights_offset, file_size) = \
+        struct.unpack_from("<9I2fI2i5I4Q", data, 4)
+    assert version == 1, f"{path}: version {version}"
+    assert file_size == len(data), f"{path}: header says {file_size} bytes, file has {len(data)}"
+    c = Config(dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+               head_size=head_size, rope_theta=rope_theta, norm_eps=norm_eps,
+               shared_classifier=bool(shared), bos_id=bos_id, eos_id=eos_id)
+    c.weight_type, c.group_size, c.chat_template = weight_type, group_size, chat_template
+    at = weights_offset
+
+    def take_f32(n):
+        nonlocal at
+        out = np.frombuffer(data, dtype="<f4", count=n, offset=at).astype(np.float64)
+        at = align64(at + 4 * n)
+        return out
+
+    def take_matrix(rows, cols):
+        # A matrix in the file's weight type, turned back into the numbers it stands for.
+        nonlocal at
+        n = rows * cols
+        if weight_type == WEIGHT_F32:
+            return take_f32(n).reshape(rows, cols)
+        if weight_type == WEIGHT_BF16:
+            # bf16 is the top half of a float32: shift it back into place.
+            half = np.frombuffer(data, dtype="<u2", count=n, offset=at).astype(np.uint32)
+            at = align64(at + 2 * n)
+            return (half << 16).view(np.float32).astype(np.float64).reshape(rows, cols)
+        assert weight_type == WEIGHT_Q8_0, f"{path}: weight type {weight_type}"
+        q = np.frombuffer(data, dtype="i1", count=n, offset=at).astype(np.float64)
+        at = align64(at + n)
+        groups_per_row = -(-cols // group_size)  # the last group of a row may be shorter
+        scales = take_f32(rows * groups_per_row).reshape(rows, groups_per_row)
+        # Each run of group_size values along a row shares one scale: value j of a row uses
+        # that row's scale number j // group_size.
+        return q.reshape(rows, cols) * scales[:, np.arange(cols) // group_size]
+
+    shapes = layer_shapes(c)
+    emb = take_matrix(vocab_size, dim)
+    layers = []
+    for _ in range(n_layers):
+        layer = dict(attn_norm=take_f32(dim))
+        for name in ("wq", "wk", "wv", "wo"):
+            layer[name] = take_matrix(*shapes[name])
+        layer["ffn_norm"] = take_f32(dim)
+        for name in ("w1", "w2", "w3"):
+            layer[name] = take_matrix(*shapes[name])
+        layers.append(layer)
+    final_norm = take_f32(dim)
+    classifier = emb if shared else take_matrix(vocab_size, dim)
+    # Every tensor starts 64-aligned but the file ends right after the last one.
+    assert align64(file_size) == at, f"{path}: tensors end at {at}, file is {file_size} bytes"
+    tokenizer = data[tok_offset:tok_offset + tok_size]
+    return c, dict(token_embedding=emb, layers=layers, final_norm=final_norm,
+                   classifier=classifier), tokenizer
+
+
+# ------------------------------------------------------------------------------------------
+# Tokenizer (decoding only: the tests know which ids they feed in)
+
+def read_tokenizer(path_or_bytes, vocab_size, counted=False):
+    """Reads llama2.c's tokenizer.bin (or, with counted=True, a TLLM tokenizer section, which
+    has a u32 piece count in front). Returns (pieces as bytes, scores as floats)."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        data = bytes(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            data = f.read()
+    at = 4 if counted else 0
+    at += 4  # max_token_length: only a hint for the C code's buffer sizes
+    pieces, scores = [], []
+    for _ in range(vocab_size):
+        score, n = struct.unpack_from("<fi", data, at)
+        pieces.append(data[at + 8:at + 8 + n])
+        scores.append(score)
+        at += 8 + n
+    return pieces, scores
+
+
+def decode(pieces, prev_token, token, bos_id=1):
+    """The bytes llama2.c prints for token after prev_token: the piece `<0xXX>` is the byte
+    0xXX, and a piece right after BOS loses its leading space (SentencePiece's dummy prefix)."""
+    piece = pieces[token]
+    if prev_token == bos_id and piece.startswith(b" "):
+        piece = piece[1:]
+    if len(piece) == 6 and piece.startswith(b"<0x") and piece.endswith(b">"):
+        try:
+            return bytes([int(piece[3:5], 16)])
+        except ValueError:
+            pass
+    return piece
+
+
+# ------------------------------------------------------------------------------------------
+# The steps of the model
+
+def rmsnorm(x, weight, eps):
+    """Scales x to unit root-mean-square, then by a learned weight per channel."""
+    return x * weight / np.sqrt(np.mean(x * x) + eps)
+
+
+def rope(x, pos, head_size, theta):
+    """Rotates each adjacent pair (2i, 2i+1) of every head of x by the angle
+    pos * theta^(-2i / head_size). x is (n_heads * head_size); returns a new array.
+    A dot product of two rotated vectors depends only on the difference of their positions,
+    which is how the position of a token reaches attention."""
+    heads = x.reshape(-1, head_size // 2, 2)
+    i = np.arange(head_size // 2)
+    angle = pos * theta ** (-2.0 * i / head_size)
+    cos, sin = np.cos(angle), np.sin(angle)
+    a, b = heads[..., 0], heads[..., 1]
+    return np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(-1)
+
+
+def softmax(x):
+    e = np.exp(x - np.max(x))  # subtracting the max keeps exp from overflowing
+    return e / np.sum(e)
+
+
+def attention(q, keys, values, c):
+    """Grouped-query attention of the current position over positions 0..pos.
+    q is (n_heads * head_size); keys and values are (pos + 1, n_kv_heads * head_size), only the
+    positions seen so far, which is what makes it causal. Returns (n_heads * head_size)."""
+    hs = c.head_size
+    group = c.n_heads // c.n_kv_heads  # query heads sharing one key/value head
+    out = np.empty(c.n_heads * hs)
+    for h in range(c.n_heads):
+        kv = h // group
+        qh = q[h * hs:(h + 1) * hs]
+        kh = keys[:, kv * hs:(kv + 1) * hs]      # (pos + 1, head_size)
+        vh = values[:, kv * hs:(kv + 1) * hs]
+        weights = softmax(kh @ qh / np.sqrt(hs))  # one weight per earlier position
+        out[h * hs:(h + 1) * hs] = weights @ vh
+    return out
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def swiglu(x, layer, matvec):
+    """The feedforward: a gated projection up to hidden_dim and back down to dim."""
+    return matvec(layer["w2"], silu(matvec(layer["w1"], x)) * matvec(layer["w3"], x))
+
+
+def matvec(w, x):
+    """y = W x: row i of W gives y[i]."""
+    return w @ x
+
+
+def quantize_groups(x, group_size):
+    """x rounded as the engine's Q8_0 kernel rounds its input: per group of group_size values
+    (the last may be shorter), to int8 steps of max|x| / 127, half away from zero like C's
+    roundf. Returns the rounded values as floats."""
+    out = np.zeros_like(x)
+    for start in range(0, x.size, group_size):
+        g = x[start:start + group_size]
+        step = np.max(np.abs(g)) / 127.0
+        if step > 0:
+            v = g / step
+            out[start:start + group_size] = np.sign(v) * np.floor(np.abs(v) + 0.5) * step
+    return out
+
+
+def q8_matvec(group_size):
+    """The matvec of the engine's Q8_0 path: an integer dot product of int8 weights with the
+    input quantized the same way (kernels.c). W is already q * scale, so quantizing x is the
+    only extra rounding; multiplying the two gives the engine's sum up to float32 rounding."""
+    return lambda w, x: w @ quantize_groups(x, group_size)
+
+
+class Transformer:
+    """A checkpoint plus its KV cache. forward(token, pos) must be called with pos = 0, 1, 2...
+    in order, as the engine is; it returns the logits, (vocab_size) float64.
+
+    matvec computes every W x: the plain product by default, or q8_matvec(group_size) to
+    mirror the engine on Q8_0 files, which rounds x to int8 as well as the weights."""
+
+    def __init__(self, config, weights, matvec=matvec):
+        self.c, self.w, self.matvec = config, weights, matvec
+        kv_dim = config.n_kv_heads * config.head_size
+        self.key_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
+        self.value_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
+
+    def forward(self, token, pos):
+        c, w, mv = self.c, self.w, self.matvec
+        assert 0 <= token < c.vocab_size and 0 <= pos < c.seq_len
+        x = w["token_embedding"][token].copy()  # the residual stream
+        for l, layer in enumerate(w["layers"]):
+            # Attention block, pre-norm: normalise a copy, add the result back to x.
+            xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
+            q = rope(mv(layer["wq"], xb), pos, c.head_size, c.rope_theta)
+            k = rope(mv(layer["wk"], xb), pos, c.head_size, c.rope_theta)
+            self.key_cache[l, pos] = k
+            self.value_cache[l, pos] = mv(layer["wv"], xb)
+            att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c)
+            x = x + mv(layer["wo"], att)
+            # Feedforward block, also pre-norm with a residual connection.
+            xb = rmsnorm(x, layer["ffn_norm"], c.norm_eps)
+            x = x + swiglu(xb, layer, mv)
+        x = rmsnorm(x, w["final_norm"], c.norm_eps)
+        return mv(w["classifier"], x)
+
+
+# ------------------------------------------------------------------------------------------
+# Choosing the next token, as llama2.c's sampler does (bit for bit: float32 and its RNG)
+
+def greedy(logits):
+    """Temperature 0: the id of the largest logit, the first one on a tie."""
+    return int(np.argmax(logits))
+
+
+class Sampler:
+    """llama2.c's sampler: temperature, optional top-p (nucleus), and an xorshift64* RNG.
+    Everything is float32 like the C code, so a logits row from the engine picks the same
+    token here as there."""
+
+    MASK = (1 << 64) - 1
+
+    def __init__(self, vocab_size, temperature, topp, seed):
+        self.vocab_size, self.temperature, self.topp = vocab_size, temperature, topp
+        self.state = seed & self.MASK
+
+    def random_u32(self):
+        # xorshift64*: three shifts, then a multiply; the top 32 bits are the output.
+        s = self.state
+        s ^= s >> 12
+        s ^= (s << 25) & self.MASK
+        s ^= s >> 27
+        self.state = s
+        return ((s * 0x2545F4914F6CDD1D) & self.MASK) >> 32
+
+    def random_f32(self):
+        # 24 random bits make a float32 in [0, 1) exactly.
+        return np.float32((self.random_u32() >> 8) / np.float32(16777216.0))
+
+    def sample(self, logits):
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.temperature == 0.0:
+            return greedy(logits)
+        x = logits / np.float32(self.temperature)
+        # expf rounds exp correctly (nearly always); so does exp in float64 rounded to float32.
+        probs = np.exp((x - np.max(x)).astype(np.float64)).astype(np.float32)
+        probs = probs / running_sum(probs)[-1]
+        # One coin per token, drawn before deciding how to use it.
+        coin = self.random_f32()
+        if self.topp <= 0 or self.topp >= 1:
+            return sample_cdf(probs, coin)
+        return sample_topp(probs, np.float32(self.topp), coin)
+
+
+def running_sum(x):
+    """Float32 running totals in order, as a C loop `sum += x[i]` computes them (np.sum would
+    add pairwise and round differently)."""
+    return np.cumsum(x, dtype=np.float32)
+
+
+def sample_cdf(probs, coin):
+    """The first index whose running total exceeds the coin."""
+    above = np.nonzero(coin < running_sum(probs))[0]
+    return int(above[0]) if above.size else len(probs) - 1  # rounding left the total short
+
+
+def sample_topp(probs, topp, coin):
+    """Nucleus sampling: draws from the smallest set of most likely tokens whose probability
+    exceeds topp. Tokens below (1 - topp) / (n - 1) cannot be in that set, so llama2.c drops
+    them before sorting to save time; the result is the same."""
+    n = len(probs)
+    cutoff = (np.float32(1.0) - topp) / np.float32(n - 1)
+    ids = np.nonzero(probs >= cutoff)[0]
+    # Most likely first. llama2.c sorts with qsort, which is not stable; exactly equal
+    # probabilities are rare enough in real logits that their order does not come up.
+    ids = ids[np.argsort(-probs[ids], kind="stable")]
+    cdf = running_sum(probs[ids])
+    over = np.nonzero(cdf > topp)[0]
+    last = int(over[0]) if over.size else len(ids) - 1
+    r = np.float32(coin * cdf[last])  # the coin, scaled to the kept probability mass
+    hit = np.nonzero(r < cdf[:last + 1])[0]
+    return int(ids[hit[0]]) if hit.size else int(ids[last])
