@@ -19,7 +19,7 @@ DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
-TOOLS   = run tokenize
+TOOLS   = run test_kernels tokenize
 
 all: run
 

@@ -65,8 +65,7 @@ static void attend(float *out, float *scores, const float *q, const float *keys,
     float norm = sqrtf((float)head_size);
     for (int t = 0; t < n_pos; t++) scores[t] /= norm;
     softmax(scores, n_pos);
-    memset(out, 0, head_size * sizeof(float));
-    for (int t = 0; t < n_pos; t++) axpy(out, scores[t], values + (size_t)t * head_size, head_size);
+    vecmat_f32(out, scores, values, n_pos, head_size);
 }
 
 void attention(float *out, float *att, const float *q, const float *key_cache,

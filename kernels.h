@@ -33,15 +33,18 @@ void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t
                    const float *xq_scale, int rows, int cols, int group_size);
 
 /* xq (n) and xq_scale (ceil(n / group_size)) = x (n) in groups of group_size values: each
- * group gets scale max|x| / 127 and values round-half-even(x / scale) in -127..127. */
+ * group gets scale max|x| / 127 and values roundf(x / scale) in -127..127. */
 void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
+void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
 
 /* y (rows) = W (rows, cols) x (cols) for float W, on the calling thread only: the building
  * block of attention scores, where the rows are the cached keys. */
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols);
 
-/* y (n) += a * x (n) */
-void axpy(float *y, float a, const float *x, int n);
+/* y (cols) = a (rows) W (rows, cols): the rows of W weighted by a and summed, on the calling
+ * thread only; attention's weighted sum of the cached values. */
+void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols);
+void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols);
 
 /* out (cols) = row `row` of W (rows, cols), converted to float: the embedding lookup. */
 void dequantize_row(float *out, const Tensor *w, int row, int cols);

@@ -341,6 +341,8 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->cq = calloc(n * q_dim, sizeof(float));
     s->ck = calloc(n * kv_dim, sizeof(float));
     s->cv = calloc(n * kv_dim, sizeof(float));
+    s->crope_cos = calloc(n * (c->head_size / 2), sizeof(float));
+    s->crope_sin = calloc(n * (c->head_size / 2), sizeof(float));
     int quant_ok = 1;
     if (c->weight_type == WEIGHT_Q8_0) {
         size_t widest = xb_dim > (size_t)c->hidden_dim ? xb_dim : (size_t)c->hidden_dim;
@@ -351,7 +353,7 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
         !s->logits || !s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache ||
         !s->cx || !s->cxb || !s->cxb2 || !s->chb || !s->chb2 || !s->cq || !s->ck || !s->cv ||
-        !quant_ok)
+        !s->crope_cos || !s->crope_sin || !quant_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * cache * sizeof(float) >> 20);
     return 0;
@@ -363,7 +365,7 @@ static void free_state(RunState *s) {
     free(s->rope_cos), free(s->rope_sin), free(s->key_cache), free(s->value_cache);
     free(s->xq), free(s->xq_scale);
     free(s->cx), free(s->cxb), free(s->cxb2), free(s->chb), free(s->chb2);
-    free(s->cq), free(s->ck), free(s->cv);
+    free(s->cq), free(s->ck), free(s->cv), free(s->crope_cos), free(s->crope_sin);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -515,9 +517,12 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
     int8_t *xq = s->xq;
     float *xq_scale = s->xq_scale;
 
-    /* x = tok_embeddings(token), for each token */
-    for (int i = 0; i < n; i++) dequantize_row(s->cx + (size_t)i * dim, &w->token_embedding,
-                                               tokens[i], dim);
+    /* x = tok_embeddings(token), and the RoPE angles of each token's position */
+    for (int i = 0; i < n; i++) {
+        dequantize_row(s->cx + (size_t)i * dim, &w->token_embedding, tokens[i], dim);
+        rope_angles(s->crope_cos + (size_t)i * (hs / 2), s->crope_sin + (size_t)i * (hs / 2),
+                    pos + i, hs, p->rope_theta);
+    }
 
     for (int l = 0; l < p->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
@@ -536,8 +541,8 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         /* rotate each token's q and k by its own position; all n keys and values enter the
          * cache before attention, which then keeps each query to the positions up to its own */
         for (int i = 0; i < n; i++) {
-            const float *cos_row = s->rope_cos + (size_t)(pos + i) * (hs / 2);
-            const float *sin_row = s->rope_sin + (size_t)(pos + i) * (hs / 2);
+            const float *cos_row = s->crope_cos + (size_t)i * (hs / 2);
+            const float *sin_row = s->crope_sin + (size_t)i * (hs / 2);
             rope(s->cq + (size_t)i * q_dim, cos_row, sin_row, p->n_heads, hs);
             rope(s->ck + (size_t)i * kv_dim, cos_row, sin_row, p->n_kv_heads, hs);
             kv_cache_store(key_cache, value_cache, s->ck + (size_t)i * kv_dim,

@@ -135,6 +135,8 @@ typedef struct {
     float *cq;     /* (chunk_len, n_heads * head_size) */
     float *ck;     /* (chunk_len, n_kv_heads * head_size) */
     float *cv;     /* (chunk_len, n_kv_heads * head_size) */
+    float *crope_cos; /* (chunk_len, head_size / 2) RoPE angles of each position of the chunk */
+    float *crope_sin; /* (chunk_len, head_size / 2) */
 } RunState;
 
 /* ------------------------------------------------------------------------------------------ */

@@ -34,6 +34,7 @@ static int passed, failed;
     } while (0)
 
 static int close_to(float a, float b, float tol) { return fabsf(a - b) <= tol; }
+#define COUNT(a) (int)(sizeof a / sizeof a[0])
 
 /* xorshift64*: reproducible random numbers without depending on the C library's rand. */
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -96,8 +97,8 @@ static void test_matvec_by_hand(void) {
     matmul(y, &tb, x, NULL, NULL, 1, 2, 3);
     CHECK(y[0] == -1.0f && y[1] == 0.5f, "bf16: %g %g, want -1 0.5", y[0], y[1]);
 
-    /* Q8_0, group 32, one group per row: weights q * 0.5; x quantizes exactly (its max 1
-     * maps to 127, and 0.5 to 63.5, which rounds half-even to 64: x becomes 1, 64/127, -1). */
+    /* Q8_0, group 32, one group per row: weights q * 0.5; x's max 1 maps to 127 and 0.5 to
+     * 63.5, which rounds to 64: x becomes 1, 64/127, -1. */
     int8_t wq[6] = {2, 4, 6, 8, 10, 12};
     float ws[2] = {0.5f, 0.5f};
     int8_t xq[3];
@@ -111,16 +112,46 @@ static void test_matvec_by_hand(void) {
           "q8: %g %g, want %g %g", y[0], y[1], want0, want1);
 }
 
+/* The fast quantizer must agree bit for bit with the reference, ties and all. */
+static void test_quantize_q8_vs_ref(void) {
+    static const int SIZES[] = {1, 5, 31, 33, 64, 100, 172, 291};
+    static const int GROUPS[] = {32, 64, 48, 7};
+    for (int a = 0; a < COUNT(SIZES); a++)
+        for (int b = 0; b < COUNT(GROUPS); b++) {
+            int n = SIZES[a], gs = GROUPS[b], groups = (n + gs - 1) / gs;
+            float *x = random_floats(n);
+            /* halves on an exact scale of 1 (the group max is 127) are ties for rounding */
+            for (int j = 0; j < n; j++)
+                x[j] = j % gs == 0 ? 127.0f : (float)((int)(next_u32() % 255) - 127) / 2.0f;
+            if (n > 40) x[n - 1] = uniform(); /* and some ordinary values */
+            int8_t q[300], q_ref[300];
+            float s[300], s_ref[300];
+            quantize_q8(q, s, x, n, gs);
+            quantize_q8_ref(q_ref, s_ref, x, n, gs);
+            CHECK(memcmp(q, q_ref, n) == 0 && memcmp(s, s_ref, sizeof(float) * groups) == 0,
+                  "n %d group %d: fast quantizer differs from the reference", n, gs);
+            free(x);
+        }
+    float odd[4] = {NAN, 1.0f, INFINITY, -2.0f}; /* defined results even for broken input */
+    int8_t q[4], q_ref[4];
+    float s[2], s_ref[2];
+    quantize_q8(q, s, odd, 4, 2);
+    quantize_q8_ref(q_ref, s_ref, odd, 4, 2);
+    CHECK(memcmp(q, q_ref, 4) == 0, "NaN/inf: %d %d %d %d vs %d %d %d %d", q[0], q[1], q[2],
+          q[3], q_ref[0], q_ref[1], q_ref[2], q_ref[3]);
+}
+
 static void test_quantize_q8(void) {
-    /* 5 values in groups of 2: the last group is short; a zero group gets scale 0 */
-    float x[5] = {0.5f, -0.25f, 0, 0, 3};
-    int8_t q[5];
+    /* 7 values in groups of 3: the last group is short; a zero group gets scale 0; with a
+     * scale of exactly 1, halves round away from zero as roundf does */
+    float x[7] = {127, 0.5f, -2.5f, 0, 0, 0, 3};
+    int8_t q[7];
     float s[3];
-    quantize_q8(q, s, x, 5, 2);
-    CHECK(s[0] == 0.5f / 127.0f && s[1] == 0.0f && s[2] == 3.0f / 127.0f, "scales %g %g %g",
-          s[0], s[1], s[2]);
-    CHECK(q[0] == 127 && q[1] == -64 && q[2] == 0 && q[3] == 0 && q[4] == 127,
-          "q = %d %d %d %d %d (-63.5 rounds half-even to -64)", q[0], q[1], q[2], q[3], q[4]);
+    quantize_q8(q, s, x, 7, 3);
+    CHECK(s[0] == 1.0f && s[1] == 0.0f && s[2] == 3.0f / 127.0f, "scales %g %g %g", s[0], s[1],
+          s[2]);
+    CHECK(q[0] == 127 && q[1] == 1 && q[2] == -3 && q[3] == 0 && q[6] == 127,
+          "q = %d %d %d %d %d", q[0], q[1], q[2], q[3], q[6]);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -129,7 +160,6 @@ static void test_quantize_q8(void) {
 static const int ROWS[] = {1, 3, 4, 5, 37};
 static const int COLS[] = {1, 7, 16, 17, 64, 100, 172, 291};
 static const int TOKENS[] = {1, 2, 3, 5, 7};
-#define COUNT(a) (int)(sizeof a / sizeof a[0])
 
 /* The fast kernels sum in a different order than the reference, so they may differ by float
  * rounding: a few ulps of the sum of |terms|. 1e-5 of that sum is ample for sums of up to a
@@ -218,7 +248,7 @@ static void test_matmul_q8_vs_ref(void) {
                     for (int k = 0; k < n; k++) {
                         int8_t *q = xq2 + (size_t)k * cols;
                         float *s = xs2 + (size_t)k * groups;
-                        quantize_q8(q, s, x + (size_t)k * cols, cols, gs);
+                        quantize_q8_ref(q, s, x + (size_t)k * cols, cols, gs);
                         matvec_q8_ref(ref + (size_t)k * rows, w, ws, q, s, rows, cols, gs);
                         for (int i = 0; i < rows; i++)
                             for (int j = 0; j < cols; j++)
@@ -264,16 +294,21 @@ static void test_matmul_chunk_equals_single(void) {
     free(w), free(x), free(wb), free(wq), free(xq), free(ws), free(xs), free(chunk), free(one);
 }
 
-static void test_axpy(void) {
-    for (int n = 1; n < 40; n += 3) {
-        float *y = random_floats(n), *x = random_floats(n), *want = malloc(sizeof(float) * n);
-        for (int i = 0; i < n; i++) want[i] = y[i] + 0.75f * x[i];
-        axpy(y, 0.75f, x, n);
-        int bad = 0;
-        for (int i = 0; i < n; i++) bad += !close_to(y[i], want[i], 1e-6f);
-        CHECK(bad == 0, "n %d: %d values differ", n, bad);
-        free(y), free(x), free(want);
-    }
+static void test_vecmat_vs_ref(void) {
+    static const int SIZES[] = {1, 2, 6, 7, 16, 17, 48, 64, 65, 100, 131};
+    for (int a = 0; a < COUNT(SIZES); a++)
+        for (int b = 0; b < COUNT(SIZES); b++) {
+            int rows = SIZES[a], cols = SIZES[b];
+            float *w = random_floats((size_t)rows * cols), *p = random_floats(rows);
+            float *y = malloc(sizeof(float) * cols), *ref = malloc(sizeof(float) * cols);
+            float *mag = calloc(cols, sizeof(float));
+            vecmat_f32(y, p, w, rows, cols);
+            vecmat_f32_ref(ref, p, w, rows, cols);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) mag[j] += fabsf(p[i] * w[i * cols + j]);
+            CHECK(compare(y, ref, mag, cols) == 0, "rows %d cols %d", rows, cols);
+            free(w), free(p), free(y), free(ref), free(mag);
+        }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -281,28 +316,27 @@ static void test_axpy(void) {
 
 static void test_rope(void) {
     /* head_size 2, position 1, theta 10000: one pair, rotated by exactly 1 radian */
-    float cos_t[4], sin_t[4];
-    rope_tables(cos_t, sin_t, 2, 2, 10000.0f);
-    CHECK(cos_t[0] == 1.0f && sin_t[0] == 0.0f, "position 0 must not rotate");
+    float c[4], sn[4];
+    rope_angles(c, sn, 0, 2, 10000.0f);
+    CHECK(c[0] == 1.0f && sn[0] == 0.0f, "position 0 must not rotate");
+    rope_angles(c, sn, 1, 2, 10000.0f);
     float v[2] = {1, 0};
-    rope(v, cos_t + 1, sin_t + 1, 1, 2);
+    rope(v, c, sn, 1, 2);
     CHECK(close_to(v[0], cosf(1), 1e-7f) && close_to(v[1], sinf(1), 1e-7f), "(1,0) -> %g %g",
           v[0], v[1]);
 
     /* head_size 8, pair i turns by pos * 10000^(-2i/8); every pair keeps its length */
-    int hs = 8, seq = 50, pos = 37;
-    float *c = malloc(sizeof(float) * seq * hs / 2), *s = malloc(sizeof(float) * seq * hs / 2);
-    rope_tables(c, s, seq, hs, 10000.0f);
-    CHECK(close_to(c[pos * 4 + 1], cosf(pos * powf(10000.0f, -0.25f)), 1e-5f),
-          "pair 1 at %d: cos %g", pos, c[pos * 4 + 1]);
+    int hs = 8, pos = 37;
+    rope_angles(c, sn, pos, hs, 10000.0f);
+    CHECK(close_to(c[1], cosf(pos * powf(10000.0f, -0.25f)), 1e-5f), "pair 1 at %d: cos %g",
+          pos, c[1]);
     float q[16], before[16];
     for (int i = 0; i < 16; i++) q[i] = before[i] = uniform();
-    rope(q, c + pos * 4, s + pos * 4, 2, hs);
+    rope(q, c, sn, 2, hs);
     for (int i = 0; i < 16; i += 2) {
         float r0 = hypotf(before[i], before[i + 1]), r1 = hypotf(q[i], q[i + 1]);
         CHECK(close_to(r0, r1, 1e-6f), "pair %d: length %g became %g", i / 2, r0, r1);
     }
-    free(c), free(s);
 }
 
 static void test_attention_by_hand(void) {
@@ -429,11 +463,12 @@ int main(int argc, char **argv) {
     test_softmax();
     test_matvec_by_hand();
     test_quantize_q8();
+    test_quantize_q8_vs_ref();
     test_matmul_f32_vs_ref();
     test_matmul_bf16_vs_ref();
     test_matmul_q8_vs_ref();
     test_matmul_chunk_equals_single();
-    test_axpy();
+    test_vecmat_vs_ref();
     test_rope();
     test_attention_by_hand();
     test_gqa_head_mapping();
