@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "model.h"
 
@@ -47,6 +51,8 @@ static void usage(FILE *out) {
           "  -m <string> mode: generate|chat, default: generate\n"
           "  -y <string> (optional) system prompt in chat mode\n"
           "  --logits <file>  write the float32 logits of every position to file\n"
+          "  --threads <int>  threads for the matrix products, default all cores\n"
+          "  --ppl <file>     print the perplexity of the model on a text file and exit\n"
           "  -h, --help  print this help\n", out);
 }
 
@@ -85,6 +91,7 @@ typedef struct {
     FILE *logits_file; /* --logits, or NULL */
     const char *logits_path;
     int vocab_size;
+    int no_prefill; /* --no-prefill (diagnostic): feed the prompt one token at a time */
 } Output;
 
 /* Prints the text of token `next` following `prev`, flushed so it appears at once. */
@@ -108,6 +115,27 @@ static float *forward(Model *m, Output *o, int token, int pos) {
     return logits;
 }
 
+/* Runs the prompt tokens (n) at positions pos..pos+n-1 in batches (model_prefill) and returns
+ * the last position's logits, writing every position's logits for --logits. --no-prefill feeds
+ * them one at a time instead: the tests check that both give the same logits. */
+static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
+    if (o->no_prefill) {
+        float *logits = NULL;
+        for (int i = 0; i < n; i++) logits = forward(m, o, tokens[i], pos + i);
+        return logits;
+    }
+    float *all = NULL;
+    if (o->logits_file && !(all = malloc((size_t)n * o->vocab_size * sizeof *all)))
+        die("out of memory");
+    float *logits = model_prefill(m, tokens, n, pos, all);
+    if (!logits) die("a token or position is outside the model (prefill at %d)", pos);
+    if (all && fwrite(all, sizeof(float), (size_t)n * o->vocab_size, o->logits_file) !=
+                   (size_t)n * o->vocab_size)
+        die("%s: write failed: %s", o->logits_path, strerror(errno));
+    free(all);
+    return logits;
+}
+
 /* Encodes text into a new array; *n receives the count. */
 static int *encode(const Tokenizer *t, const char *text, int bos, int *n) {
     int *tokens = malloc((strlen(text) + 3) * sizeof(int));
@@ -121,6 +149,11 @@ static int *encode(const Tokenizer *t, const char *text, int bos, int *n) {
 /* Generation: feed the prompt, then sample until steps positions are done or the model
  * ends the text. Like llama2.c, the stop token of a story is BOS. */
 
+/* llama2.c's stories end with BOS; models of our own format end with EOS */
+static int is_end(const Model *m, int token) {
+    return token == m->config.bos_id || (!m->is_llama2c && token == m->config.eos_id);
+}
+
 static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, int steps) {
     const Config *c = &m->config;
     int n_prompt;
@@ -128,21 +161,30 @@ static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, 
     if (n_prompt > c->seq_len)
         die("-i: the prompt is %d tokens, more than the context of %d", n_prompt, c->seq_len);
 
-    double start = 0.0;
-    int token = prompt_tokens[0], pos = 0;
-    while (pos < steps) {
-        float *logits = forward(m, o, token, pos);
-        int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : sampler_sample(sampler, logits);
-        pos++;
-        /* llama2.c's stories end with BOS; models of our own format end with EOS */
-        if (next == c->bos_id || (!m->is_llama2c && next == c->eos_id)) break;
+    /* the prompt, in one batched call: every token up to the step limit or an end token */
+    int n_feed = n_prompt < steps ? n_prompt : steps;
+    for (int i = 1; i < n_feed; i++)
+        if (is_end(m, prompt_tokens[i])) n_feed = i;
+    float *logits = prefill(m, o, prompt_tokens, n_feed, 0);
+    for (int i = 1; i < n_feed; i++) emit_piece(o, prompt_tokens[i - 1], prompt_tokens[i]);
+    if (n_feed < n_prompt && n_feed == steps && !is_end(m, prompt_tokens[n_feed]))
+        emit_piece(o, prompt_tokens[n_feed - 1], prompt_tokens[n_feed]);
+
+    /* then one token at a time, each chosen from the logits of the one before */
+    double start = now_seconds();
+    int token = prompt_tokens[n_feed - 1], pos = n_feed, decoded = 0;
+    while (n_feed == n_prompt) {
+        int next = sampler_sample(sampler, logits);
+        if (is_end(m, next)) break;
         emit_piece(o, token, next);
         token = next;
-        if (start == 0.0) start = now_seconds(); /* the first step pays for page faults */
+        if (pos >= steps) break;
+        logits = forward(m, o, token, pos++);
+        decoded++;
     }
     putchar('\n');
     fflush(stdout);
-    if (pos > 1) fprintf(stderr, "achieved tok/s: %f\n", (pos - 1) / (now_seconds() - start));
+    if (decoded > 0) fprintf(stderr, "achieved tok/s: %f\n", decoded / (now_seconds() - start));
     free(prompt_tokens);
 }
 
@@ -220,10 +262,64 @@ static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Perplexity: how well the model predicts a text. Each token after the first is scored by
+ * the probability the model gave it, reading the tokens before it; the mean negative log of
+ * those probabilities (nats per token) and its exponential, the perplexity, go to stdout. A
+ * text longer than the context is read in windows of seq_len positions, each starting afresh
+ * at position 0 on the last token of the window before, so every token is predicted once. */
+
+static void perplexity(Model *m, const Tokenizer *t, const char *path) {
+    const Config *c = &m->config;
+    FILE *f = fopen(path, "rb");
+    if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    size_t size = 0, cap = 1 << 16;
+    char *text = malloc(cap + 1);
+    for (size_t got; text && (got = fread(text + size, 1, cap - size, f)) > 0;)
+        if ((size += got) == cap) text = realloc(text, (cap *= 2) + 1);
+    if (!text) die("out of memory reading %s", path);
+    if (ferror(f)) die("%s: read failed: %s", path, strerror(errno));
+    fclose(f);
+    text[size] = '\0';
+
+    int n;
+    int *tokens = encode(t, text, 1, &n);
+    if (n < 2) die("%s: no text to predict", path);
+    if (c->seq_len < 2) die("%s: a context of %d position cannot predict anything", path, c->seq_len);
+    int batch = 64; /* positions per model_prefill call: bounds the logits buffer */
+    float *logits = malloc((size_t)batch * c->vocab_size * sizeof(float));
+    if (!logits) die("out of memory");
+
+    double nll = 0.0;
+    long count = 0;
+    for (int start = 0; start < n - 1;) {
+        int len = n - start < c->seq_len ? n - start : c->seq_len;
+        for (int done = 0; done < len; done += batch) {
+            int k = len - done < batch ? len - done : batch;
+            if (!model_prefill(m, tokens + start + done, k, done, logits))
+                die("%s: a token is outside the model's vocabulary", path);
+            for (int i = 0; i < k && done + i + 1 < len; i++) {
+                /* -log softmax(row)[target], as log-sum-exp minus the target's logit */
+                const float *row = logits + (size_t)i * c->vocab_size;
+                double max = row[0], sum = 0.0;
+                for (int v = 1; v < c->vocab_size; v++) max = row[v] > max ? row[v] : max;
+                for (int v = 0; v < c->vocab_size; v++) sum += exp(row[v] - max);
+                nll += max + log(sum) - row[tokens[start + done + i + 1]];
+                count++;
+            }
+        }
+        start += len - 1;
+    }
+    printf("ppl: tokens=%ld nll=%.6f perplexity=%.6f\n", count, nll / count, exp(nll / count));
+    free(logits), free(tokens), free(text);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
     const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *system = NULL;
-    const char *mode = "generate", *logits_path = NULL;
+    const char *mode = "generate", *logits_path = NULL, *ppl_path = NULL;
+    int no_prefill = 0;
+    long long threads = 0;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
 
@@ -254,6 +350,12 @@ int main(int argc, char **argv) {
             system = flag_value(argc, argv, &i);
         } else if (!strcmp(a, "--logits")) {
             logits_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--threads")) {
+            threads = parse_int(a, flag_value(argc, argv, &i), 1, 1024);
+        } else if (!strcmp(a, "--ppl")) {
+            ppl_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--no-prefill")) {
+            no_prefill = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
             die("%s: unknown option (see --help)", a);
         } else if (!checkpoint) {
@@ -266,6 +368,10 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
+
+#ifdef _OPENMP
+    if (threads > 0) omp_set_num_threads((int)threads);
+#endif
 
     char err[ERR_MAX];
     Model model;
@@ -287,6 +393,13 @@ int main(int argc, char **argv) {
     tokenizer.bos_id = c->bos_id;
     tokenizer.eos_id = c->eos_id;
 
+    if (ppl_path) {
+        perplexity(&model, &tokenizer, ppl_path);
+        tokenizer_free(&tokenizer);
+        model_free(&model);
+        return 0;
+    }
+
     if (steps == 0 || steps > c->seq_len) steps = c->seq_len;
     if (seed == 0) seed = (long long)time(NULL);
     Sampler sampler;
@@ -294,7 +407,7 @@ int main(int argc, char **argv) {
         die("out of memory");
 
     Output out = {.tokenizer = &tokenizer, .vocab_size = c->vocab_size,
-                  .logits_path = logits_path};
+                  .logits_path = logits_path, .no_prefill = no_prefill};
     if (logits_path && !(out.logits_file = fopen(logits_path, "wb")))
         die("%s: cannot write: %s", logits_path, strerror(errno));
 
