@@ -18,8 +18,8 @@ CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
 DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
-LIB     = model.c attention.c kernels.c tokenizer.c sampler.c
-TOOLS   = run test_kernels tokenize
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
+TOOLS   = run tokenize test_sampler test_kernels
 
 all: run
 
@@ -35,9 +35,9 @@ build/debug/%.o: %.c | build/debug
 build/debug/%.o: tests/%.c | build/debug
 	$(CC) $(DFLAGS) -I. -c $< -o $@
 
-build/run build/test_kernels build/tokenize: build/%: build/%.o $(LIB:%.c=build/%.o)
+build/run build/test_kernels build/tokenize build/test_sampler: build/%: build/%.o $(LIB:%.c=build/%.o)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
-build/debug/run build/debug/test_kernels build/debug/tokenize: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
+build/debug/run build/debug/test_kernels build/debug/tokenize build/debug/test_sampler: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
 
 portable:

@@ -651,8 +651,10 @@ def load_hf(folder):
         seq_len=hf_int(hf, "max_position_embeddings", cfg_path, 2048),
         rope_theta=float(hf.get("rope_theta", 10000.0)),
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)), shared_classifier=int(bool(tied)),
-        bos_id=hf_int(hf, "bos_token_id", cfg_path, sp_bos),
-        eos_id=hf_int(hf, "eos_token_id", cfg_path, sp_eos),
+        # The tokenizer's own ids win: some config.json files name <unk> as BOS (the
+        # JackFram Llama-68M one says 0), and the text is encoded by the tokenizer.
+        bos_id=sp_bos if sp_bos >= 0 else hf_int(hf, "bos_token_id", cfg_path),
+        eos_id=sp_eos if sp_eos >= 0 else hf_int(hf, "eos_token_id", cfg_path),
         chat_template=TEMPLATES[template])
     index = hf_tensor_index(folder)
 

@@ -31,7 +31,8 @@
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
  * kernels.c (matvec, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
- * token), run.c (the command line). The file formats are described in models/FORMAT.md.
+ * token), chat.c (chat templates), run.c (the command line). The file formats are described
+ * in models/FORMAT.md.
  *
  * Errors: library functions never print and never exit. Those that can fail take a buffer
  * `char err[ERR_MAX]`, write one line (without the file name: the caller prefixes it) and
@@ -171,12 +172,18 @@ typedef struct {
     int index;
 } ProbIndex;
 
+/* The filters run in this order: temperature, softmax, top-k, min-p, top-p, then one draw
+ * from what is left, renormalised. Top-k and min-p keep the same set in either order (both
+ * keep the most likely token); top-p then measures the mass of the survivors renormalised to
+ * 1. With top_k = 0 and min_p = 0 the sampler is llama2.c's, draw for draw. */
 typedef struct {
     int vocab_size;
     float temperature;   /* 0 = greedy argmax */
     float topp;          /* nucleus sampling threshold; 0 or >= 1 disables it */
+    int top_k;           /* keep the k most likely tokens; 0 disables it (set after init) */
+    float min_p;         /* drop tokens below min_p times the top probability; 0 disables it */
     uint64_t rng_state;  /* xorshift64* state, as llama2.c */
-    ProbIndex *probindex; /* (vocab_size) scratch for top-p */
+    ProbIndex *probindex; /* (vocab_size) scratch for top-p, top-k and min-p */
 } Sampler;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -256,5 +263,36 @@ void sampler_free(Sampler *s);
 
 /* Picks the next token from logits (vocab_size), which it may overwrite. */
 int sampler_sample(Sampler *s, float *logits);
+
+/* Applies top-k, min-p and top-p to probs (vocab_size, summing to 1). Leaves the survivors in
+ * s->probindex, most likely first (ties: lower id first), with their unnormalised
+ * probabilities, and returns how many there are (at least 1). */
+int sampler_filter(Sampler *s, const float *probs);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Chat templates (chat.c): a conversation as token ids, one user turn at a time. The formats
+ * and the encoding rules are described at the top of chat.c. */
+
+/* TEMPLATE_LLAMA2, TEMPLATE_CHATML or TEMPLATE_ZEPHYR for "llama2", "chatml" or "zephyr";
+ * -1 for any other name. */
+int chat_template_id(const char *name);
+
+/* The name of a TEMPLATE_* value ("none" for TEMPLATE_NONE). */
+const char *chat_template_name(int template_id);
+
+/* The ids to feed before the assistant answers user: on the first turn BOS, the system
+ * prompt (NULL or "" for none) and the user turn; on later turns the end of the previous
+ * answer, then the user turn. Both end with the assistant's header. t->bos_id and t->eos_id
+ * must be the model's. Returns a malloc'd array of *n ids, or NULL if memory ran out. */
+int *chat_encode_turn(const Tokenizer *t, int template_id, const char *system, const char *user,
+                      int first, int *n);
+
+/* The id that ends the assistant's answer besides EOS: <|im_end|> for ChatML when the
+ * vocabulary has it; -1 when there is none. */
+int chat_end_token(const Tokenizer *t, int template_id);
+
+/* The text that ends the answer when the end marker is not one token ("<|im_end|>" for
+ * ChatML on a vocabulary without it), for the caller to treat as a stop string; or NULL. */
+const char *chat_end_text(const Tokenizer *t, int template_id);
 
 #endif

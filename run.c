@@ -2,21 +2,29 @@
  * run.c - the command line: parse the flags, load the model, generate text or chat.
  *
  * Everything numeric lives in the library (model.c, attention.c, kernels.c, tokenizer.c,
- * sampler.c); this file only talks to the user. It is the one place that prints errors and
- * exits: each bad input ends the program with one line `what: why` and status 1.
+ * sampler.c, chat.c); this file only talks to the user. It is the one place that prints
+ * errors and exits: each bad input ends the program with one line `what: why` and status 1.
+ *
+ * stdout carries only text (the prompt and what the model writes; in chat, the transcript);
+ * stderr carries errors and the speed report.
  */
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "model.h"
+
+#define VERSION "0.1.0"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors and small utilities */
@@ -38,22 +46,102 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Reads a whole file ("-" is stdin) into a NUL-terminated string, dropping one trailing
+ * newline (a file written by an editor ends with one; the prompt usually should not). flag
+ * names the option in messages. */
+static char *read_prompt_file(const char *flag, const char *path) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) die("%s: %s: %s", flag, path, strerror(errno));
+    size_t size = 0, cap = 4096;
+    char *text = malloc(cap);
+    for (;;) {
+        if (!text) die("%s: %s: out of memory", flag, path);
+        size += fread(text + size, 1, cap - size - 1, f);
+        if (size < cap - 1) break;
+        cap *= 2;
+        text = realloc(text, cap);
+    }
+    if (ferror(f)) die("%s: %s: read error", flag, path);
+    if (f != stdin) fclose(f);
+    if (memchr(text, '\0', size)) die("%s: %s: the text holds a NUL byte", flag, path);
+    if (size > 0 && text[size - 1] == '\n') size--;
+    if (size > 0 && text[size - 1] == '\r') size--;
+    text[size] = '\0';
+    return text;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Options */
+
+typedef struct {
+    const char *checkpoint;
+    const char *tokenizer_path; /* -z, or NULL */
+    const char *prompt;         /* -i, or the contents of -f */
+    char *prompt_file_text;     /* what -f read, to free */
+    const char *prompt_flag;    /* "-i" or "-f", for messages */
+    const char *system;         /* -y */
+    const char *logits_path;    /* --logits */
+    int chat;                   /* -m chat */
+    float temperature, topp, min_p;
+    int top_k;
+    long long seed, steps;
+    int template_id;            /* --template, or -1: the model file's */
+    const char **stops;         /* --stop, n_stops of them */
+    int n_stops;
+    int verbose, print_tokens;
+    int threads;                /* --threads, or 0: all cores */
+    const char *ppl_path;       /* --ppl */
+    int no_prefill;             /* --no-prefill */
+} Options;
+
 static void usage(FILE *out) {
-    fputs("Usage:   run <checkpoint> [options]\n"
-          "Example: run model.bin -n 256 -i \"Once upon a time\"\n"
-          "Options:\n"
-          "  -t <float>  temperature in [0,inf), default 1.0 (0 = greedy)\n"
-          "  -p <float>  p value in top-p (nucleus) sampling in [0,1], default 0.9\n"
-          "  -s <int>    random seed, default time(NULL)\n"
-          "  -n <int>    number of steps to run for, default 256; 0 = max_seq_len\n"
-          "  -i <string> input prompt\n"
-          "  -z <string> optional path to custom tokenizer\n"
-          "  -m <string> mode: generate|chat, default: generate\n"
-          "  -y <string> (optional) system prompt in chat mode\n"
-          "  --logits <file>  write the float32 logits of every position to file\n"
-          "  --threads <int>  threads for the matrix products, default all cores\n"
-          "  --ppl <file>     print the perplexity of the model on a text file and exit\n"
-          "  -h, --help  print this help\n", out);
+    fputs(
+"Usage: run <model.bin> [options]\n"
+"Generates text with a Llama-style model (a TLLM file or a llama2.c checkpoint), or chats.\n"
+"Examples: run model.bin -z tokenizer.bin -t 0 -n 200 -i \"Once upon a time\"\n"
+"          printf 'Hello\\nTell me more\\n' | run chat.bin -m chat\n"
+"\n"
+"Generation:\n"
+"  -i <text>          prompt, default none (the model starts from BOS)\n"
+"  -f <file>          read the prompt from a file, '-' for stdin; one final newline is dropped\n"
+"  -n <int>           generate: positions to run, prompt included (as llama2.c), default 256;\n"
+"                     chat: most tokens in one answer, default 256; 0 = up to the context end\n"
+"  --stop <text>      stop once the output contains text, which is not printed; repeatable\n"
+"  -m <mode>          generate or chat, default generate\n"
+"  Generation stops at EOS (a llama2.c file: at BOS, as llama2.c), at -n, at the context end.\n"
+"\n"
+"Sampling, applied in this order: temperature, top-k, min-p, top-p, then one draw:\n"
+"  -t <float>         temperature, 0 or more, default 1.0; 0 = greedy (no draw, no filters)\n"
+"  -k <int>           top-k: keep the k most likely tokens, default 0 = off\n"
+"  --min-p <float>    min-p in [0,1]: drop tokens below min-p times the top one, default 0 = off\n"
+"  -p <float>         top-p in [0,1] over what is left, renormalised, default 0.9; 0 or 1 = off\n"
+"  -s <int>           random seed, default time(NULL)\n"
+"  Without -k and --min-p the draws are llama2.c's: the same seed gives the same tokens.\n"
+"\n"
+"Chat (-m chat): each line of stdin is a user turn, until end of input (Ctrl-D); empty lines\n"
+"are skipped. The conversation stays in the KV cache; when the context is full it ends.\n"
+"  -y <text>          system prompt, default none\n"
+"  --template <name>  llama2, chatml or zephyr; overrides the model file's template;\n"
+"                     default the file's, else llama2\n"
+"  -i, -f             the first user turn\n"
+"\n"
+"Model:\n"
+"  -z <file>          tokenizer (llama2.c tokenizer.bin format); default the one inside the\n"
+"                     model file, else ./tokenizer.bin\n"
+"  --threads <int>    threads for the matrix products, default all cores\n"
+"\n"
+"Diagnostics:\n"
+"  -v                 statistics on stderr after the run, as `key: value` lines: load_ms,\n"
+"                     prompt_tokens, prefill_tok_s, generated_tokens, decode_tok_s, ttft_ms,\n"
+"                     weights_gb_s, peak_rss_mb\n"
+"  --logits <file>    write the float32 logits of every position the model runs, in order\n"
+"  --ppl <file>       print the perplexity of the model on a text file (read as -f reads),\n"
+"                     as one line `ppl: tokens=N nll=X perplexity=Y`, and exit\n"
+"  --no-prefill       feed the prompt one token at a time, not in batches (to check prefill)\n"
+"  --print-tokens     print the token ids of the prompt (chat: of each user turn, one line\n"
+"                     each, as rendered by the template) and exit without running the model\n"
+"  -h, --help         this help\n"
+"  --version          the version\n", out);
 }
 
 /* The next argument as the value of flag, or exit if there is none. */
@@ -62,12 +150,14 @@ static const char *flag_value(int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
-/* Parses all of s as a float, or exits naming the flag. */
-static float parse_float(const char *flag, const char *s) {
+/* Parses all of s as a finite float in [lo, hi], or exits naming the flag. */
+static float parse_float(const char *flag, const char *s, float lo, float hi) {
     char *end;
     errno = 0;
     float v = strtof(s, &end);
-    if (end == s || *end != '\0' || errno) die("%s: '%s' is not a number", flag, s);
+    if (end == s || *end != '\0' || errno || !isfinite(v))
+        die("%s: '%s' is not a number", flag, s);
+    if (v < lo || v > hi) die("%s: %s is out of range (%g..%g)", flag, s, lo, hi);
     return v;
 }
 
@@ -81,43 +171,215 @@ static long long parse_int(const char *flag, const char *s, long long lo, long l
     return v;
 }
 
+static Options parse_args(int argc, char **argv) {
+    Options o = {.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1};
+    const char *prompt_file = NULL;
+    o.stops = malloc((argc + 1) * sizeof *o.stops); /* room for the chat end marker too */
+    if (!o.stops) die("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--version")) {
+            puts("run " VERSION);
+            exit(0);
+        } else if (!strcmp(a, "-t")) {
+            o.temperature = parse_float(a, flag_value(argc, argv, &i), 0.0f, INFINITY);
+        } else if (!strcmp(a, "-p")) {
+            o.topp = parse_float(a, flag_value(argc, argv, &i), 0.0f, 1.0f);
+        } else if (!strcmp(a, "-k")) {
+            o.top_k = (int)parse_int(a, flag_value(argc, argv, &i), 0, INT_MAX);
+        } else if (!strcmp(a, "--min-p")) {
+            o.min_p = parse_float(a, flag_value(argc, argv, &i), 0.0f, 1.0f);
+        } else if (!strcmp(a, "-s")) {
+            o.seed = parse_int(a, flag_value(argc, argv, &i), 0, (long long)UINT32_MAX * 2);
+        } else if (!strcmp(a, "-n")) {
+            o.steps = parse_int(a, flag_value(argc, argv, &i), 0, 1 << 30);
+        } else if (!strcmp(a, "-i")) {
+            o.prompt = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "-f")) {
+            prompt_file = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--stop")) {
+            o.stops[o.n_stops] = flag_value(argc, argv, &i);
+            if (o.stops[o.n_stops][0] == '\0') die("--stop: the stop string is empty");
+            o.n_stops++;
+        } else if (!strcmp(a, "-z")) {
+            o.tokenizer_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "-m")) {
+            const char *mode = flag_value(argc, argv, &i);
+            if (strcmp(mode, "generate") && strcmp(mode, "chat"))
+                die("-m: unknown mode '%s' (generate or chat)", mode);
+            o.chat = !strcmp(mode, "chat");
+        } else if (!strcmp(a, "-y")) {
+            o.system = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--template")) {
+            const char *name = flag_value(argc, argv, &i);
+            o.template_id = chat_template_id(name);
+            if (o.template_id < 0)
+                die("--template: unknown template '%s' (llama2, chatml or zephyr)", name);
+        } else if (!strcmp(a, "-v")) {
+            o.verbose = 1;
+        } else if (!strcmp(a, "--logits")) {
+            o.logits_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--print-tokens")) {
+            o.print_tokens = 1;
+        } else if (!strcmp(a, "--threads")) {
+            o.threads = (int)parse_int(a, flag_value(argc, argv, &i), 1, 1024);
+        } else if (!strcmp(a, "--ppl")) {
+            o.ppl_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--no-prefill")) {
+            o.no_prefill = 1;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            die("%s: unknown option (see --help)", a);
+        } else if (!o.checkpoint) {
+            o.checkpoint = a;
+        } else {
+            die("%s: unexpected argument; only one model file is read (see --help)", a);
+        }
+    }
+    if (!o.checkpoint) {
+        usage(stderr);
+        exit(1);
+    }
+    if (prompt_file && o.prompt) die("-f: give the prompt with -i or with -f, not both");
+    if (prompt_file) o.prompt = o.prompt_file_text = read_prompt_file("-f", prompt_file);
+    o.prompt_flag = prompt_file ? "-f" : "-i";
+    return o;
+}
+
 /* ------------------------------------------------------------------------------------------ */
-/* Output: text through a UTF-8 filter so the terminal never sees a broken sequence, and the
- * raw logits for verification. */
+/* Output: token text goes through a UTF-8 filter, so the terminal never sees a broken
+ * sequence, and then past the stop strings. Text that could be the start of a stop string
+ * is held back until the next tokens show whether it is one. */
 
 typedef struct {
     const Tokenizer *tokenizer;
     Utf8Stream utf8;
-    FILE *logits_file; /* --logits, or NULL */
+    const char **stops; /* (n_stops) */
+    int n_stops;
+    char *held;         /* text that may begin a stop string, (held_cap) */
+    size_t n_held, held_cap;
+    int skip_space;     /* drop spaces until the first other byte (the start of an answer) */
+    FILE *logits_file;  /* --logits, or NULL */
     const char *logits_path;
     int vocab_size;
-    int no_prefill; /* --no-prefill (diagnostic): feed the prompt one token at a time */
+    int no_prefill;     /* --no-prefill: feed prompts one token at a time */
 } Output;
 
-/* Prints the text of token `next` following `prev`, flushed so it appears at once. */
-static void emit_piece(Output *o, int prev, int next) {
-    int len;
-    const char *piece = tokenizer_decode(o->tokenizer, prev, next, &len);
-    if (!piece) return;
-    char buf[len + 8];
-    size_t n = utf8_stream_feed(&o->utf8, piece, (size_t)len, buf);
-    fwrite(buf, 1, n, stdout);
+static void write_text(const char *s, size_t n) {
+    fwrite(s, 1, n, stdout);
     fflush(stdout);
 }
 
-/* Runs the model on token at pos and records the logits when asked. */
-static float *forward(Model *m, Output *o, int token, int pos) {
-    float *logits = model_forward(m, token, pos);
-    if (!logits) die("token %d at position %d is outside the model", token, pos);
-    if (o->logits_file &&
-        fwrite(logits, sizeof(float), o->vocab_size, o->logits_file) != (size_t)o->vocab_size)
-        die("%s: write failed: %s", o->logits_path, strerror(errno));
-    return logits;
+/* The position of the first occurrence of needle (nlen) in hay (n), or n if none. */
+static size_t find(const char *hay, size_t n, const char *needle, size_t nlen) {
+    for (size_t i = 0; i + nlen <= n; i++)
+        if (memcmp(hay + i, needle, nlen) == 0) return i;
+    return n;
 }
 
-/* Runs the prompt tokens (n) at positions pos..pos+n-1 in batches (model_prefill) and returns
- * the last position's logits, writing every position's logits for --logits. --no-prefill feeds
- * them one at a time instead: the tests check that both give the same logits. */
+/* Prints the text of token next following prev, unless a stop string shows up: then prints
+ * only the text before it and returns 1. Returns 0 otherwise. */
+static int emit_token(Output *o, int prev, int next) {
+    int len;
+    const char *piece = tokenizer_decode(o->tokenizer, prev, next, &len);
+    if (!piece) return 0;
+    while (o->skip_space && len > 0 && piece[0] == ' ') piece++, len--;
+    if (len > 0) o->skip_space = 0;
+    if (o->n_held + len + 8 > o->held_cap) {
+        o->held_cap = 2 * (o->n_held + len + 8);
+        o->held = realloc(o->held, o->held_cap);
+        if (!o->held) die("out of memory");
+    }
+    o->n_held += utf8_stream_feed(&o->utf8, piece, (size_t)len, o->held + o->n_held);
+
+    size_t first = o->n_held; /* the earliest stop string */
+    for (int i = 0; i < o->n_stops; i++) {
+        size_t at = find(o->held, o->n_held, o->stops[i], strlen(o->stops[i]));
+        if (at < first) first = at;
+    }
+    if (first < o->n_held) {
+        write_text(o->held, first);
+        o->n_held = 0;
+        return 1;
+    }
+    /* hold back the longest end of the text that begins some stop string */
+    size_t keep = 0;
+    for (int i = 0; i < o->n_stops; i++) {
+        size_t slen = strlen(o->stops[i]);
+        for (size_t k = slen - 1; k > keep; k--)
+            if (k <= o->n_held && memcmp(o->held + o->n_held - k, o->stops[i], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    write_text(o->held, o->n_held - keep);
+    memmove(o->held, o->held + o->n_held - keep, keep);
+    o->n_held = keep;
+    return 0;
+}
+
+/* Ends a stretch of model text: what was held back was no stop string after all. */
+static void output_end(Output *o) {
+    write_text(o->held, o->n_held);
+    o->n_held = 0;
+    utf8_stream_reset(&o->utf8);
+}
+
+/* Prints tokens[from..n) as the echo of a prompt, outside the stop strings' reach. */
+static void echo_tokens(Output *o, const int *tokens, int from, int n) {
+    for (int i = from; i < n; i++) {
+        int len;
+        const char *piece = tokenizer_decode(o->tokenizer, tokens[i - 1], tokens[i], &len);
+        if (!piece) continue;
+        char buf[len + 8];
+        write_text(buf, utf8_stream_feed(&o->utf8, piece, (size_t)len, buf));
+    }
+}
+
+static void write_logits(Output *o, const float *logits, int rows) {
+    size_t count = (size_t)rows * o->vocab_size;
+    if (fwrite(logits, sizeof(float), count, o->logits_file) != count)
+        die("%s: write failed: %s", o->logits_path, strerror(errno));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Statistics, for -v */
+
+typedef struct {
+    double load_s;
+    long prompt_tokens;    /* tokens fed by prefill (every chat turn) */
+    double prefill_s;
+    long generated_tokens; /* tokens sampled, end tokens not counted */
+    long decode_steps;     /* forward passes of sampled tokens */
+    double decode_s;
+    double ttft_s;         /* start of the first prefill to the first sampled token; -1 */
+} Stats;
+
+static void print_stats(const Stats *st, const Model *m) {
+    double prefill = st->prefill_s > 0 ? st->prompt_tokens / st->prefill_s : 0.0;
+    double decode = st->decode_s > 0 ? st->decode_steps / st->decode_s : 0.0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    fprintf(stderr, "load_ms: %.1f\n", st->load_s * 1e3);
+    fprintf(stderr, "prompt_tokens: %ld\n", st->prompt_tokens);
+    fprintf(stderr, "prefill_tok_s: %.1f\n", prefill);
+    fprintf(stderr, "generated_tokens: %ld\n", st->generated_tokens);
+    fprintf(stderr, "decode_tok_s: %.1f\n", decode);
+    fprintf(stderr, "ttft_ms: %.1f\n", st->ttft_s > 0 ? st->ttft_s * 1e3 : 0.0);
+    fprintf(stderr, "weights_gb_s: %.2f\n", model_weight_bytes(m) * decode / 1e9);
+    fprintf(stderr, "peak_rss_mb: %.1f\n", ru.ru_maxrss / 1024.0); /* Linux: in KiB */
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The model, fed and sampled */
+
+static float *forward(Model *m, Output *o, int token, int pos);
+
+/* Runs n tokens at pos..pos+n-1 and returns the last position's logits, writing every
+ * position's logits for --logits. --no-prefill feeds them one at a time instead: the tests
+ * check that both give the same logits. */
 static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
     if (o->no_prefill) {
         float *logits = NULL;
@@ -129,11 +391,65 @@ static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
         die("out of memory");
     float *logits = model_prefill(m, tokens, n, pos, all);
     if (!logits) die("a token or position is outside the model (prefill at %d)", pos);
-    if (all && fwrite(all, sizeof(float), (size_t)n * o->vocab_size, o->logits_file) !=
-                   (size_t)n * o->vocab_size)
-        die("%s: write failed: %s", o->logits_path, strerror(errno));
+    if (all) write_logits(o, all, n);
     free(all);
     return logits;
+}
+
+static float *forward(Model *m, Output *o, int token, int pos) {
+    float *logits = model_forward(m, token, pos);
+    if (!logits) die("token %d at position %d is outside the model", token, pos);
+    if (o->logits_file) write_logits(o, logits, 1);
+    return logits;
+}
+
+/* Why an answer ended */
+enum { END_TOKEN, END_STOP_STRING, END_LIMIT, END_CONTEXT };
+
+/* Feeds tokens (n) at *pos, then samples and prints tokens until one of end_ids (n_end), a
+ * stop string, max_new printed tokens, or the end of the context. Advances *pos past
+ * everything fed. Returns why it ended; *unfed receives the last token printed if the model
+ * has not been fed it yet (at END_LIMIT and END_CONTEXT), else -1. */
+static int answer(Model *m, Output *o, Sampler *s, Stats *st, const int *tokens, int n, int *pos,
+                  int max_new, const int *end_ids, int n_end, int *unfed) {
+    double start = now_seconds();
+    float *logits = prefill(m, o, tokens, n, *pos);
+    *pos += n;
+    double first = now_seconds();
+    st->prompt_tokens += n;
+    st->prefill_s += first - start;
+
+    int prev = tokens[n - 1], printed = 0, why;
+    *unfed = -1;
+    for (;;) {
+        int next = sampler_sample(s, logits);
+        if (printed == 0) {
+            first = now_seconds();
+            if (st->ttft_s < 0) st->ttft_s = first - start;
+        }
+        int is_end = 0;
+        for (int i = 0; i < n_end; i++) is_end |= next == end_ids[i];
+        if (is_end) {
+            why = END_TOKEN;
+            break;
+        }
+        st->generated_tokens++;
+        if (emit_token(o, prev, next)) {
+            why = END_STOP_STRING;
+            break;
+        }
+        if (++printed >= max_new || *pos >= m->config.seq_len) {
+            why = printed >= max_new ? END_LIMIT : END_CONTEXT;
+            *unfed = next;
+            break;
+        }
+        logits = forward(m, o, next, (*pos)++);
+        st->decode_steps++;
+        prev = next;
+    }
+    st->decode_s += now_seconds() - first;
+    output_end(o);
+    return why;
 }
 
 /* Encodes text into a new array; *n receives the count. */
@@ -145,120 +461,134 @@ static int *encode(const Tokenizer *t, const char *text, int bos, int *n) {
     return tokens;
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* Generation: feed the prompt, then sample until steps positions are done or the model
- * ends the text. Like llama2.c, the stop token of a story is BOS. */
-
-/* llama2.c's stories end with BOS; models of our own format end with EOS */
-static int is_end(const Model *m, int token) {
-    return token == m->config.bos_id || (!m->is_llama2c && token == m->config.eos_id);
+static void print_ids(const int *ids, int n) {
+    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    putchar('\n');
 }
 
-static void generate(Model *m, Output *o, Sampler *sampler, const char *prompt, int steps) {
+/* ------------------------------------------------------------------------------------------ */
+/* Generation: echo the prompt, then continue it, as llama2.c does: -n counts positions,
+ * prompt included, and a story ends when the model starts the next one (BOS). */
+
+static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt) {
     const Config *c = &m->config;
     int n_prompt;
-    int *prompt_tokens = encode(o->tokenizer, prompt ? prompt : "", 1, &n_prompt);
-    if (n_prompt > c->seq_len)
-        die("-i: the prompt is %d tokens, more than the context of %d", n_prompt, c->seq_len);
-
-    /* the prompt, in one batched call: every token up to the step limit or an end token */
-    int n_feed = n_prompt < steps ? n_prompt : steps;
-    for (int i = 1; i < n_feed; i++)
-        if (is_end(m, prompt_tokens[i])) n_feed = i;
-    float *logits = prefill(m, o, prompt_tokens, n_feed, 0);
-    for (int i = 1; i < n_feed; i++) emit_piece(o, prompt_tokens[i - 1], prompt_tokens[i]);
-    if (n_feed < n_prompt && n_feed == steps && !is_end(m, prompt_tokens[n_feed]))
-        emit_piece(o, prompt_tokens[n_feed - 1], prompt_tokens[n_feed]);
-
-    /* then one token at a time, each chosen from the logits of the one before */
-    double start = now_seconds();
-    int token = prompt_tokens[n_feed - 1], pos = n_feed, decoded = 0;
-    while (n_feed == n_prompt) {
-        int next = sampler_sample(sampler, logits);
-        if (is_end(m, next)) break;
-        emit_piece(o, token, next);
-        token = next;
-        if (pos >= steps) break;
-        logits = forward(m, o, token, pos++);
-        decoded++;
+    int *tokens = encode(o->tokenizer, opt->prompt ? opt->prompt : "", 1, &n_prompt);
+    if (opt->print_tokens) {
+        print_ids(tokens, n_prompt);
+        free(tokens);
+        return;
     }
+    int steps = opt->steps == 0 || opt->steps > c->seq_len ? c->seq_len : (int)opt->steps;
+    if (n_prompt > c->seq_len)
+        die("%s: the prompt is %d tokens, more than the context of %d", opt->prompt_flag,
+            n_prompt, c->seq_len);
+    if (n_prompt > steps)
+        die("-n: %d positions cannot hold the prompt's %d tokens", steps, n_prompt);
+
+    /* llama2.c's stories end with BOS (and llama2.c stops only there); models of our own
+     * format end with EOS */
+    int end_ids[2] = {c->bos_id, c->eos_id};
+    int n_end = m->is_llama2c ? 1 : 2;
+
+    echo_tokens(o, tokens, 1, n_prompt);
+    int pos = 0, unfed;
+    answer(m, o, s, st, tokens, n_prompt, &pos, steps - n_prompt + 1, end_ids, n_end, &unfed);
     putchar('\n');
     fflush(stdout);
-    if (decoded > 0) fprintf(stderr, "achieved tok/s: %f\n", decoded / (now_seconds() - start));
-    free(prompt_tokens);
+
+    /* the decode rate: llama2.c leaves out the first position, which pays for page faults;
+     * here the whole prompt is left out, since prefill runs it in one call */
+    double rate = st->decode_steps > 0 && st->decode_s > 0 ? st->decode_steps / st->decode_s
+                  : st->prefill_s > 0                      ? st->prompt_tokens / st->prefill_s
+                                                           : 0.0;
+    fprintf(stderr, "achieved tok/s: %f\n", rate);
+    free(tokens);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Chat: the Llama 2 template. Each user turn is wrapped in [INST] ... [/INST] (the first one
- * with the system prompt), and the model answers until it emits EOS. The KV cache carries the
- * whole conversation, so earlier turns are never processed again. */
+/* Chat: each user turn is rendered by the template (chat.c) and fed on top of the KV cache,
+ * which keeps the whole conversation: nothing said before is ever processed again. */
 
-/* Prints prompt, reads one line of stdin without its newline into *buf. Returns 0 at EOF. */
-static int read_line(const char *prompt, char **buf, size_t *cap) {
-    fputs(prompt, stdout);
-    fflush(stdout);
-    ssize_t n = getline(buf, cap, stdin);
-    if (n < 0) return 0;
-    if (n > 0 && (*buf)[n - 1] == '\n') (*buf)[n - 1] = '\0';
-    return 1;
+/* Reads the next non-empty line of stdin into *line, without its line ending. With prompt
+ * (at a terminal) it asks "User: " first; with echo (from a pipe) it prints the line after
+ * the label, so stdout reads as a transcript either way. Returns 0 at the end of input. */
+static int read_turn(char **line, size_t *cap, int prompt, int echo) {
+    for (;;) {
+        if (prompt) {
+            fputs("User: ", stdout);
+            fflush(stdout);
+        }
+        ssize_t n = getline(line, cap, stdin);
+        if (n < 0) {
+            if (prompt) putchar('\n');
+            return 0;
+        }
+        if (n > 0 && (*line)[n - 1] == '\n') (*line)[--n] = '\0';
+        if (n > 0 && (*line)[n - 1] == '\r') (*line)[--n] = '\0';
+        if (echo && n > 0) printf("User: %s\n", *line);
+        if (n > 0) return 1;
+    }
 }
 
-static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
-                 const char *cli_system, int steps) {
+static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt, int template_id) {
     const Config *c = &m->config;
-    char *system = NULL, *user = NULL, *rendered = NULL;
-    size_t system_cap = 0, user_cap = 0;
-    int *prompt_tokens = NULL, n_prompt = 0, user_idx = 0;
-    int user_turn = 1, token = 0, next = 0, pos = 0;
+    int end_ids[3] = {c->eos_id, c->bos_id, chat_end_token(o->tokenizer, template_id)};
+    int n_end = end_ids[2] >= 0 ? 3 : 2;
+    int max_new = opt->steps == 0 ? INT_MAX : (int)opt->steps;
+    /* --print-tokens prints ids only */
+    int at_terminal = isatty(STDIN_FILENO);
+    int prompt = at_terminal && !opt->print_tokens, echo = !at_terminal && !opt->print_tokens;
+    char *line = NULL;
+    size_t cap = 0;
+    int pos = 0, unfed = -1;
 
-    while (pos < steps) {
-        if (user_turn) {
-            if (pos == 0) {
-                if (cli_system) {
-                    system = strdup(cli_system);
-                } else if (!read_line("Enter system prompt (optional): ", &system, &system_cap)) {
-                    break;
-                }
-            }
-            if (pos == 0 && cli_user) {
-                free(user);
-                user = strdup(cli_user);
-            } else if (!read_line("User: ", &user, &user_cap)) {
-                break;
-            }
-            if (!system || !user) die("out of memory");
-            size_t size = strlen(system) + strlen(user) + 64;
-            free(rendered);
-            rendered = malloc(size);
-            if (!rendered) die("out of memory");
-            if (pos == 0 && system[0])
-                snprintf(rendered, size, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user);
-            else
-                snprintf(rendered, size, "[INST] %s [/INST]", user);
-            free(prompt_tokens);
-            prompt_tokens = encode(o->tokenizer, rendered, 1, &n_prompt);
-            if (pos + n_prompt >= steps) {
-                fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n", steps);
-                break;
-            }
-            user_idx = 0;
-            user_turn = 0;
-            fputs("Assistant: ", stdout);
+    for (int turn = 0;; turn++) {
+        const char *user;
+        if (turn == 0 && opt->prompt) {
+            user = opt->prompt;
+            if (!opt->print_tokens) printf("User: %s\n", user);
+        } else if (read_turn(&line, &cap, prompt, echo)) {
+            user = line;
+        } else {
+            break;
         }
-        /* feed the user's tokens first, then the model's own answer back to it */
-        token = user_idx < n_prompt ? prompt_tokens[user_idx++] : next;
-        if (token == c->eos_id) user_turn = 1;
-        float *logits = forward(m, o, token, pos);
-        next = sampler_sample(sampler, logits);
-        pos++;
-        if (user_idx >= n_prompt && next != c->eos_id) emit_piece(o, token, next);
-        if (next == c->eos_id) {
-            utf8_stream_reset(&o->utf8);
-            putchar('\n');
+        int n;
+        int *rendered = chat_encode_turn(o->tokenizer, template_id, opt->system, user, turn == 0, &n);
+        if (!rendered) die("out of memory rendering the chat turn");
+        if (opt->print_tokens) {
+            print_ids(rendered, n);
+            free(rendered);
+            continue;
+        }
+        /* an answer cut short by -n ends with a token the model has not seen yet */
+        int *tokens = malloc((n + 1) * sizeof *tokens);
+        if (!tokens) die("out of memory");
+        int n_tokens = 0;
+        if (unfed >= 0) tokens[n_tokens++] = unfed;
+        memcpy(tokens + n_tokens, rendered, n * sizeof *tokens);
+        n_tokens += n;
+        free(rendered);
+
+        if (pos + n_tokens >= c->seq_len) {
+            fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n",
+                    c->seq_len);
+            free(tokens);
+            break;
+        }
+        fputs("Assistant: ", stdout);
+        o->skip_space = 1;
+        int why = answer(m, o, s, st, tokens, n_tokens, &pos, max_new, end_ids, n_end, &unfed);
+        putchar('\n');
+        fflush(stdout);
+        free(tokens);
+        if (why == END_CONTEXT) {
+            fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n",
+                    c->seq_len);
+            break;
         }
     }
-    putchar('\n');
-    free(system), free(user), free(rendered), free(prompt_tokens);
+    free(line);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -270,21 +600,11 @@ static void chat(Model *m, Output *o, Sampler *sampler, const char *cli_user,
 
 static void perplexity(Model *m, const Tokenizer *t, const char *path) {
     const Config *c = &m->config;
-    FILE *f = fopen(path, "rb");
-    if (!f) die("%s: cannot open: %s", path, strerror(errno));
-    size_t size = 0, cap = 1 << 16;
-    char *text = malloc(cap + 1);
-    for (size_t got; text && (got = fread(text + size, 1, cap - size, f)) > 0;)
-        if ((size += got) == cap) text = realloc(text, (cap *= 2) + 1);
-    if (!text) die("out of memory reading %s", path);
-    if (ferror(f)) die("%s: read failed: %s", path, strerror(errno));
-    fclose(f);
-    text[size] = '\0';
-
+    char *text = read_prompt_file("--ppl", path);
     int n;
     int *tokens = encode(t, text, 1, &n);
     if (n < 2) die("%s: no text to predict", path);
-    if (c->seq_len < 2) die("%s: a context of %d position cannot predict anything", path, c->seq_len);
+    if (c->seq_len < 2) die("%s: a context of one position cannot predict anything", path);
     int batch = 64; /* positions per model_prefill call: bounds the logits buffer */
     float *logits = malloc((size_t)batch * c->vocab_size * sizeof(float));
     if (!logits) die("out of memory");
@@ -316,75 +636,25 @@ static void perplexity(Model *m, const Tokenizer *t, const char *path) {
 /* ------------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
-    const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *system = NULL;
-    const char *mode = "generate", *logits_path = NULL, *ppl_path = NULL;
-    int no_prefill = 0;
-    long long threads = 0;
-    float temperature = 1.0f, topp = 0.9f;
-    long long seed = 0, steps = 256;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-t")) {
-            temperature = parse_float(a, flag_value(argc, argv, &i));
-            if (!(temperature >= 0.0f)) die("-t: temperature must be 0 or more");
-        } else if (!strcmp(a, "-p")) {
-            topp = parse_float(a, flag_value(argc, argv, &i));
-            if (!(topp >= 0.0f && topp <= 1.0f)) die("-p: top-p must be in [0, 1]");
-        } else if (!strcmp(a, "-s")) {
-            seed = parse_int(a, flag_value(argc, argv, &i), 0, (long long)UINT32_MAX * 2);
-        } else if (!strcmp(a, "-n")) {
-            steps = parse_int(a, flag_value(argc, argv, &i), 0, 1 << 30);
-        } else if (!strcmp(a, "-i")) {
-            prompt = flag_value(argc, argv, &i);
-        } else if (!strcmp(a, "-z")) {
-            tokenizer_path = flag_value(argc, argv, &i);
-        } else if (!strcmp(a, "-m")) {
-            mode = flag_value(argc, argv, &i);
-            if (strcmp(mode, "generate") && strcmp(mode, "chat"))
-                die("-m: unknown mode '%s' (generate or chat)", mode);
-        } else if (!strcmp(a, "-y")) {
-            system = flag_value(argc, argv, &i);
-        } else if (!strcmp(a, "--logits")) {
-            logits_path = flag_value(argc, argv, &i);
-        } else if (!strcmp(a, "--threads")) {
-            threads = parse_int(a, flag_value(argc, argv, &i), 1, 1024);
-        } else if (!strcmp(a, "--ppl")) {
-            ppl_path = flag_value(argc, argv, &i);
-        } else if (!strcmp(a, "--no-prefill")) {
-            no_prefill = 1;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            die("%s: unknown option (see --help)", a);
-        } else if (!checkpoint) {
-            checkpoint = a;
-        } else {
-            die("%s: unexpected argument; only one checkpoint is read (see --help)", a);
-        }
-    }
-    if (!checkpoint) {
-        usage(stderr);
-        return 1;
-    }
-
+    Options opt = parse_args(argc, argv);
 #ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
+    if (opt.threads > 0) omp_set_num_threads(opt.threads);
 #endif
 
+    double load_start = now_seconds();
     char err[ERR_MAX];
     Model model;
-    if (model_load(&model, checkpoint, err) != 0) die("%s: %s", checkpoint, err);
+    if (model_load(&model, opt.checkpoint, err) != 0) die("%s: %s", opt.checkpoint, err);
     const Config *c = &model.config;
 
     /* The tokenizer: -z wins, then the one embedded in the model file, then llama2.c's
      * default of tokenizer.bin in the current directory. */
     Tokenizer tokenizer;
+    const char *tokenizer_path = opt.tokenizer_path;
     if (!tokenizer_path && model.tokenizer_data) {
         if (tokenizer_load_memory(&tokenizer, model.tokenizer_data, model.tokenizer_size,
                                   c->vocab_size, err) != 0)
-            die("%s: embedded tokenizer: %s", checkpoint, err);
+            die("%s: embedded tokenizer: %s", opt.checkpoint, err);
     } else {
         if (!tokenizer_path) tokenizer_path = "tokenizer.bin";
         if (tokenizer_load(&tokenizer, tokenizer_path, c->vocab_size, err) != 0)
@@ -392,32 +662,50 @@ int main(int argc, char **argv) {
     }
     tokenizer.bos_id = c->bos_id;
     tokenizer.eos_id = c->eos_id;
+    Stats stats = {.load_s = now_seconds() - load_start, .ttft_s = -1.0};
 
-    if (ppl_path) {
-        perplexity(&model, &tokenizer, ppl_path);
+    if (opt.ppl_path) {
+        perplexity(&model, &tokenizer, opt.ppl_path);
+        free(opt.stops);
+        free(opt.prompt_file_text);
         tokenizer_free(&tokenizer);
         model_free(&model);
         return 0;
     }
 
-    if (steps == 0 || steps > c->seq_len) steps = c->seq_len;
-    if (seed == 0) seed = (long long)time(NULL);
+    long long seed = opt.seed != 0 ? opt.seed : (long long)time(NULL);
     Sampler sampler;
-    if (sampler_init(&sampler, c->vocab_size, temperature, topp, (uint64_t)seed) != 0)
+    if (sampler_init(&sampler, c->vocab_size, opt.temperature, opt.topp, (uint64_t)seed) != 0)
         die("out of memory");
+    sampler.top_k = opt.top_k;
+    sampler.min_p = opt.min_p;
 
-    Output out = {.tokenizer = &tokenizer, .vocab_size = c->vocab_size,
-                  .logits_path = logits_path, .no_prefill = no_prefill};
-    if (logits_path && !(out.logits_file = fopen(logits_path, "wb")))
-        die("%s: cannot write: %s", logits_path, strerror(errno));
+    /* The template: --template wins over the model file's, and llama2.c files, which name
+     * none, get Llama 2's. */
+    int template_id = opt.template_id >= 0             ? opt.template_id
+                      : c->chat_template != TEMPLATE_NONE ? c->chat_template
+                                                          : TEMPLATE_LLAMA2;
+    /* ChatML on a vocabulary without <|im_end|>: the model spells the marker out, so it is a
+     * stop string. (The tokens of it before the last one are already in the KV cache when the
+     * next turn adds the template's own <|im_end|>: a wart of text markers, not undone.) */
+    const char *end_text = opt.chat ? chat_end_text(&tokenizer, template_id) : NULL;
+    if (end_text) opt.stops[opt.n_stops++] = end_text;
 
-    if (!strcmp(mode, "generate"))
-        generate(&model, &out, &sampler, prompt, (int)steps);
-    else
-        chat(&model, &out, &sampler, prompt, system, (int)steps);
+    Output out = {.tokenizer = &tokenizer, .stops = opt.stops, .n_stops = opt.n_stops,
+                  .vocab_size = c->vocab_size, .logits_path = opt.logits_path,
+                  .no_prefill = opt.no_prefill};
+    if (opt.logits_path && !(out.logits_file = fopen(opt.logits_path, "wb")))
+        die("%s: cannot write: %s", opt.logits_path, strerror(errno));
 
+    if (opt.chat) chat(&model, &out, &sampler, &stats, &opt, template_id);
+    else generate(&model, &out, &sampler, &stats, &opt);
+
+    if (opt.verbose && !opt.print_tokens) print_stats(&stats, &model);
     if (out.logits_file && fclose(out.logits_file) != 0)
-        die("%s: write failed: %s", logits_path, strerror(errno));
+        die("%s: write failed: %s", opt.logits_path, strerror(errno));
+    free(out.held);
+    free(opt.stops);
+    free(opt.prompt_file_text);
     sampler_free(&sampler);
     tokenizer_free(&tokenizer);
     model_free(&model);

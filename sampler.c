@@ -5,6 +5,11 @@
  * (below 1 sharpens the distribution, above 1 flattens it), turns them into probabilities and
  * draws one; top-p (nucleus) sampling first throws away the unlikely tail. The random numbers
  * and every step of the procedure follow llama2.c, so the same seed picks the same tokens.
+ *
+ * Beyond llama2.c, two more filters trim the tail before top-p: top-k keeps the k most likely
+ * tokens, min-p drops every token less likely than min_p times the most likely one (so it
+ * cuts deep when the model is sure and shallow when it is not). Their path is separate: when
+ * neither is set, the llama2.c code below runs unchanged and draws the same tokens.
  */
 #include <stdlib.h>
 
@@ -14,6 +19,8 @@ int sampler_init(Sampler *s, int vocab_size, float temperature, float topp, uint
     s->vocab_size = vocab_size;
     s->temperature = temperature;
     s->topp = topp;
+    s->top_k = 0;
+    s->min_p = 0.0f;
     s->rng_state = seed;
     s->probindex = malloc((size_t)vocab_size * sizeof *s->probindex);
     return s->probindex ? 0 : -1;
@@ -90,11 +97,98 @@ static int sample_topp(const float *probs, int n, float topp, ProbIndex *scratch
     return scratch[last].index;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Top-k and min-p */
+
+/* The order the filters rank tokens in: more likely first, then the lower id, so that ties at
+ * the top-k boundary are settled the same way on every platform. */
+static int ranks_before(ProbIndex a, ProbIndex b) {
+    return a.prob > b.prob || (a.prob == b.prob && a.index < b.index);
+}
+
+static int compare_rank(const void *a, const void *b) {
+    ProbIndex pa = *(const ProbIndex *)a, pb = *(const ProbIndex *)b;
+    return ranks_before(pb, pa) - ranks_before(pa, pb);
+}
+
+/* Moves heap[i] down a heap (n) whose root is the lowest-ranked entry. */
+static void sift_down(ProbIndex *heap, int n, int i) {
+    for (;;) {
+        int worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_before(heap[worst], heap[l])) worst = l;
+        if (r < n && ranks_before(heap[worst], heap[r])) worst = r;
+        if (worst == i) return;
+        ProbIndex t = heap[i];
+        heap[i] = heap[worst];
+        heap[worst] = t;
+        i = worst;
+    }
+}
+
+int sampler_filter(Sampler *s, const float *probs) {
+    int n = s->vocab_size;
+    ProbIndex *kept = s->probindex;
+
+    /* min-p: the bar is relative to the most likely token, which top-k always keeps too, so
+     * applying it first gives the same set and shortens everything after it. */
+    float top = probs[argmax(probs, n)];
+    float bar = s->min_p > 0.0f ? s->min_p * top : 0.0f;
+
+    /* top-k: a heap of the k best so far with the worst at its root, O(n log k); without
+     * top-k every token over the bar is kept. */
+    int k = s->top_k > 0 && s->top_k < n ? s->top_k : n;
+    int n_kept = 0;
+    for (int i = 0; i < n; i++) {
+        ProbIndex c = {probs[i], i};
+        if (c.prob < bar) continue;
+        if (n_kept < k) {
+            kept[n_kept++] = c;
+            if (n_kept == k) /* now full: order it as a heap */
+                for (int j = k / 2 - 1; j >= 0; j--) sift_down(kept, k, j);
+        } else if (ranks_before(c, kept[0])) {
+            kept[0] = c;
+            sift_down(kept, k, 0);
+        }
+    }
+    qsort(kept, n_kept, sizeof *kept, compare_rank);
+
+    /* top-p over the survivors renormalised: the shortest prefix whose share of their mass
+     * passes topp, counting the token that crosses the line, as llama2.c does. */
+    if (s->topp > 0.0f && s->topp < 1.0f) {
+        float mass = 0.0f, cumulative = 0.0f;
+        for (int i = 0; i < n_kept; i++) mass += kept[i].prob;
+        for (int i = 0; i < n_kept; i++) {
+            cumulative += kept[i].prob;
+            if (cumulative > s->topp * mass) {
+                n_kept = i + 1;
+                break;
+            }
+        }
+    }
+    return n_kept;
+}
+
+/* Draws from the survivors of sampler_filter in proportion to their probabilities. */
+static int sample_filtered(Sampler *s, const float *probs, float coin) {
+    int n = sampler_filter(s, probs);
+    float mass = 0.0f;
+    for (int i = 0; i < n; i++) mass += s->probindex[i].prob;
+    float r = coin * mass, cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += s->probindex[i].prob;
+        if (r < cdf) return s->probindex[i].index;
+    }
+    return s->probindex[n - 1].index; /* rounding left the total just under r */
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 int sampler_sample(Sampler *s, float *logits) {
     if (s->temperature == 0.0f) return argmax(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
     softmax(logits, s->vocab_size);
     float coin = random_f32(&s->rng_state);
+    if (s->top_k > 0 || s->min_p > 0.0f) return sample_filtered(s, logits, coin);
     if (s->topp <= 0.0f || s->topp >= 1.0f) return sample_cdf(logits, s->vocab_size, coin);
     return sample_topp(logits, s->vocab_size, s->topp, s->probindex, coin);
 }

@@ -538,3 +538,15 @@ def test_engine_rejects_broken_tllm():
         err = p.stderr.decode(errors="replace").splitlines()
         assert p.returncode == 1, f"{what}: run exited {p.returncode}, stderr {err}"
         assert len(err) == 1 and bad in err[0], f"{what}: want one line naming {bad}: {err}"
+
+
+def test_hf_special_ids_come_from_the_tokenizer():
+    """A config.json naming <unk> (0) as BOS, as some published ones do, must not make every
+    text start from <unk>: the ids are the sentencepiece model's own (1 and 2 for Llama 2)."""
+    folder = tmp_path("hf_bad_bos")
+    fx.write_hf_dir(folder, fx.hf_config(layers=1, bos_token_id=0, eos_token_id=0),
+                    shared_model("tokenizer.model"))
+    out = tmp_path("hf_bad_bos.bin")
+    export_ok(out, "--hf", folder)
+    h = TllmFile(out).header
+    assert (h["bos_id"], h["eos_id"]) == (1, 2), f"bos/eos = {h['bos_id']}/{h['eos_id']}"
