@@ -18,7 +18,7 @@ CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
 DFLAGS  = $(WARN) -O0 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
-LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c
+LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c attnviz.c
 TOOLS   = run tokenize test_sampler test_kernels
 
 all: run
@@ -39,6 +39,11 @@ build/run build/test_kernels build/tokenize build/test_sampler: build/%: build/%
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 build/debug/run build/debug/test_kernels build/debug/tokenize build/debug/test_sampler: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
+
+# The attention viewer stays an editable HTML file; attnviz.c includes it as a C string.
+build/attnviz_html.h: attnviz.html | build
+	{ echo 'static const char attnviz_html[] = {'; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; } > $@
+build/attnviz.o build/debug/attnviz.o: build/attnviz_html.h
 
 portable:
 	$(MAKE) ARCH= run
@@ -63,6 +68,7 @@ build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(LIB) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $^ -o $@ $(LDLIBS)
 build/fuzz/%: fuzz/fuzz_%.c $(LIB) | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -o $@ $(LDLIBS)
+$(FUZZ_TARGETS:%=build/fuzz/%): | build/attnviz_html.h
 
 fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds

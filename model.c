@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attnviz.h" /* the --attn hook in model_forward */
 #include "kernels.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -472,6 +473,7 @@ float *model_forward(Model *m, int token, int pos) {
         /* xb = softmax(q k^T / sqrt(head_size)) v over positions 0..pos, per head */
         attention(s->xb, s->att, s->q, key_cache, value_cache, p->n_heads, p->n_kv_heads, hs,
                   p->seq_len, pos);
+        if (m->attn) attn_record_layer(m->attn, l, pos, s->att, p->seq_len); /* --attn hook */
 
         /* x = x + wo(xb) */
         matvec(s, s->xb2, &lw->wo, s->xb, dim, q_dim);
@@ -591,6 +593,15 @@ float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_log
     if (n <= 0 || pos < 0 || pos > p->seq_len - n) return NULL;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= p->vocab_size) return NULL;
+    if (m->attn) { /* --attn records the weights of each position as model_forward runs it */
+        for (int i = 0; i < n; i++) {
+            float *logits = model_forward(m, tokens[i], pos + i);
+            if (all_logits)
+                memcpy(all_logits + (size_t)i * p->vocab_size, logits,
+                       p->vocab_size * sizeof(float));
+        }
+        return m->state.logits;
+    }
     int chunk = m->state.chunk_len;
     for (int done = 0; done < n; done += chunk) {
         int k = n - done < chunk ? n - done : chunk;

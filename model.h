@@ -199,6 +199,7 @@ typedef struct {
     int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
+    struct AttnRecorder *attn;  /* --attn: receives every attention row (attnviz.h); NULL = off */
 } Model;
 
 /* Maps a checkpoint (TLLM or llama2.c version 0, told apart by the magic), validates every

@@ -22,6 +22,7 @@
 #include <omp.h>
 #endif
 
+#include "attnviz.h"
 #include "model.h"
 
 #define VERSION "0.1.0"
@@ -92,6 +93,8 @@ typedef struct {
     int threads;                /* --threads, or 0: all cores */
     const char *ppl_path;       /* --ppl */
     int no_prefill;             /* --no-prefill */
+    const char *attn_path, *attn_html_path; /* --attn, --attn-html, or NULL */
+    int attn_top, attn_layer;               /* --attn-top K (0 = off), --attn-layer (-1 = last) */
 } Options;
 
 static void usage(FILE *out) {
@@ -138,6 +141,12 @@ static void usage(FILE *out) {
 "  --ppl <file>       print the perplexity of the model on a text file (read as -f reads),\n"
 "                     as one line `ppl: tokens=N nll=X perplexity=Y`, and exit\n"
 "  --no-prefill       feed the prompt one token at a time, not in batches (to check prefill)\n"
+"  --attn <file>      record the attention weights of every layer, head and position\n"
+"                     (the layout is in docs/ATTENTION.md)\n"
+"  --attn-html <file> write a page showing what each token attends to, in every head\n"
+"  --attn-top <int>   after each generated token, print on stderr the positions the last\n"
+"                     layer attended to most, averaged over its heads\n"
+"  --attn-layer <int> the layer --attn-top reads, default the last\n"
 "  --print-tokens     print the token ids of the prompt (chat: of each user turn, one line\n"
 "                     each, as rendered by the template) and exit without running the model\n"
 "  -h, --help         this help\n"
@@ -172,7 +181,8 @@ static long long parse_int(const char *flag, const char *s, long long lo, long l
 }
 
 static Options parse_args(int argc, char **argv) {
-    Options o = {.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1};
+    Options o = {.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1,
+                 .attn_layer = -1};
     const char *prompt_file = NULL;
     o.stops = malloc((argc + 1) * sizeof *o.stops); /* room for the chat end marker too */
     if (!o.stops) die("out of memory");
@@ -222,6 +232,14 @@ static Options parse_args(int argc, char **argv) {
             o.verbose = 1;
         } else if (!strcmp(a, "--logits")) {
             o.logits_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn")) {
+            o.attn_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn-html")) {
+            o.attn_html_path = flag_value(argc, argv, &i);
+        } else if (!strcmp(a, "--attn-top")) {
+            o.attn_top = (int)parse_int(a, flag_value(argc, argv, &i), 1, 1000);
+        } else if (!strcmp(a, "--attn-layer")) {
+            o.attn_layer = (int)parse_int(a, flag_value(argc, argv, &i), 0, INT_MAX);
         } else if (!strcmp(a, "--print-tokens")) {
             o.print_tokens = 1;
         } else if (!strcmp(a, "--threads")) {
@@ -265,6 +283,8 @@ typedef struct {
     const char *logits_path;
     int vocab_size;
     int no_prefill;     /* --no-prefill: feed prompts one token at a time */
+    AttnRecorder *attn;         /* --attn, --attn-html, --attn-top: the recorder, or NULL */
+    int attn_top, attn_layer;   /* --attn-top K (0 = off) reads layer attn_layer */
 } Output;
 
 static void write_text(const char *s, size_t n) {
@@ -389,6 +409,7 @@ static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
     float *all = NULL;
     if (o->logits_file && !(all = malloc((size_t)n * o->vocab_size * sizeof *all)))
         die("out of memory");
+    for (int i = 0; o->attn && i < n; i++) attn_record_token(o->attn, pos + i, tokens[i]);
     float *logits = model_prefill(m, tokens, n, pos, all);
     if (!logits) die("a token or position is outside the model (prefill at %d)", pos);
     if (all) write_logits(o, all, n);
@@ -397,10 +418,20 @@ static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
 }
 
 static float *forward(Model *m, Output *o, int token, int pos) {
+    if (o->attn) attn_record_token(o->attn, pos, token); /* --attn: which token sits at pos */
     float *logits = model_forward(m, token, pos);
     if (!logits) die("token %d at position %d is outside the model", token, pos);
     if (o->logits_file) write_logits(o, logits, 1);
     return logits;
+}
+
+/* --attn-top: after the step at pos chose next, the positions its query attended to most. */
+static void attn_report(const Output *o, int pos, int next) {
+    if (!o->attn_top) return;
+    char line[4096];
+    attn_format_top(line, sizeof line, o->attn, o->tokenizer, o->attn_layer, pos, next,
+                    o->attn_top);
+    fprintf(stderr, "%s\n", line);
 }
 
 /* Why an answer ended */
@@ -423,6 +454,7 @@ static int answer(Model *m, Output *o, Sampler *s, Stats *st, const int *tokens,
     *unfed = -1;
     for (;;) {
         int next = sampler_sample(s, logits);
+        attn_report(o, *pos - 1, next);
         if (printed == 0) {
             first = now_seconds();
             if (st->ttft_s < 0) st->ttft_s = first - start;
@@ -697,12 +729,41 @@ int main(int argc, char **argv) {
     if (opt.logits_path && !(out.logits_file = fopen(opt.logits_path, "wb")))
         die("%s: cannot write: %s", opt.logits_path, strerror(errno));
 
+    /* --attn, --attn-html, --attn-top: the model hands every attention row to a recorder
+     * (attnviz.h), sized for the positions this run can reach */
+    AttnRecorder attn;
+    if ((opt.attn_path || opt.attn_html_path || opt.attn_top) && !opt.print_tokens) {
+        if (opt.attn_layer >= c->n_layers)
+            die("--attn-layer: %d is out of range (the model has layers 0..%d)", opt.attn_layer,
+                c->n_layers - 1);
+        const char *paths[2] = {opt.attn_path, opt.attn_html_path};
+        for (int i = 0; i < 2; i++) { /* fail now rather than after generating */
+            FILE *f = paths[i] ? fopen(paths[i], "wb") : NULL;
+            if (paths[i] && (!f || fclose(f) != 0))
+                die("%s: cannot write: %s", paths[i], strerror(errno));
+        }
+        int positions = opt.chat || opt.steps == 0 || opt.steps > c->seq_len ? c->seq_len
+                                                                             : (int)opt.steps;
+        if (attn_recorder_init(&attn, c, positions, opt.attn_path || opt.attn_html_path,
+                               err) != 0)
+            die("--attn: %s", err);
+        model.attn = out.attn = &attn;
+        out.attn_top = opt.attn_top;
+        out.attn_layer = opt.attn_layer >= 0 ? opt.attn_layer : c->n_layers - 1;
+    }
+
     if (opt.chat) chat(&model, &out, &sampler, &stats, &opt, template_id);
     else generate(&model, &out, &sampler, &stats, &opt);
 
     if (opt.verbose && !opt.print_tokens) print_stats(&stats, &model);
     if (out.logits_file && fclose(out.logits_file) != 0)
         die("%s: write failed: %s", opt.logits_path, strerror(errno));
+    if (out.attn && opt.attn_path && attn_write(&attn, &tokenizer, opt.attn_path, err) != 0)
+        die("%s: %s", opt.attn_path, err);
+    if (out.attn && opt.attn_html_path &&
+        attn_write_html(&attn, &tokenizer, opt.attn_html_path, err) != 0)
+        die("%s: %s", opt.attn_html_path, err);
+    if (out.attn) attn_recorder_free(&attn);
     free(out.held);
     free(opt.stops);
     free(opt.prompt_file_text);

@@ -238,10 +238,11 @@ def softmax(x):
     return e / np.sum(e)
 
 
-def attention(q, keys, values, c):
+def attention(q, keys, values, c, record=None):
     """Grouped-query attention of the current position over positions 0..pos.
     q is (n_heads * head_size); keys and values are (pos + 1, n_kv_heads * head_size), only the
-    positions seen so far, which is what makes it causal. Returns (n_heads * head_size)."""
+    positions seen so far, which is what makes it causal. Returns (n_heads * head_size).
+    If record is a list, each head's weights (pos + 1) are appended to it."""
     hs = c.head_size
     group = c.n_heads // c.n_kv_heads  # query heads sharing one key/value head
     out = np.empty(c.n_heads * hs)
@@ -251,6 +252,8 @@ def attention(q, keys, values, c):
         kh = keys[:, kv * hs:(kv + 1) * hs]      # (pos + 1, head_size)
         vh = values[:, kv * hs:(kv + 1) * hs]
         weights = softmax(kh @ qh / np.sqrt(hs))  # one weight per earlier position
+        if record is not None:
+            record.append(weights)
         out[h * hs:(h + 1) * hs] = weights @ vh
     return out
 
@@ -295,10 +298,14 @@ class Transformer:
     in order, as the engine is; it returns the logits, (vocab_size) float64.
 
     matvec computes every W x: the plain product by default, or q8_matvec(group_size) to
-    mirror the engine on Q8_0 files, which rounds x to int8 as well as the weights."""
+    mirror the engine on Q8_0 files, which rounds x to int8 as well as the weights.
+
+    After each forward, attention_weights[pos][layer][head] holds that head's weights over
+    positions 0..pos."""
 
     def __init__(self, config, weights, matvec=matvec):
         self.c, self.w, self.matvec = config, weights, matvec
+        self.attention_weights = []
         kv_dim = config.n_kv_heads * config.head_size
         self.key_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
         self.value_cache = np.zeros((config.n_layers, config.seq_len, kv_dim))
@@ -307,6 +314,8 @@ class Transformer:
         c, w, mv = self.c, self.w, self.matvec
         assert 0 <= token < c.vocab_size and 0 <= pos < c.seq_len
         x = w["token_embedding"][token].copy()  # the residual stream
+        del self.attention_weights[pos:]  # a position run again replaces its weights
+        self.attention_weights.append([])
         for l, layer in enumerate(w["layers"]):
             # Attention block, pre-norm: normalise a copy, add the result back to x.
             xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
@@ -314,7 +323,10 @@ class Transformer:
             k = rope(mv(layer["wk"], xb), pos, c.head_size, c.rope_theta)
             self.key_cache[l, pos] = k
             self.value_cache[l, pos] = mv(layer["wv"], xb)
-            att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c)
+            heads = []
+            att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c,
+                            heads)
+            self.attention_weights[pos].append(heads)
             x = x + mv(layer["wo"], att)
             # Feedforward block, also pre-norm with a residual connection.
             xb = rmsnorm(x, layer["ffn_norm"], c.norm_eps)
