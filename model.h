@@ -30,7 +30,7 @@
  * anything but the CPU.
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
- * kernels.c (matvec, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
+ * kernels.c (matmul, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
  * token), chat.c (chat templates), run.c (the command line). The file formats are described
  * in models/FORMAT.md.
  *
