@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attnviz.h"
 #include "kernels.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -82,7 +83,7 @@ void attention(float *out, float *att, const float *q, const float *key_cache,
 
 void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
                      const float *value_cache, int n, int n_heads, int n_kv_heads,
-                     int head_size, int seq_len, int pos) {
+                     int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
     int group = n_heads / n_kv_heads;
     size_t stride = (size_t)n_heads * head_size; /* from one token's queries to the next */
     /* one head per thread: the head's keys stay in that core's cache for all n queries */
@@ -94,6 +95,8 @@ void attention_chunk(float *out, float *att, const float *q, const float *key_ca
             size_t at = i * stride + (size_t)h * head_size;
             attend(out + at, att + (size_t)h * seq_len, q + at, key_cache + kv,
                    value_cache + kv, pos + i + 1, head_size);
+            /* --attn: save the row now, the next query of this head reuses the scratch */
+            if (rec) attn_record_row(rec, layer, h, pos + i, att + (size_t)h * seq_len);
         }
     }
 }

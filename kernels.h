@@ -10,6 +10,8 @@
 
 #include "model.h"
 
+struct AttnRecorder; /* attnviz.h: the --attn recorder, NULL when off */
+
 /* out (n) = x (n) / sqrt(mean(x^2) + eps) * weight (n). out may alias x. */
 void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 
@@ -78,10 +80,12 @@ void attention(float *out, float *att, const float *q, const float *key_cache,
 
 /* attention() for n consecutive queries at once, q and out (n, n_heads, head_size), the query
  * of row i at position pos + i seeing positions 0..pos + i. The cache must already hold
- * all n new keys and values. att (n_heads, seq_len) is scratch. */
+ * all n new keys and values. att (n_heads, seq_len) is scratch. rec, when not NULL (--attn),
+ * receives every row of weights of `layer` as it is computed. */
 void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
                      const float *value_cache, int n, int n_heads, int n_kv_heads,
-                     int head_size, int seq_len, int pos);
+                     int head_size, int seq_len, int pos,
+                     struct AttnRecorder *rec, int layer);
 
 /* The float a bf16 value stands for: its 16 bits are the top half of a float32. */
 static inline float bf16_to_f32(uint16_t h) {

@@ -551,7 +551,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
                            s->cv + (size_t)i * kv_dim, p->n_kv_heads, hs, p->seq_len, pos + i);
         }
         attention_chunk(s->cxb, s->att, s->cq, key_cache, value_cache, n, p->n_heads,
-                        p->n_kv_heads, hs, p->seq_len, pos);
+                        p->n_kv_heads, hs, p->seq_len, pos, m->attn, l);
 
         /* x = x + wo(xb) */
         matmul(s->cxb2, &lw->wo, s->cxb, xq, xq_scale, n, dim, q_dim);
@@ -593,15 +593,6 @@ float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_log
     if (n <= 0 || pos < 0 || pos > p->seq_len - n) return NULL;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= p->vocab_size) return NULL;
-    if (m->attn) { /* --attn records the weights of each position as model_forward runs it */
-        for (int i = 0; i < n; i++) {
-            float *logits = model_forward(m, tokens[i], pos + i);
-            if (all_logits)
-                memcpy(all_logits + (size_t)i * p->vocab_size, logits,
-                       p->vocab_size * sizeof(float));
-        }
-        return m->state.logits;
-    }
     int chunk = m->state.chunk_len;
     for (int done = 0; done < n; done += chunk) {
         int k = n - done < chunk ? n - done : chunk;

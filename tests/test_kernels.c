@@ -380,7 +380,7 @@ static void test_attention_chunk(void) {
     float *q = random_floats((size_t)n * heads * hs);
     float *out = malloc(sizeof(float) * n * heads * hs), *one = malloc(sizeof(float) * heads * hs);
     float *att = malloc(sizeof(float) * heads * seq);
-    attention_chunk(out, att, q, kc, vc, n, heads, kv_heads, hs, seq, pos);
+    attention_chunk(out, att, q, kc, vc, n, heads, kv_heads, hs, seq, pos, NULL, 0);
     for (int i = 0; i < n; i++) {
         attention(one, att, q + (size_t)i * heads * hs, kc, vc, heads, kv_heads, hs, seq, pos + i);
         CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
