@@ -243,6 +243,11 @@ void tokenizer_free(Tokenizer *t);
  * of ids written, or -1 if memory ran out. */
 int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens);
 
+/* Encodes text that continues after a special token, such as a chat template's <|user|>:
+ * the same as tokenizer_encode without BOS, EOS and the dummy-prefix space, which sentencepiece
+ * puts only at the start of a text. Returns the number of ids, or -1 if memory ran out. */
+int tokenizer_encode_continuation(const Tokenizer *t, const char *text, int *tokens);
+
 /* The bytes token stands for when it follows prev_token: a <0xXX> piece is its byte, and the
  * leading space of a piece right after BOS is dropped. Sets *len; the result may hold any
  * byte and lives as long as the tokenizer. Returns NULL for an id outside the vocabulary. */
