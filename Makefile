@@ -24,7 +24,7 @@ VFLAGS  = $(WARN) -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
 LIB     = model.c attention.c kernels.c tokenizer.c sampler.c chat.c attnviz.c
-TOOLS   = run tokenize test_sampler
+TOOLS   = run tokenize test_sampler test_kernels
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args

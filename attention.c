@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attnviz.h"
 #include "kernels.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -54,35 +55,48 @@ void kv_cache_store(float *key_cache, float *value_cache, const float *k, const 
 /* Grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads). Causal: the
  * query at pos sees positions 0..pos only, because later ones are not in the cache yet. */
 
+/* One query head q (head_size) over the first n_pos cached keys and values (n_pos, head_size):
+ * out (head_size) = sum_t softmax(q . k_t / sqrt(head_size))_t v_t. scores (n_pos) is left
+ * holding the attention weights. Decoding and prompt chunks both come here, so a position
+ * gets the same numbers either way. */
+static void attend(float *out, float *scores, const float *q, const float *keys,
+                   const float *values, int n_pos, int head_size) {
+    /* the scores are a matrix-vector product with the cached keys as the matrix rows */
+    matvec_f32(scores, keys, q, n_pos, head_size);
+    float norm = sqrtf((float)head_size);
+    for (int t = 0; t < n_pos; t++) scores[t] /= norm;
+    softmax(scores, n_pos);
+    vecmat_f32(out, scores, values, n_pos, head_size);
+}
+
 void attention(float *out, float *att, const float *q, const float *key_cache,
                const float *value_cache, int n_heads, int n_kv_heads, int head_size,
                int seq_len, int pos) {
     int group = n_heads / n_kv_heads;
-    float norm = sqrtf((float)head_size);
-    /* (long): n_heads * head_size * positions exceeds INT_MAX at long contexts */
     #pragma omp parallel for if ((long)n_heads * (pos + 1) * head_size >= (1 << 15))
     for (int h = 0; h < n_heads; h++) {
-        const float *qh = q + (size_t)h * head_size;
-        const float *keys = key_cache + (size_t)(h / group) * seq_len * head_size;
-        const float *values = value_cache + (size_t)(h / group) * seq_len * head_size;
-        float *scores = att + (size_t)h * seq_len;
+        size_t kv = (size_t)(h / group) * seq_len * head_size;
+        attend(out + (size_t)h * head_size, att + (size_t)h * seq_len, q + (size_t)h * head_size,
+               key_cache + kv, value_cache + kv, pos + 1, head_size);
+    }
+}
 
-        /* scores_t = q . k_t / sqrt(head_size) */
-        for (int t = 0; t <= pos; t++) {
-            const float *kt = keys + (size_t)t * head_size;
-            float dot = 0.0f;
-            for (int i = 0; i < head_size; i++) dot += qh[i] * kt[i];
-            scores[t] = dot / norm;
-        }
-        softmax(scores, pos + 1);
-
-        /* out_h = sum_t weights_t v_t */
-        float *oh = out + (size_t)h * head_size;
-        memset(oh, 0, head_size * sizeof(float));
-        for (int t = 0; t <= pos; t++) {
-            const float *vt = values + (size_t)t * head_size;
-            float a = scores[t];
-            for (int i = 0; i < head_size; i++) oh[i] += a * vt[i];
+void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
+                     const float *value_cache, int n, int n_heads, int n_kv_heads,
+                     int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
+    int group = n_heads / n_kv_heads;
+    size_t stride = (size_t)n_heads * head_size; /* from one token's queries to the next */
+    /* one head per thread: the head's keys stay in that core's cache for all n queries */
+    #pragma omp parallel for schedule(dynamic, 1) \
+        if ((long)n_heads * n * (pos + n) * head_size >= (1 << 15))
+    for (int h = 0; h < n_heads; h++) {
+        size_t kv = (size_t)(h / group) * seq_len * head_size;
+        for (int i = 0; i < n; i++) {
+            size_t at = i * stride + (size_t)h * head_size;
+            attend(out + at, att + (size_t)h * seq_len, q + at, key_cache + kv,
+                   value_cache + kv, pos + i + 1, head_size);
+            /* --attn: save the row now, the next query of this head reuses the scratch */
+            if (rec) attn_record_row(rec, layer, h, pos + i, att + (size_t)h * seq_len);
         }
     }
 }

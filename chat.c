@@ -23,7 +23,6 @@
  * exactly Meta's reference and llama2.c: each turn is BOS and one sentencepiece encoding of
  * "[INST] ... [/INST]".
  */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,51 +68,19 @@ static int reserve_ids(Builder *b, size_t more) {
     return 1;
 }
 
-/* Encodes text (len > 0) without the dummy prefix. tokenizer_encode always adds it, so
- * encode the byte 0xFF in front of the text and drop what the 0xFF alone encodes to: as
- * invalid UTF-8 it becomes a byte token that never merges with a neighbour, so nothing after
- * it changes. (Hugging Face's LlamaTokenizer does the same with "<unk>" in front.) Appends
- * the ids to b. */
-static void encode_without_prefix(Builder *b, const char *text, size_t len) {
-    char *marked = malloc(len + 2);
-    int *ids = malloc((len + 4) * sizeof *ids);
-    int marker[8];
-    if (!marked || !ids) {
-        b->failed = 1;
-    } else {
-        marked[0] = (char)0xFF;
-        memcpy(marked + 1, text, len);
-        marked[len + 1] = '\0';
-        int n_marker = tokenizer_encode(b->t, "\xFF", 0, 0, marker);
-        int n = tokenizer_encode(b->t, marked, 0, 0, ids);
-        if (n_marker < 0 || n < 0 || !reserve_ids(b, (size_t)n)) {
-            b->failed = 1;
-        } else {
-            /* the invariant this rests on, a property of tokenizer.c */
-            assert(n >= n_marker && memcmp(ids, marker, n_marker * sizeof *ids) == 0);
-            memcpy(b->ids + b->n, ids + n_marker, (size_t)(n - n_marker) * sizeof *ids);
-            b->n += n - n_marker;
-        }
-    }
-    free(marked);
-    free(ids);
-}
-
 /* Encodes the pending text, if any. */
 static void flush_text(Builder *b) {
     if (b->len == 0 || b->failed) return;
     b->text[b->len] = '\0';
-    if (b->at_start) {
-        if (!reserve_ids(b, b->len + 3)) {
-            b->failed = 1;
-            return;
-        }
-        int n = tokenizer_encode(b->t, b->text, 0, 0, b->ids + b->n);
-        if (n < 0) b->failed = 1;
-        else b->n += n;
-    } else {
-        encode_without_prefix(b, b->text, b->len);
+    if (!reserve_ids(b, b->len + 3)) {
+        b->failed = 1;
+        return;
     }
+    /* only text at the start of the conversation or right after BOS gets the dummy prefix */
+    int n = b->at_start ? tokenizer_encode(b->t, b->text, 0, 0, b->ids + b->n)
+                        : tokenizer_encode_continuation(b->t, b->text, b->ids + b->n);
+    if (n < 0) b->failed = 1;
+    else b->n += n;
     b->len = 0;
     b->at_start = 0;
 }

@@ -1,16 +1,70 @@
 /*
- * kernels.c - matrix-vector products, RMSNorm and softmax.
+ * kernels.c - matrix products, RMSNorm and softmax.
  *
- * Nearly all the time of a forward pass is spent in matvec: every weight is read once per
- * token. The plain C versions below are the definition; faster paths must give the same
- * numbers up to float rounding, and tests/test_kernels.c checks that they do.
+ * Nearly all the time of a forward pass is spent in matmul: every weight is read once per
+ * token while decoding, once per chunk of tokens while reading the prompt. The plain C
+ * versions below are the definition; the fast paths must give the same numbers up to float
+ * rounding, and tests/test_kernels.c checks that they do on awkward sizes.
+ *
+ * Fast paths are chosen at build time from the compiler's predefined macros (-march=native
+ * defines them for the machine it runs on): AVX-512 (F, BW, VL; VNNI for int8), else AVX2
+ * with FMA, else the plain C reference. `make portable` builds the plain one.
+ *
+ * How the fast matmul works (the same plan for every weight type): the output is cut into
+ * tiles of TILE_R weight rows x TILE_T tokens. A tile keeps one vector accumulator per
+ * (row, token) in registers; each step loads one vector of each of its rows and each of its
+ * tokens and does TILE_R x TILE_T multiply-adds. So a weight vector loaded from memory serves
+ * TILE_T tokens, and an activation vector TILE_R rows: while decoding (one token) the tile is
+ * TILE_R x 1 and the speed is set by memory bandwidth; for a prompt chunk the weights are
+ * streamed once per chunk instead of once per token, and the speed is set by the arithmetic.
+ * Every (row, token) accumulator sees the same sequence of operations whatever the tile
+ * shape, so a prompt chunk gives bit for bit the numbers that token-by-token decoding gives.
  */
 #include <math.h>
+#include <string.h>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
-/* Below this many multiply-adds a matvec is not worth waking a second thread for. */
-#define PARALLEL_MIN_WORK (1 << 15)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define USE_AVX512 1
+#if defined(__AVX512VNNI__)
+#define USE_VNNI 1
+#endif
+#elif defined(__AVX2__) && defined(__FMA__)
+#define USE_AVX2 1
+#endif
+/* int8 without VNNI (AVX-512 machines before Ice Lake) takes the AVX2 route. */
+#if !defined(USE_VNNI) && defined(__AVX2__) && defined(__FMA__)
+#define USE_AVX2_Q8 1
+#endif
+
+/* Below this many multiply-adds a matmul runs on one thread: waking the others costs a few
+ * microseconds, more than the work saved (measured on stories260K and the 15M shape). */
+#define PARALLEL_MIN_WORK (1 << 17)
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+#if defined(USE_AVX512)
+/* A mask selecting the first n (< 16 or 64) lanes, for the short last step of a row. */
+static ALWAYS_INLINE __mmask16 mask16(int n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
+static ALWAYS_INLINE __mmask64 mask64(int n) { return n >= 64 ? ~0ull : (1ull << n) - 1; }
+#endif
+
+#if defined(__AVX2__)
+/* The sum of the 8 floats of v. */
+static ALWAYS_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Normalisation and softmax */
@@ -56,50 +110,553 @@ void matvec_bf16_ref(float *y, const uint16_t *w, const float *x, int rows, int 
     }
 }
 
-/* Q8_0: each group of group_size weights along a row (the last group of a row may be
- * shorter) is int8 times one scale. The activations are quantized the same way (per group,
- * scale max|x| / 127) so that the inner loop is an integer dot product: that is what makes
- * int8 fast on hardware with VNNI. */
-void matvec_q8_ref(float *y, const int8_t *w, const float *scales, const float *x,
-                   int rows, int cols, int group_size) {
+/* Q8_0 quantizes the activations too, so that the inner loop is an integer dot product: that
+ * is what makes int8 fast on hardware with VNNI. Rounding is roundf's, half away from zero
+ * (tests/reference.py mirrors it). The clamp only matters for NaN or infinite activations,
+ * which it keeps defined. */
+void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int group_size) {
+    for (int start = 0, g = 0; start < n; start += group_size, g++) {
+        int len = min_int(group_size, n - start);
+        float amax = 0.0f;
+        for (int j = 0; j < len; j++) amax = fmaxf(amax, fabsf(x[start + j]));
+        float scale = amax / 127.0f;
+        float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int j = 0; j < len; j++)
+            xq[start + j] = (int8_t)roundf(fmaxf(fminf(x[start + j] * inv, 127.0f), -127.0f));
+        xq_scale[g] = scale;
+    }
+}
+
+/* The same numbers, bit for bit, 16 or 8 at a time. Worth it: compiled plainly, roundf, fmaxf
+ * and fminf are library calls, and quantizing took a quarter of a 15M model's decode time.
+ * roundf is rebuilt exactly: truncate, then step away from zero if the dropped fraction (exact
+ * in float) is at least one half. max/min return their second operand for NaN, which gives
+ * fmaxf's and fminf's answers in the order used here. */
+void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_size) {
+#if defined(USE_AVX512)
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000), one = _mm512_set1_epi32(0x3F800000);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    const __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    for (int start = 0, g = 0; start < n; start += group_size, g++) {
+        int len = min_int(group_size, n - start);
+        __m512 amax = _mm512_setzero_ps();
+        for (int j = 0; j < len; j += 16) {
+            __m512 v = _mm512_maskz_loadu_ps(mask16(len - j), x + start + j);
+            amax = _mm512_max_ps(_mm512_abs_ps(v), amax);
+        }
+        float scale = _mm512_reduce_max_ps(amax) / 127.0f;
+        __m512 inv = _mm512_set1_ps(scale > 0.0f ? 1.0f / scale : 0.0f);
+        for (int j = 0; j < len; j += 16) {
+            __mmask16 m = mask16(len - j);
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + start + j), inv);
+            v = _mm512_max_ps(_mm512_min_ps(v, hi), lo);
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, t)), half, _CMP_GE_OQ);
+            __m512i away = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(v), sign), one);
+            t = _mm512_mask_add_ps(t, up, t, _mm512_castsi512_ps(away)); /* t +- 1 */
+            _mm512_mask_cvtepi32_storeu_epi8(xq + start + j, m, _mm512_cvttps_epi32(t));
+        }
+        xq_scale[g] = scale;
+    }
+#elif defined(USE_AVX2) || defined(USE_AVX2_Q8)
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    for (int start = 0, g = 0; start < n; start += group_size, g++) {
+        int len = min_int(group_size, n - start), j = 0;
+        __m256 amax = _mm256_setzero_ps();
+        for (; j + 8 <= len; j += 8)
+            amax = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + start + j)), amax);
+        float m8[8];
+        _mm256_storeu_ps(m8, amax);
+        float scale = 0.0f;
+        for (int k = 0; k < 8; k++) scale = fmaxf(scale, m8[k]);
+        for (; j < len; j++) scale = fmaxf(scale, fabsf(x[start + j]));
+        scale /= 127.0f;
+        float inv_s = scale > 0.0f ? 1.0f / scale : 0.0f;
+        __m256 inv = _mm256_set1_ps(inv_s);
+        for (j = 0; j + 8 <= len; j += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + start + j), inv);
+            v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
+            __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
+            __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ),
+                                        _mm256_or_ps(_mm256_and_ps(sign, v), _mm256_set1_ps(1.0f)));
+            __m256i q = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+            int32_t q8[8];
+            _mm256_storeu_si256((__m256i *)q8, q);
+            for (int k = 0; k < 8; k++) xq[start + j + k] = (int8_t)q8[k];
+        }
+        for (; j < len; j++)
+            xq[start + j] = (int8_t)roundf(fmaxf(fminf(x[start + j] * inv_s, 127.0f), -127.0f));
+        xq_scale[g] = scale;
+    }
+#else
+    quantize_q8_ref(xq, xq_scale, x, n, group_size);
+#endif
+}
+
+/* Each group contributes (integer dot product) x (weight scale x activation scale). */
+void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
+                   const float *xq_scale, int rows, int cols, int group_size) {
     int groups = (cols + group_size - 1) / group_size;
     #pragma omp parallel for if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int i = 0; i < rows; i++) {
         const int8_t *row = w + (size_t)i * cols;
         float sum = 0.0f;
         for (int g = 0; g < groups; g++) {
-            int start = g * group_size;
-            int len = cols - start < group_size ? cols - start : group_size;
-            float amax = 0.0f;
-            for (int j = 0; j < len; j++) amax = fmaxf(amax, fabsf(x[start + j]));
-            float xscale = amax / 127.0f;
-            float inv = xscale > 0.0f ? 1.0f / xscale : 0.0f;
+            int start = g * group_size, len = min_int(group_size, cols - start);
             int32_t dot = 0;
-            for (int j = 0; j < len; j++) {
-                /* Hardening: a corrupt file's NaN or infinite weights make NaN activations,
-                 * and converting NaN to an integer is undefined behaviour (found by fuzzing,
-                 * tests/regressions/q8_nan_activation). Such a value counts as 0; the
-                 * result is garbage but the program goes on. */
-                float v = x[start + j] * inv;
-                int32_t xq = v >= -127.5f && v <= 127.5f ? (int32_t)roundf(v) : 0;
-                dot += row[start + j] * xq;
-            }
-            sum += (float)dot * xscale * scales[(size_t)i * groups + g];
+            for (int j = start; j < start + len; j++) dot += row[j] * xq[j];
+            sum += (float)dot * (w_scale[(size_t)i * groups + g] * xq_scale[g]);
         }
         y[i] = sum;
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Dispatch on the weight type */
+/* Tiles. A tile computes y[t * rows + r] for R rows x T tokens (R <= TILE_R, T <= TILE_T,
+ * compile-time constants at every call so the loops unroll and the accumulators live in
+ * registers). w points at the tile's first row, x at its first token, y at its first output.
+ * Both w and x have a stride of cols; y has a stride of rows. */
 
-void matvec(float *y, const Tensor *w, const float *x, int rows, int cols) {
-    switch (w->type) {
-    case WEIGHT_F32: matvec_f32_ref(y, w->data, x, rows, cols); break;
-    case WEIGHT_BF16: matvec_bf16_ref(y, w->data, x, rows, cols); break;
-    case WEIGHT_Q8_0: matvec_q8_ref(y, w->data, w->scales, x, rows, cols, w->group_size); break;
+#if defined(USE_AVX512)
+
+#define TILE_R 4
+#define TILE_T 4
+
+
+/* f32 weights: 16 columns per step. */
+static ALWAYS_INLINE void f32_step(__m512 acc[TILE_R][TILE_T], const float *w, const float *x,
+                                   int j, __mmask16 m, int R, int T, int cols) {
+    __m512 wv[TILE_R];
+    for (int r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w + (size_t)r * cols + j);
+    for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * cols + j);
+        for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
     }
 }
+
+static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
+                                   int rows, int cols) {
+    __m512 acc[TILE_R][TILE_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) f32_step(acc, w, x, j, 0xFFFF, R, T, cols);
+    if (j < cols) f32_step(acc, w, x, j, mask16(cols - j), R, T, cols);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* bf16 weights: widened to f32 exactly (a bf16 is the top half of a float, so a 16-bit shift
+ * is the whole conversion) and multiplied with f32 activations. The alternative, vdpbf16ps,
+ * rounds the activations to bf16 as well (8 bits of mantissa: 1000 times the error in
+ * `test_kernels --bench`) and is no faster where it matters: streaming a matrix from memory,
+ * as decoding does, one core widened at 24-27 GB/s against vdpbf16ps's 19 GB/s; only a matrix
+ * already in L3 went 25% faster with it. In a prompt chunk the two widening instructions are
+ * shared by TILE_T tokens. BENCHMARKS.md has the numbers. */
+static ALWAYS_INLINE void bf16_step(__m512 acc[TILE_R][TILE_T], const uint16_t *w,
+                                    const float *x, int j, __mmask16 m, int R, int T, int cols) {
+    __m512 wv[TILE_R];
+    for (int r = 0; r < R; r++) {
+        __m256i h = _mm256_maskz_loadu_epi16(m, w + (size_t)r * cols + j);
+        wv[r] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    for (int t = 0; t < T; t++) {
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * cols + j);
+        for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+}
+
+static ALWAYS_INLINE void tile_bf16(float *y, const uint16_t *w, const float *x, int R, int T,
+                                    int rows, int cols) {
+    __m512 acc[TILE_R][TILE_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) bf16_step(acc, w, x, j, 0xFFFF, R, T, cols);
+    if (j < cols) bf16_step(acc, w, x, j, mask16(cols - j), R, T, cols);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+#elif defined(USE_AVX2)
+
+#define TILE_R 4
+#define TILE_T 2
+
+
+/* The first n (< 8) floats at p, the rest zero: the short last step of a row. */
+static ALWAYS_INLINE __m256 load_f32_part(const float *p, int n) {
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_maskload_ps(p, keep);
+}
+
+/* n bf16 (n <= 8) at p, the rest zero, widened to f32 (see the AVX-512 version for why). */
+static ALWAYS_INLINE __m256 load_bf16(const uint16_t *p, int n) {
+    __m128i h;
+    if (n >= 8) {
+        h = _mm_loadu_si128((const __m128i *)p);
+    } else {
+        uint16_t buf[8] = {0};
+        memcpy(buf, p, n * sizeof *p);
+        h = _mm_loadu_si128((const __m128i *)buf);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
+                                   int rows, int cols) {
+    __m256 acc[TILE_R][TILE_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int j = 0; j < cols; j += 8) {
+        int n = cols - j;
+        __m256 wv[TILE_R];
+        for (int r = 0; r < R; r++)
+            wv[r] = n >= 8 ? _mm256_loadu_ps(w + (size_t)r * cols + j)
+                           : load_f32_part(w + (size_t)r * cols + j, n);
+        for (int t = 0; t < T; t++) {
+            __m256 xv = n >= 8 ? _mm256_loadu_ps(x + (size_t)t * cols + j)
+                               : load_f32_part(x + (size_t)t * cols + j, n);
+            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
+}
+
+static ALWAYS_INLINE void tile_bf16(float *y, const uint16_t *w, const float *x, int R, int T,
+                                    int rows, int cols) {
+    __m256 acc[TILE_R][TILE_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int j = 0; j < cols; j += 8) {
+        int n = cols - j;
+        __m256 wv[TILE_R];
+        for (int r = 0; r < R; r++) wv[r] = load_bf16(w + (size_t)r * cols + j, n);
+        for (int t = 0; t < T; t++) {
+            __m256 xv = n >= 8 ? _mm256_loadu_ps(x + (size_t)t * cols + j)
+                               : load_f32_part(x + (size_t)t * cols + j, n);
+            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
+}
+
+#endif
+
+/* Q8_0 tiles: w (int8) with w_scale (one float per group of a row), x quantized into xq with
+ * xq_scale (one per group of a token), `groups` groups per row. Each step takes a whole
+ * number of groups or a part of one, so an integer dot product never mixes two scales. */
+
+#if defined(USE_VNNI)
+
+#define TILE_R_Q8 4
+#define TILE_T_Q8 3 /* 4 x 4 would need more than the 32 vector registers */
+
+/* The scale of each int32 lane of a 64-byte step starting in group g: with groups of 64 the
+ * whole step is one group; with groups of 32 the upper 8 lanes belong to group g + 1 (which
+ * may not exist at the end of a row: its lanes then hold zeros, and so must the scale). */
+static ALWAYS_INLINE __m512 lane_scales(const float *scale, int g, int groups, int group_size) {
+    if (group_size == 64) return _mm512_set1_ps(scale[g]);
+    __m512 two = _mm512_maskz_loadu_ps(g + 1 < groups ? 3 : 1, scale + g);
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), two);
+}
+
+/* vpdpbusd multiplies unsigned bytes by signed bytes. The activations become unsigned by
+ * adding 128 (flipping the top bit), which adds 128 x (sum of the weights) to each lane; that
+ * sum depends only on the weights, so it is computed once per weight vector, shared by all
+ * tokens of the tile, and preloaded negated into the accumulator that vpdpbusd adds to. */
+static ALWAYS_INLINE void q8_step(__m512 acc[TILE_R_Q8][TILE_T_Q8], const int8_t *w,
+                                  const float *w_scale, const int8_t *xq, const float *xq_scale,
+                                  int j, __mmask64 m, int R, int T, int cols, int groups,
+                                  int group_size) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    int g = group_size == 32 ? j >> 5 : j >> 6;
+    __m512i wv[TILE_R_Q8], neg_bias[TILE_R_Q8];
+    __m512 wsv[TILE_R_Q8];
+    for (int r = 0; r < R; r++) {
+        wv[r] = _mm512_maskz_loadu_epi8(m, w + (size_t)r * cols + j);
+        neg_bias[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wv[r]));
+        wsv[r] = lane_scales(w_scale + (size_t)r * groups, g, groups, group_size);
+    }
+    for (int t = 0; t < T; t++) {
+        __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xq + (size_t)t * cols + j), bias);
+        __m512 xsv = lane_scales(xq_scale + (size_t)t * groups, g, groups, group_size);
+        for (int r = 0; r < R; r++) {
+            __m512i dot = _mm512_dpbusd_epi32(neg_bias[r], u, wv[r]);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wsv[r], xsv),
+                                        acc[r][t]);
+        }
+    }
+}
+
+static ALWAYS_INLINE void tile_q8(float *y, const int8_t *w, const float *w_scale,
+                                  const int8_t *xq, const float *xq_scale, int R, int T,
+                                  int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size;
+    __m512 acc[TILE_R_Q8][TILE_T_Q8];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 64 <= cols; j += 64)
+        q8_step(acc, w, w_scale, xq, xq_scale, j, ~0ull, R, T, cols, groups, group_size);
+    if (j < cols)
+        q8_step(acc, w, w_scale, xq, xq_scale, j, mask64(cols - j), R, T, cols, groups,
+                group_size);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+/* The group sizes FORMAT.md allows; others take the reference path. */
+static int q8_fast_group(int group_size) { return group_size == 32 || group_size == 64; }
+
+#elif defined(USE_AVX2_Q8)
+
+#define TILE_R_Q8 2
+#define TILE_T_Q8 2
+
+
+/* 32 bytes at p, or the first n of them and zeros. */
+static ALWAYS_INLINE __m256i load_i8(const int8_t *p, int n) {
+    if (n >= 32) return _mm256_loadu_si256((const __m256i *)p);
+    int8_t buf[32] = {0};
+    memcpy(buf, p, n);
+    return _mm256_loadu_si256((const __m256i *)buf);
+}
+
+/* vpmaddubsw multiplies unsigned by signed bytes and adds pairs into int16 with saturation.
+ * |x| times w with the sign of x moved onto w gives x * w; both magnitudes are at most 127, so
+ * a pair sums to at most 2 * 127 * 127 < 32767 and never saturates. (A weight of -128, which
+ * export never writes, would come out wrong here.) */
+static ALWAYS_INLINE void tile_q8(float *y, const int8_t *w, const float *w_scale,
+                                  const int8_t *xq, const float *xq_scale, int R, int T,
+                                  int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE_R_Q8][TILE_T_Q8];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int j = 0; j < cols; j += 32) {
+        int n = cols - j, g = group_size == 32 ? j >> 5 : j >> 6;
+        __m256i wv[TILE_R_Q8];
+        for (int r = 0; r < R; r++) wv[r] = load_i8(w + (size_t)r * cols + j, n);
+        for (int t = 0; t < T; t++) {
+            __m256i xv = load_i8(xq + (size_t)t * cols + j, n);
+            __m256i ax = _mm256_abs_epi8(xv);
+            float xs = xq_scale[(size_t)t * groups + g];
+            for (int r = 0; r < R; r++) {
+                __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[r], xv));
+                __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                __m256 s = _mm256_set1_ps(w_scale[(size_t)r * groups + g] * xs);
+                acc[r][t] = _mm256_fmadd_ps(dot, s, acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
+}
+
+/* The group sizes FORMAT.md allows; others take the reference path. */
+static int q8_fast_group(int group_size) { return group_size == 32 || group_size == 64; }
+
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tiled matmul: threads share out blocks of TILE_R rows; each block runs all tokens. */
+
+#if defined(USE_AVX512) || defined(USE_AVX2)
+
+/* The tiles covering rows r0 .. r0 + nr - 1 (nr <= TILE_R) for all n tokens. Tiles of the full
+ * size first; leftover tokens go one at a time, leftover rows one at a time. A single token
+ * (decoding) goes one row at a time: one core streams weights from memory at about 23 GB/s
+ * through one row, but only 10-15 GB/s through four interleaved rows (measured here on 32000 x
+ * 768 floats), and with one token there is nothing for the tile to share anyway. */
+static void f32_rows(float *y, const float *w, const float *x, int n, int rows, int cols,
+                     int r0, int nr) {
+    const float *wr = w + (size_t)r0 * cols;
+    int t = 0;
+    if (nr == TILE_R && n > 1) {
+        for (; t + TILE_T <= n; t += TILE_T)
+            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows, cols);
+        for (; t < n; t++)
+            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, 1, rows, cols);
+    } else {
+        for (; t < n; t++)
+            for (int r = 0; r < nr; r++)
+                tile_f32(y + (size_t)t * rows + r0 + r, wr + (size_t)r * cols,
+                         x + (size_t)t * cols, 1, 1, rows, cols);
+    }
+}
+
+static void bf16_rows(float *y, const uint16_t *w, const float *x, int n, int rows, int cols,
+                      int r0, int nr) {
+    const uint16_t *wr = w + (size_t)r0 * cols;
+    int t = 0;
+    if (nr == TILE_R && n > 1) {
+        for (; t + TILE_T <= n; t += TILE_T)
+            tile_bf16(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows, cols);
+        for (; t < n; t++)
+            tile_bf16(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, 1, rows, cols);
+    } else {
+        for (; t < n; t++)
+            for (int r = 0; r < nr; r++)
+                tile_bf16(y + (size_t)t * rows + r0 + r, wr + (size_t)r * cols,
+                          x + (size_t)t * cols, 1, 1, rows, cols);
+    }
+}
+
+static void matmul_f32(float *y, const float *w, const float *x, int n, int rows, int cols) {
+    int blocks = (rows + TILE_R - 1) / TILE_R;
+    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < blocks; b++)
+        f32_rows(y, w, x, n, rows, cols, b * TILE_R, min_int(TILE_R, rows - b * TILE_R));
+}
+
+static void matmul_bf16(float *y, const uint16_t *w, const float *x, int n, int rows, int cols) {
+    int blocks = (rows + TILE_R - 1) / TILE_R;
+    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < blocks; b++)
+        bf16_rows(y, w, x, n, rows, cols, b * TILE_R, min_int(TILE_R, rows - b * TILE_R));
+}
+
+void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
+    for (int r0 = 0; r0 < rows; r0 += TILE_R)
+        f32_rows(y, w, x, 1, rows, cols, r0, min_int(TILE_R, rows - r0));
+}
+
+#else /* plain C: the references, one token at a time */
+
+static void matmul_f32(float *y, const float *w, const float *x, int n, int rows, int cols) {
+    for (int t = 0; t < n; t++)
+        matvec_f32_ref(y + (size_t)t * rows, w, x + (size_t)t * cols, rows, cols);
+}
+
+static void matmul_bf16(float *y, const uint16_t *w, const float *x, int n, int rows, int cols) {
+    for (int t = 0; t < n; t++)
+        matvec_bf16_ref(y + (size_t)t * rows, w, x + (size_t)t * cols, rows, cols);
+}
+
+void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
+    for (int i = 0; i < rows; i++) {
+        const float *row = w + (size_t)i * cols;
+        float sum = 0.0f;
+        for (int j = 0; j < cols; j++) sum += row[j] * x[j];
+        y[i] = sum;
+    }
+}
+
+#endif
+
+#if defined(USE_VNNI) || defined(USE_AVX2_Q8)
+
+static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
+                    const float *xq_scale, int n, int rows, int cols, int group_size,
+                    int r0, int nr) {
+    int groups = (cols + group_size - 1) / group_size;
+    const int8_t *wr = w + (size_t)r0 * cols;
+    const float *sr = w_scale + (size_t)r0 * groups;
+    int t = 0;
+    if (nr == TILE_R_Q8 && n > 1) {
+        for (; t + TILE_T_Q8 <= n; t += TILE_T_Q8)
+            tile_q8(y + (size_t)t * rows + r0, wr, sr, xq + (size_t)t * cols,
+                    xq_scale + (size_t)t * groups, TILE_R_Q8, TILE_T_Q8, rows, cols, group_size);
+        for (; t < n; t++)
+            tile_q8(y + (size_t)t * rows + r0, wr, sr, xq + (size_t)t * cols,
+                    xq_scale + (size_t)t * groups, TILE_R_Q8, 1, rows, cols, group_size);
+    } else {
+        for (; t < n; t++)
+            for (int r = 0; r < nr; r++)
+                tile_q8(y + (size_t)t * rows + r0 + r, wr + (size_t)r * cols,
+                        sr + (size_t)r * groups, xq + (size_t)t * cols,
+                        xq_scale + (size_t)t * groups, 1, 1, rows, cols, group_size);
+    }
+}
+
+#endif
+
+/* Quantizes the n tokens once, then multiplies every row with them. */
+static void matmul_q8(float *y, const int8_t *w, const float *w_scale, const float *x,
+                      int8_t *xq, float *xq_scale, int n, int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size;
+    for (int t = 0; t < n; t++)
+        quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups, x + (size_t)t * cols,
+                    cols, group_size);
+#if defined(USE_VNNI) || defined(USE_AVX2_Q8)
+    if (q8_fast_group(group_size)) {
+        int blocks = (rows + TILE_R_Q8 - 1) / TILE_R_Q8;
+        #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
+        for (int b = 0; b < blocks; b++)
+            q8_rows(y, w, w_scale, xq, xq_scale, n, rows, cols, group_size, b * TILE_R_Q8,
+                    min_int(TILE_R_Q8, rows - b * TILE_R_Q8));
+        return;
+    }
+#endif
+    for (int t = 0; t < n; t++)
+        matvec_q8_ref(y + (size_t)t * rows, w, w_scale, xq + (size_t)t * cols,
+                      xq_scale + (size_t)t * groups, rows, cols, group_size);
+}
+
+void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
+            int n, int rows, int cols) {
+    switch (w->type) {
+    case WEIGHT_F32: matmul_f32(y, w->data, x, n, rows, cols); break;
+    case WEIGHT_BF16: matmul_bf16(y, w->data, x, n, rows, cols); break;
+    case WEIGHT_Q8_0:
+        matmul_q8(y, w->data, w->scales, x, xq, xq_scale, n, rows, cols, w->group_size);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small vector helpers for attention */
+
+void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols) {
+    for (int j = 0; j < cols; j++) y[j] = 0.0f;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) y[j] += a[i] * w[(size_t)i * cols + j];
+}
+
+/* A block of up to 64 outputs stays in registers while the rows stream past, instead of
+ * y being loaded and stored once per row. */
+void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols) {
+#if defined(USE_AVX512)
+    for (int j = 0; j < cols; j += 64) {
+        __mmask16 m[4];
+        __m512 acc[4];
+        for (int k = 0; k < 4; k++) m[k] = j + 16 * k < cols ? mask16(cols - j - 16 * k) : 0;
+        for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
+        for (int i = 0; i < rows; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+            const float *row = w + (size_t)i * cols + j;
+            for (int k = 0; k < 4; k++)
+                acc[k] = _mm512_fmadd_ps(ai, _mm512_maskz_loadu_ps(m[k], row + 16 * k), acc[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(y + j + 16 * k, m[k], acc[k]);
+    }
+#elif defined(USE_AVX2)
+    int j = 0;
+    for (; j + 8 <= cols; j += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < rows; i++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(w + (size_t)i * cols + j), acc);
+        _mm256_storeu_ps(y + j, acc);
+    }
+    for (; j < cols; j++) {
+        float sum = 0.0f;
+        for (int i = 0; i < rows; i++) sum += a[i] * w[(size_t)i * cols + j];
+        y[j] = sum;
+    }
+#else
+    vecmat_f32_ref(y, a, w, rows, cols);
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The embedding lookup */
 
 void dequantize_row(float *out, const Tensor *w, int row, int cols) {
     size_t base = (size_t)row * cols;
@@ -122,4 +679,16 @@ void dequantize_row(float *out, const Tensor *w, int row, int cols) {
         break;
     }
     }
+}
+
+const char *kernels_isa(void) {
+#if defined(USE_AVX512) && defined(USE_VNNI)
+    return "f32:avx512 bf16:avx512 q8:avx512vnni";
+#elif defined(USE_AVX512)
+    return "f32:avx512 bf16:avx512 q8:avx2";
+#elif defined(USE_AVX2)
+    return "f32:avx2 bf16:avx2 q8:avx2";
+#else
+    return "f32:plain bf16:plain q8:plain";
+#endif
 }

@@ -2,13 +2,15 @@
  * kernels.h - the numeric building blocks of the forward pass.
  *
  * Every kernel is a pure function: output first, inputs const, sizes last, no allocation.
- * matvec() dispatches on the weight type; the *_ref functions are the plain C versions that
- * define what each kernel computes, and the tests hold the fast paths to them.
+ * matmul() dispatches on the weight type; the *_ref functions are the plain C versions that
+ * define what each kernel computes, and tests/test_kernels.c holds the fast paths to them.
  */
 #ifndef KERNELS_H
 #define KERNELS_H
 
 #include "model.h"
+
+struct AttnRecorder; /* attnviz.h: the --attn recorder, NULL when off */
 
 /* out (n) = x (n) / sqrt(mean(x^2) + eps) * weight (n). out may alias x. */
 void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
@@ -16,17 +18,42 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 /* x (n) = softmax(x), in place, subtracting the max first for stability. */
 void softmax(float *x, int n);
 
-/* y (rows) = W (rows, cols) x (cols), for a weight matrix of any type. */
-void matvec(float *y, const Tensor *w, const float *x, int rows, int cols);
+/* y (n, rows) = x (n, cols) W^T: each of n tokens through a weight matrix W (rows, cols) of
+ * any type. n = 1 is the matrix-vector product of decoding; n > 1 is a prompt chunk, where
+ * each weight row is read once for all n tokens. For Q8_0 weights the activations are first
+ * quantized into the scratch xq (n * cols) and xq_scale (n * ceil(cols / group_size));
+ * f32 and bf16 weights leave the scratch untouched (it may then be NULL). */
+void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
+            int n, int rows, int cols);
 
-/* The plain C reference for matvec, one per weight type. */
+/* The plain C references, one token at a time, one per weight type. */
 void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols);
 void matvec_bf16_ref(float *y, const uint16_t *w, const float *x, int rows, int cols);
-void matvec_q8_ref(float *y, const int8_t *w, const float *scales, const float *x,
-                   int rows, int cols, int group_size);
+/* Q8_0: W is int8 w (rows, cols) with one scale per group_size values of a row (the last group
+ * of a row may be shorter); x is already quantized the same way by quantize_q8. */
+void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
+                   const float *xq_scale, int rows, int cols, int group_size);
+
+/* xq (n) and xq_scale (ceil(n / group_size)) = x (n) in groups of group_size values: each
+ * group gets scale max|x| / 127 and values roundf(x / scale) in -127..127. */
+void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
+void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
+
+/* y (rows) = W (rows, cols) x (cols) for float W, on the calling thread only: the building
+ * block of attention scores, where the rows are the cached keys. */
+void matvec_f32(float *y, const float *w, const float *x, int rows, int cols);
+
+/* y (cols) = a (rows) W (rows, cols): the rows of W weighted by a and summed, on the calling
+ * thread only; attention's weighted sum of the cached values. */
+void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols);
+void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols);
 
 /* out (cols) = row `row` of W (rows, cols), converted to float: the embedding lookup. */
 void dequantize_row(float *out, const Tensor *w, int row, int cols);
+
+/* Which instruction set each fast path was built for ("avx512", "avx2" or "plain"), for the
+ * tests and the benchmark report. */
+const char *kernels_isa(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* attention.c: RoPE, the KV cache and attention */
@@ -50,6 +77,15 @@ void kv_cache_store(float *key_cache, float *value_cache, const float *k, const 
 void attention(float *out, float *att, const float *q, const float *key_cache,
                const float *value_cache, int n_heads, int n_kv_heads, int head_size,
                int seq_len, int pos);
+
+/* attention() for n consecutive queries at once, q and out (n, n_heads, head_size), the query
+ * of row i at position pos + i seeing positions 0..pos + i. The cache must already hold
+ * all n new keys and values. att (n_heads, seq_len) is scratch. rec, when not NULL (--attn),
+ * receives every row of weights of `layer` as it is computed. */
+void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
+                     const float *value_cache, int n, int n_heads, int n_kv_heads,
+                     int head_size, int seq_len, int pos,
+                     struct AttnRecorder *rec, int layer);
 
 /* The float a bf16 value stands for: its 16 bits are the top half of a float32. */
 static inline float bf16_to_f32(uint16_t h) {

@@ -321,6 +321,11 @@ static int load_tllm(Model *m, char err[ERR_MAX]) {
 /* ------------------------------------------------------------------------------------------ */
 /* Run state */
 
+/* Tokens per prompt chunk. More tokens per chunk read the weights fewer times, but the chunk's
+ * activations (chunk x hidden_dim floats for w2) should stay in a core's L2 cache while the
+ * weight rows stream past them. */
+#define PREFILL_CHUNK 64
+
 /* Allocates every activation buffer and the KV cache. Returns 0, or -1 if memory ran out. */
 static int alloc_state(Model *m, char err[ERR_MAX]) {
     const Config *c = &m->config;
@@ -342,8 +347,31 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->rope_sin = calloc(c->head_size / 2, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
+
+    /* prompt chunks; a model with a short context never needs more than seq_len rows */
+    size_t n = s->chunk_len = c->seq_len < PREFILL_CHUNK ? c->seq_len : PREFILL_CHUNK;
+    size_t xb_dim = c->dim > (int)q_dim ? (size_t)c->dim : q_dim;
+    s->cx = calloc(n * c->dim, sizeof(float));
+    s->cxb = calloc(n * xb_dim, sizeof(float));
+    s->cxb2 = calloc(n * c->dim, sizeof(float));
+    s->chb = calloc(n * c->hidden_dim, sizeof(float));
+    s->chb2 = calloc(n * c->hidden_dim, sizeof(float));
+    s->cq = calloc(n * q_dim, sizeof(float));
+    s->ck = calloc(n * kv_dim, sizeof(float));
+    s->cv = calloc(n * kv_dim, sizeof(float));
+    s->crope_cos = calloc(n * (c->head_size / 2), sizeof(float));
+    s->crope_sin = calloc(n * (c->head_size / 2), sizeof(float));
+    int quant_ok = 1;
+    if (c->weight_type == WEIGHT_Q8_0) {
+        size_t widest = xb_dim > (size_t)c->hidden_dim ? xb_dim : (size_t)c->hidden_dim;
+        s->xq = calloc(n * widest, 1);
+        s->xq_scale = calloc(n * (widest / c->group_size + 1), sizeof(float));
+        quant_ok = s->xq && s->xq_scale;
+    }
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
-        !s->logits || !s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache)
+        !s->logits || !s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache ||
+        !s->cx || !s->cxb || !s->cxb2 || !s->chb || !s->chb2 || !s->cq || !s->ck || !s->cv ||
+        !s->crope_cos || !s->crope_sin || !quant_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * cache * sizeof(float) >> 20);
     return 0;
@@ -353,6 +381,9 @@ static void free_state(RunState *s) {
     free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
     free(s->q), free(s->k), free(s->v), free(s->att), free(s->logits);
     free(s->rope_cos), free(s->rope_sin), free(s->key_cache), free(s->value_cache);
+    free(s->xq), free(s->xq_scale);
+    free(s->cx), free(s->cxb), free(s->cxb2), free(s->chb), free(s->chb2);
+    free(s->cq), free(s->ck), free(s->cv), free(s->crope_cos), free(s->crope_sin);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -422,6 +453,11 @@ size_t model_weight_bytes(const Model *m) {
 /* ------------------------------------------------------------------------------------------ */
 /* The forward pass */
 
+/* y (rows) = W (rows, cols) x (cols) for one token; Q8_0 weights quantize x into the scratch. */
+static void matvec(RunState *s, float *y, const Tensor *w, const float *x, int rows, int cols) {
+    matmul(y, w, x, s->xq, s->xq_scale, 1, rows, cols);
+}
+
 float *model_forward(Model *m, int token, int pos) {
     const Config *p = &m->config;
     const Weights *w = &m->weights;
@@ -442,9 +478,9 @@ float *model_forward(Model *m, int token, int pos) {
 
         /* attention: xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
         rmsnorm(s->xb, s->x, lw->attn_norm, dim, p->norm_eps);
-        matvec(s->q, &lw->wq, s->xb, q_dim, dim);
-        matvec(s->k, &lw->wk, s->xb, kv_dim, dim);
-        matvec(s->v, &lw->wv, s->xb, kv_dim, dim);
+        matvec(s, s->q, &lw->wq, s->xb, q_dim, dim);
+        matvec(s, s->k, &lw->wk, s->xb, kv_dim, dim);
+        matvec(s, s->v, &lw->wv, s->xb, kv_dim, dim);
 
         /* q, k = apply_rotary_emb(q, k, pos), then remember k and v for later positions */
         rope(s->q, s->rope_cos, s->rope_sin, p->n_heads, hs);
@@ -457,37 +493,129 @@ float *model_forward(Model *m, int token, int pos) {
         if (m->attn) attn_record_layer(m->attn, l, pos, s->att, p->seq_len); /* --attn hook */
 
         /* x = x + wo(xb) */
-        matvec(s->xb2, &lw->wo, s->xb, dim, q_dim);
+        matvec(s, s->xb2, &lw->wo, s->xb, dim, q_dim);
         for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
 
         /* feedforward: x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
         rmsnorm(s->xb, s->x, lw->ffn_norm, dim, p->norm_eps);
-        matvec(s->hb, &lw->w1, s->xb, hidden, dim);
-        matvec(s->hb2, &lw->w3, s->xb, hidden, dim);
+        matvec(s, s->hb, &lw->w1, s->xb, hidden, dim);
+        matvec(s, s->hb2, &lw->w3, s->xb, hidden, dim);
         for (int i = 0; i < hidden; i++) {
             float gate = s->hb[i];
             gate *= 1.0f / (1.0f + expf(-gate)); /* silu(x) = x * sigmoid(x) */
             s->hb[i] = gate * s->hb2[i];
         }
-        matvec(s->xb2, &lw->w2, s->hb, dim, hidden);
+        matvec(s, s->xb2, &lw->w2, s->hb, dim, hidden);
         for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
     }
 
     /* logits = output(norm(x)) */
     rmsnorm(s->x, s->x, w->final_norm, dim, p->norm_eps);
-    matvec(s->logits, &w->classifier, s->x, p->vocab_size, dim);
+    matvec(s, s->logits, &w->classifier, s->x, p->vocab_size, dim);
     return s->logits;
 }
 
-/* The simple form of prefill: one position at a time. */
-float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits) {
-    float *logits = NULL;
+/* ------------------------------------------------------------------------------------------ */
+/* The prompt, a chunk of tokens at a time */
+
+/* model_forward for n consecutive tokens (n <= chunk_len) at positions pos .. pos + n - 1.
+ * The steps are model_forward's, in the same order, but each runs for all n tokens before
+ * the next: the buffers hold one row per token (cx is x, cq is q, ...), and each matmul reads
+ * a weight matrix once for the whole chunk. Every row goes through the same arithmetic as in
+ * model_forward, so the logits agree to float rounding. The classifier, by far the largest
+ * matrix for a small model with a 32000-token vocabulary, runs for every position only when
+ * all_logits (n, vocab_size) is given; otherwise for the last position if `last` is set (into
+ * s->logits), or not at all. */
+static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *all_logits,
+                          int last) {
+    const Config *p = &m->config;
+    const Weights *w = &m->weights;
+    RunState *s = &m->state;
+    int dim = p->dim, hidden = p->hidden_dim, hs = p->head_size;
+    int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
+    int8_t *xq = s->xq;
+    float *xq_scale = s->xq_scale;
+
+    /* x = tok_embeddings(token), and the RoPE angles of each token's position */
     for (int i = 0; i < n; i++) {
-        logits = model_forward(m, tokens[i], pos + i);
-        if (!logits) return NULL;
-        if (all_logits)
-            memcpy(all_logits + (size_t)i * m->config.vocab_size, logits,
-                   m->config.vocab_size * sizeof(float));
+        dequantize_row(s->cx + (size_t)i * dim, &w->token_embedding, tokens[i], dim);
+        rope_angles(s->crope_cos + (size_t)i * (hs / 2), s->crope_sin + (size_t)i * (hs / 2),
+                    pos + i, hs, p->rope_theta);
     }
-    return logits;
+
+    for (int l = 0; l < p->n_layers; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        size_t layer_cache = (size_t)l * p->seq_len * kv_dim;
+        float *key_cache = s->key_cache + layer_cache;
+        float *value_cache = s->value_cache + layer_cache;
+
+        /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->attn_norm, dim,
+                    p->norm_eps);
+        matmul(s->cq, &lw->wq, s->cxb, xq, xq_scale, n, q_dim, dim);
+        matmul(s->ck, &lw->wk, s->cxb, xq, xq_scale, n, kv_dim, dim);
+        matmul(s->cv, &lw->wv, s->cxb, xq, xq_scale, n, kv_dim, dim);
+
+        /* rotate each token's q and k by its own position; all n keys and values enter the
+         * cache before attention, which then keeps each query to the positions up to its own */
+        for (int i = 0; i < n; i++) {
+            const float *cos_row = s->crope_cos + (size_t)i * (hs / 2);
+            const float *sin_row = s->crope_sin + (size_t)i * (hs / 2);
+            rope(s->cq + (size_t)i * q_dim, cos_row, sin_row, p->n_heads, hs);
+            rope(s->ck + (size_t)i * kv_dim, cos_row, sin_row, p->n_kv_heads, hs);
+            kv_cache_store(key_cache, value_cache, s->ck + (size_t)i * kv_dim,
+                           s->cv + (size_t)i * kv_dim, p->n_kv_heads, hs, p->seq_len, pos + i);
+        }
+        attention_chunk(s->cxb, s->att, s->cq, key_cache, value_cache, n, p->n_heads,
+                        p->n_kv_heads, hs, p->seq_len, pos, m->attn, l);
+
+        /* x = x + wo(xb) */
+        matmul(s->cxb2, &lw->wo, s->cxb, xq, xq_scale, n, dim, q_dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
+
+        /* x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->ffn_norm, dim,
+                    p->norm_eps);
+        matmul(s->chb, &lw->w1, s->cxb, xq, xq_scale, n, hidden, dim);
+        matmul(s->chb2, &lw->w3, s->cxb, xq, xq_scale, n, hidden, dim);
+        for (size_t i = 0; i < (size_t)n * hidden; i++) {
+            float gate = s->chb[i];
+            gate *= 1.0f / (1.0f + expf(-gate));
+            s->chb[i] = gate * s->chb2[i];
+        }
+        matmul(s->cxb2, &lw->w2, s->chb, xq, xq_scale, n, dim, hidden);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
+    }
+
+    /* logits = output(norm(x)), for every position or only the last */
+    if (all_logits) {
+        for (int i = 0; i < n; i++)
+            rmsnorm(s->cx + (size_t)i * dim, s->cx + (size_t)i * dim, w->final_norm, dim,
+                    p->norm_eps);
+        matmul(all_logits, &w->classifier, s->cx, xq, xq_scale, n, p->vocab_size, dim);
+        if (last)
+            memcpy(s->logits, all_logits + (size_t)(n - 1) * p->vocab_size,
+                   p->vocab_size * sizeof(float));
+    } else if (last) {
+        float *x = s->cx + (size_t)(n - 1) * dim;
+        rmsnorm(x, x, w->final_norm, dim, p->norm_eps);
+        matvec(s, s->logits, &w->classifier, x, p->vocab_size, dim);
+    }
+}
+
+float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits) {
+    const Config *p = &m->config;
+    if (n <= 0 || pos < 0 || pos > p->seq_len - n) return NULL;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= p->vocab_size) return NULL;
+    int chunk = m->state.chunk_len;
+    for (int done = 0; done < n; done += chunk) {
+        int k = n - done < chunk ? n - done : chunk;
+        forward_chunk(m, tokens + done, k, pos + done,
+                      all_logits ? all_logits + (size_t)done * p->vocab_size : NULL,
+                      done + k == n);
+    }
+    return m->state.logits;
 }

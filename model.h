@@ -30,7 +30,7 @@
  * anything but the CPU.
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
- * kernels.c (matvec, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
+ * kernels.c (matmul, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
  * token), chat.c (chat templates), run.c (the command line). The file formats are described
  * in models/FORMAT.md.
  *
@@ -121,6 +121,23 @@ typedef struct {
      * positions are contiguous, so attention streams through them in order. */
     float *key_cache;
     float *value_cache;
+    /* Q8_0 weights only (NULL otherwise): the activations quantized to int8 once per matmul,
+     * (chunk_len, max width) values with one scale per group_size of them. */
+    int8_t *xq;
+    float *xq_scale;
+    /* Prompt chunks (model_prefill): the activations of up to chunk_len tokens, one row per
+     * token, so that each weight matrix is read once per chunk rather than once per token. */
+    int chunk_len;
+    float *cx;     /* (chunk_len, dim) the residual streams */
+    float *cxb;    /* (chunk_len, max(dim, n_heads * head_size)) normalised inputs, attention out */
+    float *cxb2;   /* (chunk_len, dim) outputs of wo and w2 */
+    float *chb;    /* (chunk_len, hidden_dim) */
+    float *chb2;   /* (chunk_len, hidden_dim) */
+    float *cq;     /* (chunk_len, n_heads * head_size) */
+    float *ck;     /* (chunk_len, n_kv_heads * head_size) */
+    float *cv;     /* (chunk_len, n_kv_heads * head_size) */
+    float *crope_cos; /* (chunk_len, head_size / 2) RoPE angles of each position of the chunk */
+    float *crope_sin; /* (chunk_len, head_size / 2) */
 } RunState;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -225,6 +242,11 @@ void tokenizer_free(Tokenizer *t);
  * and/or EOS when asked. tokens must have room for strlen(text) + 3 ids. Returns the number
  * of ids written, or -1 if memory ran out. */
 int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens);
+
+/* Encodes text that continues after a special token, such as a chat template's <|user|>:
+ * the same as tokenizer_encode without BOS, EOS and the dummy-prefix space, which sentencepiece
+ * puts only at the start of a text. Returns the number of ids, or -1 if memory ran out. */
+int tokenizer_encode_continuation(const Tokenizer *t, const char *text, int *tokens);
 
 /* The bytes token stands for when it follows prev_token: a <0xXX> piece is its byte, and the
  * leading space of a piece right after BOS is dropped. Sets *len; the result may hold any

@@ -18,6 +18,9 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "attnviz.h"
 #include "model.h"
@@ -52,29 +55,31 @@ static double now_seconds(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The longest prompt file read: 2^20 tokens of context at a few bytes each fit well inside. */
+/* The longest -f or --ppl file read: far more text than any context, or any sensible
+ * perplexity run, holds. */
 #define MAX_PROMPT_FILE (1 << 28)
 
 /* Reads a whole file ("-" is stdin) into a NUL-terminated string, dropping one trailing
- * newline (a file written by an editor ends with one; the prompt usually should not). */
-static char *read_prompt_file(const char *path) {
+ * newline (a file written by an editor ends with one; the prompt usually should not). flag
+ * names the option in messages. */
+static char *read_prompt_file(const char *flag, const char *path) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) die("-f: %s: %s", path, strerror(errno));
+    if (!f) die("%s: %s: %s", flag, path, strerror(errno));
     size_t size = 0, cap = 4096;
     char *text = malloc(cap);
     for (;;) {
-        if (!text) die("-f: %s: out of memory", path);
+        if (!text) die("%s: %s: out of memory", flag, path);
         size_t got = fread(text + size, 1, cap - size - 1, f);
-        /* Hardening: check each chunk as it arrives, so -f /dev/zero ends at once instead of
-         * filling memory, and refuse a prompt no context could hold. */
-        if (memchr(text + size, '\0', got)) die("-f: %s: the prompt holds a NUL byte", path);
+        /* Hardening: check each chunk as it arrives, so /dev/zero ends at once instead of
+         * filling memory, and stop at MAX_PROMPT_FILE. */
+        if (memchr(text + size, '\0', got)) die("%s: %s: the text holds a NUL byte", flag, path);
         size += got;
         if (size < cap - 1) break;
-        if (cap >= MAX_PROMPT_FILE) die("-f: %s: more than %d MB", path, MAX_PROMPT_FILE >> 20);
+        if (cap >= MAX_PROMPT_FILE) die("%s: %s: more than %d MB", flag, path, MAX_PROMPT_FILE >> 20);
         cap *= 2;
         text = realloc(text, cap);
     }
-    if (ferror(f)) die("-f: %s: read error", path);
+    if (ferror(f)) die("%s: %s: read error", flag, path);
     if (f != stdin) fclose(f);
     if (size > 0 && text[size - 1] == '\n') size--;
     if (size > 0 && text[size - 1] == '\r') size--;
@@ -102,6 +107,9 @@ typedef struct {
     const char **stops;         /* --stop, n_stops of them */
     int n_stops;
     int verbose, print_tokens;
+    int threads;                /* --threads, or 0: all cores */
+    const char *ppl_path;       /* --ppl */
+    int no_prefill;             /* --no-prefill */
     const char *attn_path, *attn_html_path; /* --attn, --attn-html, or NULL */
     int attn_top, attn_layer;               /* --attn-top K (0 = off), --attn-layer (-1 = last) */
 } Options;
@@ -140,12 +148,16 @@ static void usage(FILE *out) {
 "Model:\n"
 "  -z <file>          tokenizer (llama2.c tokenizer.bin format); default the one inside the\n"
 "                     model file, else ./tokenizer.bin\n"
+"  --threads <int>    threads for the matrix products, default all cores\n"
 "\n"
 "Diagnostics:\n"
 "  -v                 statistics on stderr after the run, as `key: value` lines: load_ms,\n"
 "                     prompt_tokens, prefill_tok_s, generated_tokens, decode_tok_s, ttft_ms,\n"
 "                     weights_gb_s, peak_rss_mb\n"
 "  --logits <file>    write the float32 logits of every position the model runs, in order\n"
+"  --ppl <file>       print the perplexity of the model on a text file (read as -f reads),\n"
+"                     as one line `ppl: tokens=N nll=X perplexity=Y`, and exit\n"
+"  --no-prefill       feed the prompt one token at a time, not in batches (to check prefill)\n"
 "  --attn <file>      record the attention weights of every layer, head and position\n"
 "                     (the layout is in docs/ATTENTION.md)\n"
 "  --attn-html <file> write a page showing what each token attends to, in every head\n"
@@ -207,7 +219,8 @@ static int parse_int(const char *flag, const char *s, long long lo, long long hi
 static int takes_value(const char *a) {
     static const char *const flags[] = {"-t", "-p", "-k", "--min-p", "-s", "-n", "-i", "-f",
                                         "--stop", "-z", "-m", "-y", "--template", "--logits",
-                                        "--attn", "--attn-html", "--attn-top", "--attn-layer"};
+                                        "--attn", "--attn-html", "--attn-top", "--attn-layer",
+                                        "--threads", "--ppl"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strcmp(a, flags[i])) return 1;
     return 0;
@@ -281,6 +294,13 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
             o->attn_layer = (int)n;
         } else if (!strcmp(a, "--print-tokens")) {
             o->print_tokens = 1;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, v, 1, 1024, &n, err)) return ARGS_ERROR;
+            o->threads = (int)n;
+        } else if (!strcmp(a, "--ppl")) {
+            o->ppl_path = v;
+        } else if (!strcmp(a, "--no-prefill")) {
+            o->no_prefill = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
             return args_fail(err, "%s: unknown option (see --help)", a);
         } else if (!o->checkpoint) {
@@ -313,6 +333,7 @@ typedef struct {
     FILE *logits_file;  /* --logits, or NULL */
     const char *logits_path;
     int vocab_size;
+    int no_prefill;     /* --no-prefill: feed prompts one token at a time */
     AttnRecorder *attn;         /* --attn, --attn-html, --attn-top: the recorder, or NULL */
     int attn_top, attn_layer;   /* --attn-top K (0 = off) reads layer attn_layer */
 } Output;
@@ -427,9 +448,17 @@ static void print_stats(const Stats *st, const Model *m) {
 /* ------------------------------------------------------------------------------------------ */
 /* The model, fed and sampled */
 
+static float *forward(Model *m, Output *o, int token, int pos);
+
 /* Runs n tokens at pos..pos+n-1 and returns the last position's logits, writing every
- * position's logits for --logits. */
+ * position's logits for --logits. --no-prefill feeds them one at a time instead: the tests
+ * check that both give the same logits. */
 static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
+    if (o->no_prefill) {
+        float *logits = NULL;
+        for (int i = 0; i < n; i++) logits = forward(m, o, tokens[i], pos + i);
+        return logits;
+    }
     float *all = NULL;
     if (o->logits_file && !(all = malloc((size_t)n * o->vocab_size * sizeof *all)))
         die("out of memory");
@@ -652,6 +681,48 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Perplexity: how well the model predicts a text. Each token after the first is scored by
+ * the probability the model gave it, reading the tokens before it; the mean negative log of
+ * those probabilities (nats per token) and its exponential, the perplexity, go to stdout. A
+ * text longer than the context is read in windows of seq_len positions, each starting afresh
+ * at position 0 on the last token of the window before, so every token is predicted once. */
+
+static void perplexity(Model *m, const Tokenizer *t, const char *path) {
+    const Config *c = &m->config;
+    char *text = read_prompt_file("--ppl", path);
+    int n;
+    int *tokens = encode(t, text, 1, &n);
+    if (n < 2) die("%s: no text to predict", path);
+    if (c->seq_len < 2) die("%s: a context of one position cannot predict anything", path);
+    int batch = 64; /* positions per model_prefill call: bounds the logits buffer */
+    float *logits = malloc((size_t)batch * c->vocab_size * sizeof(float));
+    if (!logits) die("out of memory");
+
+    double nll = 0.0;
+    long count = 0;
+    for (int start = 0; start < n - 1;) {
+        int len = n - start < c->seq_len ? n - start : c->seq_len;
+        for (int done = 0; done < len; done += batch) {
+            int k = len - done < batch ? len - done : batch;
+            if (!model_prefill(m, tokens + start + done, k, done, logits))
+                die("%s: a token is outside the model's vocabulary", path);
+            for (int i = 0; i < k && done + i + 1 < len; i++) {
+                /* -log softmax(row)[target], as log-sum-exp minus the target's logit */
+                const float *row = logits + (size_t)i * c->vocab_size;
+                double max = row[0], sum = 0.0;
+                for (int v = 1; v < c->vocab_size; v++) max = row[v] > max ? row[v] : max;
+                for (int v = 0; v < c->vocab_size; v++) sum += exp(row[v] - max);
+                nll += max + log(sum) - row[tokens[start + done + i + 1]];
+                count++;
+            }
+        }
+        start += len - 1;
+    }
+    printf("ppl: tokens=%ld nll=%.6f perplexity=%.6f\n", count, nll / count, exp(nll / count));
+    free(logits), free(tokens), free(text);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 #ifndef RUN_NO_MAIN /* fuzz/fuzz_args.c includes this file for parse_args */
 int main(int argc, char **argv) {
@@ -663,7 +734,11 @@ int main(int argc, char **argv) {
     case ARGS_USAGE: usage(stderr); free(opt.stops); return 1;
     default: die("%s", err);
     }
-    if (opt.prompt_file) opt.prompt = opt.prompt_file_text = read_prompt_file(opt.prompt_file);
+    if (opt.prompt_file)
+        opt.prompt = opt.prompt_file_text = read_prompt_file("-f", opt.prompt_file);
+#ifdef _OPENMP
+    if (opt.threads > 0) omp_set_num_threads(opt.threads);
+#endif
 
     double load_start = now_seconds();
     Model model;
@@ -687,6 +762,15 @@ int main(int argc, char **argv) {
     tokenizer.eos_id = c->eos_id;
     Stats stats = {.load_s = now_seconds() - load_start, .ttft_s = -1.0};
 
+    if (opt.ppl_path) {
+        perplexity(&model, &tokenizer, opt.ppl_path);
+        free(opt.stops);
+        free(opt.prompt_file_text);
+        tokenizer_free(&tokenizer);
+        model_free(&model);
+        return 0;
+    }
+
     long long seed = opt.seed != 0 ? opt.seed : (long long)time(NULL);
     Sampler sampler;
     if (sampler_init(&sampler, c->vocab_size, opt.temperature, opt.topp, (uint64_t)seed) != 0)
@@ -706,7 +790,8 @@ int main(int argc, char **argv) {
     if (end_text) opt.stops[opt.n_stops++] = end_text;
 
     Output out = {.tokenizer = &tokenizer, .stops = opt.stops, .n_stops = opt.n_stops,
-                  .vocab_size = c->vocab_size, .logits_path = opt.logits_path};
+                  .vocab_size = c->vocab_size, .logits_path = opt.logits_path,
+                  .no_prefill = opt.no_prefill};
     if (opt.logits_path && !(out.logits_file = fopen(opt.logits_path, "wb")))
         die("%s: cannot write: %s", opt.logits_path, strerror(errno));
 

@@ -470,9 +470,11 @@ static int emit_symbol(const Tokenizer *t, const char *text, const Symbol *s, in
     return n;
 }
 
-/* Encodes text into tokens (room for strlen(text) + 3 ids), with BOS and EOS when asked.
- * Returns the number of ids, or -1 if memory ran out or the text is too long for int ids. */
-int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens) {
+/* Encodes text into tokens (room for strlen(text) + 3 ids), with BOS and EOS when asked and
+ * with the dummy-prefix space when `prefix` is set. Returns the number of ids, or -1 if memory
+ * ran out or the text is too long for int ids. */
+static int encode(const Tokenizer *t, const char *text, int bos, int eos, int prefix,
+                  int *tokens) {
     size_t n = strlen(text);
     if (n > (size_t)0x7fffffff - 3) return -1;
     int n_tokens = 0;
@@ -495,7 +497,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int
 
     /* Normalise: the dummy prefix, and U+2581 (the escaped space) read as a space. */
     size_t norm_len = 0;
-    norm[norm_len++] = ' ';
+    if (prefix) norm[norm_len++] = ' ';
     for (size_t i = 0; i < n; i++) {
         if (i + 2 < n && memcmp(text + i, "\xE2\x96\x81", 3) == 0) {
             norm[norm_len++] = ' ';
@@ -539,6 +541,14 @@ int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int
     if (eos) tokens[n_tokens++] = t->eos_id;
     free(block);
     return n_tokens;
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens) {
+    return encode(t, text, bos, eos, 1, tokens);
+}
+
+int tokenizer_encode_continuation(const Tokenizer *t, const char *text, int *tokens) {
+    return encode(t, text, 0, 0, 0, tokens);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""make bench: the engine's speed on random-weight models of real shapes (see BENCHMARKS.md).
+
+For each case, one line on stdout:
+
+  bench model=NAME dtype=DTYPE threads=T prefill_tok_s=X decode_tok_s=Y ttft_ms=Z ...
+
+prefill_tok_s: a 256-token prompt, timed alone (the classifier runs for its last position
+only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). Both come from
+`run -v` (its `key: value` lines on stderr), as do ttft_ms (start of the prompt to the first
+generated token; load_ms + ttft_ms is the time from start to first token), weights_gb_s
+(weight bytes per token x decode tok/s) and peak_rss_mb. Each
+case runs --repeat times and reports the best run of each number: the machine is shared, and
+interference only ever slows a run down.
+
+Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
+build/bench/ (delete them to regenerate).
+
+Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0,...]
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "build", "bench")
+RUN = os.path.join(ROOT, "run")
+PYTHON = "/usr/bin/python3"
+CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0"]
+SEQ_LEN = 512
+PROMPT_TOKENS = 256
+NEW_TOKENS = 128
+# 254 lone UTF-8 continuation bytes: invalid as text, so each one becomes its own byte-fallback
+# token, whatever merges the model's tokenizer has. With BOS and the leading space that
+# SentencePiece-style encoding adds, exactly 256 tokens (checked against -v below).
+PROMPT = bytes(0x80 + i % 64 for i in range(PROMPT_TOKENS - 2))
+
+
+def model_path(name, dtype):
+    """The cached random model, exported first if missing."""
+    path = os.path.join(BENCH_DIR, f"{name}-{dtype}.bin")
+    if not os.path.exists(path):
+        os.makedirs(BENCH_DIR, exist_ok=True)
+        tmp = path + ".tmp"
+        subprocess.run([PYTHON, os.path.join(ROOT, "export.py"), tmp, "--random", name,
+                        "--dtype", dtype, "--seq-len", str(SEQ_LEN)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.replace(tmp, path)
+    return path
+
+
+def run_once(path, threads):
+    """One generation with -v; returns its statistics as a dict of floats."""
+    args = [RUN, path, "-t", "0", "-n", str(PROMPT_TOKENS + NEW_TOKENS), "-i", PROMPT, "-v",
+            "--threads", str(threads)]
+    p = subprocess.run(args, capture_output=True, timeout=600)
+    if p.returncode != 0:
+        sys.exit(f"bench: {path}: run exited {p.returncode}: {p.stderr.decode(errors='replace')}")
+    stats = {}
+    for line in p.stderr.decode().splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            try:
+                stats[key] = float(value)
+            except ValueError:
+                pass
+    if stats.get("prompt_tokens") != PROMPT_TOKENS:
+        sys.exit(f"bench: {path}: the prompt was {stats.get('prompt_tokens')} tokens, "
+                 f"not {PROMPT_TOKENS}")
+    return stats
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the best is kept")
+    ap.add_argument("--cases", default=",".join(CASES), help="NAME:DTYPE,...")
+    opts = ap.parse_args()
+    if not os.path.exists(RUN):
+        sys.exit("bench: ./run is missing: run `make` first")
+    for case in opts.cases.split(","):
+        name, dtype = case.split(":")
+        path = model_path(name, dtype)
+        for threads in [int(t) for t in opts.threads.split(",")]:
+            runs = [run_once(path, threads) for _ in range(opts.repeat)]
+            best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
+                                                           "weights_gb_s")}
+            best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
+            best["load_ms"] = min(r["load_ms"] for r in runs)
+            best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+            generated = min(r["generated_tokens"] for r in runs)
+            print(f"bench model={name} dtype={dtype} threads={threads} "
+                  f"prefill_tok_s={best['prefill_tok_s']:.1f} "
+                  f"decode_tok_s={best['decode_tok_s']:.1f} "
+                  f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
+                  f"weights_gb_s={best['weights_gb_s']:.2f} "
+                  f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

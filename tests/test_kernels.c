@@ -1,0 +1,478 @@
+/*
+ * test_kernels.c - unit tests of kernels.c and attention.c.
+ *
+ * Small cases computed by hand pin down what each kernel means; random inputs of awkward sizes
+ * (not multiples of the vector widths, short last groups) hold every fast path to the plain C
+ * reference. Prints one line per failing check and ends with `N passed, N failed`; the exit
+ * status is 1 if anything failed. tests/test_speed.py runs it for the native, AVX2 and plain
+ * builds.
+ *
+ *   test_kernels           run the tests
+ *   test_kernels --bench   time the bf16 matvec two ways (see BENCHMARKS.md)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+
+static int passed, failed;
+
+/* Records one check; on failure prints where and why. */
+#define CHECK(cond, ...)                                                                     \
+    do {                                                                                     \
+        if (cond) {                                                                          \
+            passed++;                                                                        \
+        } else {                                                                             \
+            failed++;                                                                        \
+            printf("FAIL %s:%d: ", __func__, __LINE__);                                      \
+            printf(__VA_ARGS__);                                                             \
+            printf("\n");                                                                    \
+        }                                                                                    \
+    } while (0)
+
+static int close_to(float a, float b, float tol) { return fabsf(a - b) <= tol; }
+#define COUNT(a) (int)(sizeof a / sizeof a[0])
+
+/* xorshift64*: reproducible random numbers without depending on the C library's rand. */
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t next_u32(void) {
+    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
+    return (uint32_t)((rng * 0x2545F4914F6CDD1Dull) >> 32);
+}
+static float uniform(void) { return (next_u32() >> 8) / 16777216.0f * 2.0f - 1.0f; } /* [-1, 1) */
+
+static float *random_floats(size_t n) {
+    float *a = malloc(n * sizeof *a);
+    for (size_t i = 0; i < n; i++) a[i] = uniform();
+    return a;
+}
+
+static uint16_t f32_to_bf16(float f) { /* round to nearest even, as export does */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Hand-computed cases */
+
+static void test_rmsnorm(void) {
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f}, out[4];
+    rmsnorm(out, x, w, 4, 0.0f);
+    float rms = sqrtf(30.0f / 4.0f); /* mean of 1 + 4 + 9 + 16 */
+    for (int i = 0; i < 4; i++)
+        CHECK(close_to(out[i], w[i] * x[i] / rms, 1e-6f), "out[%d] = %g", i, out[i]);
+    rmsnorm(x, x, w, 4, 0.0f); /* in place */
+    CHECK(memcmp(x, out, sizeof out) == 0, "in-place rmsnorm differs");
+    float z[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+    rmsnorm(z, z, one, 3, 1e-5f); /* eps keeps a zero vector finite */
+    CHECK(z[0] == 0.0f && z[2] == 0.0f, "zero vector gave %g", z[0]);
+}
+
+static void test_softmax(void) {
+    float x[3] = {1, 2, 3};
+    softmax(x, 3);
+    float e = expf(1), d = 1 + e + e * e;
+    CHECK(close_to(x[0], 1 / d, 1e-7f) && close_to(x[1], e / d, 1e-7f) &&
+          close_to(x[2], e * e / d, 1e-7f), "softmax(1,2,3) = %g %g %g", x[0], x[1], x[2]);
+    float big[2] = {1000, 1000 + logf(3)}; /* would overflow without subtracting the max */
+    float want = 1.0f / (1.0f + expf(big[1] - big[0])); /* about 1/4: 1000 + ln 3 is rounded */
+    softmax(big, 2);
+    CHECK(close_to(big[0], want, 1e-6f) && close_to(big[1], 1 - want, 1e-6f),
+          "softmax of large values = %g %g, want %g", big[0], big[1], want);
+}
+
+static void test_matvec_by_hand(void) {
+    float w[6] = {1, 2, 3, 4, 5, 6}, x[3] = {1, 0.5f, -1}, y[2];
+    Tensor t = {.data = w, .type = WEIGHT_F32};
+    matmul(y, &t, x, NULL, NULL, 1, 2, 3);
+    CHECK(y[0] == -1.0f && y[1] == 0.5f, "f32: %g %g, want -1 0.5", y[0], y[1]);
+
+    uint16_t wb[6]; /* small integers are exact in bf16 */
+    for (int i = 0; i < 6; i++) wb[i] = f32_to_bf16(w[i]);
+    Tensor tb = {.data = wb, .type = WEIGHT_BF16};
+    matmul(y, &tb, x, NULL, NULL, 1, 2, 3);
+    CHECK(y[0] == -1.0f && y[1] == 0.5f, "bf16: %g %g, want -1 0.5", y[0], y[1]);
+
+    /* Q8_0, group 32, one group per row: weights q * 0.5; x's max 1 maps to 127 and 0.5 to
+     * 63.5, which rounds to 64: x becomes 1, 64/127, -1. */
+    int8_t wq[6] = {2, 4, 6, 8, 10, 12};
+    float ws[2] = {0.5f, 0.5f};
+    int8_t xq[3];
+    float xs[1];
+    Tensor tq = {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = 32};
+    matmul(y, &tq, x, xq, xs, 1, 2, 3);
+    CHECK(xq[0] == 127 && xq[1] == 64 && xq[2] == -127, "xq = %d %d %d", xq[0], xq[1], xq[2]);
+    float want0 = (2 * 127 + 4 * 64 - 6 * 127) * 0.5f / 127.0f;
+    float want1 = (8 * 127 + 10 * 64 - 12 * 127) * 0.5f / 127.0f;
+    CHECK(close_to(y[0], want0, 1e-6f) && close_to(y[1], want1, 1e-6f),
+          "q8: %g %g, want %g %g", y[0], y[1], want0, want1);
+}
+
+/* The fast quantizer must agree bit for bit with the reference, ties and all. */
+static void test_quantize_q8_vs_ref(void) {
+    static const int SIZES[] = {1, 5, 31, 33, 64, 100, 172, 291};
+    static const int GROUPS[] = {32, 64, 48, 7};
+    for (int a = 0; a < COUNT(SIZES); a++)
+        for (int b = 0; b < COUNT(GROUPS); b++) {
+            int n = SIZES[a], gs = GROUPS[b], groups = (n + gs - 1) / gs;
+            float *x = random_floats(n);
+            /* halves on an exact scale of 1 (the group max is 127) are ties for rounding */
+            for (int j = 0; j < n; j++)
+                x[j] = j % gs == 0 ? 127.0f : (float)((int)(next_u32() % 255) - 127) / 2.0f;
+            if (n > 40) x[n - 1] = uniform(); /* and some ordinary values */
+            int8_t q[300], q_ref[300];
+            float s[300], s_ref[300];
+            quantize_q8(q, s, x, n, gs);
+            quantize_q8_ref(q_ref, s_ref, x, n, gs);
+            CHECK(memcmp(q, q_ref, n) == 0 && memcmp(s, s_ref, sizeof(float) * groups) == 0,
+                  "n %d group %d: fast quantizer differs from the reference", n, gs);
+            free(x);
+        }
+    float odd[4] = {NAN, 1.0f, INFINITY, -2.0f}; /* defined results even for broken input */
+    int8_t q[4], q_ref[4];
+    float s[2], s_ref[2];
+    quantize_q8(q, s, odd, 4, 2);
+    quantize_q8_ref(q_ref, s_ref, odd, 4, 2);
+    CHECK(memcmp(q, q_ref, 4) == 0, "NaN/inf: %d %d %d %d vs %d %d %d %d", q[0], q[1], q[2],
+          q[3], q_ref[0], q_ref[1], q_ref[2], q_ref[3]);
+}
+
+static void test_quantize_q8(void) {
+    /* 7 values in groups of 3: the last group is short; a zero group gets scale 0; with a
+     * scale of exactly 1, halves round away from zero as roundf does */
+    float x[7] = {127, 0.5f, -2.5f, 0, 0, 0, 3};
+    int8_t q[7];
+    float s[3];
+    quantize_q8(q, s, x, 7, 3);
+    CHECK(s[0] == 1.0f && s[1] == 0.0f && s[2] == 3.0f / 127.0f, "scales %g %g %g", s[0], s[1],
+          s[2]);
+    CHECK(q[0] == 127 && q[1] == 1 && q[2] == -3 && q[3] == 0 && q[6] == 127,
+          "q = %d %d %d %d %d", q[0], q[1], q[2], q[3], q[6]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Every fast path against the reference, on sizes that leave partial vectors everywhere */
+
+static const int ROWS[] = {1, 3, 4, 5, 37};
+static const int COLS[] = {1, 7, 16, 17, 64, 100, 172, 291};
+static const int TOKENS[] = {1, 2, 3, 5, 7};
+
+/* The fast kernels sum in a different order than the reference, so they may differ by float
+ * rounding: a few ulps of the sum of |terms|. 1e-5 of that sum is ample for sums of up to a
+ * few hundred terms and far below any real bug. */
+#define SUM_TOLERANCE 1e-5f
+
+/* Compares y (n, rows) with n reference matvecs (computed here); mag (n, rows) is the sum of
+ * |terms| of each output. Returns the number of outputs out of tolerance. */
+static int compare(const float *y, const float *ref, const float *mag, int count) {
+    int bad = 0;
+    for (int i = 0; i < count; i++)
+        if (!(fabsf(y[i] - ref[i]) <= SUM_TOLERANCE * mag[i] + 1e-30f)) bad++;
+    return bad;
+}
+
+static void test_matmul_f32_vs_ref(void) {
+    for (int a = 0; a < COUNT(ROWS); a++)
+        for (int b = 0; b < COUNT(COLS); b++)
+            for (int c = 0; c < COUNT(TOKENS); c++) {
+                int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
+                float *w = random_floats((size_t)rows * cols), *x = random_floats((size_t)n * cols);
+                float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
+                float *mag = calloc((size_t)n * rows, sizeof(float));
+                Tensor t = {.data = w, .type = WEIGHT_F32};
+                matmul(y, &t, x, NULL, NULL, n, rows, cols);
+                for (int k = 0; k < n; k++) {
+                    matvec_f32_ref(ref + (size_t)k * rows, w, x + (size_t)k * cols, rows, cols);
+                    for (int i = 0; i < rows; i++)
+                        for (int j = 0; j < cols; j++)
+                            mag[k * rows + i] += fabsf(w[i * cols + j] * x[k * cols + j]);
+                }
+                int bad = compare(y, ref, mag, n * rows);
+                CHECK(bad == 0, "rows %d cols %d tokens %d: %d outputs differ", rows, cols, n, bad);
+                float *v = malloc(sizeof(float) * rows); /* the serial matvec of attention */
+                matvec_f32(v, w, x, rows, cols);
+                CHECK(compare(v, ref, mag, rows) == 0, "matvec_f32 rows %d cols %d", rows, cols);
+                free(w), free(x), free(y), free(ref), free(mag), free(v);
+            }
+}
+
+static void test_matmul_bf16_vs_ref(void) {
+    for (int a = 0; a < COUNT(ROWS); a++)
+        for (int b = 0; b < COUNT(COLS); b++)
+            for (int c = 0; c < COUNT(TOKENS); c++) {
+                int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
+                uint16_t *w = malloc(sizeof(uint16_t) * rows * cols);
+                for (int i = 0; i < rows * cols; i++) w[i] = f32_to_bf16(uniform());
+                float *x = random_floats((size_t)n * cols);
+                float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
+                float *mag = calloc((size_t)n * rows, sizeof(float));
+                Tensor t = {.data = w, .type = WEIGHT_BF16};
+                matmul(y, &t, x, NULL, NULL, n, rows, cols);
+                for (int k = 0; k < n; k++) {
+                    matvec_bf16_ref(ref + (size_t)k * rows, w, x + (size_t)k * cols, rows, cols);
+                    for (int i = 0; i < rows; i++)
+                        for (int j = 0; j < cols; j++)
+                            mag[k * rows + i] += fabsf(bf16_to_f32(w[i * cols + j]) * x[k * cols + j]);
+                }
+                int bad = compare(y, ref, mag, n * rows);
+                CHECK(bad == 0, "rows %d cols %d tokens %d: %d outputs differ", rows, cols, n, bad);
+                free(w), free(x), free(y), free(ref), free(mag);
+            }
+}
+
+static void test_matmul_q8_vs_ref(void) {
+    static const int GROUPS[] = {32, 64, 48}; /* 48: no fast path, the fallback must work too */
+    for (int gi = 0; gi < COUNT(GROUPS); gi++)
+        for (int a = 0; a < COUNT(ROWS); a++)
+            for (int b = 0; b < COUNT(COLS); b++)
+                for (int c = 0; c < COUNT(TOKENS); c++) {
+                    int gs = GROUPS[gi], rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
+                    int groups = (cols + gs - 1) / gs;
+                    int8_t *w = malloc((size_t)rows * cols);
+                    float *ws = malloc(sizeof(float) * rows * groups);
+                    for (int i = 0; i < rows * cols; i++) w[i] = (int8_t)((int)(next_u32() % 255) - 127);
+                    for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f + 0.01f * (uniform() + 1);
+                    float *x = random_floats((size_t)n * cols);
+                    if (cols > 40) /* a zero group: scale 0, must not turn into NaN */
+                        for (int j = 0; j < (gs < cols ? gs : cols); j++) x[j] = 0.0f;
+                    int8_t *xq = malloc((size_t)n * cols), *xq2 = malloc((size_t)n * cols);
+                    float *xs = malloc(sizeof(float) * n * groups), *xs2 = malloc(sizeof(float) * n * groups);
+                    float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
+                    float *mag = calloc((size_t)n * rows, sizeof(float));
+                    Tensor t = {.data = w, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs};
+                    matmul(y, &t, x, xq, xs, n, rows, cols);
+                    for (int k = 0; k < n; k++) {
+                        int8_t *q = xq2 + (size_t)k * cols;
+                        float *s = xs2 + (size_t)k * groups;
+                        quantize_q8_ref(q, s, x + (size_t)k * cols, cols, gs);
+                        matvec_q8_ref(ref + (size_t)k * rows, w, ws, q, s, rows, cols, gs);
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < cols; j++)
+                                mag[k * rows + i] += fabsf(w[i * cols + j] * ws[i * groups + j / gs] *
+                                                           q[j] * s[j / gs]);
+                    }
+                    CHECK(memcmp(xq, xq2, (size_t)n * cols) == 0 &&
+                          memcmp(xs, xs2, sizeof(float) * n * groups) == 0,
+                          "group %d cols %d: matmul quantized x differently", gs, cols);
+                    int bad = compare(y, ref, mag, n * rows);
+                    CHECK(bad == 0, "group %d rows %d cols %d tokens %d: %d outputs differ", gs,
+                          rows, cols, n, bad);
+                    free(w), free(ws), free(x), free(xq), free(xq2), free(xs), free(xs2);
+                    free(y), free(ref), free(mag);
+                }
+}
+
+/* A chunk of tokens must give exactly what the tokens give one at a time: that is what makes
+ * batched prefill agree with token-by-token decoding. */
+static void test_matmul_chunk_equals_single(void) {
+    int rows = 37, cols = 291, n = 7, gs = 32, groups = (cols + gs - 1) / gs;
+    float *w = random_floats((size_t)rows * cols), *x = random_floats((size_t)n * cols);
+    uint16_t *wb = malloc(sizeof(uint16_t) * rows * cols);
+    int8_t *wq = malloc((size_t)rows * cols), *xq = malloc((size_t)n * cols);
+    float *ws = malloc(sizeof(float) * rows * groups), *xs = malloc(sizeof(float) * n * groups);
+    for (int i = 0; i < rows * cols; i++) {
+        wb[i] = f32_to_bf16(w[i]);
+        wq[i] = (int8_t)((int)(next_u32() % 255) - 127);
+    }
+    for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f;
+    Tensor tensors[3] = {{.data = w, .type = WEIGHT_F32}, {.data = wb, .type = WEIGHT_BF16},
+                         {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs}};
+    float *chunk = malloc(sizeof(float) * n * rows), *one = malloc(sizeof(float) * rows);
+    for (int k = 0; k < 3; k++) {
+        matmul(chunk, &tensors[k], x, xq, xs, n, rows, cols);
+        int same = 1;
+        for (int t = 0; t < n; t++) {
+            matmul(one, &tensors[k], x + (size_t)t * cols, xq, xs, 1, rows, cols);
+            same &= memcmp(one, chunk + (size_t)t * rows, sizeof(float) * rows) == 0;
+        }
+        CHECK(same, "weight type %d: a chunk of %d tokens differs from single tokens", k, n);
+    }
+    free(w), free(x), free(wb), free(wq), free(xq), free(ws), free(xs), free(chunk), free(one);
+}
+
+static void test_vecmat_vs_ref(void) {
+    static const int SIZES[] = {1, 2, 6, 7, 16, 17, 48, 64, 65, 100, 131};
+    for (int a = 0; a < COUNT(SIZES); a++)
+        for (int b = 0; b < COUNT(SIZES); b++) {
+            int rows = SIZES[a], cols = SIZES[b];
+            float *w = random_floats((size_t)rows * cols), *p = random_floats(rows);
+            float *y = malloc(sizeof(float) * cols), *ref = malloc(sizeof(float) * cols);
+            float *mag = calloc(cols, sizeof(float));
+            vecmat_f32(y, p, w, rows, cols);
+            vecmat_f32_ref(ref, p, w, rows, cols);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) mag[j] += fabsf(p[i] * w[i * cols + j]);
+            CHECK(compare(y, ref, mag, cols) == 0, "rows %d cols %d", rows, cols);
+            free(w), free(p), free(y), free(ref), free(mag);
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* RoPE and attention */
+
+static void test_rope(void) {
+    /* head_size 2, position 1, theta 10000: one pair, rotated by exactly 1 radian */
+    float c[4], sn[4];
+    rope_angles(c, sn, 0, 2, 10000.0f);
+    CHECK(c[0] == 1.0f && sn[0] == 0.0f, "position 0 must not rotate");
+    rope_angles(c, sn, 1, 2, 10000.0f);
+    float v[2] = {1, 0};
+    rope(v, c, sn, 1, 2);
+    CHECK(close_to(v[0], cosf(1), 1e-7f) && close_to(v[1], sinf(1), 1e-7f), "(1,0) -> %g %g",
+          v[0], v[1]);
+
+    /* head_size 8, pair i turns by pos * 10000^(-2i/8); every pair keeps its length */
+    int hs = 8, pos = 37;
+    rope_angles(c, sn, pos, hs, 10000.0f);
+    CHECK(close_to(c[1], cosf(pos * powf(10000.0f, -0.25f)), 1e-5f), "pair 1 at %d: cos %g",
+          pos, c[1]);
+    float q[16], before[16];
+    for (int i = 0; i < 16; i++) q[i] = before[i] = uniform();
+    rope(q, c, sn, 2, hs);
+    for (int i = 0; i < 16; i += 2) {
+        float r0 = hypotf(before[i], before[i + 1]), r1 = hypotf(q[i], q[i + 1]);
+        CHECK(close_to(r0, r1, 1e-6f), "pair %d: length %g became %g", i / 2, r0, r1);
+    }
+}
+
+static void test_attention_by_hand(void) {
+    /* one head of size 2, two positions: scores 0 and ln 3 after the 1/sqrt(2) scaling, so
+     * the weights are 1/4 and 3/4 and the output 1/4 v0 + 3/4 v1 */
+    int hs = 2, seq = 4;
+    float kc[8] = {0}, vc[8] = {0}, att[4], out[2];
+    float q[2] = {1, 0}, k0[2] = {0, 0}, k1[2] = {sqrtf(2) * logf(3), 0};
+    float v0[2] = {4, 0}, v1[2] = {0, 8};
+    kv_cache_store(kc, vc, k0, v0, 1, hs, seq, 0);
+    kv_cache_store(kc, vc, k1, v1, 1, hs, seq, 1);
+    attention(out, att, q, kc, vc, 1, 1, hs, seq, 1);
+    CHECK(close_to(att[0], 0.25f, 1e-6f) && close_to(att[1], 0.75f, 1e-6f), "weights %g %g",
+          att[0], att[1]);
+    CHECK(close_to(out[0], 1.0f, 1e-5f) && close_to(out[1], 6.0f, 1e-5f), "out %g %g, want 1 6",
+          out[0], out[1]);
+    attention(out, att, q, kc, vc, 1, 1, hs, seq, 0); /* causal: position 0 sees only v0 */
+    CHECK(out[0] == 4.0f && out[1] == 0.0f, "position 0 out %g %g, want 4 0", out[0], out[1]);
+}
+
+static void test_gqa_head_mapping(void) {
+    /* 6 query heads over 3 KV heads: heads 0,1 read KV head 0, heads 2,3 KV head 1, heads 4,5
+     * KV head 2. With one position the output of a head is its KV head's value. */
+    int hs = 4, seq = 3, kv_heads = 3, heads = 6;
+    float kc[3 * 3 * 4] = {0}, vc[3 * 3 * 4] = {0}, k[12], v[12], q[24], out[24], att[18];
+    for (int i = 0; i < 12; i++) k[i] = uniform(), v[i] = (float)(i / hs + 1) * 10 + i % hs;
+    for (int i = 0; i < 24; i++) q[i] = uniform();
+    kv_cache_store(kc, vc, k, v, kv_heads, hs, seq, 0);
+    attention(out, att, q, kc, vc, heads, kv_heads, hs, seq, 0);
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < hs; i++)
+            CHECK(out[h * hs + i] == v[(h / 2) * hs + i], "head %d reads the wrong KV head: %g",
+                  h, out[h * hs + i]);
+}
+
+/* attention_chunk must give each query what attention gives it alone at its position. */
+static void test_attention_chunk(void) {
+    int hs = 6, seq = 20, heads = 4, kv_heads = 2, pos = 5, n = 7;
+    size_t cache = (size_t)kv_heads * seq * hs;
+    float *kc = random_floats(cache), *vc = random_floats(cache);
+    float *q = random_floats((size_t)n * heads * hs);
+    float *out = malloc(sizeof(float) * n * heads * hs), *one = malloc(sizeof(float) * heads * hs);
+    float *att = malloc(sizeof(float) * heads * seq);
+    attention_chunk(out, att, q, kc, vc, n, heads, kv_heads, hs, seq, pos, NULL, 0);
+    for (int i = 0; i < n; i++) {
+        attention(one, att, q + (size_t)i * heads * hs, kc, vc, heads, kv_heads, hs, seq, pos + i);
+        CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
+              "query %d of the chunk differs from attention() at position %d", i, pos + i);
+    }
+    free(kc), free(vc), free(q), free(out), free(one), free(att);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* --bench: bf16 by widening to f32 (what matmul does) vs vdpbf16ps, which rounds the
+ * activations to bf16 first. One thread, one matrix, best of several runs. */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+/* y = W x with W bf16 (rows, cols), cols a multiple of 32, via vdpbf16ps. */
+static void matvec_dpbf16(float *y, const uint16_t *w, const float *x, uint16_t *xb, int rows,
+                          int cols) {
+    for (int j = 0; j < cols; j += 32) /* the activations to bf16, once per matvec */
+        _mm512_storeu_si512(xb + j, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16),
+                                                                 _mm512_loadu_ps(x + j)));
+    for (int i = 0; i < rows; i++) {
+        __m512 acc = _mm512_setzero_ps();
+        const uint16_t *row = w + (size_t)i * cols;
+        for (int j = 0; j < cols; j += 32)
+            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(row + j),
+                                   (__m512bh)_mm512_loadu_si512(xb + j));
+        y[i] = _mm512_reduce_add_ps(acc);
+    }
+}
+#endif
+
+static void bench(void) {
+    static const int shapes[][2] = {{2048, 768}, {32000, 768}};
+    for (int s = 0; s < 2; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        uint16_t *w = malloc(sizeof(uint16_t) * rows * cols), *xb = malloc(sizeof(uint16_t) * cols);
+        for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = f32_to_bf16(uniform() * 0.05f);
+        float *x = random_floats(cols), *y = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
+        Tensor t = {.data = w, .type = WEIGHT_BF16};
+        matvec_bf16_ref(ref, w, x, rows, cols);
+        double best = 1e9, err = 0;
+        for (int rep = 0; rep < 20; rep++) {
+            double t0 = now();
+            matmul(y, &t, x, NULL, NULL, 1, rows, cols);
+            best = fmin(best, now() - t0);
+        }
+        for (int i = 0; i < rows; i++) err = fmax(err, fabsf(y[i] - ref[i]));
+        double gbs = rows * (double)cols * 2 / best / 1e9;
+        printf("bench bf16 widen+fma rows=%d cols=%d: %.1f us, %.1f GB/s, max|err| %.2g\n", rows,
+               cols, best * 1e6, gbs, err);
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+        best = 1e9, err = 0;
+        for (int rep = 0; rep < 20; rep++) {
+            double t0 = now();
+            matvec_dpbf16(y, w, x, xb, rows, cols);
+            best = fmin(best, now() - t0);
+        }
+        for (int i = 0; i < rows; i++) err = fmax(err, fabsf(y[i] - ref[i]));
+        gbs = rows * (double)cols * 2 / best / 1e9;
+        printf("bench bf16 vdpbf16ps  rows=%d cols=%d: %.1f us, %.1f GB/s, max|err| %.2g\n", rows,
+               cols, best * 1e6, gbs, err);
+#endif
+        free(w), free(xb), free(x), free(y), free(ref);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--bench")) {
+        bench();
+        return 0;
+    }
+    printf("kernels: %s\n", kernels_isa());
+    test_rmsnorm();
+    test_softmax();
+    test_matvec_by_hand();
+    test_quantize_q8();
+    test_quantize_q8_vs_ref();
+    test_matmul_f32_vs_ref();
+    test_matmul_bf16_vs_ref();
+    test_matmul_q8_vs_ref();
+    test_matmul_chunk_equals_single();
+    test_vecmat_vs_ref();
+    test_rope();
+    test_attention_by_hand();
+    test_gqa_head_mapping();
+    test_attention_chunk();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
