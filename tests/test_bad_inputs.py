@@ -254,6 +254,10 @@ def test_bad_flags():
         ("-f a directory", base + ["-f", TMP_DIR], ["-f"]),
         ("-f missing", base + ["-f", tmp_path("no_such_prompt")], ["no_such_prompt"]),
         ("-f and -i", base + ["-f", "/dev/null", "-i", "x"], ["-f"]),
+        ("--threads 0", base + ["--threads", "0"], ["--threads"]),
+        ("--ppl /dev/zero", base + ["--ppl", "/dev/zero"], ["/dev/zero"], "NUL"),
+        ("--ppl empty", base + ["--ppl", "/dev/null"], ["/dev/null"]),
+        ("--attn-top 0", base + ["--attn-top", "0"], ["--attn-top"]),
     ]
     run_catalogue(cases)
 
