@@ -86,7 +86,8 @@ def replay(name):
 def test_q8_nan_activation():
     """checkpoint_tllm, first minutes of fuzzing: a Q8_0 file whose weights make the
     activations NaN. kernels.c converted NaN * (1/scale) to int32, which is undefined
-    behaviour (UBSan: "-nan is outside the range of representable values of type 'int'")."""
+    behaviour (UBSan: "-nan is outside the range of representable values of type 'int'").
+    The quantizer now clamps first, and fminf/fmaxf turn NaN into a number."""
     replay("q8_nan_activation")
 
 
