@@ -53,7 +53,8 @@ void kv_cache_store(float *key_cache, float *value_cache, const float *k, const 
 
 /* ------------------------------------------------------------------------------------------ */
 /* Grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads). Causal: the
- * query at pos sees positions 0..pos only, because later ones are not in the cache yet. */
+ * query at pos reads the first pos + 1 cached positions only, never a later one, even when a
+ * prompt chunk has already stored the keys of later positions. */
 
 /* One query head q (head_size) over the first n_pos cached keys and values (n_pos, head_size):
  * out (head_size) = sum_t softmax(q . k_t / sqrt(head_size))_t v_t. scores (n_pos) is left

@@ -191,7 +191,8 @@ static void render_zephyr(Builder *b, const char *system, const char *user, int 
 
 int *chat_encode_turn(const Tokenizer *t, int template_id, const char *system, const char *user,
                       int first, int *n) {
-    Builder b = {.t = t, .at_start = 1};
+    /* a later turn continues the conversation: its first text gets no dummy prefix */
+    Builder b = {.t = t, .at_start = first};
     if (template_id == TEMPLATE_CHATML) render_chatml(&b, system, user, first);
     else if (template_id == TEMPLATE_ZEPHYR) render_zephyr(&b, system, user, first);
     else render_llama2(&b, system, user, first);

@@ -2,6 +2,8 @@
  * kernels.h - the numeric building blocks of the forward pass.
  *
  * Every kernel is a pure function: output first, inputs const, sizes last, no allocation.
+ * One exception: attention_chunk may hand each row of weights to the --attn recorder, since
+ * its scratch row is reused by the next query before the caller could look at it.
  * matmul() dispatches on the weight type; the *_ref functions are the plain C versions that
  * define what each kernel computes, and tests/test_kernels.c holds the fast paths to them.
  */

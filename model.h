@@ -31,8 +31,8 @@
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
  * kernels.c (matmul, rmsnorm, softmax), tokenizer.c (BPE), sampler.c (choosing the next
- * token), chat.c (chat templates), run.c (the command line). The file formats are described
- * in models/FORMAT.md.
+ * token), chat.c (chat templates), attnviz.c (recording attention), run.c (the command
+ * line). The file formats are described in models/FORMAT.md.
  *
  * Errors: library functions never print and never exit. Those that can fail take a buffer
  * `char err[ERR_MAX]`, write one line (without the file name: the caller prefixes it) and
@@ -96,7 +96,7 @@ typedef struct {
 
 typedef struct {
     Tensor token_embedding;   /* (vocab_size, dim) */
-    LayerWeights *layers;     /* (n_layers), the only allocation: an array of pointers */
+    LayerWeights *layers;     /* (n_layers) structs of pointers: the one allocation here */
     const float *final_norm;  /* (dim) */
     Tensor classifier;        /* (vocab_size, dim); the token embedding when shared */
 } Weights;
@@ -215,7 +215,8 @@ int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]
 void model_free(Model *m);
 
 /* Runs one token at position pos (0 <= pos < seq_len) through the network, appending its key
- * and value to the cache. Returns the logits, (vocab_size), owned by the model. */
+ * and value to the cache. Returns the logits, (vocab_size), owned by the model, or NULL if
+ * the token or the position is out of range. */
 float *model_forward(Model *m, int token, int pos);
 
 /* Runs n tokens (the prompt) at positions pos .. pos + n - 1, filling the KV cache as n calls

@@ -140,8 +140,8 @@ def expected(template, sp, bare, specials):
     """The two turns of TURNS as each template's reference tokenization renders them:
     sp.encode for text at the start or after BOS, bare.encode (no dummy prefix) after any
     other special token; `specials` maps a marker to its id when it is one token."""
-    def render(parts):
-        ids, text, after_bos = [], "", True
+    def render(parts, at_start):
+        ids, text, after_bos = [], "", at_start
         def flush():
             nonlocal text, after_bos
             if text:
@@ -174,7 +174,8 @@ def expected(template, sp, bare, specials):
             return [S("<|user|>"), T(f"\n{u}"), S("</s>"), T("\n"), S("<|assistant|>"), T("\n")]
         first = [S("<s>"), S("<|system|>"), T(f"\n{SYSTEM}"), S("</s>"), T("\n")] + user(u1)
         second = [S("</s>"), T("\n")] + user(u2)
-    return [render(first), render(second)]
+    # the second turn continues the sequence: only text after its own BOS gets the prefix
+    return [render(first, True), render(second, False)]
 
 
 def test_templates_exact_tokens_llama2_vocabulary():
