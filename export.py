@@ -93,13 +93,20 @@ class Config:
     chat_template: int = 0
 
 
+# The loader's limits (model.c): a file outside them would be written, then refused by `run`.
+LIMITS = {"dim": 1 << 16, "hidden_dim": 1 << 18, "n_layers": 1024, "n_heads": 1024,
+          "n_kv_heads": 1024, "head_size": 1 << 16, "vocab_size": 1 << 20, "seq_len": 1 << 20}
+
+
 def check_config(cfg, path):
     """Raises ExportError unless cfg describes a model the engine can run."""
-    for name in ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_size",
-                 "vocab_size", "seq_len"):
+    for name, limit in LIMITS.items():
         value = getattr(cfg, name)
-        if not (isinstance(value, int) and 0 < value < 2**31):
-            raise ExportError(path, f"{name} = {value} is not a positive 32-bit integer")
+        if not (isinstance(value, int) and 0 < value <= limit):
+            raise ExportError(path, f"{name} = {value} is out of the engine's range 1..{limit}")
+    if cfg.n_heads * cfg.head_size > LIMITS["dim"]:
+        raise ExportError(path, f"n_heads * head_size = {cfg.n_heads * cfg.head_size} is "
+                                f"more than {LIMITS['dim']}")
     if cfg.n_heads % cfg.n_kv_heads:
         raise ExportError(path, f"n_kv_heads = {cfg.n_kv_heads} does not divide "
                                 f"n_heads = {cfg.n_heads}")
@@ -108,8 +115,10 @@ def check_config(cfg, path):
     for name in ("bos_id", "eos_id"):
         if not 0 <= getattr(cfg, name) < cfg.vocab_size:
             raise ExportError(path, f"{name} = {getattr(cfg, name)} is outside the vocabulary")
-    if not (cfg.rope_theta > 0 and cfg.norm_eps > 0):
-        raise ExportError(path, "rope_theta and norm_eps must be positive")
+    if not (1 < cfg.rope_theta < float("inf")):
+        raise ExportError(path, f"rope_theta = {cfg.rope_theta} is not a finite number above 1")
+    if not (0 < cfg.norm_eps < 1):
+        raise ExportError(path, f"norm_eps = {cfg.norm_eps} is out of range (0..1)")
 
 
 def tensor_layout(cfg):

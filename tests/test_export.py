@@ -550,3 +550,16 @@ def test_hf_special_ids_come_from_the_tokenizer():
     export_ok(out, "--hf", folder)
     h = TllmFile(out).header
     assert (h["bos_id"], h["eos_id"]) == (1, 2), f"bos/eos = {h['bos_id']}/{h['eos_id']}"
+
+
+def test_export_refuses_what_the_loader_refuses():
+    """export.py holds every model to the loader's limits, so it never writes a file that `run`
+    would then refuse."""
+    out = tmp_path("limits.bin")
+    export_fails([out, "--random", "70000,8,1,1,1,300,8"], "70000,8,1,1,1,300,8", ["dim"])
+    folder = tmp_path("hf_limits")
+    for key, value in (("rms_norm_eps", 1.5), ("rope_theta", 1.0), ("rope_theta", float("nan"))):
+        fx.write_hf_dir(folder, fx.hf_config(layers=1, **{key: value}),
+                        shared_model("tokenizer.model"))
+        name = "norm_eps" if key == "rms_norm_eps" else key
+        export_fails([out, "--hf", folder], folder, [name])
