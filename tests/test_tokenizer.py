@@ -251,7 +251,8 @@ def test_encode_100kb_speed():
     texts = [text, "a" * 100_000, " " * 100_000]
     got, seconds = encode(tok, LLAMA_VOCAB, texts)
     print(f"     encoded {sum(len(t.encode()) for t in texts)} bytes in {seconds * 1000:.1f} ms")
-    assert seconds < 1.0 * len(texts), f"encoding took {seconds:.2f} s"  # loose: timing is noisy
+    # all three in under a second: about 20 times the time measured here, for noisy days
+    assert seconds < 1.0, f"encoding 3 x 100 KB took {seconds:.2f} s"
     assert got[0] == sp.encode(text), "100 KB text differs from sentencepiece"
     assert got[1] == sp.encode(texts[1]) and got[2] == sp.encode(texts[2])
 

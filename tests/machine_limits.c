@@ -1,0 +1,132 @@
+/*
+ * machine_limits.c - the two numbers that bound the engine's speed on this machine, measured
+ * the same way `make bench` measures the engine:
+ *
+ *   stream_gb_s   reading a 1 GiB float array once (what decoding a model larger than the
+ *                 cache does with its weights), best of 5;
+ *   fma_gflop_s   fp32 multiply-adds with enough independent chains to hide their latency
+ *                 (what a prompt chunk's matrix product is made of), in FLOP (2 per FMA).
+ *
+ * Prints `machine threads=T stream_gb_s=X fma_gflop_s=Y` for T = 1 and for all threads.
+ * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __AVX512F__
+typedef __m512 vec;
+#define LANES 16
+#define vadd _mm512_add_ps
+#define vfma _mm512_fmadd_ps
+#define vset _mm512_set1_ps
+#define vload _mm512_loadu_ps
+static float vsum(vec v) { return _mm512_reduce_add_ps(v); }
+#else
+typedef __m256 vec;
+#define LANES 8
+#define vadd _mm256_add_ps
+#define vfma _mm256_fmadd_ps
+#define vset _mm256_set1_ps
+#define vload _mm256_loadu_ps
+static float vsum(vec v) {
+    float f[8];
+    _mm256_storeu_ps(f, v);
+    return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
+}
+#endif
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* GB/s of one pass over n floats split among the threads; four sums per thread so the adds
+ * never wait on each other and only memory sets the pace. */
+static double stream(const float *a, size_t n, float *sink) {
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now();
+        float total = 0.0f;
+        #pragma omp parallel for reduction(+:total)
+        for (size_t b = 0; b < n / 4096; b++) {
+            const float *p = a + b * 4096;
+            vec s0 = vset(0), s1 = s0, s2 = s0, s3 = s0;
+            for (int j = 0; j < 4096; j += 4 * LANES) {
+                s0 = vadd(s0, vload(p + j));
+                s1 = vadd(s1, vload(p + j + LANES));
+                s2 = vadd(s2, vload(p + j + 2 * LANES));
+                s3 = vadd(s3, vload(p + j + 3 * LANES));
+            }
+            total += vsum(vadd(vadd(s0, s1), vadd(s2, s3)));
+        }
+        double t = now() - t0;
+        if (t < best) best = t;
+        *sink += total;
+    }
+    return n * sizeof(float) / best / 1e9;
+}
+
+/* GFLOP/s of ten independent FMA chains per thread (FMA latency 4-5 cycles, two issued per
+ * cycle at most: ten keep every pipe busy). */
+static double fma_peak(float *sink) {
+    const long iters = 20000000;
+    double t0 = now();
+    int threads = 1;
+    float total = 0.0f;
+    #pragma omp parallel reduction(+:total)
+    {
+#ifdef _OPENMP
+        #pragma omp single
+        threads = omp_get_num_threads();
+#endif
+        vec m = vset(0.999f), c = vset(1e-4f);
+        vec a0 = vset(0), a1 = vset(1), a2 = vset(2), a3 = vset(3), a4 = vset(4);
+        vec a5 = vset(5), a6 = vset(6), a7 = vset(7), a8 = vset(8), a9 = vset(9);
+        for (long k = 0; k < iters; k++) {
+            a0 = vfma(a0, m, c), a1 = vfma(a1, m, c), a2 = vfma(a2, m, c);
+            a3 = vfma(a3, m, c), a4 = vfma(a4, m, c), a5 = vfma(a5, m, c);
+            a6 = vfma(a6, m, c), a7 = vfma(a7, m, c), a8 = vfma(a8, m, c);
+            a9 = vfma(a9, m, c);
+        }
+        total += vsum(vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5),
+                      vadd(vadd(a6, a7), vadd(a8, a9)))));
+    }
+    double t = now() - t0;
+    *sink += total;
+    return threads * (double)iters * 10 * LANES * 2 / t / 1e9;
+}
+
+int main(void) {
+    size_t n = (size_t)1 << 28;
+    float *a = malloc(n * sizeof *a), sink = 0.0f;
+    if (!a) return 1;
+    for (size_t i = 0; i < n; i++) a[i] = 1.0f;
+    int all = 1;
+#ifdef _OPENMP
+    all = omp_get_max_threads();
+#endif
+    for (int t = 1; t <= all; t = t == all ? all + 1 : all) {
+#ifdef _OPENMP
+        omp_set_num_threads(t);
+#endif
+        printf("machine threads=%d stream_gb_s=%.1f fma_gflop_s=%.1f\n", t, stream(a, n, &sink),
+               fma_peak(&sink));
+        fflush(stdout);
+    }
+    free(a);
+    return sink == 12345.0f; /* keeps the sums alive */
+}
+#else
+int main(void) {
+    puts("machine: no AVX-512 or AVX2+FMA in this build, limits not measured");
+    return 0;
+}
+#endif
