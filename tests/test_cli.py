@@ -107,7 +107,7 @@ def test_top_k_and_min_p():
 # Statistics
 
 STATS_KEYS = ["load_ms", "prompt_tokens", "prefill_tok_s", "generated_tokens", "decode_tok_s",
-              "ttft_ms", "weights_gb_s", "peak_rss_mb"]
+              "decode_ms_per_token", "ttft_ms", "weights_gb_s", "peak_rss_mb"]
 
 
 def test_stats():
@@ -122,6 +122,8 @@ def test_stats():
     assert values["prompt_tokens"] == n_prompt, values
     assert values["generated_tokens"] == 50 - n_prompt + 1, values  # -n counts positions
     assert values["decode_tok_s"] > 0 and values["prefill_tok_s"] > 0, values
+    # the inverse, up to the 3 decimals printed
+    assert abs(values["decode_ms_per_token"] * values["decode_tok_s"] / 1000 - 1) < 0.02, values
     assert 0 < values["ttft_ms"] < 10000, values
     assert 0 < values["peak_rss_mb"] < 1000, values
     # GB/s is bytes per token times tokens per second: 260K float32 weights is ~1 MB a token
@@ -138,7 +140,9 @@ def test_help_and_version():
     for group in ("Generation:", "Sampling", "Chat", "Model:", "Diagnostics:"):
         assert group in text, f"--help lacks the group {group}"
     for flag in ("-i", "-f", "-n", "--stop", "-m", "-t", "-k", "--min-p", "-p", "-s", "-y",
-                 "--template", "-z", "-v", "--logits", "--print-tokens", "--version"):
+                 "--template", "-z", "-v", "--logits", "--print-tokens", "--version",
+                 "--threads", "--ppl", "--no-prefill", "--attn", "--attn-html", "--attn-top",
+                 "--attn-layer"):
         assert re.search(rf"^\s+{re.escape(flag)}[ ,]", text, re.M), f"--help lacks {flag}"
     assert "temperature, top-k, min-p, top-p" in text  # the order of the filters
     assert re.fullmatch(rb"run \d+\.\d+\.\d+\n", common.run_ok(["--version"]).stdout)
