@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 
-from tllm_file import read_bytes
+from common import read_bytes
 
 LLAMA2C_ORDER = ["emb", "attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3",
                  "final_norm", "rope_tables"]

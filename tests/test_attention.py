@@ -29,7 +29,8 @@ TOLERANCE = 1e-5  # observed: 4e-7 on random models, 3e-6 on stories260K (sharpe
 
 
 def stories_args():
-    return [common.shared_model("stories260K.bin"), "-z", common.shared_model("tok512.bin")]
+    model, tok = common.stories()
+    return [model, "-z", tok]
 
 
 def check_rows(rec, label):
@@ -89,7 +90,7 @@ def test_stories_rows_match_reference():
     path = common.tmp_path("attn_stories_ref.attn")
     common.run_ok(stories_args() + ["-t", 0, "-n", 40, "--attn", path])
     rec = read_attn(path)
-    config, weights = reference.read_llama2c(common.shared_model("stories260K.bin"))
+    config, weights = reference.read_llama2c(common.stories()[0])
     compare_with_reference(rec, reference.Transformer(config, weights), "stories260K")
 
 

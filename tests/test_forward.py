@@ -23,11 +23,6 @@ from reference import Config
 TOLERANCE = 1e-4
 
 
-def relative_error(engine, ref):
-    """max|engine - ref| / max|ref| over one logits row."""
-    return float(np.max(np.abs(engine - ref)) / np.max(np.abs(ref)))
-
-
 def engine_tokens(logits, prompt_ids, steps, bos_id=1):
     """The tokens the engine ran at each position, recovered as llama2.c's loop chose them:
     the prompt, then the argmax of the previous position's logits. Checks the engine stopped
@@ -55,7 +50,7 @@ def check_logits(logits, tokens, model, label, n_prompt):
     worst, worst_pos = 0.0, 0
     for pos, (row, tok) in enumerate(zip(logits, tokens)):
         ref = model.forward(tok, pos)
-        err = relative_error(row, ref)
+        err = common.relative_error(row, ref)
         if err > worst:
             worst, worst_pos = err, pos
         assert err < TOLERANCE, (

@@ -4,6 +4,8 @@ import struct
 
 import numpy as np
 
+from common import read_bytes
+
 FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "I"),
           ("n_layers", "I"), ("n_heads", "I"), ("n_kv_heads", "I"), ("head_size", "I"),
           ("vocab_size", "I"), ("seq_len", "I"), ("rope_theta", "f"), ("norm_eps", "f"),
@@ -11,12 +13,6 @@ FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "I"),
           ("group_size", "I"), ("chat_template", "I"), ("tokenizer_kind", "I"),
           ("reserved", "I"), ("tokenizer_offset", "Q"), ("tokenizer_size", "Q"),
           ("weights_offset", "Q"), ("file_size", "Q")]
-
-
-def read_bytes(path):
-    """The whole file (closed at once: the test runner dislikes ResourceWarnings)."""
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def align64(n):
