@@ -12,8 +12,9 @@ import numpy as np
 import common
 import export_fixtures as fx
 from common import PY, RUN, read_bytes, read_logits, run, run_ok, shared_model, tmp_path
-from hf_reference import hf_logits, tllm_logits
-from tllm_file import TllmFile
+import reference
+from hf_reference import hf_logits
+from reference import TllmFile
 
 sys.path.insert(0, os.getcwd())  # the project root, to test export.py's encoders directly
 import export  # noqa: E402
@@ -44,6 +45,15 @@ def engine(model, *extra, steps=40):
     vocab = TllmFile(model).header["vocab_size"] if read_bytes(model)[:4] == b"TLLM" \
         else abs(struct.unpack("<7i", read_bytes(model)[:28])[5])
     return p.stdout, read_logits(out, vocab)
+
+
+def reference_logits(path, tokens):
+    """tests/reference.py's logits for tokens on a TLLM file, with the engine's convention:
+    RoPE rotates adjacent pairs, and on Q8_0 each matvec's input is rounded to int8 too."""
+    c, w, _ = reference.read_tllm(path)
+    mv = reference.q8_matvec(c.group_size) if c.weight_type == reference.WEIGHT_Q8_0 \
+        else reference.matvec
+    return reference.logits(c, w, tokens, mv)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,8 +183,8 @@ def test_hf_export_header_tensors_and_numpy_forward():
                 assert np.array_equal(wk[head * hd + 2 * i + 1], k[head * hd + i + hd // 2])
         # The permuted file under the engine's convention computes what Hugging Face computes.
         ref = hf_logits(stored, config, tokens)
-        ours = tllm_logits(f, tokens)
-        err = np.abs(ours - ref).max() / np.abs(ref).max()
+        ours = reference_logits(out, tokens)
+        err = common.relative_error(ours, ref)
         assert err < 1e-5, f"{name}: numpy TLLM forward vs HF reference: rel error {err}"
         assert ref.std() > 0.5, f"{name}: degenerate logits (std {ref.std()})"
 
@@ -190,7 +200,7 @@ def test_engine_hf_matches_reference():
         while len(seq) < rows:
             seq.append(int(np.argmax(logits[len(seq) - 1])))  # greedy: argmax of the last row
         ref = hf_logits(stored, config, seq)
-        err = np.abs(logits - ref).max() / np.abs(ref).max()
+        err = common.relative_error(logits, ref)
         assert err < 1e-4, f"{name}: engine vs HF reference: rel error {err:.2e}"
 
 
@@ -345,7 +355,7 @@ def test_random_shapes():
     common.export(other, "--random", "260K", "--seed", 8)
     assert read_bytes(again) == f.data and read_bytes(other) != f.data
     # Logits are neither flat nor one-hot, and vary with the token.
-    logits = tllm_logits(f, [1, 300, 301, 302, 303, 304])
+    logits = reference_logits(out, [1, 300, 301, 302, 303, 304])
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     assert 0.5 < logits.std() < 10, logits.std()
@@ -381,23 +391,13 @@ def test_engine_runs_random_q8_and_bf16():
         out = tmp_path(f"r_{dtype}.bin")
         common.export(out, "--random", "64,128,2,4,2,512,64", "--dtype", dtype, "--seed", 3)
         outs[dtype] = engine(out, steps=20)[1]
-    ref = tllm_logits(TllmFile(tmp_path("r_f32.bin")), [1] + [int(np.argmax(r))
-                                                             for r in outs["f32"][:-1]])
-    err = np.abs(outs["f32"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs numpy on a random f32 model: rel error {err:.2e}"
-    ref = tllm_logits(TllmFile(tmp_path("r_bf16.bin")),
-                      [1] + [int(np.argmax(r)) for r in outs["bf16"][:-1]])
-    err = np.abs(outs["bf16"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs numpy on the bf16 model: rel error {err:.2e}"
-    # The engine's Q8_0 path also rounds activations to int8: compare with tests/reference.py,
-    # which mirrors that, reading our file with its own TLLM reader.
-    import reference
-    c, w, _ = reference.read_tllm(tmp_path("r_q8_0.bin"))
-    model = reference.Transformer(c, w, reference.q8_matvec(c.group_size))
-    seq = [1] + [int(np.argmax(r)) for r in outs["q8_0"][:-1]]
-    ref = np.array([model.forward(t, pos) for pos, t in enumerate(seq)])
-    err = np.abs(outs["q8_0"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs reference.py on the q8_0 model: rel error {err:.2e}"
+    # The engine's Q8_0 path also rounds activations to int8; reference_logits mirrors that.
+    for dtype, what in (("f32", "a random f32 model"), ("bf16", "the bf16 model"),
+                        ("q8_0", "the q8_0 model")):
+        seq = [1] + [int(np.argmax(r)) for r in outs[dtype][:-1]]
+        ref = reference_logits(tmp_path(f"r_{dtype}.bin"), seq)
+        err = common.relative_error(outs[dtype], ref)
+        assert err < 1e-4, f"engine vs reference.py on {what}: rel error {err:.2e}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -219,8 +219,7 @@ def test_checker_catches_wrong_logits():
                seq_len=16)
     w = checkpoints.random_weights(c, 11)
     tokens = checkpoints.encode_prompt("check me")
-    good = reference.Transformer(c, w)
-    rows = np.array([good.forward(t, p) for p, t in enumerate(tokens)], dtype=np.float32)
+    rows = reference.logits(c, w, tokens).astype(np.float32)
     check_logits(rows, tokens, reference.Transformer(c, w), "self", len(tokens))
 
     def rope_halves(x, pos, head_size, theta):
@@ -233,8 +232,7 @@ def test_checker_catches_wrong_logits():
     reference_rope = reference.rope
     reference.rope = rope_halves
     try:
-        bad = reference.Transformer(c, w)
-        wrong = np.array([bad.forward(t, p) for p, t in enumerate(tokens)], dtype=np.float32)
+        wrong = reference.logits(c, w, tokens).astype(np.float32)
     finally:
         reference.rope = reference_rope
     try:

@@ -73,13 +73,7 @@ def test_kernels_every_path():
 def logits_of(model, prompt, steps, *flags):
     path = common.tmp_path("speed.logits")
     common.run_ok([model, "-t", 0, "-n", steps, "-i", prompt, "--logits", path] + list(flags))
-    return common.read_logits(path, vocab_of(model))
-
-
-def vocab_of(model):
-    with open(model, "rb") as f:
-        head = f.read(36)
-    return int.from_bytes(head[32:36], "little")
+    return common.read_logits(path, reference.TllmFile(model).header["vocab_size"])
 
 
 # dim, hidden, layers, heads, kv_heads, vocab, seq_len: multi-head; grouped-query with a

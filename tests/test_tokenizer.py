@@ -9,6 +9,7 @@ import struct
 import subprocess
 
 import common
+import reference
 
 LLAMA_VOCAB = 32000
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,18 +96,6 @@ def corpus():
     return texts
 
 
-def read_tokenizer_bin(path, n):
-    """The first n (piece bytes, score) pairs of a llama2.c tokenizer.bin."""
-    data = common.read_bytes(path)
-    off, pieces = 4, []
-    for _ in range(n):
-        score, length = struct.unpack_from("<fi", data, off)
-        off += 8
-        pieces.append((data[off:off + length], score))
-        off += length
-    return pieces
-
-
 def reference_bpe(pieces, text):
     """sentencepiece's BPE, written the slow obvious way: dummy prefix, U+2581 read as a space,
     one symbol per character, merge the best-scoring pair (leftmost on ties) until none forms
@@ -179,7 +168,8 @@ def test_encode_bos_eos():
 def test_reference_bpe_agrees_with_sentencepiece():
     # The Python reference is the oracle for tok512.bin, so first show it matches sentencepiece.
     sp = common.sentencepiece()
-    pieces = read_tokenizer_bin(common.shared_model("tokenizer.bin"), LLAMA_VOCAB)
+    pieces = list(zip(*reference.read_tokenizer(common.shared_model("tokenizer.bin"),
+                                                LLAMA_VOCAB)))
     texts = [t for t in corpus() if len(t) < 200][::3]
     got = [reference_bpe(pieces, t) for t in texts]
     want = [sp.encode(t) for t in texts]
@@ -413,7 +403,7 @@ def test_fuzzed_tokenizer_files():
 
 def test_tok512():
     path = common.shared_model("tok512.bin")
-    pieces = read_tokenizer_bin(path, 512)
+    pieces = list(zip(*reference.read_tokenizer(path, 512)))
     texts = corpus()
     ids, _ = encode(path, 512, texts)
     assert all(0 <= i < 512 for line in ids for i in line)
