@@ -61,10 +61,11 @@ def layer_shapes(c):
             "w3": (c.hidden_dim, c.dim)}
 
 
-def read_llama2c(path):
+def read_llama2c(path, dtype=np.float64):
     """Reads a llama2.c "version 0" checkpoint. Returns (Config, weights), where weights is a
-    dict of float64 arrays: token_embedding (vocab, dim), final_norm (dim), classifier
-    (vocab, dim), and layers, a list of dicts with attn_norm, ffn_norm and the matrices."""
+    dict of arrays of dtype (np.float32: the values exactly as stored): token_embedding
+    (vocab, dim), final_norm (dim), classifier (vocab, dim), and layers, a list of dicts with
+    attn_norm, ffn_norm and the matrices."""
     data = read_bytes(path)
     dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = \
         struct.unpack_from("<7i", data, 0)
@@ -73,7 +74,7 @@ def read_llama2c(path):
     vocab_size = abs(vocab_size)
     c = Config(dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
                shared_classifier=shared)
-    floats = np.frombuffer(data, dtype="<f4", offset=7 * 4).astype(np.float64)
+    floats = np.frombuffer(data, dtype="<f4", offset=7 * 4).astype(dtype)
     at = 0
 
     def take(*shape):

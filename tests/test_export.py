@@ -9,12 +9,13 @@ import sys
 
 import numpy as np
 
+import checkpoints
 import common
 import export_fixtures as fx
 from common import PY, RUN, read_bytes, read_logits, run, run_ok, shared_model, tmp_path
 import reference
 from hf_reference import hf_logits
-from reference import TllmFile
+from reference import Config, TllmFile
 
 sys.path.insert(0, os.getcwd())  # the project root, to test export.py's encoders directly
 import export  # noqa: E402
@@ -73,15 +74,13 @@ def test_llama2c_tensors_identical():
     assert h["rope_theta"] == 10000.0 and h["norm_eps"] == np.float32(1e-5)
     # The tokenizer section is the piece count followed by tok512.bin itself.
     assert f.tokenizer_section == struct.pack("<I", 512) + read_bytes(tok)
-    _, blocks = fx.read_llama2c(src)
-    names = {"attn_norm": "attn_norm", "wq": "wq", "wk": "wk", "wv": "wv", "wo": "wo",
-             "ffn_norm": "ffn_norm", "w1": "w1", "w2": "w2", "w3": "w3"}
-    assert f.tensors["token_embedding"][1].tobytes() == blocks["emb"].tobytes()
-    assert f.tensors["final_norm"][1].tobytes() == blocks["final_norm"].tobytes()
+    _, w = reference.read_llama2c(src, np.float32)
+    assert f.tensors["token_embedding"][1].tobytes() == w["token_embedding"].tobytes()
+    assert f.tensors["final_norm"][1].tobytes() == w["final_norm"].tobytes()
     for i in range(5):
-        for ours, theirs in names.items():
-            a = f.tensors[f"layers.{i}.{ours}"][1]
-            assert a.tobytes() == blocks[theirs][i].tobytes(), f"layer {i} {ours} differs"
+        for name in ("attn_norm", "ffn_norm") + reference.LAYER_MATRICES:
+            a = f.tensors[f"layers.{i}.{name}"][1]
+            assert a.tobytes() == w["layers"][i][name].tobytes(), f"layer {i} {name} differs"
     # Without --tokenizer, tok512.bin beside the checkpoint is found: the same file results.
     out2 = tmp_path("s260k_auto.bin")
     common.export(out2, "--llama2c", src)
@@ -96,13 +95,16 @@ def test_llama2c_tensors_identical():
 
 def test_llama2c_untied_classifier():
     src = tmp_path("untied_l2c.bin")
-    blocks = fx.random_llama2c(src, 32, 48, 2, 4, 2, 512, 16, seed=3, shared=False)
+    c = Config(dim=32, hidden_dim=48, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
+               seq_len=16, shared_classifier=False)
+    checkpoints.write_llama2c(src, c, checkpoints.random_weights(c, 3))
+    _, w = reference.read_llama2c(src, np.float32)
     out = tmp_path("untied.bin")
     common.export(out, "--llama2c", src, "--tokenizer", shared_model("tok512.bin"))
     f = TllmFile(out)
     assert f.header["shared_classifier"] == 0 and f.header["n_kv_heads"] == 2
-    assert f.tensors["classifier"][1].tobytes() == blocks["classifier"].tobytes()
-    assert f.tensors["layers.1.wk"][1].tobytes() == blocks["wk"][1].tobytes()
+    assert f.tensors["classifier"][1].tobytes() == w["classifier"].tobytes()
+    assert f.tensors["layers.1.wk"][1].tobytes() == w["layers"][1]["wk"].tobytes()
 
 
 def test_engine_llama2c_same_as_original():
@@ -244,9 +246,9 @@ def test_bf16_export_error():
     common.export(out, "--llama2c", src, "--dtype", "bf16")
     f = TllmFile(out)
     assert f.header["weight_type"] == 1 and f.header["group_size"] == 0
-    _, blocks = fx.read_llama2c(src)
-    pairs = [("token_embedding", blocks["emb"])] + \
-        [(f"layers.{i}.{n}", blocks[n][i]) for i in range(5) for n in ("wq", "wo", "w2")]
+    _, w = reference.read_llama2c(src, np.float32)
+    pairs = [("token_embedding", w["token_embedding"])] + \
+        [(f"layers.{i}.{n}", w["layers"][i][n]) for i in range(5) for n in ("wq", "wo", "w2")]
     for name, x in pairs:
         stored = f.tensors[name][1]
         assert np.array_equal(stored, nearest_bf16(np.ascontiguousarray(x))), name
@@ -254,7 +256,7 @@ def test_bf16_export_error():
         assert (err <= np.abs(x) * 2.0 ** -8).all(), f"{name}: bf16 error above 2^-8 relative"
     # Norms stay float32, bit for bit.
     assert f.tensors["layers.2.ffn_norm"][0] == 0
-    assert f.tensors["layers.2.ffn_norm"][1].tobytes() == blocks["ffn_norm"][2].tobytes()
+    assert f.tensors["layers.2.ffn_norm"][1].tobytes() == w["layers"][2]["ffn_norm"].tobytes()
 
 
 def check_q8_0(f, name, x, gs):
@@ -275,11 +277,14 @@ def check_q8_0(f, name, x, gs):
 
 def test_q8_0_export_error():
     src = tmp_path("q8_src.bin")
-    blocks = fx.random_llama2c(src, 64, 96, 2, 4, 2, 512, 32, seed=5)
-    blocks["w1"][1, 3, 32:64] = 0  # an all-zero group
-    blocks["emb"][7, :] *= 1000  # large and small rows
-    blocks["emb"][8, :] *= 1e-6
-    fx.write_llama2c(src, (64, 96, 2, 4, 2, 512, 32), blocks)
+    c = Config(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
+               seq_len=32)
+    w = checkpoints.random_weights(c, 5)
+    w["layers"][1]["w1"][3, 32:64] = 0  # an all-zero group
+    w["token_embedding"][7, :] *= 1000  # large and small rows
+    w["token_embedding"][8, :] *= 1e-6
+    checkpoints.write_llama2c(src, c, w)
+    _, w = reference.read_llama2c(src, np.float32)  # the values as stored
     tok = shared_model("tok512.bin")
     for requested, gs in ((None, 32), (64, 64)):  # hidden_dim 96: by default 32
         out = tmp_path("q8.bin")
@@ -287,8 +292,10 @@ def test_q8_0_export_error():
         common.export(*(args + (["--group-size", requested] if requested else [])))
         f = TllmFile(out)
         assert f.header["weight_type"] == 2 and f.header["group_size"] == gs
-        for name, x in [("token_embedding", blocks["emb"]), ("layers.1.w1", blocks["w1"][1]),
-                        ("layers.0.w2", blocks["w2"][0]), ("layers.1.wk", blocks["wk"][1])]:
+        for name, x in [("token_embedding", w["token_embedding"]),
+                        ("layers.1.w1", w["layers"][1]["w1"]),
+                        ("layers.0.w2", w["layers"][0]["w2"]),
+                        ("layers.1.wk", w["layers"][1]["wk"])]:
             check_q8_0(f, name, x, gs)
         q, scales = f.tensors["layers.1.w1"][1]  # (96, 64)
         assert scales[3, 32 // gs] == (0 if gs == 32 else scales[3, 0]) and not q[3, 32:].any()
@@ -297,11 +304,11 @@ def test_q8_0_export_error():
     out = tmp_path("s260k_q8.bin")
     common.export(out, "--llama2c", shared_model("stories260K.bin"), "--dtype", "q8_0")
     f = TllmFile(out)
-    _, src_blocks = fx.read_llama2c(shared_model("stories260K.bin"))
+    _, stories_w = reference.read_llama2c(shared_model("stories260K.bin"), np.float32)
     assert f.header["group_size"] == 32
     for i in range(5):
-        check_q8_0(f, f"layers.{i}.w2", src_blocks["w2"][i], 32)
-        check_q8_0(f, f"layers.{i}.w1", src_blocks["w1"][i], 32)
+        check_q8_0(f, f"layers.{i}.w2", stories_w["layers"][i]["w2"], 32)
+        check_q8_0(f, f"layers.{i}.w1", stories_w["layers"][i]["w1"], 32)
     # Widths that all allow 64 get 64 by default.
     out = tmp_path("q8_64.bin")
     common.export(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
@@ -320,11 +327,11 @@ def with_pythonpath(folder):
 def test_pt_matches_llama2c():
     # PyTorch is not installed here, so tests/fake_torch stands in for torch.load.
     src = shared_model("stories260K.bin")
-    header, blocks = fx.read_llama2c(src)
+    _, w = reference.read_llama2c(src, np.float32)
     pt = tmp_path("s260k.pt")
     args = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, multiple_of=4,
                 norm_eps=1e-5, max_seq_len=512, dropout=0.0)
-    fx.write_fake_pt(pt, args, fx.llama2c_to_state(blocks, 5))
+    fx.write_fake_pt(pt, args, fx.llama2c_to_state(w))
     out_pt, out_c = tmp_path("from_pt.bin"), tmp_path("from_l2c.bin")
     common.export(out_pt, "--pt", pt, "--tokenizer", shared_model("tok512.bin"),
               env=with_pythonpath("fake_torch"))
