@@ -206,9 +206,6 @@ class TllmFile:
         group = np.arange(q.shape[1]) // self.header["group_size"]  # scale of each column
         return q.astype(dtype) * scales[:, group]
 
-    def classifier(self):
-        return self.value("token_embedding" if self.header["shared_classifier"] else "classifier")
-
 
 def read_tllm(path):
     """Reads a TLLM file (through TllmFile) of any weight type, dequantised to float64.

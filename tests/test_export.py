@@ -44,7 +44,7 @@ def engine(model, *extra, steps=40):
         os.remove(out)
     p = run_ok([model, "-t", "0", "-n", steps, "--logits", out] + list(extra))
     vocab = TllmFile(model).header["vocab_size"] if read_bytes(model)[:4] == b"TLLM" \
-        else abs(struct.unpack("<7i", read_bytes(model)[:28])[5])
+        else reference.read_llama2c(model)[0].vocab_size
     return p.stdout, read_logits(out, vocab)
 
 
