@@ -7,15 +7,18 @@ deterministic from a seed, so a failure can be reproduced.
   random_weights(config, seed)            weights whose activations and logits stay O(1)
   write_llama2c(path, config, weights)    llama2.c "version 0" checkpoint
   write_tllm(path, config, weights, ...)  TLLM file (models/FORMAT.md): f32, bf16 or Q8_0
-  write_tokenizer(path, vocab_size, seed) byte-level tokenizer.bin for any vocab >= 259
+  tokenizer_pieces(vocab_size, seed)      a byte-level tokenizer for any vocab >= 260
+  tokenizer_bin(pieces, scores)           its bytes as llama2.c's tokenizer.bin
+  write_tokenizer(path, vocab_size, seed) ... written to a file
+  write_random_model(path, config, seed)  all of the above in one call, read back
   encode_prompt(text)                     the ids that tokenizer gives a prompt
 """
 import struct
 
 import numpy as np
 
-from reference import LAYER_MATRICES, WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, align64, \
-    layer_shapes
+from reference import WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, align64, layer_shapes, \
+    read_llama2c, read_tllm
 
 
 def random_weights(c, seed):
@@ -101,8 +104,7 @@ def to_q8_0(x, group_size):
 def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
                chat_template=0):
     """Writes a TLLM file (models/FORMAT.md) with the tokenizer (pieces, scores) embedded."""
-    tok = struct.pack("<II", len(pieces), max(len(p) for p in pieces))
-    tok += b"".join(struct.pack("<fI", s, len(p)) + p for p, s in zip(pieces, scores))
+    tok = struct.pack("<I", len(pieces)) + tokenizer_bin(pieces, scores)
     body = bytearray()  # the tensors, from weights_offset on
     weights_offset = align64(256 + len(tok))
 
@@ -182,14 +184,41 @@ def tokenizer_pieces(vocab_size, seed):
     return pieces, scores
 
 
+def tokenizer_bin(pieces, scores):
+    """llama2.c's tokenizer.bin: the longest piece's length, then per piece its score, its
+    length and its bytes. A TLLM tokenizer section is the same with a u32 count in front."""
+    return struct.pack("<i", max(len(p) for p in pieces)) + \
+        b"".join(struct.pack("<fi", s, len(p)) + p for p, s in zip(pieces, scores))
+
+
 def write_tokenizer(path, vocab_size, seed=0):
     """Writes tokenizer_pieces as llama2.c's tokenizer.bin; returns (pieces, scores)."""
     pieces, scores = tokenizer_pieces(vocab_size, seed)
     with open(path, "wb") as f:
-        f.write(struct.pack("<i", max(len(p) for p in pieces)))
-        for p, s in zip(pieces, scores):
-            f.write(struct.pack("<fi", s, len(p)) + p)
+        f.write(tokenizer_bin(pieces, scores))
     return pieces, scores
+
+
+def write_random_model(path, config, seed, tllm=False, weight_type=WEIGHT_F32, group_size=0,
+                       tweak=None):
+    """Writes random_weights(config, seed), changed by tweak(weights) if given, to path: as a
+    llama2.c checkpoint with write_tokenizer's file beside it (PATH_tok.bin), or with tllm as
+    a TLLM file of weight_type with the tokenizer inside. Returns (the engine's arguments for
+    the model, config, weights), config and weights read back from the file, so that the
+    reference runs on exactly what the engine reads (bf16 and Q8_0 dequantised)."""
+    weights = random_weights(config, seed)
+    if tweak:
+        tweak(weights)
+    if tllm:
+        pieces, scores = tokenizer_pieces(config.vocab_size, seed)
+        write_tllm(path, config, weights, pieces, scores, weight_type, group_size)
+        config, weights, _ = read_tllm(path)
+        return [path], config, weights
+    tok_path = path[:-len(".bin")] + "_tok.bin"
+    write_llama2c(path, config, weights)
+    write_tokenizer(tok_path, config.vocab_size, seed)
+    config, weights = read_llama2c(path)
+    return [path, "-z", tok_path], config, weights
 
 
 SPACE_ID = 259

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: where the binaries and the real checkpoints are, and how to run
-the engine and read what it wrote."""
+"""Helpers shared by the tests: where the binaries and the real checkpoints are, how to run
+the engine and export.py, how to read what they wrote, and the error measure for logits."""
 import os
 import subprocess
 
@@ -7,6 +7,7 @@ import numpy as np
 
 BIN = os.environ.get("ENGINE_BIN", "build")
 RUN = os.path.join(BIN, "run")
+PY = "/usr/bin/python3"
 SHARED = os.path.join("..", "shared", "models")
 TMP = os.path.join("build", "tests")
 os.makedirs(TMP, exist_ok=True)
@@ -17,6 +18,17 @@ def shared_model(name):
     path = os.path.join(SHARED, name)
     assert os.path.isfile(path), f"{path} is missing: the tests need ../shared/models"
     return path
+
+
+def stories():
+    """(model, tokenizer): the paths of stories260K.bin and tok512.bin in ../shared/models."""
+    return shared_model("stories260K.bin"), shared_model("tok512.bin")
+
+
+def sentencepiece():
+    """sentencepiece's processor for the Llama 2 tokenizer.model, the oracle for token ids."""
+    import sentencepiece as spm
+    return spm.SentencePieceProcessor(model_file=shared_model("tokenizer.model"))
 
 
 def tmp_path(name):
@@ -35,8 +47,35 @@ def run_ok(args, **kw):
     return p
 
 
+def export(out, *args, env=None, timeout=120):
+    """Runs `export.py out args...` and asserts it succeeded; returns out."""
+    p = subprocess.run([PY, "export.py", out] + [str(a) for a in args], capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    assert p.returncode == 0, f"export.py {out} {args} exited {p.returncode}: {p.stderr}"
+    return out
+
+
+def read_bytes(path):
+    """The whole file. `with`, not open().read(): a ResourceWarning would add
+    __warningregistry__ to a test module while the runner iterates over its functions."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def read_logits(path, vocab_size):
     """The float32 logits `run --logits` wrote, as an array (positions, vocab_size)."""
     data = np.fromfile(path, dtype="<f4")
     assert data.size % vocab_size == 0, f"{path}: {data.size} floats is not a multiple of {vocab_size}"
     return data.reshape(-1, vocab_size)
+
+
+def relative_error(a, ref):
+    """max|a - ref| / max|ref|: the largest error relative to the size of the values, which
+    stays meaningful when a single value is near zero."""
+    return float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
+
+
+def relative_errors(a, ref):
+    """relative_error of each row (position) of two logits arrays."""
+    assert a.shape == ref.shape, f"{a.shape} vs {ref.shape}"
+    return np.max(np.abs(a - ref), axis=1) / np.max(np.abs(ref), axis=1)

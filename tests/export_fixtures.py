@@ -1,5 +1,6 @@
-"""Source checkpoints the export tests write themselves: llama2.c version-0 files, Hugging Face
-directories (config.json, safetensors, tokenizer.model) and llama2.c-style .pt pickles."""
+"""Source checkpoints the export tests write themselves: Hugging Face directories (config.json,
+safetensors, tokenizer.model) and llama2.c-style .pt pickles. llama2.c version-0 files come
+from tests/checkpoints.py and are read back with tests/reference.py."""
 import json
 import os
 import pickle
@@ -7,54 +8,6 @@ import shutil
 import struct
 
 import numpy as np
-
-from tllm_file import read_bytes
-
-LLAMA2C_ORDER = ["emb", "attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3",
-                 "final_norm", "rope_tables"]
-
-
-def read_llama2c(path):
-    """(header tuple, {block: array}) of a llama2.c version-0 checkpoint, from its layout."""
-    data = read_bytes(path)
-    dim, hidden, L, nh, nkv, vocab, seq = struct.unpack_from("<7i", data, 0)
-    hs = dim // nh
-    shapes = {"emb": (abs(vocab), dim), "attn_norm": (L, dim), "wq": (L, nh * hs, dim),
-              "wk": (L, nkv * hs, dim), "wv": (L, nkv * hs, dim), "wo": (L, dim, nh * hs),
-              "ffn_norm": (L, dim), "w1": (L, hidden, dim), "w2": (L, dim, hidden),
-              "w3": (L, hidden, dim), "final_norm": (dim,), "rope_tables": (2, seq * hs // 2)}
-    order = LLAMA2C_ORDER + ([] if vocab > 0 else ["classifier"])
-    shapes["classifier"] = (abs(vocab), dim)
-    blocks, pos = {}, 28
-    for name in order:
-        n = int(np.prod(shapes[name]))
-        blocks[name] = np.frombuffer(data, "<f4", n, pos).reshape(shapes[name])
-        pos += 4 * n
-    assert pos == len(data), f"{path}: {len(data)} bytes, layout ends at {pos}"
-    return (dim, hidden, L, nh, nkv, vocab, seq), blocks
-
-
-def write_llama2c(path, header, blocks):
-    """Writes a llama2.c checkpoint from a header tuple and {block: array}."""
-    with open(path, "wb") as f:
-        f.write(struct.pack("<7i", *header))
-        for name in LLAMA2C_ORDER + (["classifier"] if header[5] < 0 else []):
-            f.write(np.ascontiguousarray(blocks[name], "<f4").tobytes())
-
-
-def random_llama2c(path, dim, hidden, L, nh, nkv, vocab, seq, seed=0, shared=True):
-    """A random llama2.c checkpoint (vocab negative in the header when not shared)."""
-    rng = np.random.default_rng(seed)
-    hs = dim // nh
-    shapes = {"emb": (vocab, dim), "attn_norm": (L, dim), "wq": (L, dim, dim),
-              "wk": (L, nkv * hs, dim), "wv": (L, nkv * hs, dim), "wo": (L, dim, dim),
-              "ffn_norm": (L, dim), "w1": (L, hidden, dim), "w2": (L, dim, hidden),
-              "w3": (L, hidden, dim), "final_norm": (dim,), "rope_tables": (2, seq * hs // 2),
-              "classifier": (vocab, dim)}
-    blocks = {k: rng.standard_normal(s).astype(np.float32) * 0.3 for k, s in shapes.items()}
-    write_llama2c(path, (dim, hidden, L, nh, nkv, vocab if shared else -vocab, seq), blocks)
-    return blocks
-
 
 def bf16_truncate(x):
     """float32 -> bf16 bits by truncation (any bf16 value will do as test data)."""
@@ -170,16 +123,17 @@ def write_fake_pt(path, model_args, state):
         pickle.dump({"model_args": model_args, "model": state}, f)
 
 
-def llama2c_to_state(blocks, n_layers):
-    """llama2.c blocks -> the state dict names of llama2.c's model.py (classifier tied)."""
-    s = {"tok_embeddings.weight": blocks["emb"], "norm.weight": blocks["final_norm"],
-         "output.weight": blocks["emb"].copy()}
-    for i in range(n_layers):
+def llama2c_to_state(weights):
+    """Weights as reference.read_llama2c returns them -> the state dict names of llama2.c's
+    model.py (classifier tied)."""
+    s = {"tok_embeddings.weight": weights["token_embedding"], "norm.weight": weights["final_norm"],
+         "output.weight": weights["token_embedding"].copy()}
+    for i, layer in enumerate(weights["layers"]):
         p = f"layers.{i}."
-        s[p + "attention_norm.weight"] = blocks["attn_norm"][i]
-        s[p + "ffn_norm.weight"] = blocks["ffn_norm"][i]
+        s[p + "attention_norm.weight"] = layer["attn_norm"]
+        s[p + "ffn_norm.weight"] = layer["ffn_norm"]
         for n in ("wq", "wk", "wv", "wo"):
-            s[p + f"attention.{n}.weight"] = blocks[n][i]
+            s[p + f"attention.{n}.weight"] = layer[n]
         for n in ("w1", "w2", "w3"):
-            s[p + f"feed_forward.{n}.weight"] = blocks[n][i]
+            s[p + f"feed_forward.{n}.weight"] = layer[n]
     return s

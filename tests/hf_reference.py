@@ -1,11 +1,8 @@
-"""Two independent numpy forward passes in float64, used as oracles:
-
-hf_logits: the Hugging Face LlamaForCausalLM forward, from its semantics (rotate-half RoPE on
-the unpermuted q_proj/k_proj rows, repeat_kv for grouped-query attention, causal softmax).
-
-tllm_logits: the same model read from a TLLM file, with the engine's convention (RoPE rotating
-adjacent pairs), so the exporter's permutation can be checked before any C code exists.
-"""
+"""hf_logits: the Hugging Face LlamaForCausalLM forward in numpy float64, from its semantics
+(rotate-half RoPE on the unpermuted q_proj/k_proj rows, repeat_kv for grouped-query attention,
+causal softmax). It is deliberately independent of tests/reference.py, which uses the engine's
+convention (RoPE rotating adjacent pairs), so comparing the two on an exported file checks
+export.py's permutation of the q and k rows without trusting either convention's code."""
 import numpy as np
 
 
@@ -65,35 +62,3 @@ def hf_logits(w, config, tokens):
     head = w["model.embed_tokens.weight"] if config.get("tie_word_embeddings") \
         else w["lm_head.weight"]
     return x @ head.T
-
-
-def tllm_logits(f, tokens):
-    """f: a tllm_file.TllmFile. The engine's convention: RoPE rotates pairs (2i, 2i+1)."""
-    h_ = f.header
-    n_heads, n_kv, hd = h_["n_heads"], h_["n_kv_heads"], h_["head_size"]
-    eps, theta = float(h_["norm_eps"]), float(h_["rope_theta"])
-    val = lambda name: f.value(name).astype(np.float64)
-    T = len(tokens)
-    angle = np.outer(np.arange(T), theta ** (-np.arange(0, hd, 2) / hd))  # (T, hd/2)
-    cos, sin = np.cos(angle), np.sin(angle)
-
-    def rope(x):  # (heads, T, hd)
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = a * cos - b * sin
-        out[..., 1::2] = a * sin + b * cos
-        return out
-
-    x = val("token_embedding")[tokens]
-    for i in range(h_["n_layers"]):
-        p = f"layers.{i}."
-        h = rmsnorm(x, val(p + "attn_norm"), eps)
-        q = rope((h @ val(p + "wq").T).reshape(T, n_heads, hd).transpose(1, 0, 2))
-        k = rope((h @ val(p + "wk").T).reshape(T, n_kv, hd).transpose(1, 0, 2))
-        v = (h @ val(p + "wv").T).reshape(T, n_kv, hd).transpose(1, 0, 2)
-        group = np.arange(n_heads) // (n_heads // n_kv)
-        x = x + causal_attention(q, k[group], v[group]) @ val(p + "wo").T
-        h = rmsnorm(x, val(p + "ffn_norm"), eps)
-        x = x + (silu(h @ val(p + "w1").T) * (h @ val(p + "w3").T)) @ val(p + "w2").T
-    x = rmsnorm(x, val("final_norm"), eps)
-    return x @ f.classifier().astype(np.float64).T

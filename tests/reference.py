@@ -7,14 +7,18 @@ disagree, read this file first: it is short enough to check line by line.
 
 Contents:
   Config, read_llama2c, read_tllm      the hyperparameters and the weights of a checkpoint
+  TllmFile                             a TLLM file, every byte checked against FORMAT.md
   read_tokenizer, decode               llama2.c's tokenizer.bin, and its decoding rules
   rmsnorm, rope, attention, swiglu     the steps of the model
   Transformer.forward(token, pos)      the whole forward pass, returning the logits
+  logits(config, weights, tokens)      the logits of every position of a token sequence
   greedy, Sampler                      choosing the next token exactly as llama2.c does
 """
 import struct
 
 import numpy as np
+
+from common import read_bytes
 
 
 # ------------------------------------------------------------------------------------------
@@ -57,12 +61,12 @@ def layer_shapes(c):
             "w3": (c.hidden_dim, c.dim)}
 
 
-def read_llama2c(path):
+def read_llama2c(path, dtype=np.float64):
     """Reads a llama2.c "version 0" checkpoint. Returns (Config, weights), where weights is a
-    dict of float64 arrays: token_embedding (vocab, dim), final_norm (dim), classifier
-    (vocab, dim), and layers, a list of dicts with attn_norm, ffn_norm and the matrices."""
-    with open(path, "rb") as f:
-        data = f.read()
+    dict of arrays of dtype (np.float32: the values exactly as stored): token_embedding
+    (vocab, dim), final_norm (dim), classifier (vocab, dim), and layers, a list of dicts with
+    attn_norm, ffn_norm and the matrices."""
+    data = read_bytes(path)
     dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = \
         struct.unpack_from("<7i", data, 0)
     # llama2.c's flag: a negative vocab_size means the classifier is stored separately.
@@ -70,7 +74,7 @@ def read_llama2c(path):
     vocab_size = abs(vocab_size)
     c = Config(dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
                shared_classifier=shared)
-    floats = np.frombuffer(data, dtype="<f4", offset=7 * 4).astype(np.float64)
+    floats = np.frombuffer(data, dtype="<f4", offset=7 * 4).astype(dtype)
     at = 0
 
     def take(*shape):
@@ -111,69 +115,123 @@ def align64(n):
     return (n + 63) // 64 * 64
 
 
-def read_tllm(path):
-    """Reads a TLLM file (models/FORMAT.md) of any weight type, dequantised to float64.
-    Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them
-    and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:4] == b"TLLM", f"{path}: not a TLLM file"
-    (version, dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_size, vocab_size, seq_len,
-     rope_theta, norm_eps, shared, bos_id, eos_id, weight_type, group_size, chat_template,
-     tokenizer_kind, _reserved, tok_offset, tok_size, weights_offset, file_size) = \
-        struct.unpack_from("<9I2fI2i5I4Q", data, 4)
-    assert version == 1, f"{path}: version {version}"
-    assert file_size == len(data), f"{path}: header says {file_size} bytes, file has {len(data)}"
-    c = Config(dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
-               head_size=head_size, rope_theta=rope_theta, norm_eps=norm_eps,
-               shared_classifier=bool(shared), bos_id=bos_id, eos_id=eos_id)
-    c.weight_type, c.group_size, c.chat_template = weight_type, group_size, chat_template
-    at = weights_offset
+TLLM_FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "I"),
+               ("n_layers", "I"), ("n_heads", "I"), ("n_kv_heads", "I"), ("head_size", "I"),
+               ("vocab_size", "I"), ("seq_len", "I"), ("rope_theta", "f"), ("norm_eps", "f"),
+               ("shared_classifier", "I"), ("bos_id", "i"), ("eos_id", "i"),
+               ("weight_type", "I"), ("group_size", "I"), ("chat_template", "I"),
+               ("tokenizer_kind", "I"), ("reserved", "I"), ("tokenizer_offset", "Q"),
+               ("tokenizer_size", "Q"), ("weights_offset", "Q"), ("file_size", "Q")]
 
-    def take_f32(n):
-        nonlocal at
-        out = np.frombuffer(data, dtype="<f4", count=n, offset=at).astype(np.float64)
-        at = align64(at + 4 * n)
+
+class TllmFile:
+    """A TLLM file (models/FORMAT.md), read from the specification alone (not from export.py),
+    so the tests check the exporter against it. Every byte must be where the format puts it.
+
+    header (dict), data (the whole file), tokenizer_section (bytes), pieces [(bytes, score)],
+    and tensors: per name, (weight type, the stored arrays); value(name) gives the tensor
+    dequantised."""
+
+    def __init__(self, path):
+        data = self.data = read_bytes(path)
+        values = struct.unpack_from("<" + "".join(f for _, f in TLLM_FIELDS), data, 0)
+        h = self.header = dict(zip((n for n, _ in TLLM_FIELDS), values))
+        assert h["magic"] == b"TLLM" and h["version"] == 1, f"{path}: bad magic/version"
+        assert data[112:256] == bytes(144), f"{path}: header padding is not zero"
+        assert h["file_size"] == len(data), f"{path}: file_size {h['file_size']} != {len(data)}"
+        assert h["tokenizer_offset"] == 256 and h["weights_offset"] % 64 == 0
+        assert h["weights_offset"] == align64(256 + h["tokenizer_size"])
+        section = self.tokenizer_section = data[256:256 + h["tokenizer_size"]]
+        n, max_len = struct.unpack_from("<II", section, 0)
+        assert n == h["vocab_size"], f"{path}: {n} pieces for vocab_size {h['vocab_size']}"
+        pieces, scores = read_tokenizer(section, n, counted=True)
+        assert 8 + sum(8 + len(p) for p in pieces) == len(section), \
+            "tokenizer section has trailing bytes"
+        assert max_len == max(len(p) for p in pieces)
+        self.pieces = list(zip(pieces, scores))
+        self.tensors = {}
+        pos = h["weights_offset"]
+        for name, shape, is_norm in self.layout():
+            wt = WEIGHT_F32 if is_norm else h["weight_type"]
+            n = int(np.prod(shape))
+            pos = align64(pos)  # every tensor starts 64-aligned
+            if wt == WEIGHT_F32:
+                self.tensors[name] = (wt, np.frombuffer(data, "<f4", n, pos).reshape(shape))
+                pos += 4 * n
+            elif wt == WEIGHT_BF16:
+                self.tensors[name] = (wt, np.frombuffer(data, "<u2", n, pos).reshape(shape))
+                pos += 2 * n
+            else:
+                assert wt == WEIGHT_Q8_0, f"{path}: weight type {wt}"
+                gs = h["group_size"]
+                assert gs in (32, 64)
+                q = np.frombuffer(data, "<i1", n, pos).reshape(shape)
+                pos = align64(pos + n)
+                per_row = -(-shape[1] // gs)  # the last group of a row may be shorter
+                scales = np.frombuffer(data, "<f4", shape[0] * per_row, pos) \
+                    .reshape(shape[0], per_row)
+                pos += 4 * scales.size
+                self.tensors[name] = (wt, (q, scales))
+        # ... but the file ends right after the last one.
+        assert pos == len(data), f"{path}: tensors end at {pos}, file is {len(data)} bytes"
+
+    def layout(self):
+        """(name, shape, is_norm) of each tensor, in file order."""
+        h = self.header
+        d, hid = h["dim"], h["hidden_dim"]
+        qd, kvd = h["n_heads"] * h["head_size"], h["n_kv_heads"] * h["head_size"]
+        out = [("token_embedding", (h["vocab_size"], d), False)]
+        for i in range(h["n_layers"]):
+            out += [(f"layers.{i}.attn_norm", (d,), True), (f"layers.{i}.wq", (qd, d), False),
+                    (f"layers.{i}.wk", (kvd, d), False), (f"layers.{i}.wv", (kvd, d), False),
+                    (f"layers.{i}.wo", (d, qd), False), (f"layers.{i}.ffn_norm", (d,), True),
+                    (f"layers.{i}.w1", (hid, d), False), (f"layers.{i}.w2", (d, hid), False),
+                    (f"layers.{i}.w3", (hid, d), False)]
+        out.append(("final_norm", (d,), True))
+        if not h["shared_classifier"]:
+            out.append(("classifier", (h["vocab_size"], d), False))
         return out
 
-    def take_matrix(rows, cols):
-        # A matrix in the file's weight type, turned back into the numbers it stands for.
-        nonlocal at
-        n = rows * cols
-        if weight_type == WEIGHT_F32:
-            return take_f32(n).reshape(rows, cols)
-        if weight_type == WEIGHT_BF16:
-            # bf16 is the top half of a float32: shift it back into place.
-            half = np.frombuffer(data, dtype="<u2", count=n, offset=at).astype(np.uint32)
-            at = align64(at + 2 * n)
-            return (half << 16).view(np.float32).astype(np.float64).reshape(rows, cols)
-        assert weight_type == WEIGHT_Q8_0, f"{path}: weight type {weight_type}"
-        q = np.frombuffer(data, dtype="i1", count=n, offset=at).astype(np.float64)
-        at = align64(at + n)
-        groups_per_row = -(-cols // group_size)  # the last group of a row may be shorter
-        scales = take_f32(rows * groups_per_row).reshape(rows, groups_per_row)
-        # Each run of group_size values along a row shares one scale: value j of a row uses
-        # that row's scale number j // group_size.
-        return q.reshape(rows, cols) * scales[:, np.arange(cols) // group_size]
+    def value(self, name, dtype=np.float32):
+        """The numbers a stored tensor stands for, as dtype. bf16 is the top half of a float32:
+        shifted back into place. Q8_0: each run of group_size values along a row shares one
+        scale, so value j of a row uses that row's scale number j // group_size (in float64
+        the product q * scale is exact)."""
+        kind, stored = self.tensors[name]
+        if kind == WEIGHT_F32:
+            return np.array(stored, dtype=dtype)
+        if kind == WEIGHT_BF16:
+            return (stored.astype(np.uint32) << 16).view(np.float32).astype(dtype)
+        q, scales = stored
+        group = np.arange(q.shape[1]) // self.header["group_size"]  # scale of each column
+        return q.astype(dtype) * scales[:, group]
 
-    shapes = layer_shapes(c)
-    emb = take_matrix(vocab_size, dim)
-    layers = []
-    for _ in range(n_layers):
-        layer = dict(attn_norm=take_f32(dim))
-        for name in ("wq", "wk", "wv", "wo"):
-            layer[name] = take_matrix(*shapes[name])
-        layer["ffn_norm"] = take_f32(dim)
-        for name in ("w1", "w2", "w3"):
-            layer[name] = take_matrix(*shapes[name])
-        layers.append(layer)
-    final_norm = take_f32(dim)
-    classifier = emb if shared else take_matrix(vocab_size, dim)
-    # Every tensor starts 64-aligned but the file ends right after the last one.
-    assert align64(file_size) == at, f"{path}: tensors end at {at}, file is {file_size} bytes"
-    tokenizer = data[tok_offset:tok_offset + tok_size]
-    return c, dict(token_embedding=emb, layers=layers, final_norm=final_norm,
-                   classifier=classifier), tokenizer
+
+def read_tllm(path):
+    """Reads a TLLM file (through TllmFile) of any weight type, dequantised to float64.
+    Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them
+    and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body). The
+    Config also has the file's weight_type, group_size and chat_template."""
+    f = TllmFile(path)
+    h = f.header
+    c = Config(h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
+               h["vocab_size"], h["seq_len"], head_size=h["head_size"],
+               rope_theta=h["rope_theta"], norm_eps=h["norm_eps"],
+               shared_classifier=bool(h["shared_classifier"]), bos_id=h["bos_id"],
+               eos_id=h["eos_id"])
+    c.weight_type, c.group_size, c.chat_template = \
+        h["weight_type"], h["group_size"], h["chat_template"]
+
+    def value(name):
+        return f.value(name, np.float64)
+
+    emb = value("token_embedding")
+    layers = [{name: value(f"layers.{i}.{name}")
+               for name in ("attn_norm", "ffn_norm") + LAYER_MATRICES}
+              for i in range(c.n_layers)]
+    classifier = emb if c.shared_classifier else value("classifier")
+    return c, dict(token_embedding=emb, layers=layers, final_norm=value("final_norm"),
+                   classifier=classifier), f.tokenizer_section
 
 
 # ------------------------------------------------------------------------------------------
@@ -185,13 +243,13 @@ def read_tokenizer(path_or_bytes, vocab_size, counted=False):
     if isinstance(path_or_bytes, (bytes, bytearray)):
         data = bytes(path_or_bytes)
     else:
-        with open(path_or_bytes, "rb") as f:
-            data = f.read()
+        data = read_bytes(path_or_bytes)
     at = 4 if counted else 0
     at += 4  # max_token_length: only a hint for the C code's buffer sizes
     pieces, scores = [], []
     for _ in range(vocab_size):
         score, n = struct.unpack_from("<fi", data, at)
+        assert at + 8 + n <= len(data), "tokenizer data ends inside a piece"
         pieces.append(data[at + 8:at + 8 + n])
         scores.append(score)
         at += 8 + n
@@ -333,6 +391,12 @@ class Transformer:
             x = x + swiglu(xb, layer, mv)
         x = rmsnorm(x, w["final_norm"], c.norm_eps)
         return mv(w["classifier"], x)
+
+
+def logits(config, weights, tokens, matvec=matvec):
+    """Transformer.forward over tokens from position 0: one row of logits per position."""
+    model = Transformer(config, weights, matvec)
+    return np.array([model.forward(token, pos) for pos, token in enumerate(tokens)])
 
 
 # ------------------------------------------------------------------------------------------

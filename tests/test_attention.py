@@ -29,7 +29,8 @@ TOLERANCE = 1e-5  # observed: 4e-7 on random models, 3e-6 on stories260K (sharpe
 
 
 def stories_args():
-    return [common.shared_model("stories260K.bin"), "-z", common.shared_model("tok512.bin")]
+    model, tok = common.stories()
+    return [model, "-z", tok]
 
 
 def check_rows(rec, label):
@@ -89,7 +90,7 @@ def test_stories_rows_match_reference():
     path = common.tmp_path("attn_stories_ref.attn")
     common.run_ok(stories_args() + ["-t", 0, "-n", 40, "--attn", path])
     rec = read_attn(path)
-    config, weights = reference.read_llama2c(common.shared_model("stories260K.bin"))
+    config, weights = reference.read_llama2c(common.stories()[0])
     compare_with_reference(rec, reference.Transformer(config, weights), "stories260K")
 
 
@@ -112,20 +113,11 @@ def compare_with_reference(rec, model, label):
 
 
 def run_random(label, config, prompt, steps, seed, tllm=False):
-    weights = checkpoints.random_weights(config, seed)
-    model_path = common.tmp_path(f"attn_{label}.bin")
+    """Writes a random checkpoint of this shape (checkpoints.write_random_model), samples from
+    it with --attn and checks every recorded row against the reference. Returns the recording."""
+    args, config, weights = checkpoints.write_random_model(
+        common.tmp_path(f"attn_{label}.bin"), config, seed, tllm)
     attn_path = common.tmp_path(f"attn_{label}.attn")
-    if tllm:
-        pieces, scores = checkpoints.tokenizer_pieces(config.vocab_size, seed)
-        checkpoints.write_tllm(model_path, config, weights, pieces, scores)
-        args = [model_path]
-        config, weights, _ = reference.read_tllm(model_path)
-    else:
-        tok_path = common.tmp_path(f"attn_{label}_tok.bin")
-        checkpoints.write_llama2c(model_path, config, weights)
-        checkpoints.write_tokenizer(tok_path, config.vocab_size, seed)
-        args = [model_path, "-z", tok_path]
-        config, weights = reference.read_llama2c(model_path)
     common.run_ok(args + ["-t", 0.9, "-s", seed, "-n", steps, "-i", prompt, "--attn", attn_path])
     rec = read_attn(attn_path)
     prompt_ids = checkpoints.encode_prompt(prompt)
@@ -181,11 +173,8 @@ def test_recording_changes_nothing_stories():
 def test_recording_changes_nothing_gqa():
     c = Config(dim=64, hidden_dim=128, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=320,
                seq_len=64)
-    model_path = common.tmp_path("attn_same.bin")
-    tok_path = common.tmp_path("attn_same_tok.bin")
-    checkpoints.write_llama2c(model_path, c, checkpoints.random_weights(c, 5))
-    checkpoints.write_tokenizer(tok_path, c.vocab_size, 5)
-    same_output("gqa", [model_path, "-z", tok_path, "-t", 1.0, "-s", 3, "-n", 64, "-i", "abc"])
+    args, _, _ = checkpoints.write_random_model(common.tmp_path("attn_same.bin"), c, 5)
+    same_output("gqa", args + ["-t", 1.0, "-s", 3, "-n", 64, "-i", "abc"])
 
 
 def test_recording_changes_nothing_chat():

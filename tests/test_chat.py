@@ -30,14 +30,12 @@ TURNS = ["Hello there, who are you?", "Tell me a joke about </s> and <|im_end|>.
 # ---------------------------------------------------------------------------------------------
 # Oracles and models
 
-def sentencepiece():
+def sentencepiece_pair():
     """(sp, sp_without_dummy_prefix) for the Llama 2 tokenizer.model. The second is the same
     model with normalizer_spec.add_dummy_prefix set to false, edited in the serialized proto:
     ModelProto field 3 is the NormalizerSpec, whose field 3 is add_dummy_prefix."""
     import sentencepiece as spm
-    path = common.shared_model("tokenizer.model")
-    with open(path, "rb") as f:
-        proto = f.read()
+    proto = common.read_bytes(common.shared_model("tokenizer.model"))
 
     def varint(data, at):
         value = shift = 0
@@ -89,7 +87,7 @@ def sentencepiece():
             edited = True
         out += raw
     assert edited, "tokenizer.model has no normalizer_spec"
-    plain = spm.SentencePieceProcessor(model_file=path)
+    plain = common.sentencepiece()
     bare = spm.SentencePieceProcessor()
     bare.LoadFromSerializedProto(bytes(out))
     assert plain.encode("Hi") != bare.encode("Hi"), "the dummy prefix edit had no effect"
@@ -181,7 +179,7 @@ def expected(template, sp, bare, specials):
 def test_templates_exact_tokens_llama2_vocabulary():
     """Each template on the plain Llama 2 vocabulary, where <|im_start|> and <|user|> are text
     and only <s> and </s> are special ids."""
-    sp, bare = sentencepiece()
+    sp, bare = sentencepiece_pair()
     model = write_model("chat_vocab32000.bin", template=3)  # the header says zephyr
     specials = {"<s>": 1, "</s>": 2}
     for name in ("llama2", "chatml", "zephyr"):
@@ -210,7 +208,7 @@ def test_templates_exact_tokens_llama2_vocabulary():
 def test_templates_exact_tokens_chatml_vocabulary():
     """ChatML on a vocabulary that has <|im_start|> and <|im_end|> as pieces (as a ChatML
     fine-tune adds them): each is one id, and the text after it has no dummy prefix."""
-    sp, bare = sentencepiece()
+    sp, bare = sentencepiece_pair()
     model = write_model("chat_vocab32002.bin", extra=["<|im_start|>", "<|im_end|>"], template=2)
     got = print_tokens(model)
     want = expected("chatml", sp, bare, {"<s>": 1, "</s>": 2, "<|im_start|>": 32000,

@@ -11,14 +11,14 @@ import common
 from test_bad_inputs import run_catalogue
 
 
-def stories(*args, **kw):
+def run_stories(*args, **kw):
     """Runs the engine on stories260K + tok512 with args; returns the CompletedProcess."""
-    model, tok = common.shared_model("stories260K.bin"), common.shared_model("tok512.bin")
+    model, tok = common.stories()
     return common.run_ok([model, "-z", tok] + list(args), **kw)
 
 
 def greedy_text():
-    return stories("-t", "0", "-n", "200").stdout.decode()
+    return run_stories("-t", "0", "-n", "200").stdout.decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ def test_stop_strings():
         args = ["-t", "0", "-n", "200"]
         for s in stops:
             args += ["--stop", s]
-        return stories(*args).stdout.decode()
+        return run_stories(*args).stdout.decode()
 
     # "red ball" spans the tokens " red" and " ball": " red" must be held back, then dropped
     assert stopped("red ball") == full[:full.index("red ball")] + "\n"
@@ -45,14 +45,14 @@ def test_stop_strings():
     # several: the earliest occurrence in the text wins, whichever flag came first
     assert stopped("didn't", "park") == full[:full.index("park")] + "\n"
     # the prompt's own text is not searched: only what the model writes
-    p = stories("-t", "0", "-n", "40", "-i", "Once upon a time", "--stop", "Once")
+    p = run_stories("-t", "0", "-n", "40", "-i", "Once upon a time", "--stop", "Once")
     assert p.stdout.decode().startswith("Once upon a time"), p.stdout
 
 
 def test_stop_in_chat():
     """In chat a stop string ends the answer, and the chat goes on to the next turn."""
     def answers(*extra):
-        p = stories("-m", "chat", "-t", "0", "-n", "30", *extra,
+        p = run_stories("-m", "chat", "-t", "0", "-n", "30", *extra,
                     input=b"Once upon a time\nThe dog ran\n")
         found = re.findall(r"^Assistant: (.*)$", p.stdout.decode(), re.M)
         assert len(found) == 2, p.stdout
@@ -69,21 +69,22 @@ def test_stop_in_chat():
 
 def test_prompt_from_file():
     prompt = "Once upon a time, a cat"
-    want = stories("-t", "0", "-n", "60", "-i", prompt).stdout
+    want = run_stories("-t", "0", "-n", "60", "-i", prompt).stdout
     path = common.tmp_path("cli_prompt.txt")
     with open(path, "w") as f:
         f.write(prompt + "\n")  # one final newline, as an editor writes it, is dropped
-    assert stories("-t", "0", "-n", "60", "-f", path).stdout == want
-    assert stories("-t", "0", "-n", "60", "-f", "-", input=(prompt + "\n").encode()).stdout == want
+    assert run_stories("-t", "0", "-n", "60", "-f", path).stdout == want
+    assert run_stories("-t", "0", "-n", "60", "-f", "-",
+                       input=(prompt + "\n").encode()).stdout == want
     # a prompt of several lines keeps its inner newlines
     with open(path, "w") as f:
         f.write("Once upon a time\nthere was a cat\n")
-    out = stories("-t", "0", "-n", "60", "-f", path).stdout.decode()
+    out = run_stories("-t", "0", "-n", "60", "-f", path).stdout.decode()
     assert out.startswith("Once upon a time\nthere was a cat"), out
     # -f gives the first user turn in chat
     with open(path, "w") as f:
         f.write(prompt + "\n")
-    out = stories("-m", "chat", "-t", "0", "-n", "5", "-f", path, input=b"").stdout.decode()
+    out = run_stories("-m", "chat", "-t", "0", "-n", "5", "-f", path, input=b"").stdout.decode()
     assert out.startswith(f"User: {prompt}\nAssistant: "), out
 
 
@@ -93,14 +94,14 @@ def test_prompt_from_file():
 def test_top_k_and_min_p():
     greedy = greedy_text()
     # top-k 1 and min-p 1 keep only the most likely token: sampling becomes greedy
-    assert stories("-t", "1", "-s", "5", "-k", "1", "-n", "200").stdout.decode() == greedy
-    assert stories("-t", "1", "-s", "5", "--min-p", "1", "-n", "200").stdout.decode() == greedy
+    assert run_stories("-t", "1", "-s", "5", "-k", "1", "-n", "200").stdout.decode() == greedy
+    assert run_stories("-t", "1", "-s", "5", "--min-p", "1", "-n", "200").stdout.decode() == greedy
     # off by default: -k 0 and --min-p 0 are exactly the llama2.c draws
-    plain = stories("-t", "1", "-s", "5", "-n", "200").stdout
-    assert stories("-t", "1", "-s", "5", "-k", "0", "--min-p", "0", "-n", "200").stdout == plain
+    plain = run_stories("-t", "1", "-s", "5", "-n", "200").stdout
+    assert run_stories("-t", "1", "-s", "5", "-k", "0", "--min-p", "0", "-n", "200").stdout == plain
     # and they do change the draws when on
-    assert stories("-t", "1.5", "-s", "5", "-k", "40", "-n", "200").stdout != \
-        stories("-t", "1.5", "-s", "5", "-n", "200").stdout
+    assert run_stories("-t", "1.5", "-s", "5", "-k", "40", "-n", "200").stdout != \
+        run_stories("-t", "1.5", "-s", "5", "-n", "200").stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,14 +112,14 @@ STATS_KEYS = ["load_ms", "prompt_tokens", "prefill_tok_s", "generated_tokens", "
 
 
 def test_stats():
-    p = stories("-t", "0", "-n", "50", "-i", "Once upon a time")
+    p = run_stories("-t", "0", "-n", "50", "-i", "Once upon a time")
     assert re.fullmatch(rb"achieved tok/s: [0-9.]+\n", p.stderr), p.stderr
-    p = stories("-t", "0", "-n", "50", "-i", "Once upon a time", "-v")
+    p = run_stories("-t", "0", "-n", "50", "-i", "Once upon a time", "-v")
     lines = p.stderr.decode().splitlines()
     stats = dict(line.split(": ", 1) for line in lines if not line.startswith("achieved"))
     assert list(stats) == STATS_KEYS, lines
     values = {k: float(v) for k, v in stats.items()}
-    n_prompt = len(stories("--print-tokens", "-i", "Once upon a time").stdout.split())
+    n_prompt = len(run_stories("--print-tokens", "-i", "Once upon a time").stdout.split())
     assert values["prompt_tokens"] == n_prompt, values
     assert values["generated_tokens"] == 50 - n_prompt + 1, values  # -n counts positions
     assert values["decode_tok_s"] > 0 and values["prefill_tok_s"] > 0, values
@@ -149,7 +150,7 @@ def test_help_and_version():
 
 
 def test_strict_flag_values():
-    model, tok = common.shared_model("stories260K.bin"), common.shared_model("tok512.bin")
+    model, tok = common.stories()
     base = [model, "-z", tok]
     missing = common.tmp_path("cli_no_such_prompt.txt")
     if os.path.exists(missing):

@@ -9,24 +9,18 @@ import sys
 
 import numpy as np
 
+import checkpoints
+import common
 import export_fixtures as fx
-from common import RUN, read_logits, run, run_ok, shared_model, tmp_path
-from hf_reference import hf_logits, tllm_logits
-from tllm_file import TllmFile, read_bytes
+from common import PY, RUN, read_bytes, read_logits, run, run_ok, shared_model, tmp_path
+import reference
+from hf_reference import hf_logits
+from reference import Config, TllmFile
 
-PY = "/usr/bin/python3"
 sys.path.insert(0, os.getcwd())  # the project root, to test export.py's encoders directly
 import export  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little"
-
-
-def export_ok(*args, env=None):
-    """Runs export.py and asserts it succeeded quietly."""
-    p = subprocess.run([PY, "export.py"] + [str(a) for a in args], capture_output=True,
-                       text=True, env=env, timeout=120)
-    assert p.returncode == 0, f"export.py {args} exited {p.returncode}: {p.stderr}"
-    return p
 
 
 def export_fails(args, path, words, env=None):
@@ -50,8 +44,17 @@ def engine(model, *extra, steps=40):
         os.remove(out)
     p = run_ok([model, "-t", "0", "-n", steps, "--logits", out] + list(extra))
     vocab = TllmFile(model).header["vocab_size"] if read_bytes(model)[:4] == b"TLLM" \
-        else abs(struct.unpack("<7i", read_bytes(model)[:28])[5])
+        else reference.read_llama2c(model)[0].vocab_size
     return p.stdout, read_logits(out, vocab)
+
+
+def reference_logits(path, tokens):
+    """tests/reference.py's logits for tokens on a TLLM file, with the engine's convention:
+    RoPE rotates adjacent pairs, and on Q8_0 each matvec's input is rounded to int8 too."""
+    c, w, _ = reference.read_tllm(path)
+    mv = reference.q8_matvec(c.group_size) if c.weight_type == reference.WEIGHT_Q8_0 \
+        else reference.matvec
+    return reference.logits(c, w, tokens, mv)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def engine(model, *extra, steps=40):
 def test_llama2c_tensors_identical():
     src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
     out = tmp_path("s260k.bin")
-    export_ok(out, "--llama2c", src, "--tokenizer", tok)
+    common.export(out, "--llama2c", src, "--tokenizer", tok)
     f = TllmFile(out)
     h = f.header
     want = dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, head_size=8,
@@ -71,22 +74,20 @@ def test_llama2c_tensors_identical():
     assert h["rope_theta"] == 10000.0 and h["norm_eps"] == np.float32(1e-5)
     # The tokenizer section is the piece count followed by tok512.bin itself.
     assert f.tokenizer_section == struct.pack("<I", 512) + read_bytes(tok)
-    _, blocks = fx.read_llama2c(src)
-    names = {"attn_norm": "attn_norm", "wq": "wq", "wk": "wk", "wv": "wv", "wo": "wo",
-             "ffn_norm": "ffn_norm", "w1": "w1", "w2": "w2", "w3": "w3"}
-    assert f.tensors["token_embedding"][1].tobytes() == blocks["emb"].tobytes()
-    assert f.tensors["final_norm"][1].tobytes() == blocks["final_norm"].tobytes()
+    _, w = reference.read_llama2c(src, np.float32)
+    assert f.tensors["token_embedding"][1].tobytes() == w["token_embedding"].tobytes()
+    assert f.tensors["final_norm"][1].tobytes() == w["final_norm"].tobytes()
     for i in range(5):
-        for ours, theirs in names.items():
-            a = f.tensors[f"layers.{i}.{ours}"][1]
-            assert a.tobytes() == blocks[theirs][i].tobytes(), f"layer {i} {ours} differs"
+        for name in ("attn_norm", "ffn_norm") + reference.LAYER_MATRICES:
+            a = f.tensors[f"layers.{i}.{name}"][1]
+            assert a.tobytes() == w["layers"][i][name].tobytes(), f"layer {i} {name} differs"
     # Without --tokenizer, tok512.bin beside the checkpoint is found: the same file results.
     out2 = tmp_path("s260k_auto.bin")
-    export_ok(out2, "--llama2c", src)
+    common.export(out2, "--llama2c", src)
     assert read_bytes(out2) == f.data
     # --seq-len overrides only the header field.
     out3 = tmp_path("s260k_seq.bin")
-    export_ok(out3, "--llama2c", src, "--seq-len", 77, "--template", "chatml")
+    common.export(out3, "--llama2c", src, "--seq-len", 77, "--template", "chatml")
     g = TllmFile(out3)
     assert g.header["seq_len"] == 77 and g.header["chat_template"] == 2
     assert g.data[256:] == f.data[256:]
@@ -94,19 +95,22 @@ def test_llama2c_tensors_identical():
 
 def test_llama2c_untied_classifier():
     src = tmp_path("untied_l2c.bin")
-    blocks = fx.random_llama2c(src, 32, 48, 2, 4, 2, 512, 16, seed=3, shared=False)
+    c = Config(dim=32, hidden_dim=48, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
+               seq_len=16, shared_classifier=False)
+    checkpoints.write_llama2c(src, c, checkpoints.random_weights(c, 3))
+    _, w = reference.read_llama2c(src, np.float32)
     out = tmp_path("untied.bin")
-    export_ok(out, "--llama2c", src, "--tokenizer", shared_model("tok512.bin"))
+    common.export(out, "--llama2c", src, "--tokenizer", shared_model("tok512.bin"))
     f = TllmFile(out)
     assert f.header["shared_classifier"] == 0 and f.header["n_kv_heads"] == 2
-    assert f.tensors["classifier"][1].tobytes() == blocks["classifier"].tobytes()
-    assert f.tensors["layers.1.wk"][1].tobytes() == blocks["wk"][1].tobytes()
+    assert f.tensors["classifier"][1].tobytes() == w["classifier"].tobytes()
+    assert f.tensors["layers.1.wk"][1].tobytes() == w["layers"][1]["wk"].tobytes()
 
 
 def test_engine_llama2c_same_as_original():
     src, tok = shared_model("stories260K.bin"), shared_model("tok512.bin")
     out = tmp_path("s260k_engine.bin")
-    export_ok(out, "--llama2c", src)
+    common.export(out, "--llama2c", src)
     text_a, logits_a = engine(src, "-z", tok)
     text_b, logits_b = engine(out, "-z", tok)
     text_c, logits_c = engine(out)  # the embedded tokenizer
@@ -142,15 +146,13 @@ def hf_export(name):
     stored = fx.write_hf_dir(folder, config, shared_model("tokenizer.model"), dtype, shards,
                              seed=len(name), chat_template=template)
     out = tmp_path("hf_" + name + ".bin")
-    export_ok(out, "--hf", folder, "--seq-len", 64)
+    common.export(out, "--hf", folder, "--seq-len", 64)
     return config, stored, out
 
 
 def prompt_tokens():
     """BOS and the prompt as sentencepiece encodes it (the engine adds the same dummy prefix)."""
-    import sentencepiece
-    sp = sentencepiece.SentencePieceProcessor(model_file=shared_model("tokenizer.model"))
-    return [1] + sp.encode(PROMPT)
+    return [1] + common.sentencepiece().encode(PROMPT)
 
 
 def test_hf_export_header_tensors_and_numpy_forward():
@@ -183,8 +185,8 @@ def test_hf_export_header_tensors_and_numpy_forward():
                 assert np.array_equal(wk[head * hd + 2 * i + 1], k[head * hd + i + hd // 2])
         # The permuted file under the engine's convention computes what Hugging Face computes.
         ref = hf_logits(stored, config, tokens)
-        ours = tllm_logits(f, tokens)
-        err = np.abs(ours - ref).max() / np.abs(ref).max()
+        ours = reference_logits(out, tokens)
+        err = common.relative_error(ours, ref)
         assert err < 1e-5, f"{name}: numpy TLLM forward vs HF reference: rel error {err}"
         assert ref.std() > 0.5, f"{name}: degenerate logits (std {ref.std()})"
 
@@ -200,7 +202,7 @@ def test_engine_hf_matches_reference():
         while len(seq) < rows:
             seq.append(int(np.argmax(logits[len(seq) - 1])))  # greedy: argmax of the last row
         ref = hf_logits(stored, config, seq)
-        err = np.abs(logits - ref).max() / np.abs(ref).max()
+        err = common.relative_error(logits, ref)
         assert err < 1e-4, f"{name}: engine vs HF reference: rel error {err:.2e}"
 
 
@@ -241,12 +243,12 @@ def nearest_bf16(x):
 def test_bf16_export_error():
     src = shared_model("stories260K.bin")
     out = tmp_path("s260k_bf16.bin")
-    export_ok(out, "--llama2c", src, "--dtype", "bf16")
+    common.export(out, "--llama2c", src, "--dtype", "bf16")
     f = TllmFile(out)
     assert f.header["weight_type"] == 1 and f.header["group_size"] == 0
-    _, blocks = fx.read_llama2c(src)
-    pairs = [("token_embedding", blocks["emb"])] + \
-        [(f"layers.{i}.{n}", blocks[n][i]) for i in range(5) for n in ("wq", "wo", "w2")]
+    _, w = reference.read_llama2c(src, np.float32)
+    pairs = [("token_embedding", w["token_embedding"])] + \
+        [(f"layers.{i}.{n}", w["layers"][i][n]) for i in range(5) for n in ("wq", "wo", "w2")]
     for name, x in pairs:
         stored = f.tensors[name][1]
         assert np.array_equal(stored, nearest_bf16(np.ascontiguousarray(x))), name
@@ -254,7 +256,7 @@ def test_bf16_export_error():
         assert (err <= np.abs(x) * 2.0 ** -8).all(), f"{name}: bf16 error above 2^-8 relative"
     # Norms stay float32, bit for bit.
     assert f.tensors["layers.2.ffn_norm"][0] == 0
-    assert f.tensors["layers.2.ffn_norm"][1].tobytes() == blocks["ffn_norm"][2].tobytes()
+    assert f.tensors["layers.2.ffn_norm"][1].tobytes() == w["layers"][2]["ffn_norm"].tobytes()
 
 
 def check_q8_0(f, name, x, gs):
@@ -275,36 +277,41 @@ def check_q8_0(f, name, x, gs):
 
 def test_q8_0_export_error():
     src = tmp_path("q8_src.bin")
-    blocks = fx.random_llama2c(src, 64, 96, 2, 4, 2, 512, 32, seed=5)
-    blocks["w1"][1, 3, 32:64] = 0  # an all-zero group
-    blocks["emb"][7, :] *= 1000  # large and small rows
-    blocks["emb"][8, :] *= 1e-6
-    fx.write_llama2c(src, (64, 96, 2, 4, 2, 512, 32), blocks)
+    c = Config(dim=64, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
+               seq_len=32)
+    w = checkpoints.random_weights(c, 5)
+    w["layers"][1]["w1"][3, 32:64] = 0  # an all-zero group
+    w["token_embedding"][7, :] *= 1000  # large and small rows
+    w["token_embedding"][8, :] *= 1e-6
+    checkpoints.write_llama2c(src, c, w)
+    _, w = reference.read_llama2c(src, np.float32)  # the values as stored
     tok = shared_model("tok512.bin")
     for requested, gs in ((None, 32), (64, 64)):  # hidden_dim 96: by default 32
         out = tmp_path("q8.bin")
         args = [out, "--llama2c", src, "--tokenizer", tok, "--dtype", "q8_0"]
-        export_ok(*(args + (["--group-size", requested] if requested else [])))
+        common.export(*(args + (["--group-size", requested] if requested else [])))
         f = TllmFile(out)
         assert f.header["weight_type"] == 2 and f.header["group_size"] == gs
-        for name, x in [("token_embedding", blocks["emb"]), ("layers.1.w1", blocks["w1"][1]),
-                        ("layers.0.w2", blocks["w2"][0]), ("layers.1.wk", blocks["wk"][1])]:
+        for name, x in [("token_embedding", w["token_embedding"]),
+                        ("layers.1.w1", w["layers"][1]["w1"]),
+                        ("layers.0.w2", w["layers"][0]["w2"]),
+                        ("layers.1.wk", w["layers"][1]["wk"])]:
             check_q8_0(f, name, x, gs)
         q, scales = f.tensors["layers.1.w1"][1]  # (96, 64)
         assert scales[3, 32 // gs] == (0 if gs == 32 else scales[3, 0]) and not q[3, 32:].any()
         assert f.tensors["final_norm"][0] == 0  # norms stay f32
     # stories260K: hidden_dim 172 ends every w2 row with a 12-value group (172 = 5 * 32 + 12).
     out = tmp_path("s260k_q8.bin")
-    export_ok(out, "--llama2c", shared_model("stories260K.bin"), "--dtype", "q8_0")
+    common.export(out, "--llama2c", shared_model("stories260K.bin"), "--dtype", "q8_0")
     f = TllmFile(out)
-    _, src_blocks = fx.read_llama2c(shared_model("stories260K.bin"))
+    _, stories_w = reference.read_llama2c(shared_model("stories260K.bin"), np.float32)
     assert f.header["group_size"] == 32
     for i in range(5):
-        check_q8_0(f, f"layers.{i}.w2", src_blocks["w2"][i], 32)
-        check_q8_0(f, f"layers.{i}.w1", src_blocks["w1"][i], 32)
+        check_q8_0(f, f"layers.{i}.w2", stories_w["layers"][i]["w2"], 32)
+        check_q8_0(f, f"layers.{i}.w1", stories_w["layers"][i]["w1"], 32)
     # Widths that all allow 64 get 64 by default.
     out = tmp_path("q8_64.bin")
-    export_ok(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
+    common.export(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
     assert TllmFile(out).header["group_size"] == 64
 
 
@@ -320,15 +327,15 @@ def with_pythonpath(folder):
 def test_pt_matches_llama2c():
     # PyTorch is not installed here, so tests/fake_torch stands in for torch.load.
     src = shared_model("stories260K.bin")
-    header, blocks = fx.read_llama2c(src)
+    _, w = reference.read_llama2c(src, np.float32)
     pt = tmp_path("s260k.pt")
     args = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, multiple_of=4,
                 norm_eps=1e-5, max_seq_len=512, dropout=0.0)
-    fx.write_fake_pt(pt, args, fx.llama2c_to_state(blocks, 5))
+    fx.write_fake_pt(pt, args, fx.llama2c_to_state(w))
     out_pt, out_c = tmp_path("from_pt.bin"), tmp_path("from_l2c.bin")
-    export_ok(out_pt, "--pt", pt, "--tokenizer", shared_model("tok512.bin"),
+    common.export(out_pt, "--pt", pt, "--tokenizer", shared_model("tok512.bin"),
               env=with_pythonpath("fake_torch"))
-    export_ok(out_c, "--llama2c", src)
+    common.export(out_c, "--llama2c", src)
     assert read_bytes(out_pt) == read_bytes(out_c), "--pt and --llama2c exports differ"
     # Without PyTorch: one clear line.
     export_fails([tmp_path("x.bin"), "--pt", pt, "--tokenizer", shared_model("tok512.bin")],
@@ -337,7 +344,7 @@ def test_pt_matches_llama2c():
 
 def test_random_shapes():
     out = tmp_path("r260k.bin")
-    export_ok(out, "--random", "260K", "--seed", 7)
+    common.export(out, "--random", "260K", "--seed", 7)
     f = TllmFile(out)
     h = f.header
     assert (h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
@@ -351,11 +358,11 @@ def test_random_shapes():
     assert any(len(p) > 1 for p in pieces[259:])
     # Deterministic for a seed, different for another.
     again, other = tmp_path("r260k_again.bin"), tmp_path("r260k_other.bin")
-    export_ok(again, "--random", "260K", "--seed", 7)
-    export_ok(other, "--random", "260K", "--seed", 8)
+    common.export(again, "--random", "260K", "--seed", 7)
+    common.export(other, "--random", "260K", "--seed", 8)
     assert read_bytes(again) == f.data and read_bytes(other) != f.data
     # Logits are neither flat nor one-hot, and vary with the token.
-    logits = tllm_logits(f, [1, 300, 301, 302, 303, 304])
+    logits = reference_logits(out, [1, 300, 301, 302, 303, 304])
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     assert 0.5 < logits.std() < 10, logits.std()
@@ -363,14 +370,14 @@ def test_random_shapes():
     assert len(set(np.argmax(logits, axis=1))) > 1
     # An explicit shape with a given tokenizer, and 15M (about 60 MB) with a short context.
     out = tmp_path("r_explicit.bin")
-    export_ok(out, "--random", "48,80,2,6,2,512,40", "--tokenizer", shared_model("tok512.bin"))
+    common.export(out, "--random", "48,80,2,6,2,512,40", "--tokenizer", shared_model("tok512.bin"))
     g = TllmFile(out)
     assert (g.header["dim"], g.header["hidden_dim"], g.header["n_layers"], g.header["n_heads"],
             g.header["n_kv_heads"], g.header["head_size"], g.header["seq_len"]) == \
         (48, 80, 2, 6, 2, 8, 40)
     assert g.tokenizer_section == struct.pack("<I", 512) + read_bytes(shared_model("tok512.bin"))
     out = tmp_path("r15m.bin")
-    export_ok(out, "--random", "15M", "--seq-len", 32)
+    common.export(out, "--random", "15M", "--seq-len", 32)
     h = TllmFile(out).header
     assert (h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
             h["vocab_size"], h["seq_len"]) == (288, 768, 6, 6, 6, 32000, 32)
@@ -389,25 +396,15 @@ def test_engine_runs_random_q8_and_bf16():
     outs = {}
     for dtype in ("f32", "bf16", "q8_0"):
         out = tmp_path(f"r_{dtype}.bin")
-        export_ok(out, "--random", "64,128,2,4,2,512,64", "--dtype", dtype, "--seed", 3)
+        common.export(out, "--random", "64,128,2,4,2,512,64", "--dtype", dtype, "--seed", 3)
         outs[dtype] = engine(out, steps=20)[1]
-    ref = tllm_logits(TllmFile(tmp_path("r_f32.bin")), [1] + [int(np.argmax(r))
-                                                             for r in outs["f32"][:-1]])
-    err = np.abs(outs["f32"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs numpy on a random f32 model: rel error {err:.2e}"
-    ref = tllm_logits(TllmFile(tmp_path("r_bf16.bin")),
-                      [1] + [int(np.argmax(r)) for r in outs["bf16"][:-1]])
-    err = np.abs(outs["bf16"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs numpy on the bf16 model: rel error {err:.2e}"
-    # The engine's Q8_0 path also rounds activations to int8: compare with tests/reference.py,
-    # which mirrors that, reading our file with its own TLLM reader.
-    import reference
-    c, w, _ = reference.read_tllm(tmp_path("r_q8_0.bin"))
-    model = reference.Transformer(c, w, reference.q8_matvec(c.group_size))
-    seq = [1] + [int(np.argmax(r)) for r in outs["q8_0"][:-1]]
-    ref = np.array([model.forward(t, pos) for pos, t in enumerate(seq)])
-    err = np.abs(outs["q8_0"] - ref).max() / np.abs(ref).max()
-    assert err < 1e-4, f"engine vs reference.py on the q8_0 model: rel error {err:.2e}"
+    # The engine's Q8_0 path also rounds activations to int8; reference_logits mirrors that.
+    for dtype, what in (("f32", "a random f32 model"), ("bf16", "the bf16 model"),
+                        ("q8_0", "the q8_0 model")):
+        seq = [1] + [int(np.argmax(r)) for r in outs[dtype][:-1]]
+        ref = reference_logits(tmp_path(f"r_{dtype}.bin"), seq)
+        err = common.relative_error(outs[dtype], ref)
+        assert err < 1e-4, f"engine vs reference.py on {what}: rel error {err:.2e}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,7 +432,7 @@ def test_export_errors_llama2c_and_tokenizer():
         f.write(b"\x7fELF" + bytes(24) + data[28:])
     export_fails([out, "--llama2c", bad, "--tokenizer", tok], bad, ["implausible header"])
     tllm = tmp_path("s260k_again.bin")  # a TLLM file is not a llama2.c checkpoint
-    export_ok(tllm, "--llama2c", src)
+    common.export(tllm, "--llama2c", src)
     export_fails([out, "--llama2c", tllm], tllm, ["already a TLLM"])
     tokdata = read_bytes(tok)
     bad_tok = tmp_path("cut_tok.bin")
@@ -518,7 +515,7 @@ def test_export_errors_hf():
 
 def test_engine_rejects_broken_tllm():
     good = tmp_path("s260k_broken_src.bin")
-    export_ok(good, "--llama2c", shared_model("stories260K.bin"))
+    common.export(good, "--llama2c", shared_model("stories260K.bin"))
     data = read_bytes(good)
     assert os.path.isfile(RUN), f"{RUN} is missing: build the engine (make) before these tests"
     variants = {f"cut at {n}": data[:n] for n in (3, 100, 256, 300, 4096, len(data) - 1)}
@@ -547,7 +544,7 @@ def test_hf_special_ids_come_from_the_tokenizer():
     fx.write_hf_dir(folder, fx.hf_config(layers=1, bos_token_id=0, eos_token_id=0),
                     shared_model("tokenizer.model"))
     out = tmp_path("hf_bad_bos.bin")
-    export_ok(out, "--hf", folder)
+    common.export(out, "--hf", folder)
     h = TllmFile(out).header
     assert (h["bos_id"], h["eos_id"]) == (1, 2), f"bos/eos = {h['bos_id']}/{h['eos_id']}"
 

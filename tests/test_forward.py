@@ -23,11 +23,6 @@ from reference import Config
 TOLERANCE = 1e-4
 
 
-def relative_error(engine, ref):
-    """max|engine - ref| / max|ref| over one logits row."""
-    return float(np.max(np.abs(engine - ref)) / np.max(np.abs(ref)))
-
-
 def engine_tokens(logits, prompt_ids, steps, bos_id=1):
     """The tokens the engine ran at each position, recovered as llama2.c's loop chose them:
     the prompt, then the argmax of the previous position's logits. Checks the engine stopped
@@ -55,7 +50,7 @@ def check_logits(logits, tokens, model, label, n_prompt):
     worst, worst_pos = 0.0, 0
     for pos, (row, tok) in enumerate(zip(logits, tokens)):
         ref = model.forward(tok, pos)
-        err = relative_error(row, ref)
+        err = common.relative_error(row, ref)
         if err > worst:
             worst, worst_pos = err, pos
         assert err < TOLERANCE, (
@@ -73,29 +68,14 @@ def check_logits(logits, tokens, model, label, n_prompt):
     return worst, worst_pos
 
 
-def run_random(label, config, prompt, steps, seed, llama2c=True, weight_type=0, group_size=0,
+def run_random(label, config, prompt, steps, seed, tllm=False, weight_type=0, group_size=0,
                tweak=None):
-    """Writes a random checkpoint of this shape (changed by tweak(weights) if given), runs the
+    """Writes a random checkpoint of this shape (checkpoints.write_random_model), runs the
     engine greedily on prompt and checks every position against the reference. Returns the
     tokens the engine ran."""
-    weights = checkpoints.random_weights(config, seed)
-    if tweak:
-        tweak(weights)
-    model_path = common.tmp_path(f"fwd_{label}.bin")
-    tok_path = common.tmp_path(f"fwd_{label}_tok.bin")
+    args, config, weights = checkpoints.write_random_model(
+        common.tmp_path(f"fwd_{label}.bin"), config, seed, tllm, weight_type, group_size, tweak)
     logits_path = common.tmp_path(f"fwd_{label}.logits")
-    if llama2c:
-        checkpoints.write_llama2c(model_path, config, weights)
-        checkpoints.write_tokenizer(tok_path, config.vocab_size, seed)
-        args = [model_path, "-z", tok_path]
-        # The reference reads the file back, so it runs on exactly what the engine read.
-        config, weights = reference.read_llama2c(model_path)
-    else:
-        pieces, scores = checkpoints.tokenizer_pieces(config.vocab_size, seed)
-        checkpoints.write_tllm(model_path, config, weights, pieces, scores, weight_type,
-                               group_size)
-        args = [model_path]  # the tokenizer is inside the file
-        config, weights, _ = reference.read_tllm(model_path)  # bf16 and Q8_0 dequantised
     args += ["-t", 0, "-n", steps, "--logits", logits_path]
     if prompt:
         args += ["-i", prompt]
@@ -175,7 +155,7 @@ def test_tllm_f32_head_size_not_dim_over_heads():
     # and every buffer sized by the wrong one of the two shows here.
     c = Config(dim=48, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_size=16,
                vocab_size=300, seq_len=48, shared_classifier=False)
-    run_random("tllm_f32", c, "zebra", 48, seed=8, llama2c=False)
+    run_random("tllm_f32", c, "zebra", 48, seed=8, tllm=True)
 
 
 def test_tllm_bf16():
@@ -183,7 +163,7 @@ def test_tllm_bf16():
     # arithmetic remains between the two.
     c = Config(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
                seq_len=48)
-    run_random("tllm_bf16", c, "quiet night", 48, seed=9, llama2c=False, weight_type=1)
+    run_random("tllm_bf16", c, "quiet night", 48, seed=9, tllm=True, weight_type=1)
 
 
 def test_tllm_q8_0():
@@ -194,7 +174,7 @@ def test_tllm_q8_0():
     # hidden_dim 100 leaves w2's rows a short last group (3 * 32 + 4).
     c = Config(dim=64, hidden_dim=100, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=300,
                seq_len=48, shared_classifier=False)
-    run_random("tllm_q8", c, "small steps", 48, seed=10, llama2c=False, weight_type=2,
+    run_random("tllm_q8", c, "small steps", 48, seed=10, tllm=True, weight_type=2,
                group_size=32)
 
 
@@ -224,8 +204,7 @@ def test_checker_catches_wrong_logits():
                seq_len=16)
     w = checkpoints.random_weights(c, 11)
     tokens = checkpoints.encode_prompt("check me")
-    good = reference.Transformer(c, w)
-    rows = np.array([good.forward(t, p) for p, t in enumerate(tokens)], dtype=np.float32)
+    rows = reference.logits(c, w, tokens).astype(np.float32)
     check_logits(rows, tokens, reference.Transformer(c, w), "self", len(tokens))
 
     def rope_halves(x, pos, head_size, theta):
@@ -238,8 +217,7 @@ def test_checker_catches_wrong_logits():
     reference_rope = reference.rope
     reference.rope = rope_halves
     try:
-        bad = reference.Transformer(c, w)
-        wrong = np.array([bad.forward(t, p) for p, t in enumerate(tokens)], dtype=np.float32)
+        wrong = reference.logits(c, w, tokens).astype(np.float32)
     finally:
         reference.rope = reference_rope
     try:

@@ -70,29 +70,10 @@ def test_kernels_every_path():
 # ------------------------------------------------------------------------------------------
 # Batched prefill against token by token
 
-def export(out, *args):
-    p = subprocess.run(["/usr/bin/python3", "export.py", out] + list(args), capture_output=True,
-                       timeout=300)
-    assert p.returncode == 0, f"export.py {out} {args}: {p.stderr.decode(errors='replace')}"
-    return out
-
-
-def relative_errors(a, b):
-    """Per position: max|a - b| / max|b|."""
-    assert a.shape == b.shape, f"{a.shape} vs {b.shape}"
-    return np.max(np.abs(a - b), axis=1) / np.max(np.abs(b), axis=1)
-
-
 def logits_of(model, prompt, steps, *flags):
     path = common.tmp_path("speed.logits")
     common.run_ok([model, "-t", 0, "-n", steps, "-i", prompt, "--logits", path] + list(flags))
-    return common.read_logits(path, vocab_of(model))
-
-
-def vocab_of(model):
-    with open(model, "rb") as f:
-        head = f.read(36)
-    return int.from_bytes(head[32:36], "little")
+    return common.read_logits(path, reference.TllmFile(model).header["vocab_size"])
 
 
 # dim, hidden, layers, heads, kv_heads, vocab, seq_len: multi-head; grouped-query with a
@@ -109,11 +90,11 @@ def test_prefill_matches_token_by_token():
     # so the decode steps read a cache that prefill filled.
     for shape_name, shape in SHAPES.items():
         for dtype in ("f32", "bf16", "q8_0"):
-            model = export(common.tmp_path(f"speed_{shape_name}_{dtype}.bin"), "--random", shape,
-                           "--dtype", dtype, "--seed", "5")
+            model = common.export(common.tmp_path(f"speed_{shape_name}_{dtype}.bin"), "--random",
+                                  shape, "--dtype", dtype, "--seed", "5", timeout=300)
             batched = logits_of(model, PROMPT, 190)
             single = logits_of(model, PROMPT, 190, "--no-prefill")
-            err = relative_errors(batched, single)
+            err = common.relative_errors(batched, single)
             assert len(batched) > 130, f"{shape_name}: only {len(batched)} positions ran"
             assert err.max() < TOLERANCE, (
                 f"{shape_name} {dtype}: prefill differs from token by token at position "
@@ -124,8 +105,9 @@ def test_threads_give_the_same_logits():
     # Threads split the rows of each matrix, and a row is summed by one thread in one order,
     # so the number of threads cannot change a single bit.
     for dtype in ("f32", "q8_0"):
-        model = export(common.tmp_path(f"speed_threads_{dtype}.bin"), "--random",
-                       "256,688,2,8,4,1000,200", "--dtype", dtype, "--seed", "6")
+        model = common.export(common.tmp_path(f"speed_threads_{dtype}.bin"), "--random",
+                              "256,688,2,8,4,1000,200", "--dtype", dtype, "--seed", "6",
+                              timeout=300)
         one = logits_of(model, PROMPT, 160, "--threads", 1)
         two = logits_of(model, PROMPT, 160, "--threads", 2)
         assert np.array_equal(one, two), f"{dtype}: --threads 2 changed the logits"
@@ -134,14 +116,15 @@ def test_threads_give_the_same_logits():
 # ------------------------------------------------------------------------------------------
 # stories260K in three weight types
 
-def stories(dtype):
+def stories_as(dtype):
     """stories260K as dtype: the llama2.c file itself for f32, else exported once."""
+    model, tok = common.stories()
     if dtype == "f32":
-        return common.shared_model("stories260K.bin")
+        return model
     out = common.tmp_path(f"stories260K_{dtype}.bin")
     if not os.path.exists(out):
-        export(out, "--llama2c", common.shared_model("stories260K.bin"), "--tokenizer",
-               common.shared_model("tok512.bin"), "--dtype", dtype)
+        common.export(out, "--llama2c", model, "--tokenizer", tok, "--dtype", dtype,
+                      timeout=300)
     return out
 
 
@@ -159,7 +142,7 @@ def perplexity(model):
 def test_perplexity_f32_matches_reference():
     # The numpy reference scores the same tokens with the same windows: seq_len positions,
     # each window starting at position 0 on the last token of the one before.
-    tokens_n, nll, ppl = perplexity(stories("f32"))
+    tokens_n, nll, ppl = perplexity(stories_as("f32"))
     with open(STORY, "rb") as f:
         text = f.read()
     text = text[:-1] if text.endswith(b"\n") else text  # --ppl reads files as -f does
@@ -188,9 +171,9 @@ def test_perplexity_f32_matches_reference():
 
 
 def test_perplexity_bf16_and_q8_0():
-    n32, _, p32 = perplexity(stories("f32"))
+    n32, _, p32 = perplexity(stories_as("f32"))
     for dtype, bound in (("bf16", 0.005), ("q8_0", 0.02)):
-        n, _, p = perplexity(stories(dtype))
+        n, _, p = perplexity(stories_as(dtype))
         assert n == n32, f"{dtype}: {n} tokens scored, f32 {n32}"
         assert abs(p / p32 - 1) < bound, (
             f"{dtype} perplexity {p:.4f} is {100 * (p / p32 - 1):+.2f}% from f32's {p32:.4f} "
@@ -200,7 +183,7 @@ def test_perplexity_bf16_and_q8_0():
 def test_greedy_bf16_equals_f32():
     texts = {}
     for dtype in ("f32", "bf16"):
-        args = [stories(dtype), "-t", 0, "-n", 101]  # BOS, then 100 tokens
+        args = [stories_as(dtype), "-t", 0, "-n", 101]  # BOS, then 100 tokens
         if dtype == "f32":
             args += ["-z", common.shared_model("tok512.bin")]
         texts[dtype] = common.run_ok(args).stdout

@@ -23,11 +23,6 @@ from test_forward import check_logits, engine_tokens
 STEPS = 200
 
 
-def stories():
-    """(model path, tokenizer path); fails loudly if ../shared/models lacks them."""
-    return common.shared_model("stories260K.bin"), common.shared_model("tok512.bin")
-
-
 def readme_text():
     """The greedy output quoted in ../shared/models/README.md: the indented block after
     'begins:', its lines joined by newlines."""
@@ -51,13 +46,13 @@ def decode_text(pieces, tokens):
 
 
 def reference_model():
-    config, weights = reference.read_llama2c(stories()[0])
+    config, weights = reference.read_llama2c(common.stories()[0])
     return config, weights, reference.Transformer(config, weights)
 
 
 def engine_run(tag, extra):
     """Runs the engine on stories260K with --logits; returns (stdout bytes, logits rows)."""
-    model, tok = stories()
+    model, tok = common.stories()
     logits_path = common.tmp_path(f"stories_{tag}.logits")
     p = common.run_ok([model, "-z", tok, "-n", STEPS, "--logits", logits_path] + extra)
     return p.stdout, common.read_logits(logits_path, 512)
@@ -67,7 +62,7 @@ def test_reference_reproduces_readme():
     # The reference alone, no engine: greedy decoding must give the known text, which checks
     # the reference (and the checkpoint reader) against the model's own training.
     config, _, model = reference_model()
-    pieces, _ = reference.read_tokenizer(stories()[1], config.vocab_size)
+    pieces, _ = reference.read_tokenizer(common.stories()[1], config.vocab_size)
     tokens = [config.bos_id]
     for pos in range(STEPS):
         nxt = reference.greedy(model.forward(tokens[-1], pos))
@@ -122,7 +117,7 @@ def check_sampling(tag, temperature, topp, seed):
     check_logits(logits, inputs, model, f"stories260K {tag} (tokens from the python sampler)",
                  len(inputs))  # sampled, not argmax: no argmax check
     # 2. And printed them.
-    pieces, _ = reference.read_tokenizer(stories()[1], 512)
+    pieces, _ = reference.read_tokenizer(common.stories()[1], 512)
     expected = decode_text(pieces, tokens) + b"\n"
     assert out == expected, (f"{tag}: stdout differs from the sampled tokens' text.\n"
                              f"--- expected\n{expected!r}\n--- got\n{out!r}")

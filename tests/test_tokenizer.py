@@ -9,6 +9,7 @@ import struct
 import subprocess
 
 import common
+import reference
 
 LLAMA_VOCAB = 32000
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,30 +96,6 @@ def corpus():
     return texts
 
 
-def sentencepiece():
-    import sentencepiece as spm
-    return spm.SentencePieceProcessor(model_file=common.shared_model("tokenizer.model"))
-
-
-def read_bytes(path):
-    # `with`, not open().read(): a ResourceWarning would add __warningregistry__ to this
-    # module while the runner iterates over its functions.
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def read_tokenizer_bin(path, n):
-    """The first n (piece bytes, score) pairs of a llama2.c tokenizer.bin."""
-    data = read_bytes(path)
-    off, pieces = 4, []
-    for _ in range(n):
-        score, length = struct.unpack_from("<fi", data, off)
-        off += 8
-        pieces.append((data[off:off + length], score))
-        off += length
-    return pieces
-
-
 def reference_bpe(pieces, text):
     """sentencepiece's BPE, written the slow obvious way: dummy prefix, U+2581 read as a space,
     one symbol per character, merge the best-scoring pair (leftmost on ties) until none forms
@@ -173,7 +150,7 @@ def mismatches(texts, got, want, limit=8):
 # Encoding
 
 def test_encode_matches_sentencepiece():
-    sp = sentencepiece()
+    sp = common.sentencepiece()
     texts = corpus()
     got, _ = encode(common.shared_model("tokenizer.bin"), LLAMA_VOCAB, texts)
     want = [sp.encode(t) for t in texts]
@@ -181,7 +158,7 @@ def test_encode_matches_sentencepiece():
 
 
 def test_encode_bos_eos():
-    sp = sentencepiece()
+    sp = common.sentencepiece()
     texts = ["", "Hello world", " x", "😀"]
     got, _ = encode(common.shared_model("tokenizer.bin"), LLAMA_VOCAB, texts, ["--bos", "--eos"])
     want = [[1] + sp.encode(t) + [2] for t in texts]
@@ -190,8 +167,9 @@ def test_encode_bos_eos():
 
 def test_reference_bpe_agrees_with_sentencepiece():
     # The Python reference is the oracle for tok512.bin, so first show it matches sentencepiece.
-    sp = sentencepiece()
-    pieces = read_tokenizer_bin(common.shared_model("tokenizer.bin"), LLAMA_VOCAB)
+    sp = common.sentencepiece()
+    pieces = list(zip(*reference.read_tokenizer(common.shared_model("tokenizer.bin"),
+                                                LLAMA_VOCAB)))
     texts = [t for t in corpus() if len(t) < 200][::3]
     got = [reference_bpe(pieces, t) for t in texts]
     want = [sp.encode(t) for t in texts]
@@ -201,7 +179,7 @@ def test_reference_bpe_agrees_with_sentencepiece():
 def test_invalid_utf8_becomes_byte_tokens():
     # Deliberately unlike sentencepiece, which turns each bad byte into U+FFFD: a bad byte is
     # encoded as its own <0xXX> token (id byte + 3), so the text survives decoding unchanged.
-    sp = sentencepiece()
+    sp = common.sentencepiece()
     b = lambda *xs: [x + 3 for x in xs]
     cases = [
         (b"a\xffb", sp.encode("a") + b(0xFF) + [29890]),              # 29890 = "b", no prefix
@@ -243,7 +221,7 @@ def test_random_bytes_round_trip():
 
 
 def test_encode_100kb_speed():
-    sp = sentencepiece()
+    sp = common.sentencepiece()
     tok = common.shared_model("tokenizer.bin")
     text = "\n".join(corpus())
     text = (text * (100_000 // len(text.encode()) + 1)).encode()[:100_000].decode("utf-8", "ignore")
@@ -278,7 +256,7 @@ def test_decode_round_trip():
 
 
 def test_decode_matches_sentencepiece():
-    sp = sentencepiece()
+    sp = common.sentencepiece()
     texts = [t for t in corpus() if "\u2581" not in t]
     tok = common.shared_model("tokenizer.bin")
     ids = [sp.encode(t) for t in texts]
@@ -326,7 +304,7 @@ def test_utf8_stream():
 # Loading, including hostile files
 
 def llama_body():
-    return read_bytes(common.shared_model("tokenizer.bin"))
+    return common.read_bytes(common.shared_model("tokenizer.bin"))
 
 
 def write_tmp(name, data):
@@ -407,7 +385,7 @@ def test_load_memory_section():
 def test_fuzzed_tokenizer_files():
     # Random corruption of a small tokenizer: every outcome must be a clean load or a clean
     # error, never a crash (the sanitizer build turns silent overreads into failures).
-    body = read_bytes(common.shared_model("tok512.bin"))
+    body = common.read_bytes(common.shared_model("tok512.bin"))
     rng = random.Random(11)
     for k in range(60):
         data = bytearray(body)
@@ -426,7 +404,7 @@ def test_fuzzed_tokenizer_files():
 
 def test_tok512():
     path = common.shared_model("tok512.bin")
-    pieces = read_tokenizer_bin(path, 512)
+    pieces = list(zip(*reference.read_tokenizer(path, 512)))
     texts = corpus()
     ids, _ = encode(path, 512, texts)
     assert all(0 <= i < 512 for line in ids for i in line)
