@@ -23,6 +23,7 @@
  * exactly Meta's reference and llama2.c: each turn is BOS and one sentencepiece encoding of
  * "[INST] ... [/INST]".
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,59 +144,52 @@ static void render_llama2(Builder *b, const char *system, const char *user, int 
     add_text(b, " [/INST]");
 }
 
-static void render_chatml(Builder *b, const char *system, const char *user, int first) {
-    if (first) {
-        add_special(b, "<s>");
-        if (system && system[0]) {
-            add_special(b, "<|im_start|>");
-            add_text(b, "system\n");
-            add_text(b, system);
-            add_special(b, "<|im_end|>");
-            add_text(b, "\n");
-        }
+/* ChatML and Zephyr differ only in how a message opens and what closes it:
+ *   ChatML  <|im_start|>role\n ... <|im_end|>\n
+ *   Zephyr  <|role|>\n ... </s>\n */
+static void open_message(Builder *b, int chatml, const char *role) {
+    if (chatml) {
+        add_special(b, "<|im_start|>");
+        add_text(b, role);
     } else {
-        add_special(b, "<|im_end|>"); /* closes the previous answer */
-        add_text(b, "\n");
+        char marker[32];
+        snprintf(marker, sizeof marker, "<|%s|>", role);
+        add_special(b, marker);
     }
-    add_special(b, "<|im_start|>");
-    add_text(b, "user\n");
-    add_text(b, user);
-    add_special(b, "<|im_end|>");
     add_text(b, "\n");
-    add_special(b, "<|im_start|>");
-    add_text(b, "assistant\n");
 }
 
-static void render_zephyr(Builder *b, const char *system, const char *user, int first) {
+static void close_message(Builder *b, int chatml) {
+    add_special(b, chatml ? "<|im_end|>" : "</s>");
+    add_text(b, "\n");
+}
+
+static void render_roles(Builder *b, int chatml, const char *system, const char *user,
+                         int first) {
     if (first) {
         add_special(b, "<s>");
         if (system && system[0]) {
-            add_special(b, "<|system|>");
-            add_text(b, "\n");
+            open_message(b, chatml, "system");
             add_text(b, system);
-            add_special(b, "</s>");
-            add_text(b, "\n");
+            close_message(b, chatml);
         }
     } else {
-        add_special(b, "</s>"); /* closes the previous answer */
-        add_text(b, "\n");
+        close_message(b, chatml); /* closes the previous answer */
     }
-    add_special(b, "<|user|>");
-    add_text(b, "\n");
+    open_message(b, chatml, "user");
     add_text(b, user);
-    add_special(b, "</s>");
-    add_text(b, "\n");
-    add_special(b, "<|assistant|>");
-    add_text(b, "\n");
+    close_message(b, chatml);
+    open_message(b, chatml, "assistant");
 }
 
 int *chat_encode_turn(const Tokenizer *t, int template_id, const char *system, const char *user,
                       int first, int *n) {
     /* a later turn continues the conversation: its first text gets no dummy prefix */
     Builder b = {.t = t, .at_start = first};
-    if (template_id == TEMPLATE_CHATML) render_chatml(&b, system, user, first);
-    else if (template_id == TEMPLATE_ZEPHYR) render_zephyr(&b, system, user, first);
-    else render_llama2(&b, system, user, first);
+    if (template_id == TEMPLATE_CHATML || template_id == TEMPLATE_ZEPHYR)
+        render_roles(&b, template_id == TEMPLATE_CHATML, system, user, first);
+    else
+        render_llama2(&b, system, user, first);
     flush_text(&b);
     free(b.text);
     if (b.failed) {
