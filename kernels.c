@@ -254,7 +254,10 @@ static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int
  * `test_kernels --bench`) and is no faster where it matters: streaming a matrix from memory,
  * as decoding does, one core widened at 24-27 GB/s against vdpbf16ps's 19 GB/s; only a matrix
  * already in L3 went 25% faster with it. In a prompt chunk the two widening instructions are
- * shared by TILE_T tokens. BENCHMARKS.md has the numbers. */
+ * shared by TILE_T tokens. BENCHMARKS.md has the numbers.
+ * bf16_step and tile_bf16 repeat f32_step and tile_f32 on purpose: one shared tile with the
+ * weight type as a compile-time flag gave the same logits bit for bit but decoded bf16 10%
+ * slower (15M shape, one thread, interleaved runs), so the two stay apart. */
 static ALWAYS_INLINE void bf16_step(__m512 acc[TILE_R][TILE_T], const uint16_t *w,
                                     const float *x, int j, __mmask16 m, int R, int T, int cols) {
     __m512 wv[TILE_R];
