@@ -15,7 +15,9 @@ PYTHON  ?= /usr/bin/python3
 ARCH    ?= -march=native
 # OpenMP is optional: use it only if the compiler accepts -fopenmp.
 OPENMP  := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
-WARN    = -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-unknown-pragmas
+# -ffp-contract=off: the plain C references round as written, never fused into an FMA (GCC's
+# default in ISO C mode already; clang's default is not)
+WARN    = -std=c11 -ffp-contract=off -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-unknown-pragmas
 CFLAGS  = $(WARN) -O3 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L -MMD -MP
 # the sanitizer and fuzz builds keep $(ARCH), so the SIMD paths are the ones they check
 DFLAGS  = $(WARN) -O0 -g $(ARCH) -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -D_POSIX_C_SOURCE=200809L -MMD -MP
@@ -74,7 +76,7 @@ test-debug: debug
 
 # Fuzzing: clang's libFuzzer with ASan + UBSan; the corpora grow under build/fuzz/.
 # -fno-sanitize-recover: undefined behaviour aborts the run, so libFuzzer records it as a crash
-FUZZ_FLAGS    = -std=c11 -g -O1 $(ARCH) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+FUZZ_FLAGS    = -std=c11 -ffp-contract=off -g -O1 $(ARCH) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -D_POSIX_C_SOURCE=200809L -I.
 FUZZ_LIB      = $(LIB) fuzz/options.c
 

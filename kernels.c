@@ -20,8 +20,11 @@
  * Every (row, token) accumulator sees the same sequence of operations whatever the tile
  * shape, so a prompt chunk gives bit for bit the numbers that token-by-token decoding gives.
  */
+#define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -37,8 +40,9 @@
 #elif defined(__AVX2__) && defined(__FMA__)
 #define USE_AVX2 1
 #endif
-/* int8 without VNNI (AVX-512 machines before Ice Lake) takes the AVX2 route. */
-#if !defined(USE_VNNI) && defined(__AVX2__) && defined(__FMA__)
+/* int8 weights as stored in the file take the AVX2 route (also on AVX-512 machines); with
+ * VNNI they are first rearranged by q8_pack for a faster kernel. */
+#if defined(__AVX2__) && defined(__FMA__)
 #define USE_AVX2_Q8 1
 #endif
 
@@ -350,74 +354,12 @@ static ALWAYS_INLINE void tile_bf16(float *y, const uint16_t *w, const float *x,
 
 #endif
 
-/* Q8_0 tiles: w (int8) with w_scale (one float per group of a row), x quantized into xq with
- * xq_scale (one per group of a token), `groups` groups per row. Each step takes a whole
- * number of groups or a part of one, so an integer dot product never mixes two scales. */
+/* Q8_0 tiles for weights as stored: w (int8) with w_scale (one float per group of a row), x
+ * quantized into xq with xq_scale (one per group of a token), `groups` groups per row. Each
+ * step takes a whole number of groups or a part of one, so an integer dot product never
+ * mixes two scales. */
 
-#if defined(USE_VNNI)
-
-#define TILE_R_Q8 4
-#define TILE_T_Q8 3 /* 4 x 4 would need more than the 32 vector registers */
-
-/* The scale of each int32 lane of a 64-byte step starting in group g: with groups of 64 the
- * whole step is one group; with groups of 32 the upper 8 lanes belong to group g + 1 (which
- * may not exist at the end of a row: its lanes then hold zeros, and so must the scale). */
-static ALWAYS_INLINE __m512 lane_scales(const float *scale, int g, int groups, int group_size) {
-    if (group_size == 64) return _mm512_set1_ps(scale[g]);
-    __m512 two = _mm512_maskz_loadu_ps(g + 1 < groups ? 3 : 1, scale + g);
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), two);
-}
-
-/* vpdpbusd multiplies unsigned bytes by signed bytes. The activations become unsigned by
- * adding 128 (flipping the top bit), which adds 128 x (sum of the weights) to each lane; that
- * sum depends only on the weights, so it is computed once per weight vector, shared by all
- * tokens of the tile, and preloaded negated into the accumulator that vpdpbusd adds to. */
-static ALWAYS_INLINE void q8_step(__m512 acc[TILE_R_Q8][TILE_T_Q8], const int8_t *w,
-                                  const float *w_scale, const int8_t *xq, const float *xq_scale,
-                                  int j, __mmask64 m, int R, int T, int cols, int groups,
-                                  int group_size) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    int g = group_size == 32 ? j >> 5 : j >> 6;
-    __m512i wv[TILE_R_Q8], neg_bias[TILE_R_Q8];
-    __m512 wsv[TILE_R_Q8];
-    for (int r = 0; r < R; r++) {
-        wv[r] = _mm512_maskz_loadu_epi8(m, w + (size_t)r * cols + j);
-        neg_bias[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                       _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wv[r]));
-        wsv[r] = lane_scales(w_scale + (size_t)r * groups, g, groups, group_size);
-    }
-    for (int t = 0; t < T; t++) {
-        __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xq + (size_t)t * cols + j), bias);
-        __m512 xsv = lane_scales(xq_scale + (size_t)t * groups, g, groups, group_size);
-        for (int r = 0; r < R; r++) {
-            __m512i dot = _mm512_dpbusd_epi32(neg_bias[r], u, wv[r]);
-            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wsv[r], xsv),
-                                        acc[r][t]);
-        }
-    }
-}
-
-static ALWAYS_INLINE void tile_q8(float *y, const int8_t *w, const float *w_scale,
-                                  const int8_t *xq, const float *xq_scale, int R, int T,
-                                  int rows, int cols, int group_size) {
-    int groups = (cols + group_size - 1) / group_size;
-    __m512 acc[TILE_R_Q8][TILE_T_Q8];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    int j = 0;
-    for (; j + 64 <= cols; j += 64)
-        q8_step(acc, w, w_scale, xq, xq_scale, j, ~0ull, R, T, cols, groups, group_size);
-    if (j < cols)
-        q8_step(acc, w, w_scale, xq, xq_scale, j, mask64(cols - j), R, T, cols, groups,
-                group_size);
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
-/* The group sizes FORMAT.md allows; others take the reference path. */
-static int q8_fast_group(int group_size) { return group_size == 32 || group_size == 64; }
-
-#elif defined(USE_AVX2_Q8)
+#if defined(USE_AVX2_Q8)
 
 #define TILE_R_Q8 2
 #define TILE_T_Q8 2
@@ -554,7 +496,220 @@ void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
 
 #endif
 
-#if defined(USE_VNNI) || defined(USE_AVX2_Q8)
+/* ------------------------------------------------------------------------------------------ */
+/* Q8_0 with VNNI: the weights rearranged once, at load time.
+ *
+ * Why a second layout is worth a copy of the weights: vpdpbusd multiplies 64 pairs of bytes
+ * and sums them in fours into 16 int32 lanes. Given one row and one token per instruction, as
+ * the file's layout does, each group of a row still needs its 16 lanes converted, scaled and
+ * summed; that float work outnumbers the integer work three to one. So q8_pack interleaves
+ * the rows in blocks of 16: one 64-byte vector holds 4 consecutive weights of each of 16
+ * rows, each lane becomes one row's own integer dot product, and 4 bytes of the token,
+ * broadcast to every lane, are all an instruction needs from the activations. After a whole
+ * group the lanes hold 16 exact group sums, and one conversion and two multiplications scale
+ * them all. With no horizontal sums, each lane (row) adds up its groups in order, exactly as
+ * matvec_q8_ref does: the packed kernel gives the reference's numbers bit for bit.
+ *
+ * vpdpbusd wants one unsigned operand: the activations become unsigned by adding 128 (x ^
+ * 0x80 on the bytes), which adds 128 x (the sum of the group's weights) to each row. That
+ * sum belongs to the weights, so q8_pack stores it, negated, as the starting value of each
+ * group's accumulator. Rows are padded to a multiple of 16 and columns to a multiple of 4
+ * with zero weights. */
+
+struct Q8Packed {
+    int8_t *q;     /* (blocks, cols4 / 4, 16 rows, 4 columns) the weights */
+    float *scale;  /* (blocks, groups, 16) each row's group scales */
+    int32_t *bias; /* (blocks, groups, 16) -128 x the sum of each row's group of weights */
+    int steps;     /* cols4 / 4: the 64-byte vectors of a block */
+};
+
+#define Q8_BLOCK 16
+
+#if defined(USE_VNNI)
+
+/* Memory for a large matrix, in 2 MB pages where Linux offers them: the hardware prefetcher
+ * stops at page boundaries, and decoding streams the whole matrix. */
+static void *alloc_huge(size_t bytes) {
+    size_t huge = (size_t)2 << 20;
+    void *mem = NULL;
+    if (posix_memalign(&mem, huge, (bytes + huge - 1) / huge * huge) != 0) return NULL;
+#if defined(MADV_HUGEPAGE)
+    madvise(mem, bytes, MADV_HUGEPAGE);
+#endif
+    return mem;
+}
+
+int q8_pack(Tensor *t, int rows, int cols) {
+    int gs = t->group_size;
+    if (t->type != WEIGHT_Q8_0 || gs % 4 != 0 || gs > 4096) return 0; /* the plain path */
+    int groups = (cols + gs - 1) / gs, blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK;
+    int steps = (cols + 3) / 4;
+    Q8Packed *p = malloc(sizeof *p);
+    size_t per_block = (size_t)blocks * groups * Q8_BLOCK;
+    if (p) {
+        p->q = alloc_huge((size_t)blocks * steps * 64);
+        p->scale = calloc(per_block, sizeof(float));
+        p->bias = calloc(per_block, sizeof(int32_t));
+    }
+    if (!p || !p->q || !p->scale || !p->bias) {
+        if (p) free(p->q), free(p->scale), free(p->bias);
+        free(p);
+        return -1;
+    }
+    p->steps = steps;
+    const int8_t *w = t->data;
+    /* a block at a time, both threads at once: this is most of a Q8_0 model's load time */
+    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < blocks; b++) {
+        int8_t *dst = p->q + (size_t)b * steps * 64;
+        memset(dst, 0, (size_t)steps * 64); /* the padding rows and columns */
+        for (int lane = 0; lane < Q8_BLOCK && b * Q8_BLOCK + lane < rows; lane++) {
+            int r = b * Q8_BLOCK + lane;
+            const int8_t *row = w + (size_t)r * cols;
+            int c = 0;
+            for (; c + 4 <= cols; c += 4) memcpy(dst + (size_t)(c / 4) * 64 + lane * 4, row + c, 4);
+            if (c < cols) memcpy(dst + (size_t)(c / 4) * 64 + lane * 4, row + c, (size_t)(cols - c));
+            for (int g = 0; g < groups; g++) {
+                int32_t sum = 0;
+                for (int j = g * gs; j < min_int(cols, (g + 1) * gs); j++) sum += row[j];
+                size_t at = ((size_t)b * groups + g) * Q8_BLOCK + lane;
+                p->bias[at] = -128 * sum;
+                p->scale[at] = t->scales[(size_t)r * groups + g];
+            }
+        }
+    }
+    t->packed = p;
+    return 0;
+}
+
+/* Bytes j .. j + 3 of an unsigned activation row, broadcast to every lane; bytes past the
+ * end of the row (j + 4 > cols) read as zero, that is 128. */
+static ALWAYS_INLINE __m512i x4(const uint8_t *xu, int j, int cols) {
+    uint32_t v = 0x80808080u;
+    memcpy(&v, xu + j, (size_t)min_int(4, cols - j));
+    return _mm512_set1_epi32((int)v);
+}
+
+/* y for RB blocks of 16 rows (starting at block b0) x T tokens. */
+static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, const uint8_t *xu,
+                                         const float *xs, int RB, int T, int rows, int cols,
+                                         int group_size) {
+    int groups = (cols + group_size - 1) / group_size, gsteps = group_size / 4;
+    int full = cols / 4; /* the steps whose 4 bytes all lie inside the row */
+    __m512 acc[4][8];
+    for (int rb = 0; rb < RB; rb++)
+        for (int t = 0; t < T; t++) acc[rb][t] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        int k0 = g * gsteps, k1 = min_int(k0 + gsteps, p->steps);
+        __m512i dot[4][8];
+        for (int rb = 0; rb < RB; rb++) {
+            __m512i bias = _mm512_loadu_si512(p->bias + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
+            for (int t = 0; t < T; t++) dot[rb][t] = bias;
+        }
+        int k = k0;
+        if (RB == 1 && T == 1) {
+            /* one block, one token (decoding): a chain of dependent vpdpbusd would wait on
+             * each other's results, so steps take turns among four sums (of integers: the
+             * order changes nothing) */
+            __m512i more[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+                               _mm512_setzero_si512()};
+            const int8_t *wb = p->q + (size_t)b0 * p->steps * 64;
+            for (; k + 4 <= min_int(k1, full); k += 4) {
+                dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4(xu, 4 * k, 4 * k + 4),
+                                                _mm512_loadu_si512(wb + (size_t)k * 64));
+                for (int c = 0; c < 3; c++)
+                    more[c] = _mm512_dpbusd_epi32(more[c], x4(xu, 4 * (k + c + 1), 4 * (k + c + 2)),
+                                                  _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64));
+            }
+            dot[0][0] = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], more[0]),
+                                         _mm512_add_epi32(more[1], more[2]));
+        }
+        for (; k < k1; k++) {
+            __m512i wv[4];
+            for (int rb = 0; rb < RB; rb++)
+                wv[rb] = _mm512_loadu_si512(p->q + ((size_t)(b0 + rb) * p->steps + k) * 64);
+            for (int t = 0; t < T; t++) {
+                __m512i xv = k < full ? x4(xu + (size_t)t * cols, 4 * k, 4 * k + 4)
+                                      : x4(xu + (size_t)t * cols, 4 * k, cols);
+                for (int rb = 0; rb < RB; rb++)
+                    dot[rb][t] = _mm512_dpbusd_epi32(dot[rb][t], xv, wv[rb]);
+            }
+        }
+        for (int rb = 0; rb < RB; rb++) {
+            __m512 ws = _mm512_loadu_ps(p->scale + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
+            for (int t = 0; t < T; t++) {
+                __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(xs[(size_t)t * groups + g]));
+                acc[rb][t] = _mm512_add_ps(acc[rb][t],
+                                           _mm512_mul_ps(_mm512_cvtepi32_ps(dot[rb][t]), s));
+            }
+        }
+    }
+    for (int rb = 0; rb < RB; rb++) {
+        int r0 = (b0 + rb) * Q8_BLOCK;
+        for (int t = 0; t < T; t++)
+            _mm512_mask_storeu_ps(y + (size_t)t * rows + r0, mask16(rows - r0), acc[rb][t]);
+    }
+}
+
+/* Blocks b0 .. b0 + nb - 1 for all n tokens: decoding takes 4 blocks at a time (four
+ * independent accumulators hide vpdpbusd's latency); a prompt chunk takes one block, whose
+ * weights stay in L1 while 8 tokens at a time go past them. */
+static void q8_packed_blocks(float *y, const Q8Packed *p, const uint8_t *xu, const float *xs,
+                             int n, int rows, int cols, int group_size, int b0, int nb) {
+    int groups = (cols + group_size - 1) / group_size;
+    if (n == 1) {
+        if (nb == 4) {
+            tile_q8_packed(y, p, b0, xu, xs, 4, 1, rows, cols, group_size);
+        } else {
+            for (int b = b0; b < b0 + nb; b++)
+                tile_q8_packed(y, p, b, xu, xs, 1, 1, rows, cols, group_size);
+        }
+        return;
+    }
+    for (int b = b0; b < b0 + nb; b++)
+        for (int t = 0; t < n; t += 8) {
+            float *yt = y + (size_t)t * rows;
+            const uint8_t *xt = xu + (size_t)t * cols;
+            const float *st = xs + (size_t)t * groups;
+            switch (min_int(8, n - t)) {
+            case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
+            case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
+            case 6: tile_q8_packed(yt, p, b, xt, st, 1, 6, rows, cols, group_size); break;
+            case 5: tile_q8_packed(yt, p, b, xt, st, 1, 5, rows, cols, group_size); break;
+            case 4: tile_q8_packed(yt, p, b, xt, st, 1, 4, rows, cols, group_size); break;
+            case 3: tile_q8_packed(yt, p, b, xt, st, 1, 3, rows, cols, group_size); break;
+            case 2: tile_q8_packed(yt, p, b, xt, st, 1, 2, rows, cols, group_size); break;
+            default: tile_q8_packed(yt, p, b, xt, st, 1, 1, rows, cols, group_size); break;
+            }
+        }
+}
+
+static void matmul_q8_packed(float *y, const Q8Packed *p, int8_t *xq, const float *xq_scale,
+                             int n, int rows, int cols, int group_size) {
+    uint8_t *xu = (uint8_t *)xq;
+    for (size_t i = 0; i < (size_t)n * cols; i++) xu[i] ^= 0x80; /* x + 128, see above */
+    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, per = n == 1 ? 1 : 1;
+    int units = (blocks + per - 1) / per;
+    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
+    for (int u = 0; u < units; u++)
+        q8_packed_blocks(y, p, xu, xq_scale, n, rows, cols, group_size, u * per,
+                         min_int(per, blocks - u * per));
+}
+
+#else
+
+int q8_pack(Tensor *t, int rows, int cols) { return 0; } /* no VNNI: the stored layout serves */
+
+#endif
+
+void q8_unpack(Tensor *t) {
+    Q8Packed *p = t->packed;
+    if (p) free(p->q), free(p->scale), free(p->bias);
+    free(p);
+    t->packed = NULL;
+}
+
+#if defined(USE_AVX2_Q8)
 
 static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
                     const float *xq_scale, int n, int rows, int cols, int group_size,
@@ -582,13 +737,20 @@ static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_
 #endif
 
 /* Quantizes the n tokens once, then multiplies every row with them. */
-static void matmul_q8(float *y, const int8_t *w, const float *w_scale, const float *x,
-                      int8_t *xq, float *xq_scale, int n, int rows, int cols, int group_size) {
+static void matmul_q8(float *y, const int8_t *w, const float *w_scale, const Q8Packed *packed,
+                      const float *x, int8_t *xq, float *xq_scale, int n, int rows, int cols,
+                      int group_size) {
     int groups = (cols + group_size - 1) / group_size;
     for (int t = 0; t < n; t++)
         quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups, x + (size_t)t * cols,
                     cols, group_size);
-#if defined(USE_VNNI) || defined(USE_AVX2_Q8)
+#if defined(USE_VNNI)
+    if (packed) {
+        matmul_q8_packed(y, packed, xq, xq_scale, n, rows, cols, group_size);
+        return;
+    }
+#endif
+#if defined(USE_AVX2_Q8)
     if (q8_fast_group(group_size)) {
         int blocks = (rows + TILE_R_Q8 - 1) / TILE_R_Q8;
         #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
@@ -609,7 +771,8 @@ void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_sca
     case WEIGHT_F32: matmul_f32(y, w->data, x, n, rows, cols); break;
     case WEIGHT_BF16: matmul_bf16(y, w->data, x, n, rows, cols); break;
     case WEIGHT_Q8_0:
-        matmul_q8(y, w->data, w->scales, x, xq, xq_scale, n, rows, cols, w->group_size);
+        matmul_q8(y, w->data, w->scales, w->packed, x, xq, xq_scale, n, rows, cols,
+                  w->group_size);
         break;
     }
 }

@@ -2,8 +2,9 @@
  * kernels.h - the numeric building blocks of the forward pass.
  *
  * Every kernel is a pure function: output first, inputs const, sizes last, no allocation.
- * One exception: attention_chunk may hand each row of weights to the --attn recorder, since
- * its scratch row is reused by the next query before the caller could look at it.
+ * Two exceptions: q8_pack, run once at load time, allocates; and attention_chunk may hand
+ * each row of weights to the --attn recorder, since its scratch row is reused by the next
+ * query before the caller could look at it.
  * matmul() dispatches on the weight type; the *_ref functions are the plain C versions that
  * define what each kernel computes, and tests/test_kernels.c holds the fast paths to them.
  */
@@ -27,6 +28,12 @@ void softmax(float *x, int n);
  * f32 and bf16 weights leave the scratch untouched (it may then be NULL). */
 void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
             int n, int rows, int cols);
+
+/* Builds w->packed, the Q8_0 matrix w (rows, cols) rearranged for this build's int8 kernel,
+ * which matmul then uses; does nothing for other types or where the stored layout serves.
+ * Returns 0, or -1 if memory ran out. q8_unpack frees it. The one kernel that allocates. */
+int q8_pack(Tensor *w, int rows, int cols);
+void q8_unpack(Tensor *w);
 
 /* The plain C references, one token at a time, one per weight type. */
 void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols);

@@ -6,6 +6,7 @@
  * Two formats are read, told apart by their first four bytes: our own TLLM files (see
  * models/FORMAT.md) and llama2.c's "version 0" checkpoints.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -389,10 +390,56 @@ static void free_state(RunState *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
 
-/* Parses the checkpoint in m->mapping and allocates the run state; frees all on failure. */
+/* Calls fn on every weight matrix with its shape, stopping at the first that fails (the
+ * token embedding aside: it is only ever read a row at a time). */
+static int each_matrix(Model *m, int (*fn)(Model *, Tensor *, int, int)) {
+    const Config *c = &m->config;
+    int dim = c->dim, hidden = c->hidden_dim;
+    int q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *lw = &m->weights.layers[l];
+        if (fn(m, &lw->wq, q_dim, dim) || fn(m, &lw->wk, kv_dim, dim) ||
+            fn(m, &lw->wv, kv_dim, dim) || fn(m, &lw->wo, dim, q_dim) ||
+            fn(m, &lw->w1, hidden, dim) || fn(m, &lw->w2, dim, hidden) ||
+            fn(m, &lw->w3, hidden, dim))
+            return -1;
+    }
+    return fn(m, &m->weights.classifier, c->vocab_size, dim);
+}
+
+/* Rearranges one Q8_0 matrix for the int8 kernel (kernels.c), if this build has one. The
+ * copy replaces the mapped weights, so their pages are handed back to the kernel at once
+ * rather than counting twice in memory use; were they read again (the token embedding shares
+ * the classifier's), they would come back from the file. */
+static int pack(Model *m, Tensor *w, int rows, int cols) {
+    if (q8_pack(w, rows, cols) != 0) return -1;
+    if (w->packed && m->owns_mapping) {
+        uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t start = ((uintptr_t)w->data + page - 1) / page * page;
+        uintptr_t end = ((uintptr_t)w->data + (size_t)rows * cols) / page * page;
+        if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
+    }
+    return 0;
+}
+
+static int unpack(Model *m, Tensor *w, int rows, int cols) {
+    q8_unpack(w);
+    return 0;
+}
+
+/* Parses the checkpoint in m->mapping, rearranges Q8_0 matrices for the int8 kernel and
+ * allocates the run state; frees all on failure. */
 static int load_mapped(Model *m, char err[ERR_MAX]) {
     int is_tllm = m->mapping_size >= 4 && memcmp(m->mapping, "TLLM", 4) == 0;
-    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0 || alloc_state(m, err) != 0) {
+    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0) {
+        model_free(m);
+        return -1;
+    }
+    if (each_matrix(m, pack) != 0) {
+        model_free(m);
+        return fail(err, "cannot allocate the rearranged Q8_0 weights");
+    }
+    if (alloc_state(m, err) != 0) {
         model_free(m);
         return -1;
     }
@@ -432,6 +479,7 @@ int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]
 
 void model_free(Model *m) {
     free_state(&m->state);
+    if (m->weights.layers) each_matrix(m, unpack);
     free(m->weights.layers);
     if (m->owns_mapping) munmap((void *)m->mapping, m->mapping_size);
     memset(m, 0, sizeof *m);

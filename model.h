@@ -74,12 +74,16 @@ typedef struct {
 /* Weights: pointers into the read-only file mapping; nothing here owns memory. */
 
 /* A weight matrix of any type. `data` is f32, bf16 (uint16) or int8, rows * cols values;
- * `scales` (Q8_0 only) holds one float per group_size consecutive values of a row. */
+ * `scales` (Q8_0 only) holds one float per group_size consecutive values of a row. `packed`
+ * is the one exception to "nothing owns memory": a Q8_0 matrix rearranged at load time for
+ * the int8 kernel (kernels.c says why), or NULL. */
+typedef struct Q8Packed Q8Packed;
 typedef struct {
     const void *data;
     const float *scales;
-    int type;       /* WEIGHT_* */
-    int group_size; /* Q8_0 only */
+    int type;          /* WEIGHT_* */
+    int group_size;    /* Q8_0 only */
+    Q8Packed *packed;  /* Q8_0 only, built by q8_pack */
 } Tensor;
 
 typedef struct {

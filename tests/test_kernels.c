@@ -157,9 +157,9 @@ static void test_quantize_q8(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* Every fast path against the reference, on sizes that leave partial vectors everywhere */
 
-static const int ROWS[] = {1, 3, 4, 5, 37};
+static const int ROWS[] = {1, 3, 4, 5, 37, 70};
 static const int COLS[] = {1, 7, 16, 17, 64, 100, 172, 291};
-static const int TOKENS[] = {1, 2, 3, 5, 7};
+static const int TOKENS[] = {1, 2, 3, 5, 7, 11};
 
 /* The fast kernels sum in a different order than the reference, so they may differ by float
  * rounding: a few ulps of the sum of |terms|. 1e-5 of that sum is ample for sums of up to a
@@ -261,6 +261,17 @@ static void test_matmul_q8_vs_ref(void) {
                     int bad = compare(y, ref, mag, n * rows);
                     CHECK(bad == 0, "group %d rows %d cols %d tokens %d: %d outputs differ", gs,
                           rows, cols, n, bad);
+                    /* the rearranged weights of VNNI builds: each row adds up its groups in
+                     * the reference's order, so the numbers are the reference's, bit for bit */
+                    CHECK(q8_pack(&t, rows, cols) == 0, "q8_pack failed");
+                    CHECK(t.packed || !strstr(kernels_isa(), "vnni"), "a VNNI build did not pack");
+                    if (t.packed) {
+                        matmul(y, &t, x, xq, xs, n, rows, cols);
+                        CHECK(memcmp(y, ref, sizeof(float) * n * rows) == 0,
+                              "packed: group %d rows %d cols %d tokens %d: not the reference's",
+                              gs, rows, cols, n);
+                        q8_unpack(&t);
+                    }
                     free(w), free(ws), free(x), free(xq), free(xq2), free(xs), free(xs2);
                     free(y), free(ref), free(mag);
                 }
@@ -279,10 +290,12 @@ static void test_matmul_chunk_equals_single(void) {
         wq[i] = (int8_t)((int)(next_u32() % 255) - 127);
     }
     for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f;
-    Tensor tensors[3] = {{.data = w, .type = WEIGHT_F32}, {.data = wb, .type = WEIGHT_BF16},
+    Tensor tensors[4] = {{.data = w, .type = WEIGHT_F32}, {.data = wb, .type = WEIGHT_BF16},
+                         {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs},
                          {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs}};
+    CHECK(q8_pack(&tensors[3], rows, cols) == 0, "q8_pack failed");
     float *chunk = malloc(sizeof(float) * n * rows), *one = malloc(sizeof(float) * rows);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         matmul(chunk, &tensors[k], x, xq, xs, n, rows, cols);
         int same = 1;
         for (int t = 0; t < n; t++) {
@@ -291,6 +304,7 @@ static void test_matmul_chunk_equals_single(void) {
         }
         CHECK(same, "weight type %d: a chunk of %d tokens differs from single tokens", k, n);
     }
+    q8_unpack(&tensors[3]);
     free(w), free(x), free(wb), free(wq), free(xq), free(ws), free(xs), free(chunk), free(one);
 }
 
