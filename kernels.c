@@ -651,49 +651,46 @@ static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, co
     }
 }
 
-/* Blocks b0 .. b0 + nb - 1 for all n tokens: decoding takes 4 blocks at a time (four
- * independent accumulators hide vpdpbusd's latency); a prompt chunk takes one block, whose
- * weights stay in L1 while 8 tokens at a time go past them. */
-static void q8_packed_blocks(float *y, const Q8Packed *p, const uint8_t *xu, const float *xs,
-                             int n, int rows, int cols, int group_size, int b0, int nb) {
+/* One block of 16 rows for all n tokens: a single token (decoding) on its own; a prompt
+ * chunk 8 tokens at a time, while the block's weights stay in L1. */
+static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, const float *xs,
+                            int n, int rows, int cols, int group_size, int b) {
     int groups = (cols + group_size - 1) / group_size;
-    if (n == 1) {
-        if (nb == 4) {
-            tile_q8_packed(y, p, b0, xu, xs, 4, 1, rows, cols, group_size);
-        } else {
-            for (int b = b0; b < b0 + nb; b++)
-                tile_q8_packed(y, p, b, xu, xs, 1, 1, rows, cols, group_size);
+    for (int t = 0; t < n; t += 8) {
+        float *yt = y + (size_t)t * rows;
+        const uint8_t *xt = xu + (size_t)t * cols;
+        const float *st = xs + (size_t)t * groups;
+        switch (min_int(8, n - t)) {
+        case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
+        case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
+        case 6: tile_q8_packed(yt, p, b, xt, st, 1, 6, rows, cols, group_size); break;
+        case 5: tile_q8_packed(yt, p, b, xt, st, 1, 5, rows, cols, group_size); break;
+        case 4: tile_q8_packed(yt, p, b, xt, st, 1, 4, rows, cols, group_size); break;
+        case 3: tile_q8_packed(yt, p, b, xt, st, 1, 3, rows, cols, group_size); break;
+        case 2: tile_q8_packed(yt, p, b, xt, st, 1, 2, rows, cols, group_size); break;
+        default: tile_q8_packed(yt, p, b, xt, st, 1, 1, rows, cols, group_size); break;
         }
-        return;
     }
-    for (int b = b0; b < b0 + nb; b++)
-        for (int t = 0; t < n; t += 8) {
-            float *yt = y + (size_t)t * rows;
-            const uint8_t *xt = xu + (size_t)t * cols;
-            const float *st = xs + (size_t)t * groups;
-            switch (min_int(8, n - t)) {
-            case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
-            case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
-            case 6: tile_q8_packed(yt, p, b, xt, st, 1, 6, rows, cols, group_size); break;
-            case 5: tile_q8_packed(yt, p, b, xt, st, 1, 5, rows, cols, group_size); break;
-            case 4: tile_q8_packed(yt, p, b, xt, st, 1, 4, rows, cols, group_size); break;
-            case 3: tile_q8_packed(yt, p, b, xt, st, 1, 3, rows, cols, group_size); break;
-            case 2: tile_q8_packed(yt, p, b, xt, st, 1, 2, rows, cols, group_size); break;
-            default: tile_q8_packed(yt, p, b, xt, st, 1, 1, rows, cols, group_size); break;
-            }
-        }
 }
 
-static void matmul_q8_packed(float *y, const Q8Packed *p, int8_t *xq, const float *xq_scale,
-                             int n, int rows, int cols, int group_size) {
+/* Quantizing the tokens, then the blocks, both shared out between the threads of one
+ * parallel region. */
+static void matmul_q8_packed(float *y, const Q8Packed *p, const float *x, int8_t *xq,
+                             float *xq_scale, int n, int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size, blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK;
     uint8_t *xu = (uint8_t *)xq;
-    for (size_t i = 0; i < (size_t)n * cols; i++) xu[i] ^= 0x80; /* x + 128, see above */
-    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, per = n == 1 ? 1 : 1;
-    int units = (blocks + per - 1) / per;
-    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
-    for (int u = 0; u < units; u++)
-        q8_packed_blocks(y, p, xu, xq_scale, n, rows, cols, group_size, u * per,
-                         min_int(per, blocks - u * per));
+    #pragma omp parallel if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
+    {
+        #pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) {
+            quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups,
+                        x + (size_t)t * cols, cols, group_size);
+            for (int j = 0; j < cols; j++) xu[(size_t)t * cols + j] ^= 0x80; /* x + 128 */
+        }
+        #pragma omp for schedule(static)
+        for (int b = 0; b < blocks; b++)
+            q8_packed_block(y, p, xu, xq_scale, n, rows, cols, group_size, b);
+    }
 }
 
 #else
@@ -740,16 +737,16 @@ static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_
 static void matmul_q8(float *y, const int8_t *w, const float *w_scale, const Q8Packed *packed,
                       const float *x, int8_t *xq, float *xq_scale, int n, int rows, int cols,
                       int group_size) {
+#if defined(USE_VNNI)
+    if (packed) {
+        matmul_q8_packed(y, packed, x, xq, xq_scale, n, rows, cols, group_size);
+        return;
+    }
+#endif
     int groups = (cols + group_size - 1) / group_size;
     for (int t = 0; t < n; t++)
         quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups, x + (size_t)t * cols,
                     cols, group_size);
-#if defined(USE_VNNI)
-    if (packed) {
-        matmul_q8_packed(y, packed, xq, xq_scale, n, rows, cols, group_size);
-        return;
-    }
-#endif
 #if defined(USE_AVX2_Q8)
     if (q8_fast_group(group_size)) {
         int blocks = (rows + TILE_R_Q8 - 1) / TILE_R_Q8;

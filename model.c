@@ -599,6 +599,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         float *value_cache = s->value_cache + layer_cache;
 
         /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
+        #pragma omp parallel for
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->attn_norm, dim,
                     p->norm_eps);
@@ -608,6 +609,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
 
         /* rotate each token's q and k by its own position; all n keys and values enter the
          * cache before attention, which then keeps each query to the positions up to its own */
+        #pragma omp parallel for
         for (int i = 0; i < n; i++) {
             const float *cos_row = s->crope_cos + (size_t)i * (hs / 2);
             const float *sin_row = s->crope_sin + (size_t)i * (hs / 2);
@@ -621,20 +623,24 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
 
         /* x = x + wo(xb) */
         matmul(s->cxb2, &lw->wo, s->cxb, xq, xq_scale, n, dim, q_dim);
+        #pragma omp parallel for
         for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
 
         /* x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
+        #pragma omp parallel for
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->ffn_norm, dim,
                     p->norm_eps);
         matmul(s->chb, &lw->w1, s->cxb, xq, xq_scale, n, hidden, dim);
         matmul(s->chb2, &lw->w3, s->cxb, xq, xq_scale, n, hidden, dim);
+        #pragma omp parallel for
         for (size_t i = 0; i < (size_t)n * hidden; i++) {
             float gate = s->chb[i];
             gate *= 1.0f / (1.0f + expf(-gate));
             s->chb[i] = gate * s->chb2[i];
         }
         matmul(s->cxb2, &lw->w2, s->chb, xq, xq_scale, n, dim, hidden);
+        #pragma omp parallel for
         for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
     }
 
