@@ -590,6 +590,11 @@ static ALWAYS_INLINE __m512i x4(const uint8_t *xu, int j, int cols) {
     return _mm512_set1_epi32((int)v);
 }
 
+/* Bytes j .. j + 3, all inside the row. */
+static ALWAYS_INLINE __m512i x4_full(const uint8_t *xu, int j) {
+    return _mm512_broadcastd_epi32(_mm_loadu_si32(xu + j));
+}
+
 /* y for RB blocks of 16 rows (starting at block b0) x T tokens. */
 static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, const uint8_t *xu,
                                          const float *xs, int RB, int T, int rows, int cols,
@@ -615,10 +620,10 @@ static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, co
                                _mm512_setzero_si512()};
             const int8_t *wb = p->q + (size_t)b0 * p->steps * 64;
             for (; k + 4 <= min_int(k1, full); k += 4) {
-                dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4(xu, 4 * k, 4 * k + 4),
+                dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4_full(xu, 4 * k),
                                                 _mm512_loadu_si512(wb + (size_t)k * 64));
                 for (int c = 0; c < 3; c++)
-                    more[c] = _mm512_dpbusd_epi32(more[c], x4(xu, 4 * (k + c + 1), 4 * (k + c + 2)),
+                    more[c] = _mm512_dpbusd_epi32(more[c], x4_full(xu, 4 * (k + c + 1)),
                                                   _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64));
             }
             dot[0][0] = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], more[0]),
