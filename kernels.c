@@ -411,7 +411,7 @@ static int q8_fast_group(int group_size) { return group_size == 32 || group_size
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
-/* The tiled matmul: threads share out blocks of TILE_R rows; each block runs all tokens. */
+/* The tiled matmul: a block of TILE_R rows for all tokens. */
 
 #if defined(USE_AVX512) || defined(USE_AVX2)
 
@@ -454,44 +454,33 @@ static void bf16_rows(float *y, const uint16_t *w, const float *x, int n, int ro
     }
 }
 
-static void matmul_f32(float *y, const float *w, const float *x, int n, int rows, int cols) {
-    int blocks = (rows + TILE_R - 1) / TILE_R;
-    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < blocks; b++)
-        f32_rows(y, w, x, n, rows, cols, b * TILE_R, min_int(TILE_R, rows - b * TILE_R));
-}
-
-static void matmul_bf16(float *y, const uint16_t *w, const float *x, int n, int rows, int cols) {
-    int blocks = (rows + TILE_R - 1) / TILE_R;
-    #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < blocks; b++)
-        bf16_rows(y, w, x, n, rows, cols, b * TILE_R, min_int(TILE_R, rows - b * TILE_R));
-}
-
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
     for (int r0 = 0; r0 < rows; r0 += TILE_R)
         f32_rows(y, w, x, 1, rows, cols, r0, min_int(TILE_R, rows - r0));
 }
 
-#else /* plain C: the references, one token at a time */
+#else /* plain C: the references, a row at a time */
 
-static void matmul_f32(float *y, const float *w, const float *x, int n, int rows, int cols) {
+#define TILE_R 1
+
+static void f32_rows(float *y, const float *w, const float *x, int n, int rows, int cols,
+                     int r0, int nr) {
     for (int t = 0; t < n; t++)
-        matvec_f32_ref(y + (size_t)t * rows, w, x + (size_t)t * cols, rows, cols);
+        for (int r = r0; r < r0 + nr; r++)
+            matvec_f32_ref(y + (size_t)t * rows + r, w + (size_t)r * cols, x + (size_t)t * cols,
+                           1, cols);
 }
 
-static void matmul_bf16(float *y, const uint16_t *w, const float *x, int n, int rows, int cols) {
+static void bf16_rows(float *y, const uint16_t *w, const float *x, int n, int rows, int cols,
+                      int r0, int nr) {
     for (int t = 0; t < n; t++)
-        matvec_bf16_ref(y + (size_t)t * rows, w, x + (size_t)t * cols, rows, cols);
+        for (int r = r0; r < r0 + nr; r++)
+            matvec_bf16_ref(y + (size_t)t * rows + r, w + (size_t)r * cols, x + (size_t)t * cols,
+                            1, cols);
 }
 
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
-    for (int i = 0; i < rows; i++) {
-        const float *row = w + (size_t)i * cols;
-        float sum = 0.0f;
-        for (int j = 0; j < cols; j++) sum += row[j] * x[j];
-        y[i] = sum;
-    }
+    f32_rows(y, w, x, 1, rows, cols, 0, rows);
 }
 
 #endif
@@ -678,26 +667,6 @@ static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, cons
     }
 }
 
-/* Quantizing the tokens, then the blocks, both shared out between the threads of one
- * parallel region. */
-static void matmul_q8_packed(float *y, const Q8Packed *p, const float *x, int8_t *xq,
-                             float *xq_scale, int n, int rows, int cols, int group_size) {
-    int groups = (cols + group_size - 1) / group_size, blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK;
-    uint8_t *xu = (uint8_t *)xq;
-    #pragma omp parallel if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
-    {
-        #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) {
-            quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups,
-                        x + (size_t)t * cols, cols, group_size);
-            for (int j = 0; j < cols; j++) xu[(size_t)t * cols + j] ^= 0x80; /* x + 128 */
-        }
-        #pragma omp for schedule(static)
-        for (int b = 0; b < blocks; b++)
-            q8_packed_block(y, p, xu, xq_scale, n, rows, cols, group_size, b);
-    }
-}
-
 #else
 
 int q8_pack(Tensor *t, int rows, int cols) { return 0; } /* no VNNI: the stored layout serves */
@@ -738,45 +707,92 @@ static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_
 
 #endif
 
-/* Quantizes the n tokens once, then multiplies every row with them. */
-static void matmul_q8(float *y, const int8_t *w, const float *w_scale, const Q8Packed *packed,
-                      const float *x, int8_t *xq, float *xq_scale, int n, int rows, int cols,
-                      int group_size) {
+/* Rows r0 .. r0 + nr - 1 of a Q8_0 product for all n tokens, x already quantized. */
+static void q8_unit(float *y, const Tensor *w, const int8_t *xq, const float *xq_scale, int n,
+                    int rows, int cols, int r0, int nr) {
+    int gs = w->group_size, groups = (cols + gs - 1) / gs;
 #if defined(USE_VNNI)
-    if (packed) {
-        matmul_q8_packed(y, packed, x, xq, xq_scale, n, rows, cols, group_size);
+    if (w->packed) {
+        q8_packed_block(y, w->packed, (const uint8_t *)xq, xq_scale, n, rows, cols, gs,
+                        r0 / Q8_BLOCK);
         return;
     }
 #endif
-    int groups = (cols + group_size - 1) / group_size;
-    for (int t = 0; t < n; t++)
-        quantize_q8(xq + (size_t)t * cols, xq_scale + (size_t)t * groups, x + (size_t)t * cols,
-                    cols, group_size);
 #if defined(USE_AVX2_Q8)
-    if (q8_fast_group(group_size)) {
-        int blocks = (rows + TILE_R_Q8 - 1) / TILE_R_Q8;
-        #pragma omp parallel for schedule(static) if ((long)n * rows * cols >= PARALLEL_MIN_WORK)
-        for (int b = 0; b < blocks; b++)
-            q8_rows(y, w, w_scale, xq, xq_scale, n, rows, cols, group_size, b * TILE_R_Q8,
-                    min_int(TILE_R_Q8, rows - b * TILE_R_Q8));
+    if (q8_fast_group(gs)) {
+        q8_rows(y, w->data, w->scales, xq, xq_scale, n, rows, cols, gs, r0, nr);
         return;
     }
 #endif
+    const int8_t *data = w->data;
     for (int t = 0; t < n; t++)
-        matvec_q8_ref(y + (size_t)t * rows, w, w_scale, xq + (size_t)t * cols,
-                      xq_scale + (size_t)t * groups, rows, cols, group_size);
+        for (int r = r0; r < r0 + nr; r++)
+            matvec_q8_ref(y + (size_t)t * rows + r, data + (size_t)r * cols,
+                          w->scales + (size_t)r * groups, xq + (size_t)t * cols,
+                          xq_scale + (size_t)t * groups, 1, cols, gs);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* matmul: each product is cut into units of a few rows (the tile height of its weight type),
+ * and the threads share out the units of all the products of one call. */
+
+static int unit_rows(const Tensor *w) {
+    if (w->type != WEIGHT_Q8_0) return TILE_R;
+#if defined(USE_VNNI)
+    if (w->packed) return Q8_BLOCK;
+#endif
+#if defined(USE_AVX2_Q8)
+    if (q8_fast_group(w->group_size)) return TILE_R_Q8;
+#endif
+    return 1;
+}
+
+static void run_unit(const Product *p, const float *x, const int8_t *xq, const float *xq_scale,
+                     int n, int cols, int r0) {
+    const Tensor *w = p->w;
+    int nr = min_int(unit_rows(w), p->rows - r0);
+    switch (w->type) {
+    case WEIGHT_F32: f32_rows(p->y, w->data, x, n, p->rows, cols, r0, nr); break;
+    case WEIGHT_BF16: bf16_rows(p->y, w->data, x, n, p->rows, cols, r0, nr); break;
+    case WEIGHT_Q8_0: q8_unit(p->y, w, xq, xq_scale, n, p->rows, cols, r0, nr); break;
+    }
+}
+
+void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float *xq_scale,
+                 int n, int cols) {
+    const Tensor *w = p[0].w;
+    int per = unit_rows(w), units = 0;
+    long work = 0;
+    for (int i = 0; i < count; i++) {
+        units += (p[i].rows + per - 1) / per;
+        work += (long)n * p[i].rows * cols;
+    }
+    int gs = w->group_size, groups = w->type == WEIGHT_Q8_0 ? (cols + gs - 1) / gs : 0;
+    #pragma omp parallel if (work >= PARALLEL_MIN_WORK)
+    {
+        if (w->type == WEIGHT_Q8_0) {
+            /* x is quantized once for all the products, its tokens shared out too */
+            #pragma omp for schedule(static)
+            for (int t = 0; t < n; t++) {
+                int8_t *q = xq + (size_t)t * cols;
+                quantize_q8(q, xq_scale + (size_t)t * groups, x + (size_t)t * cols, cols, gs);
+                if (w->packed) /* the packed kernel takes x + 128, see above */
+                    for (int j = 0; j < cols; j++) q[j] = (int8_t)(q[j] ^ 0x80);
+            }
+        }
+        #pragma omp for schedule(static)
+        for (int u = 0; u < units; u++) {
+            int i = 0, first = u; /* unit u is unit `first` of product i */
+            while (first >= (p[i].rows + per - 1) / per) first -= (p[i].rows + per - 1) / per, i++;
+            run_unit(&p[i], x, xq, xq_scale, n, cols, first * per);
+        }
+    }
 }
 
 void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
             int n, int rows, int cols) {
-    switch (w->type) {
-    case WEIGHT_F32: matmul_f32(y, w->data, x, n, rows, cols); break;
-    case WEIGHT_BF16: matmul_bf16(y, w->data, x, n, rows, cols); break;
-    case WEIGHT_Q8_0:
-        matmul_q8(y, w->data, w->scales, w->packed, x, xq, xq_scale, n, rows, cols,
-                  w->group_size);
-        break;
-    }
+    Product p = {y, w, rows};
+    matmul_many(&p, 1, x, xq, xq_scale, n, cols);
 }
 
 /* ------------------------------------------------------------------------------------------ */

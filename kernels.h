@@ -29,6 +29,17 @@ void softmax(float *x, int n);
 void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
             int n, int rows, int cols);
 
+/* matmul for several products of the same input x (n, cols): q, k and v; w1 and w3. One
+ * quantization of x and one parallel loop over all their rows, which for a small model
+ * costs less than waking the threads once per product. The weights must share one type. */
+typedef struct {
+    float *y;       /* (n, rows) */
+    const Tensor *w; /* (rows, cols) */
+    int rows;
+} Product;
+void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float *xq_scale,
+                 int n, int cols);
+
 /* Builds w->packed, the Q8_0 matrix w (rows, cols) rearranged for this build's int8 kernel,
  * which matmul then uses; does nothing for other types or where the stored layout serves.
  * Returns 0, or -1 if memory ran out. q8_unpack frees it. The one kernel that allocates. */

@@ -527,9 +527,8 @@ float *model_forward(Model *m, int token, int pos) {
 
         /* attention: xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
         rmsnorm(s->xb, s->x, lw->attn_norm, dim, p->norm_eps);
-        matvec(s, s->q, &lw->wq, s->xb, q_dim, dim);
-        matvec(s, s->k, &lw->wk, s->xb, kv_dim, dim);
-        matvec(s, s->v, &lw->wv, s->xb, kv_dim, dim);
+        Product qkv[3] = {{s->q, &lw->wq, q_dim}, {s->k, &lw->wk, kv_dim}, {s->v, &lw->wv, kv_dim}};
+        matmul_many(qkv, 3, s->xb, s->xq, s->xq_scale, 1, dim);
 
         /* q, k = apply_rotary_emb(q, k, pos), then remember k and v for later positions */
         rope(s->q, s->rope_cos, s->rope_sin, p->n_heads, hs);
@@ -547,8 +546,8 @@ float *model_forward(Model *m, int token, int pos) {
 
         /* feedforward: xb = ffn_norm(x), then x = x + w2(silu(w1(xb)) * w3(xb)) */
         rmsnorm(s->xb, s->x, lw->ffn_norm, dim, p->norm_eps);
-        matvec(s, s->hb, &lw->w1, s->xb, hidden, dim);
-        matvec(s, s->hb2, &lw->w3, s->xb, hidden, dim);
+        Product up[2] = {{s->hb, &lw->w1, hidden}, {s->hb2, &lw->w3, hidden}};
+        matmul_many(up, 2, s->xb, s->xq, s->xq_scale, 1, dim);
         for (int i = 0; i < hidden; i++) {
             float gate = s->hb[i];
             gate *= 1.0f / (1.0f + expf(-gate)); /* silu(x) = x * sigmoid(x) */
@@ -603,9 +602,9 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->attn_norm, dim,
                     p->norm_eps);
-        matmul(s->cq, &lw->wq, s->cxb, xq, xq_scale, n, q_dim, dim);
-        matmul(s->ck, &lw->wk, s->cxb, xq, xq_scale, n, kv_dim, dim);
-        matmul(s->cv, &lw->wv, s->cxb, xq, xq_scale, n, kv_dim, dim);
+        Product qkv[3] = {{s->cq, &lw->wq, q_dim}, {s->ck, &lw->wk, kv_dim},
+                          {s->cv, &lw->wv, kv_dim}};
+        matmul_many(qkv, 3, s->cxb, xq, xq_scale, n, dim);
 
         /* rotate each token's q and k by its own position; all n keys and values enter the
          * cache before attention, which then keeps each query to the positions up to its own */
@@ -631,8 +630,8 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->ffn_norm, dim,
                     p->norm_eps);
-        matmul(s->chb, &lw->w1, s->cxb, xq, xq_scale, n, hidden, dim);
-        matmul(s->chb2, &lw->w3, s->cxb, xq, xq_scale, n, hidden, dim);
+        Product up[2] = {{s->chb, &lw->w1, hidden}, {s->chb2, &lw->w3, hidden}};
+        matmul_many(up, 2, s->cxb, xq, xq_scale, n, dim);
         #pragma omp parallel for
         for (size_t i = 0; i < (size_t)n * hidden; i++) {
             float gate = s->chb[i];
