@@ -840,6 +840,34 @@ void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Greedy decoding */
+
+int argmax_f32_ref(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Blocks of 16 are first checked for a new maximum in one compare; after the first few
+ * blocks one rarely appears, so most blocks cost one instruction. Going one value at a time
+ * took 2% of a 15M model's greedy decoding, while the other thread waited. */
+int argmax_f32(const float *x, int n) {
+#if defined(USE_AVX512)
+    int best = 0, i = 1;
+    float max = x[0];
+    for (; i + 16 <= n; i += 16)
+        if (_mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_set1_ps(max), _CMP_GT_OQ))
+            for (int j = i; j < i + 16; j++)
+                if (x[j] > max) max = x[j], best = j;
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i], best = i;
+    return best;
+#else
+    return argmax_f32_ref(x, n);
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* The embedding lookup */
 
 void dequantize_row(float *out, const Tensor *w, int row, int cols) {

@@ -68,6 +68,11 @@ void matvec_f32(float *y, const float *w, const float *x, int rows, int cols);
 void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols);
 void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols);
 
+/* The index of the largest of x (n), the first one on ties; NaN is never chosen unless it is
+ * x[0] (then nothing compares greater). Greedy decoding. */
+int argmax_f32(const float *x, int n);
+int argmax_f32_ref(const float *x, int n);
+
 /* out (cols) = row `row` of W (rows, cols), converted to float: the embedding lookup. */
 void dequantize_row(float *out, const Tensor *w, int row, int cols);
 

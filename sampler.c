@@ -42,13 +42,6 @@ static uint32_t random_u32(uint64_t *state) {
 /* A float in [0, 1) from the top 24 bits, which a float holds exactly. */
 static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; }
 
-/* Index of the largest of n values (the first one on ties). */
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* Walks the cumulative distribution of probs (n) until it passes coin in [0, 1). */
 static int sample_cdf(const float *probs, int n, float coin) {
     float cdf = 0.0f;
@@ -135,7 +128,7 @@ int sampler_filter(Sampler *s, const float *probs) {
 
     /* min-p: the bar is relative to the most likely token, which top-k always keeps too, so
      * applying it first gives the same set and shortens everything after it. */
-    float top = probs[argmax(probs, n)];
+    float top = probs[argmax_f32(probs, n)];
     float bar = s->min_p > 0.0f ? s->min_p * top : 0.0f;
 
     /* top-k: a heap of the k best so far with the worst at its root, O(n log k); without
@@ -188,7 +181,7 @@ static int sample_filtered(Sampler *s, const float *probs, float coin) {
 /* ------------------------------------------------------------------------------------------ */
 
 int sampler_sample(Sampler *s, float *logits) {
-    if (s->temperature == 0.0f) return argmax(logits, s->vocab_size);
+    if (s->temperature == 0.0f) return argmax_f32(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
     softmax(logits, s->vocab_size);
     float coin = random_f32(&s->rng_state);

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model.h"
+#include "kernels.h"
 
 static int failed = 0;
 
@@ -151,7 +151,36 @@ static void test_llama2c_draws(void) {
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Greedy decoding: the first index of the largest logit, as argmax_f32_ref's loop finds it */
+
+static void test_greedy(void) {
+    static const int sizes[] = {1, 2, 15, 16, 17, 33, 100, 32000};
+    static float x[32000];
+    uint32_t state = 99;
+    int ok = 1;
+    for (int a = 0; a < (int)(sizeof sizes / sizeof *sizes); a++)
+        for (int trial = 0; trial < 60; trial++) {
+            int n = sizes[a];
+            for (int j = 0; j < n; j++) /* few distinct values: many ties */
+                x[j] = trial % 3 == 0 ? (float)j : (float)(lcg(&state) % 7);
+            if (trial % 4 == 1) x[lcg(&state) % n] = NAN;
+            if (trial % 10 == 2) x[0] = NAN;
+            Sampler s;
+            if (sampler_init(&s, n, 0.0f, 0.9f, 1) != 0) {
+                check(0, "sampler_init");
+                return;
+            }
+            int want = argmax_f32_ref(x, n), got = sampler_sample(&s, x);
+            if (got != want) printf("     n %d trial %d: got %d, want %d\n", n, trial, got, want);
+            ok &= got == want;
+            sampler_free(&s);
+        }
+    check(ok, "greedy: the first of the largest logits, NaN skipped, any length");
+}
+
 int main(void) {
+    test_greedy();
     test_filters();
     test_draws();
     test_llama2c_draws();
