@@ -454,8 +454,37 @@ static void bf16_rows(float *y, const uint16_t *w, const float *x, int n, int ro
     }
 }
 
+#if defined(USE_AVX512)
+/* The sums of the 16 lanes of a, b, c and d, added in the order _mm512_reduce_add_ps adds
+ * them (halves, then quarters, then lanes 0+2 and 1+3 of a quarter, then those two), so the
+ * results are its results bit for bit; but the four reductions share their shuffles. */
+static ALWAYS_INLINE __m128 reduce_add4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* quarters (a0+a2, a1+a3, b0+b2, b1+b3), then (a0+a2 + a1+a3, b.., c.., d..) */
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E)); /* lanes (0+2, 1+3) of each quarter */
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1)); /* and their sum */
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+}
+#endif
+
+/* Attention scores: rows are cached keys, a few dozen floats each, so the horizontal sum of
+ * each row's accumulator costs as much as its multiply-adds. Four rows share it (AVX-512). */
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
-    for (int r0 = 0; r0 < rows; r0 += TILE_R)
+    int r0 = 0;
+#if defined(USE_AVX512)
+    for (; r0 + 4 <= rows; r0 += 4) {
+        __m512 acc[4][TILE_T];
+        for (int r = 0; r < 4; r++) acc[r][0] = _mm512_setzero_ps();
+        const float *wr = w + (size_t)r0 * cols;
+        int j = 0;
+        for (; j + 16 <= cols; j += 16) f32_step(acc, wr, x, j, 0xFFFF, 4, 1, cols);
+        if (j < cols) f32_step(acc, wr, x, j, mask16(cols - j), 4, 1, cols);
+        _mm_storeu_ps(y + r0, reduce_add4(acc[0][0], acc[1][0], acc[2][0], acc[3][0]));
+    }
+#endif
+    for (; r0 < rows; r0 += TILE_R)
         f32_rows(y, w, x, 1, rows, cols, r0, min_int(TILE_R, rows - r0));
 }
 
