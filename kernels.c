@@ -20,11 +20,8 @@
  * Every (row, token) accumulator sees the same sequence of operations whatever the tile
  * shape, so a prompt chunk gives bit for bit the numbers that token-by-token decoding gives.
  */
-#define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -56,7 +53,9 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 
 #if defined(USE_AVX512)
 /* A mask selecting the first n (< 16 or 64) lanes, for the short last step of a row. */
-static ALWAYS_INLINE __mmask16 mask16(int n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1); }
+static ALWAYS_INLINE __mmask16 mask16(int n) {
+    return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+}
 static ALWAYS_INLINE __mmask64 mask64(int n) { return n >= 64 ? ~0ull : (1ull << n) - 1; }
 #endif
 
@@ -295,7 +294,8 @@ static ALWAYS_INLINE void tile_bf16(float *y, const uint16_t *w, const float *x,
 
 /* The first n (< 8) floats at p, the rest zero: the short last step of a row. */
 static ALWAYS_INLINE __m256 load_f32_part(const float *p, int n) {
-    __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
     return _mm256_maskload_ps(p, keep);
 }
 
@@ -426,7 +426,8 @@ static void f32_rows(float *y, const float *w, const float *x, int n, int rows, 
     int t = 0;
     if (nr == TILE_R && n > 1) {
         for (; t + TILE_T <= n; t += TILE_T)
-            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows, cols);
+            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows,
+                     cols);
         for (; t < n; t++)
             tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, 1, rows, cols);
     } else {
@@ -443,7 +444,8 @@ static void bf16_rows(float *y, const uint16_t *w, const float *x, int n, int ro
     int t = 0;
     if (nr == TILE_R && n > 1) {
         for (; t + TILE_T <= n; t += TILE_T)
-            tile_bf16(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows, cols);
+            tile_bf16(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows,
+                      cols);
         for (; t < n; t++)
             tile_bf16(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, 1, rows, cols);
     } else {
@@ -462,10 +464,12 @@ static ALWAYS_INLINE __m128 reduce_add4(__m512 a, __m512 b, __m512 c, __m512 d) 
     /* quarters (a0+a2, a1+a3, b0+b2, b1+b3), then (a0+a2 + a1+a3, b.., c.., d..) */
     __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
     __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
-    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88),
+                             _mm512_shuffle_f32x4(ab, cd, 0xDD));
     v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E)); /* lanes (0+2, 1+3) of each quarter */
     v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1)); /* and their sum */
-    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+    __m512i lane0 = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(lane0, v)); /* lane 0 of each quarter */
 }
 #endif
 
@@ -535,45 +539,45 @@ void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
  * with zero weights. */
 
 struct Q8Packed {
-    int8_t *q;     /* (blocks, cols4 / 4, 16 rows, 4 columns) the weights */
+    int8_t *q;     /* (blocks, steps, 16 rows, 4 columns) the weights */
     float *scale;  /* (blocks, groups, 16) each row's group scales */
     int32_t *bias; /* (blocks, groups, 16) -128 x the sum of each row's group of weights */
-    int steps;     /* cols4 / 4: the 64-byte vectors of a block */
+    int steps;     /* ceil(cols / 4): the 64-byte vectors of a block */
 };
 
 #define Q8_BLOCK 16
 
-#if defined(USE_VNNI)
-
-/* Memory for a large matrix, in 2 MB pages where Linux offers them: the hardware prefetcher
- * stops at page boundaries, and decoding streams the whole matrix. */
-static void *alloc_huge(size_t bytes) {
-    size_t huge = (size_t)2 << 20;
-    void *mem = NULL;
-    if (posix_memalign(&mem, huge, (bytes + huge - 1) / huge * huge) != 0) return NULL;
-#if defined(MADV_HUGEPAGE)
-    madvise(mem, bytes, MADV_HUGEPAGE);
-#endif
-    return mem;
+/* Sizes of the parts of a packed matrix, each a multiple of 64 bytes: the header, then q,
+ * scale and bias. */
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+static void q8_parts(int rows, int cols, int group_size, size_t part[4]) {
+    size_t blocks = (size_t)(rows + Q8_BLOCK - 1) / Q8_BLOCK;
+    size_t per_block = blocks * ((cols + group_size - 1) / group_size) * Q8_BLOCK;
+    part[0] = round64(sizeof(Q8Packed));
+    part[1] = blocks * ((cols + 3) / 4) * 64;
+    part[2] = round64(per_block * sizeof(float));
+    part[3] = round64(per_block * sizeof(int32_t));
 }
 
-int q8_pack(Tensor *t, int rows, int cols) {
-    int gs = t->group_size;
-    if (t->type != WEIGHT_Q8_0 || gs % 4 != 0 || gs > 4096) return 0; /* the plain path */
-    int groups = (cols + gs - 1) / gs, blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK;
-    int steps = (cols + 3) / 4;
-    Q8Packed *p = malloc(sizeof *p);
-    size_t per_block = (size_t)blocks * groups * Q8_BLOCK;
-    if (p) {
-        p->q = alloc_huge((size_t)blocks * steps * 64);
-        p->scale = calloc(per_block, sizeof(float));
-        p->bias = calloc(per_block, sizeof(int32_t));
-    }
-    if (!p || !p->q || !p->scale || !p->bias) {
-        if (p) free(p->q), free(p->scale), free(p->bias);
-        free(p);
-        return -1;
-    }
+#if defined(USE_VNNI)
+
+size_t q8_packed_size(const Tensor *w, int rows, int cols) {
+    int gs = w->group_size;
+    if (w->type != WEIGHT_Q8_0 || gs % 4 != 0 || gs > 4096) return 0; /* the plain path */
+    size_t part[4];
+    q8_parts(rows, cols, gs, part);
+    return part[0] + part[1] + part[2] + part[3];
+}
+
+void q8_pack(Tensor *t, int rows, int cols, void *mem) {
+    int gs = t->group_size, groups = (cols + gs - 1) / gs;
+    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, steps = (cols + 3) / 4;
+    size_t part[4];
+    q8_parts(rows, cols, gs, part);
+    Q8Packed *p = mem;
+    p->q = (int8_t *)mem + part[0];
+    p->scale = (float *)(p->q + part[1]);
+    p->bias = (int32_t *)((char *)p->scale + part[2]);
     p->steps = steps;
     const int8_t *w = t->data;
     /* a block at a time, both threads at once: this is most of a Q8_0 model's load time */
@@ -581,12 +585,18 @@ int q8_pack(Tensor *t, int rows, int cols) {
     for (int b = 0; b < blocks; b++) {
         int8_t *dst = p->q + (size_t)b * steps * 64;
         memset(dst, 0, (size_t)steps * 64); /* the padding rows and columns */
-        for (int lane = 0; lane < Q8_BLOCK && b * Q8_BLOCK + lane < rows; lane++) {
+        for (int lane = 0; lane < Q8_BLOCK; lane++) {
             int r = b * Q8_BLOCK + lane;
+            for (int g = 0; g < groups; g++) { /* padding rows: scale 0 */
+                size_t at = ((size_t)b * groups + g) * Q8_BLOCK + lane;
+                p->bias[at] = 0;
+                p->scale[at] = 0.0f;
+            }
+            if (r >= rows) continue;
             const int8_t *row = w + (size_t)r * cols;
             int c = 0;
-            for (; c + 4 <= cols; c += 4) memcpy(dst + (size_t)(c / 4) * 64 + lane * 4, row + c, 4);
-            if (c < cols) memcpy(dst + (size_t)(c / 4) * 64 + lane * 4, row + c, (size_t)(cols - c));
+            for (; c + 4 <= cols; c += 4) memcpy(dst + (size_t)c * 16 + lane * 4, row + c, 4);
+            if (c < cols) memcpy(dst + (size_t)c * 16 + lane * 4, row + c, (size_t)(cols - c));
             for (int g = 0; g < groups; g++) {
                 int32_t sum = 0;
                 for (int j = g * gs; j < min_int(cols, (g + 1) * gs); j++) sum += row[j];
@@ -597,7 +607,6 @@ int q8_pack(Tensor *t, int rows, int cols) {
         }
     }
     t->packed = p;
-    return 0;
 }
 
 /* Bytes j .. j + 3 of an unsigned activation row, broadcast to every lane; bytes past the
@@ -626,7 +635,8 @@ static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, co
         int k0 = g * gsteps, k1 = min_int(k0 + gsteps, p->steps);
         __m512i dot[4][8];
         for (int rb = 0; rb < RB; rb++) {
-            __m512i bias = _mm512_loadu_si512(p->bias + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
+            __m512i bias =
+                _mm512_loadu_si512(p->bias + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
             for (int t = 0; t < T; t++) dot[rb][t] = bias;
         }
         int k = k0;
@@ -640,9 +650,10 @@ static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, co
             for (; k + 4 <= min_int(k1, full); k += 4) {
                 dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4_full(xu, 4 * k),
                                                 _mm512_loadu_si512(wb + (size_t)k * 64));
-                for (int c = 0; c < 3; c++)
-                    more[c] = _mm512_dpbusd_epi32(more[c], x4_full(xu, 4 * (k + c + 1)),
-                                                  _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64));
+                for (int c = 0; c < 3; c++) {
+                    __m512i wv = _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64);
+                    more[c] = _mm512_dpbusd_epi32(more[c], x4_full(xu, 4 * (k + c + 1)), wv);
+                }
             }
             dot[0][0] = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], more[0]),
                                          _mm512_add_epi32(more[1], more[2]));
@@ -698,16 +709,11 @@ static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, cons
 
 #else
 
-int q8_pack(Tensor *t, int rows, int cols) { return 0; } /* no VNNI: the stored layout serves */
+/* no VNNI: the stored layout serves */
+size_t q8_packed_size(const Tensor *w, int rows, int cols) { return 0; }
+void q8_pack(Tensor *t, int rows, int cols, void *mem) {}
 
 #endif
-
-void q8_unpack(Tensor *t) {
-    Q8Packed *p = t->packed;
-    if (p) free(p->q), free(p->scale), free(p->bias);
-    free(p);
-    t->packed = NULL;
-}
 
 #if defined(USE_AVX2_Q8)
 
@@ -855,7 +861,8 @@ void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols) {
     for (; j + 8 <= cols; j += 8) {
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < rows; i++)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(w + (size_t)i * cols + j), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(a[i]), _mm256_loadu_ps(w + (size_t)i * cols + j),
+                                  acc);
         _mm256_storeu_ps(y + j, acc);
     }
     for (; j < cols; j++) {

@@ -2,9 +2,8 @@
  * kernels.h - the numeric building blocks of the forward pass.
  *
  * Every kernel is a pure function: output first, inputs const, sizes last, no allocation.
- * Two exceptions: q8_pack, run once at load time, allocates; and attention_chunk may hand
- * each row of weights to the --attn recorder, since its scratch row is reused by the next
- * query before the caller could look at it.
+ * One exception: attention_chunk may hand each row of weights to the --attn recorder, since
+ * its scratch row is reused by the next query before the caller could look at it.
  * matmul() dispatches on the weight type; the *_ref functions are the plain C versions that
  * define what each kernel computes, and tests/test_kernels.c holds the fast paths to them.
  */
@@ -40,11 +39,12 @@ typedef struct {
 void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float *xq_scale,
                  int n, int cols);
 
-/* Builds w->packed, the Q8_0 matrix w (rows, cols) rearranged for this build's int8 kernel,
- * which matmul then uses; does nothing for other types or where the stored layout serves.
- * Returns 0, or -1 if memory ran out. q8_unpack frees it. The one kernel that allocates. */
-int q8_pack(Tensor *w, int rows, int cols);
-void q8_unpack(Tensor *w);
+/* A Q8_0 matrix w (rows, cols) rearranged for this build's int8 kernel (kernels.c says why),
+ * which matmul then uses. q8_packed_size is the memory it takes, 0 where the stored layout
+ * serves (other types, builds without VNNI); q8_pack writes it into mem, that many bytes
+ * aligned to 64, and points w->packed there. */
+size_t q8_packed_size(const Tensor *w, int rows, int cols);
+void q8_pack(Tensor *w, int rows, int cols, void *mem);
 
 /* The plain C references, one token at a time, one per weight type. */
 void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols);

@@ -407,37 +407,86 @@ static int each_matrix(Model *m, int (*fn)(Model *, Tensor *, int, int)) {
     return fn(m, &m->weights.classifier, c->vocab_size, dim);
 }
 
-/* Rearranges one Q8_0 matrix for the int8 kernel (kernels.c), if this build has one. The
- * copy replaces the mapped weights, so their pages are handed back to the kernel at once
- * rather than counting twice in memory use; were they read again (the token embedding shares
- * the classifier's), they would come back from the file. */
-static int pack(Model *m, Tensor *w, int rows, int cols) {
-    if (q8_pack(w, rows, cols) != 0) return -1;
-    if (w->packed && m->owns_mapping) {
+/* Where the weight matrices live. By default f32 and bf16 matrices are read where they lie,
+ * in the mapping. Two things move matrices into memory of the engine's own, the arena, in
+ * 2 MB pages where Linux offers them (the hardware prefetcher stops at every 4 KB page
+ * boundary, and decoding streams whole matrices): Q8_0 matrices on builds with VNNI, which
+ * are rearranged for the int8 kernel (kernels.c says why), and, with copy_weights (run
+ * --no-mmap), f32 and bf16 matrices, which are copied: decoding a model larger than the
+ * cache gets about 10% faster, loading slower (BENCHMARKS.md). The mapped pages of a moved
+ * matrix are handed back to the kernel at once, so that memory use does not count them
+ * twice; were they read again (the token embedding shares the classifier's), they would
+ * come back from the file. */
+
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* The bytes of a matrix as stored, its scales aside. */
+static size_t stored_bytes(const Tensor *w, int rows, int cols) {
+    size_t n = (size_t)rows * cols;
+    return w->type == WEIGHT_F32 ? n * sizeof(float) : w->type == WEIGHT_BF16 ? n * 2 : n;
+}
+
+/* Its bytes in the arena, 0 if it stays in the mapping. */
+static size_t arena_bytes(const Model *m, const Tensor *w, int rows, int cols) {
+    size_t packed = q8_packed_size(w, rows, cols);
+    if (packed) return round64(packed);
+    return m->copy_weights && w->type != WEIGHT_Q8_0 ? round64(stored_bytes(w, rows, cols)) : 0;
+}
+
+static int measure(Model *m, Tensor *w, int rows, int cols) {
+    m->arena_size += arena_bytes(m, w, rows, cols);
+    return 0;
+}
+
+static int place(Model *m, Tensor *w, int rows, int cols) {
+    size_t size = arena_bytes(m, w, rows, cols);
+    if (size == 0) return 0;
+    void *at = (char *)m->arena + m->arena_used;
+    const void *source = w->data;
+    if (w->type == WEIGHT_Q8_0) {
+        q8_pack(w, rows, cols, at);
+    } else {
+        memcpy(at, source, stored_bytes(w, rows, cols));
+        w->data = at;
+    }
+    m->arena_used += size;
+    if (m->owns_mapping) { /* hand back the whole pages inside the source */
         uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t start = ((uintptr_t)w->data + page - 1) / page * page;
-        uintptr_t end = ((uintptr_t)w->data + (size_t)rows * cols) / page * page;
+        uintptr_t start = ((uintptr_t)source + page - 1) / page * page;
+        uintptr_t end = ((uintptr_t)source + stored_bytes(w, rows, cols)) / page * page;
         if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
     }
     return 0;
 }
 
-static int unpack(Model *m, Tensor *w, int rows, int cols) {
-    q8_unpack(w);
-    return 0;
+/* Zeroed memory in 2 MB pages where Linux offers them, or NULL. */
+static void *alloc_huge(size_t bytes) {
+    size_t huge = (size_t)2 << 20;
+    bytes = (bytes + huge - 1) / huge * huge;
+    void *mem = NULL;
+    if (posix_memalign(&mem, huge, bytes) != 0) return NULL;
+#if defined(MADV_HUGEPAGE)
+    madvise(mem, bytes, MADV_HUGEPAGE);
+#endif
+    return mem;
 }
 
-/* Parses the checkpoint in m->mapping, rearranges Q8_0 matrices for the int8 kernel and
- * allocates the run state; frees all on failure. */
+/* Parses the checkpoint in m->mapping, places the weight matrices and allocates the run
+ * state; frees all on failure. */
 static int load_mapped(Model *m, char err[ERR_MAX]) {
     int is_tllm = m->mapping_size >= 4 && memcmp(m->mapping, "TLLM", 4) == 0;
     if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0) {
         model_free(m);
         return -1;
     }
-    if (each_matrix(m, pack) != 0) {
-        model_free(m);
-        return fail(err, "cannot allocate the rearranged Q8_0 weights");
+    each_matrix(m, measure);
+    if (m->arena_size > 0) {
+        if (!(m->arena = alloc_huge(m->arena_size))) {
+            size_t mb = m->arena_size >> 20;
+            model_free(m);
+            return fail(err, "cannot allocate %zu MB for the weights", mb);
+        }
+        each_matrix(m, place);
     }
     if (alloc_state(m, err) != 0) {
         model_free(m);
@@ -446,8 +495,9 @@ static int load_mapped(Model *m, char err[ERR_MAX]) {
     return 0;
 }
 
-int model_load(Model *m, const char *path, char err[ERR_MAX]) {
+int model_load(Model *m, const char *path, int copy_weights, char err[ERR_MAX]) {
     memset(m, 0, sizeof *m);
+    m->copy_weights = copy_weights;
     /* O_NONBLOCK so that a FIFO given as a checkpoint is refused instead of waiting forever */
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fail(err, "cannot open: %s", strerror(errno));
@@ -479,8 +529,8 @@ int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]
 
 void model_free(Model *m) {
     free_state(&m->state);
-    if (m->weights.layers) each_matrix(m, unpack);
     free(m->weights.layers);
+    free(m->arena);
     if (m->owns_mapping) munmap((void *)m->mapping, m->mapping_size);
     memset(m, 0, sizeof *m);
 }
@@ -570,10 +620,11 @@ float *model_forward(Model *m, int token, int pos) {
  * The steps are model_forward's, in the same order, but each runs for all n tokens before
  * the next: the buffers hold one row per token (cx is x, cq is q, ...), and each matmul reads
  * a weight matrix once for the whole chunk. Every row goes through the same arithmetic as in
- * model_forward, so the logits agree bit for bit (tests/test_speed.py checks 1e-4). The classifier, by far the largest
- * matrix for a small model with a 32000-token vocabulary, runs for every position only when
- * all_logits (n, vocab_size) is given; otherwise for the last position if `last` is set (into
- * s->logits), or not at all. */
+ * model_forward, so the logits agree bit for bit (tests/test_speed.py checks 1e-4). The
+ * classifier, by far the largest matrix for a small model with a 32000-token vocabulary, runs
+ * for every position only when all_logits (n, vocab_size) is given; otherwise for the last
+ * position if `last` is set (into s->logits), or not at all. Between the matrix products, the
+ * per-token loops are shared out between the threads too. */
 static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *all_logits,
                           int last) {
     const Config *p = &m->config;

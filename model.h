@@ -71,19 +71,19 @@ typedef struct {
 } Config;
 
 /* ------------------------------------------------------------------------------------------ */
-/* Weights: pointers into the read-only file mapping; nothing here owns memory. */
+/* Weights: pointers into the read-only file mapping, or into the model's arena for matrices
+ * moved out of it at load time (model.c says when); nothing here owns memory. */
 
 /* A weight matrix of any type. `data` is f32, bf16 (uint16) or int8, rows * cols values;
  * `scales` (Q8_0 only) holds one float per group_size consecutive values of a row. `packed`
- * is the one exception to "nothing owns memory": a Q8_0 matrix rearranged at load time for
- * the int8 kernel (kernels.c says why), or NULL. */
+ * is the same Q8_0 matrix rearranged for the int8 kernel (kernels.c says why), or NULL. */
 typedef struct Q8Packed Q8Packed;
 typedef struct {
     const void *data;
     const float *scales;
     int type;          /* WEIGHT_* */
     int group_size;    /* Q8_0 only */
-    Q8Packed *packed;  /* Q8_0 only, built by q8_pack */
+    Q8Packed *packed;  /* Q8_0 only, written by q8_pack into the model's arena */
 } Tensor;
 
 typedef struct {
@@ -200,6 +200,9 @@ typedef struct {
     const void *mapping;  /* the whole file, mapped read-only */
     size_t mapping_size;
     int owns_mapping;     /* 1 if model_free must unmap it (model_load, not model_load_memory) */
+    int copy_weights;     /* 1: f32 and bf16 matrices copied into the arena (run --no-mmap) */
+    void *arena;          /* matrices moved out of the mapping (model.c: "Where the weight ..") */
+    size_t arena_size, arena_used;
     int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
@@ -208,8 +211,10 @@ typedef struct {
 
 /* Maps a checkpoint (TLLM or llama2.c version 0, told apart by the magic), validates every
  * header field and the file size, points the weights into the mapping and allocates the run
- * state. Returns 0, or -1 with the reason in err. */
-int model_load(Model *m, const char *path, char err[ERR_MAX]);
+ * state. With copy_weights the f32 and bf16 matrices are copied out of the mapping into
+ * memory in 2 MB pages (faster decoding, slower loading). Returns 0, or -1 with the reason
+ * in err. */
+int model_load(Model *m, const char *path, int copy_weights, char err[ERR_MAX]);
 
 /* The same for a checkpoint already in memory: data is used in place, stays the caller's and
  * must outlive the model. Returns 0, or -1 with the reason in err. */

@@ -110,6 +110,7 @@ typedef struct {
     int threads;                /* --threads, or 0: all cores */
     const char *ppl_path;       /* --ppl */
     int no_prefill;             /* --no-prefill */
+    int no_mmap;                /* --no-mmap */
     const char *attn_path, *attn_html_path; /* --attn, --attn-html, or NULL */
     int attn_top, attn_layer;               /* --attn-top K (0 = off), --attn-layer (-1 = last) */
 } Options;
@@ -149,6 +150,9 @@ static void usage(FILE *out) {
 "  -z <file>          tokenizer (llama2.c tokenizer.bin format); default the one inside the\n"
 "                     model file, else ./tokenizer.bin\n"
 "  --threads <int>    threads for the matrix products, default all cores\n"
+"  --no-mmap          copy the f32 and bf16 weights out of the file into memory (2 MB pages):\n"
+"                     about 10% faster decoding for a slower start; the default maps the\n"
+"                     file and reads them in place (Q8_0 weights are rearranged either way)\n"
 "\n"
 "Diagnostics:\n"
 "  -v                 statistics on stderr after the run, as `key: value` lines: load_ms,\n"
@@ -301,6 +305,8 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
             o->ppl_path = v;
         } else if (!strcmp(a, "--no-prefill")) {
             o->no_prefill = 1;
+        } else if (!strcmp(a, "--no-mmap")) {
+            o->no_mmap = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
             return args_fail(err, "%s: unknown option (see --help)", a);
         } else if (!o->checkpoint) {
@@ -743,7 +749,7 @@ int main(int argc, char **argv) {
 
     double load_start = now_seconds();
     Model model;
-    if (model_load(&model, opt.checkpoint, err) != 0) die("%s: %s", opt.checkpoint, err);
+    if (model_load(&model, opt.checkpoint, opt.no_mmap, err) != 0) die("%s: %s", opt.checkpoint, err);
     const Config *c = &model.config;
 
     /* The tokenizer: -z wins, then the one embedded in the model file, then llama2.c's

@@ -90,7 +90,7 @@ def main(out):
         [b"m.bin", b"-f", b"p.txt", b"--print-tokens"], [b"m.bin", b"-n", b"12abc"],
         [b"m.bin", b"--attn", b"a.bin", b"--attn-html", b"a.html", b"--attn-top", b"3",
          b"--attn-layer", b"0"],
-        [b"m.bin", b"--threads", b"2", b"--ppl", b"story.txt", b"--no-prefill"],
+        [b"m.bin", b"--threads", b"2", b"--ppl", b"story.txt", b"--no-prefill", b"--no-mmap"],
         [b"m.bin", b"-t", b"-1"], [b"m.bin", b"-p", b"1.5"], [b"m.bin", b"-s", b"x"],
         [b"m.bin", b"-i"], [b"m.bin", b"--bogus"], [b"m.bin", b"-m", b"dance"], [b"--help"],
         [b"--version"], [b"-n", b"1e99"], [b"m.bin", b"-f", b"a", b"-i", b"b"]]]

@@ -142,8 +142,8 @@ def test_help_and_version():
         assert group in text, f"--help lacks the group {group}"
     for flag in ("-i", "-f", "-n", "--stop", "-m", "-t", "-k", "--min-p", "-p", "-s", "-y",
                  "--template", "-z", "-v", "--logits", "--print-tokens", "--version",
-                 "--threads", "--ppl", "--no-prefill", "--attn", "--attn-html", "--attn-top",
-                 "--attn-layer"):
+                 "--threads", "--no-mmap", "--ppl", "--no-prefill", "--attn", "--attn-html",
+                 "--attn-top", "--attn-layer"):
         assert re.search(rf"^\s+{re.escape(flag)}[ ,]", text, re.M), f"--help lacks {flag}"
     assert "temperature, top-k, min-p, top-p" in text  # the order of the filters
     assert re.fullmatch(rb"run \d+\.\d+\.\d+\n", common.run_ok(["--version"]).stdout)

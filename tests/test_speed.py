@@ -3,8 +3,8 @@
   - tests/test_kernels.c holds every SIMD kernel to its plain C reference; it runs here for the
     native build and, compiled again, for the AVX2, AVX-512-without-VNNI and plain paths.
   - Batched prefill (the prompt in chunks of tokens) gives the logits of token-by-token
-    decoding (`run --no-prefill`) on random models of several shapes and all weight types,
-    and more threads give the same logits as one.
+    decoding (`run --no-prefill`) on random models of several shapes and all weight types;
+    more threads, and weights copied out of the mapping (`--no-mmap`), give the same logits.
   - bf16 and Q8_0 copies of stories260K keep its perplexity on a short story (tests/story.txt)
     within 0.5% and 2% of float32, the float32 perplexity matches the numpy reference, and
     greedy bf16 text equals float32 text.
@@ -111,6 +111,18 @@ def test_threads_give_the_same_logits():
         one = logits_of(model, PROMPT, 160, "--threads", 1)
         two = logits_of(model, PROMPT, 160, "--threads", 2)
         assert np.array_equal(one, two), f"{dtype}: --threads 2 changed the logits"
+
+
+def test_no_mmap_gives_the_same_logits():
+    # --no-mmap copies the f32 and bf16 matrices into memory of the engine's own; the same
+    # weights, read by the same kernels, must give the same bits.
+    for dtype in ("f32", "bf16", "q8_0"):
+        model = common.export(common.tmp_path(f"speed_mmap_{dtype}.bin"), "--random",
+                              SHAPES["gqa"], "--dtype", dtype, "--seed", "7", timeout=300)
+        mapped = logits_of(model, PROMPT, 190)
+        copied = logits_of(model, PROMPT, 190, "--no-mmap")
+        assert len(mapped) > 130 and np.array_equal(mapped, copied), (
+            f"{dtype}: --no-mmap changed the logits")
 
 
 # ------------------------------------------------------------------------------------------
