@@ -79,7 +79,7 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) 
     for (int i = 0; i < n; i++) out[i] = weight[i] * (scale * x[i]);
 }
 
-void softmax(float *x, int n) {
+void softmax_ref(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
     float sum = 0.0f;
@@ -88,6 +88,77 @@ void softmax(float *x, int n) {
         sum += x[i];
     }
     for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+void swiglu_ref(float *out, const float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        g *= 1.0f / (1.0f + expf(-g)); /* silu(x) = x * sigmoid(x) */
+        out[i] = g * up[i];
+    }
+}
+
+#if defined(USE_AVX512)
+/* e^x for 16 floats, within about 1 ulp of expf (test_kernels checks 2 ulp): e^x = 2^k e^r
+ * with k = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the next
+ * term is below 1e-8 relative), 2^k applied by vscalefps, which also overflows to inf and
+ * underflows to 0 as expf does. NaN gives NaN. Worth it: expf one value at a time was 8% of
+ * a 110M prompt (the SwiGLU gate calls it for every hidden unit) and 5% of a 15M decode. */
+static ALWAYS_INLINE __m512 exp16(__m512 x) {
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc); /* ln 2 in two parts */
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 e = _mm512_scalef_ps(p, k);
+    return _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); /* NaN stays */
+}
+#endif
+
+void softmax(float *x, int n) {
+#if defined(USE_AVX512)
+    __m512 vmax = _mm512_set1_ps(x[0]);
+    for (int i = 0; i < n; i += 16)
+        vmax = _mm512_mask_max_ps(vmax, mask16(n - i), _mm512_maskz_loadu_ps(mask16(n - i), x + i),
+                                  vmax);
+    __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = mask16(n - i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), max));
+        sum = _mm512_mask_add_ps(sum, m, sum, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+    }
+    __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), total));
+    }
+#else
+    softmax_ref(x, n);
+#endif
+}
+
+void swiglu(float *out, const float *gate, const float *up, int n) {
+#if defined(USE_AVX512)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = mask16(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        __m512 silu = _mm512_mul_ps(g, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+    }
+#else
+    swiglu_ref(out, gate, up, n);
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------ */

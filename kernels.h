@@ -19,6 +19,12 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
 
 /* x (n) = softmax(x), in place, subtracting the max first for stability. */
 void softmax(float *x, int n);
+void softmax_ref(float *x, int n);
+
+/* out (n) = silu(gate) * up, where silu(x) = x * sigmoid(x): the SwiGLU feedforward's gate.
+ * out may alias gate. */
+void swiglu(float *out, const float *gate, const float *up, int n);
+void swiglu_ref(float *out, const float *gate, const float *up, int n);
 
 /* y (n, rows) = x (n, cols) W^T: each of n tokens through a weight matrix W (rows, cols) of
  * any type. n = 1 is the matrix-vector product of decoding; n > 1 is a prompt chunk, where

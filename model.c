@@ -598,11 +598,7 @@ float *model_forward(Model *m, int token, int pos) {
         rmsnorm(s->xb, s->x, lw->ffn_norm, dim, p->norm_eps);
         Product up[2] = {{s->hb, &lw->w1, hidden}, {s->hb2, &lw->w3, hidden}};
         matmul_many(up, 2, s->xb, s->xq, s->xq_scale, 1, dim);
-        for (int i = 0; i < hidden; i++) {
-            float gate = s->hb[i];
-            gate *= 1.0f / (1.0f + expf(-gate)); /* silu(x) = x * sigmoid(x) */
-            s->hb[i] = gate * s->hb2[i];
-        }
+        swiglu(s->hb, s->hb, s->hb2, hidden); /* hb = silu(hb) * hb2 */
         matvec(s, s->xb2, &lw->w2, s->hb, dim, hidden);
         for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
     }
@@ -684,11 +680,9 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         Product up[2] = {{s->chb, &lw->w1, hidden}, {s->chb2, &lw->w3, hidden}};
         matmul_many(up, 2, s->cxb, xq, xq_scale, n, dim);
         #pragma omp parallel for
-        for (size_t i = 0; i < (size_t)n * hidden; i++) {
-            float gate = s->chb[i];
-            gate *= 1.0f / (1.0f + expf(-gate));
-            s->chb[i] = gate * s->chb2[i];
-        }
+        for (int i = 0; i < n; i++)
+            swiglu(s->chb + (size_t)i * hidden, s->chb + (size_t)i * hidden,
+                   s->chb2 + (size_t)i * hidden, hidden);
         matmul(s->cxb2, &lw->w2, s->chb, xq, xq_scale, n, dim, hidden);
         #pragma omp parallel for
         for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
