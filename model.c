@@ -1,8 +1,10 @@
 /*
  * model.c - loading a checkpoint and the forward pass.
  *
- * A checkpoint is memory-mapped read-only and the weights are used in place: loading a model
+ * A checkpoint is memory-mapped read-only and f32 and bf16 weights are used in place: loading
  * costs no copy, and the operating system pages weights in as the forward pass touches them.
+ * Q8_0 matrices are rearranged at load time for the int8 kernel, and `run --no-mmap` copies
+ * f32 and bf16 ones too ("Where the weight matrices live", below).
  * Two formats are read, told apart by their first four bytes: our own TLLM files (see
  * models/FORMAT.md) and llama2.c's "version 0" checkpoints.
  */

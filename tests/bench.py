@@ -14,9 +14,11 @@ case runs --repeat times and reports the best run of each number: the machine is
 interference only ever slows a run down.
 
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
-build/bench/ (delete them to regenerate).
+build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `--no-mmap`
+(f32 and bf16 weights copied into memory instead of read from the mapped file); its line
+ends with `mmap=no`.
 
-Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0,...]
+Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0:no-mmap,...]
 """
 import argparse
 import os
@@ -27,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "build", "bench")
 RUN = os.path.join(ROOT, "run")
 PYTHON = "/usr/bin/python3"
-CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0"]
+CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0",
+         "110M:f32:no-mmap", "110M:bf16:no-mmap"]
 SEQ_LEN = 512
 PROMPT_TOKENS = 256
 NEW_TOKENS = 128
@@ -50,10 +53,10 @@ def model_path(name, dtype):
     return path
 
 
-def run_once(path, threads):
+def run_once(path, threads, flags):
     """One generation with -v; returns its statistics as a dict of floats."""
     args = [RUN, path, "-t", "0", "-n", str(PROMPT_TOKENS + NEW_TOKENS), "-i", PROMPT, "-v",
-            "--threads", str(threads)]
+            "--threads", str(threads)] + flags
     p = subprocess.run(args, capture_output=True, timeout=600)
     if p.returncode != 0:
         sys.exit(f"bench: {path}: run exited {p.returncode}: {p.stderr.decode(errors='replace')}")
@@ -80,10 +83,13 @@ def main():
     if not os.path.exists(RUN):
         sys.exit("bench: ./run is missing: run `make` first")
     for case in opts.cases.split(","):
-        name, dtype = case.split(":")
+        name, dtype, *variant = case.split(":")
+        if variant not in ([], ["no-mmap"]):
+            sys.exit(f"bench: {case}: the only variant is no-mmap")
+        flags = ["--no-mmap"] if variant else []
         path = model_path(name, dtype)
         for threads in [int(t) for t in opts.threads.split(",")]:
-            runs = [run_once(path, threads) for _ in range(opts.repeat)]
+            runs = [run_once(path, threads, flags) for _ in range(opts.repeat)]
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
             best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
@@ -95,8 +101,8 @@ def main():
                   f"decode_tok_s={best['decode_tok_s']:.1f} "
                   f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
-                  f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)}",
-                  flush=True)
+                  f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)}"
+                  + (" mmap=no" if variant else ""), flush=True)
 
 
 if __name__ == "__main__":
