@@ -9,8 +9,10 @@ prefill_tok_s: a 256-token prompt, timed alone (the classifier runs for its last
 only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). Both come from
 `run -v` (its `key: value` lines on stderr), as do ttft_ms (start of the prompt to the first
 generated token; load_ms + ttft_ms is the time from start to first token), weights_gb_s
-(weight bytes per token x decode tok/s) and peak_rss_mb. Each
-case runs --repeat times and reports the best run of each number: the machine is shared, and
+(weight bytes per token x decode tok/s) and peak_rss_mb. stream_gb_s is the machine's read
+bandwidth with T threads, taken just before the case (`build/machine_limits --stream T`): on
+a shared machine it drifts, and decoding a large model is bound by it. Each case runs
+--repeat times and reports the best run of each number: the machine is shared, and
 interference only ever slows a run down.
 
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
@@ -74,6 +76,16 @@ def run_once(path, threads, flags):
     return stats
 
 
+def stream_gb_s(threads):
+    """The machine's read bandwidth right now (build/machine_limits --stream), or 0."""
+    exe = os.path.join(ROOT, "build", "machine_limits")
+    p = subprocess.run([exe, "--stream", str(threads)], capture_output=True, timeout=120)
+    try:
+        return float(p.stdout)
+    except ValueError:
+        return 0.0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
@@ -89,6 +101,7 @@ def main():
         flags = ["--no-mmap"] if variant else []
         path = model_path(name, dtype)
         for threads in [int(t) for t in opts.threads.split(",")]:
+            stream = stream_gb_s(threads)
             runs = [run_once(path, threads, flags) for _ in range(opts.repeat)]
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
@@ -101,7 +114,8 @@ def main():
                   f"decode_tok_s={best['decode_tok_s']:.1f} "
                   f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
-                  f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)}"
+                  f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)} "
+                  f"stream_gb_s={stream:.1f}"
                   + (" mmap=no" if variant else ""), flush=True)
 
 

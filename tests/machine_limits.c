@@ -9,11 +9,14 @@
  *                 (what a prompt chunk's matrix product is made of), in FLOP (2 per FMA).
  *
  * Prints `machine threads=T stream_gb_s=X fma_gflop_s=Y` for T = 1 and for all threads.
+ * `machine_limits --stream T` prints only stream_gb_s for T threads, on a 256 MiB array
+ * (tests/bench.py takes it before each case: on a shared machine it drifts).
  * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
  */
 #define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -107,14 +110,23 @@ static double fma_peak(float *sink) {
     return threads * (double)iters * 10 * LANES * 2 / t / 1e9;
 }
 
-int main(void) {
-    size_t n = (size_t)1 << 28;
+int main(int argc, char **argv) {
+    int only_stream = argc == 3 && !strcmp(argv[1], "--stream");
+    size_t n = (size_t)1 << (only_stream ? 26 : 28);
     float *a = NULL, sink = 0.0f;
     if (posix_memalign((void **)&a, (size_t)2 << 20, n * sizeof *a) != 0) return 1;
 #if defined(MADV_HUGEPAGE)
     madvise(a, n * sizeof *a, MADV_HUGEPAGE);
 #endif
     for (size_t i = 0; i < n; i++) a[i] = 1.0f;
+    if (only_stream) {
+#ifdef _OPENMP
+        omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
+#endif
+        printf("%.1f\n", stream(a, n, &sink));
+        free(a);
+        return sink == 12345.0f;
+    }
     int all = 1;
 #ifdef _OPENMP
     all = omp_get_max_threads();
