@@ -20,10 +20,16 @@ build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `-
 (f32 and bf16 weights copied into memory instead of read from the mapped file); its line
 ends with `mmap=no`.
 
+With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
+times each, and prints the medians and their ratio: the way to tell whether a change made the
+engine faster on a machine whose speed drifts.
+
 Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0:no-mmap,...]
+                [--against OTHER_RUN]
 """
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 
@@ -55,9 +61,9 @@ def model_path(name, dtype):
     return path
 
 
-def run_once(path, threads, flags):
+def run_once(path, threads, flags, run=RUN):
     """One generation with -v; returns its statistics as a dict of floats."""
-    args = [RUN, path, "-t", "0", "-n", str(PROMPT_TOKENS + NEW_TOKENS), "-i", PROMPT, "-v",
+    args = [run, path, "-t", "0", "-n", str(PROMPT_TOKENS + NEW_TOKENS), "-i", PROMPT, "-v",
             "--threads", str(threads)] + flags
     p = subprocess.run(args, capture_output=True, timeout=600)
     if p.returncode != 0:
@@ -86,11 +92,27 @@ def stream_gb_s(threads):
         return 0.0
 
 
+def compare(path, threads, flags, other, repeat):
+    """--against: ./run and another binary, alternately, repeat times each; the medians and
+    their ratios, as one line. Both see the same drift of the machine."""
+    ours, theirs = [], []
+    for _ in range(repeat):
+        ours.append(run_once(path, threads, flags))
+        theirs.append(run_once(path, threads, flags, other))
+    line = []
+    for key in ("prefill_tok_s", "decode_tok_s"):
+        a = statistics.median(r[key] for r in ours)
+        b = statistics.median(r[key] for r in theirs)
+        line.append(f"{key}={a:.1f} against={b:.1f} ratio={a / b:.3f}")
+    return " ".join(line)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; the best is kept")
     ap.add_argument("--cases", default=",".join(CASES), help="NAME:DTYPE,...")
+    ap.add_argument("--against", metavar="RUN", help="another build of run to compare with")
     opts = ap.parse_args()
     if not os.path.exists(RUN):
         sys.exit("bench: ./run is missing: run `make` first")
@@ -101,6 +123,11 @@ def main():
         flags = ["--no-mmap"] if variant else []
         path = model_path(name, dtype)
         for threads in [int(t) for t in opts.threads.split(",")]:
+            if opts.against:
+                print(f"compare model={name} dtype={dtype} threads={threads} "
+                      + compare(path, threads, flags, opts.against, opts.repeat)
+                      + (" mmap=no" if variant else ""), flush=True)
+                continue
             stream = stream_gb_s(threads)
             runs = [run_once(path, threads, flags) for _ in range(opts.repeat)]
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
