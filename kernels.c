@@ -1,5 +1,5 @@
 /*
- * kernels.c - matrix products, RMSNorm and softmax.
+ * kernels.c - matrix products, RMSNorm, softmax and the SwiGLU gate.
  *
  * Nearly all the time of a forward pass is spent in matmul: every weight is read once per
  * token while decoding, once per chunk of tokens while reading the prompt. The plain C
@@ -19,6 +19,8 @@
  * streamed once per chunk instead of once per token, and the speed is set by the arithmetic.
  * Every (row, token) accumulator sees the same sequence of operations whatever the tile
  * shape, so a prompt chunk gives bit for bit the numbers that token-by-token decoding gives.
+ * Q8_0 with VNNI departs from this plan: its weights are rearranged at load time so that each
+ * vector lane holds one row, and no horizontal sums are needed ("Q8_0 with VNNI", below).
  */
 #include <math.h>
 #include <string.h>
@@ -52,11 +54,10 @@
 static int min_int(int a, int b) { return a < b ? a : b; }
 
 #if defined(USE_AVX512)
-/* A mask selecting the first n (< 16 or 64) lanes, for the short last step of a row. */
+/* A mask selecting the first n (< 16) lanes, for the short last step of a row. */
 static ALWAYS_INLINE __mmask16 mask16(int n) {
     return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
 }
-static ALWAYS_INLINE __mmask64 mask64(int n) { return n >= 64 ? ~0ull : (1ull << n) - 1; }
 #endif
 
 #if defined(__AVX2__)
@@ -621,6 +622,8 @@ void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
  * group's accumulator. Rows are padded to a multiple of 16 and columns to a multiple of 4
  * with zero weights. */
 
+#if defined(USE_VNNI)
+
 struct Q8Packed {
     int8_t *q;     /* (blocks, steps, 16 rows, 4 columns) the weights */
     float *scale;  /* (blocks, groups, 16) each row's group scales */
@@ -642,11 +645,9 @@ static void q8_parts(int rows, int cols, int group_size, size_t part[4]) {
     part[3] = round64(per_block * sizeof(int32_t));
 }
 
-#if defined(USE_VNNI)
-
 size_t q8_packed_size(const Tensor *w, int rows, int cols) {
     int gs = w->group_size;
-    if (w->type != WEIGHT_Q8_0 || gs % 4 != 0 || gs > 4096) return 0; /* the plain path */
+    if (w->type != WEIGHT_Q8_0 || gs <= 0 || gs % 4 != 0 || gs > 4096) return 0; /* as stored */
     size_t part[4];
     q8_parts(rows, cols, gs, part);
     return part[0] + part[1] + part[2] + part[3];
@@ -702,7 +703,13 @@ static ALWAYS_INLINE __m512i x4(const uint8_t *xu, int j, int cols) {
 
 /* Bytes j .. j + 3, all inside the row. */
 static ALWAYS_INLINE __m512i x4_full(const uint8_t *xu, int j) {
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 11 /* no _mm_loadu_si32 yet */
+    int32_t v;
+    memcpy(&v, xu + j, 4);
+    return _mm512_set1_epi32(v);
+#else
     return _mm512_broadcastd_epi32(_mm_loadu_si32(xu + j));
+#endif
 }
 
 /* y for RB blocks of 16 rows (starting at block b0) x T tokens. */
@@ -886,6 +893,7 @@ void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float 
         work += (long)n * p[i].rows * cols;
     }
     int gs = w->group_size, groups = w->type == WEIGHT_Q8_0 ? (cols + gs - 1) / gs : 0;
+    (void)work; /* read only by OpenMP */
     #pragma omp parallel if (work >= PARALLEL_MIN_WORK)
     {
         if (w->type == WEIGHT_Q8_0) {

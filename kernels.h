@@ -1,9 +1,10 @@
 /*
  * kernels.h - the numeric building blocks of the forward pass.
  *
- * Every kernel is a pure function: output first, inputs const, sizes last, no allocation.
- * One exception: attention_chunk may hand each row of weights to the --attn recorder, since
- * its scratch row is reused by the next query before the caller could look at it.
+ * Every kernel is a pure function: output first, inputs const, sizes last, no allocation,
+ * apart from the scratch it is handed. One exception: attention_chunk may hand each row of
+ * weights to the --attn recorder, since its scratch row is reused by the next query before
+ * the caller could look at it. (q8_pack, run once at load time, fills memory it is given.)
  * matmul() dispatches on the weight type; the *_ref functions are the plain C versions that
  * define what each kernel computes, and tests/test_kernels.c holds the fast paths to them.
  */
@@ -29,14 +30,16 @@ void swiglu_ref(float *out, const float *gate, const float *up, int n);
 /* y (n, rows) = x (n, cols) W^T: each of n tokens through a weight matrix W (rows, cols) of
  * any type. n = 1 is the matrix-vector product of decoding; n > 1 is a prompt chunk, where
  * each weight row is read once for all n tokens. For Q8_0 weights the activations are first
- * quantized into the scratch xq (n * cols) and xq_scale (n * ceil(cols / group_size));
+ * quantized into the scratch xq (n * cols) and xq_scale (n * ceil(cols / group_size)); after
+ * a product with packed weights (q8_pack) xq holds them plus 128, the form that kernel reads.
  * f32 and bf16 weights leave the scratch untouched (it may then be NULL). */
 void matmul(float *y, const Tensor *w, const float *x, int8_t *xq, float *xq_scale,
             int n, int rows, int cols);
 
 /* matmul for several products of the same input x (n, cols): q, k and v; w1 and w3. One
  * quantization of x and one parallel loop over all their rows, which for a small model
- * costs less than waking the threads once per product. The weights must share one type. */
+ * costs less than waking the threads once per product. The weights must share one type and
+ * group size, and be all packed or none (every matrix of one model is). */
 typedef struct {
     float *y;       /* (n, rows) */
     const Tensor *w; /* (rows, cols) */
@@ -47,8 +50,9 @@ void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float 
 
 /* A Q8_0 matrix w (rows, cols) rearranged for this build's int8 kernel (kernels.c says why),
  * which matmul then uses. q8_packed_size is the memory it takes, 0 where the stored layout
- * serves (other types, builds without VNNI); q8_pack writes it into mem, that many bytes
- * aligned to 64, and points w->packed there. */
+ * serves (other types, builds without VNNI, a group size that is not a multiple of 4 up to
+ * 4096); q8_pack writes it into mem, that many bytes aligned to 64, and points w->packed
+ * there. */
 size_t q8_packed_size(const Tensor *w, int rows, int cols);
 void q8_pack(Tensor *w, int rows, int cols, void *mem);
 

@@ -3,8 +3,8 @@
  *
  * A checkpoint is memory-mapped read-only and f32 and bf16 weights are used in place: loading
  * costs no copy, and the operating system pages weights in as the forward pass touches them.
- * Q8_0 matrices are rearranged at load time for the int8 kernel, and `run --no-mmap` copies
- * f32 and bf16 ones too ("Where the weight matrices live", below).
+ * On builds with VNNI, Q8_0 matrices are rearranged at load time for the int8 kernel, and
+ * `run --no-mmap` copies f32 and bf16 ones ("Where the weight matrices live", below).
  * Two formats are read, told apart by their first four bytes: our own TLLM files (see
  * models/FORMAT.md) and llama2.c's "version 0" checkpoints.
  */
@@ -461,7 +461,7 @@ static int place(Model *m, Tensor *w, int rows, int cols) {
     return 0;
 }
 
-/* Zeroed memory in 2 MB pages where Linux offers them, or NULL. */
+/* Memory in 2 MB pages where Linux offers them, or NULL; not zeroed (place writes it all). */
 static void *alloc_huge(size_t bytes) {
     size_t huge = (size_t)2 << 20;
     bytes = (bytes + huge - 1) / huge * huge;

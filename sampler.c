@@ -183,7 +183,8 @@ static int sample_filtered(Sampler *s, const float *probs, float coin) {
 int sampler_sample(Sampler *s, float *logits) {
     if (s->temperature == 0.0f) return argmax_f32(logits, s->vocab_size);
     for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
-    softmax(logits, s->vocab_size);
+    /* the plain softmax, expf for expf as llama2.c: the same seed draws the same tokens */
+    softmax_ref(logits, s->vocab_size);
     float coin = random_f32(&s->rng_state);
     if (s->top_k > 0 || s->min_p > 0.0f) return sample_filtered(s, logits, coin);
     if (s->topp <= 0.0f || s->topp >= 1.0f) return sample_cdf(logits, s->vocab_size, coin);

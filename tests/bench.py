@@ -85,10 +85,10 @@ def run_once(path, threads, flags, run=RUN):
 def stream_gb_s(threads):
     """The machine's read bandwidth right now (build/machine_limits --stream), or 0."""
     exe = os.path.join(ROOT, "build", "machine_limits")
-    p = subprocess.run([exe, "--stream", str(threads)], capture_output=True, timeout=120)
     try:
+        p = subprocess.run([exe, "--stream", str(threads)], capture_output=True, timeout=120)
         return float(p.stdout)
-    except ValueError:
+    except (OSError, ValueError):  # not built (make bench builds it), or no AVX
         return 0.0
 
 
