@@ -632,6 +632,8 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
     int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
     int8_t *xq = s->xq;
     float *xq_scale = s->xq_scale;
+    /* the per-token loops go to all threads when that pays for waking them (not for 260K) */
+    int share = (long)n * dim >= (1 << 14);
 
     /* x = tok_embeddings(token), and the RoPE angles of each token's position */
     for (int i = 0; i < n; i++) {
@@ -647,7 +649,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
         float *value_cache = s->value_cache + layer_cache;
 
         /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->attn_norm, dim,
                     p->norm_eps);
@@ -657,7 +659,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
 
         /* rotate each token's q and k by its own position; all n keys and values enter the
          * cache before attention, which then keeps each query to the positions up to its own */
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (int i = 0; i < n; i++) {
             const float *cos_row = s->crope_cos + (size_t)i * (hs / 2);
             const float *sin_row = s->crope_sin + (size_t)i * (hs / 2);
@@ -671,22 +673,22 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
 
         /* x = x + wo(xb) */
         matmul(s->cxb2, &lw->wo, s->cxb, xq, xq_scale, n, dim, q_dim);
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
 
         /* x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (int i = 0; i < n; i++)
             rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->ffn_norm, dim,
                     p->norm_eps);
         Product up[2] = {{s->chb, &lw->w1, hidden}, {s->chb2, &lw->w3, hidden}};
         matmul_many(up, 2, s->cxb, xq, xq_scale, n, dim);
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (int i = 0; i < n; i++)
             swiglu(s->chb + (size_t)i * hidden, s->chb + (size_t)i * hidden,
                    s->chb2 + (size_t)i * hidden, hidden);
         matmul(s->cxb2, &lw->w2, s->chb, xq, xq_scale, n, dim, hidden);
-        #pragma omp parallel for
+        #pragma omp parallel for if (share)
         for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
     }
 
