@@ -123,6 +123,11 @@ def test_no_mmap_gives_the_same_logits():
         copied = logits_of(model, PROMPT, 190, "--no-mmap")
         assert len(mapped) > 130 and np.array_equal(mapped, copied), (
             f"{dtype}: --no-mmap changed the logits")
+    # and a llama2.c file (its classifier shared with the embedding, read from the mapping)
+    model, tok = common.stories()
+    texts = [common.run_ok([model, "-z", tok, "-t", 0, "-n", 120, "-i", "Once upon a time"]
+                           + flags).stdout for flags in ([], ["--no-mmap"])]
+    assert len(texts[0]) > 200 and texts[0] == texts[1], "--no-mmap changed stories260K's text"
 
 
 # ------------------------------------------------------------------------------------------
