@@ -187,7 +187,7 @@ typedef struct {
     int top_k;           /* keep the k most likely tokens; 0 disables it (set after init) */
     float min_p;         /* drop tokens below min_p times the top probability; 0 disables it */
     uint64_t rng_state;  /* xorshift64* state, as llama2.c */
-    ProbIndex *probindex; /* (vocab_size) scratch for top-p, top-k and min-p */
+    ProbIndex *probindex; /* (2 * vocab_size) scratch for top-p, top-k and min-p */
 } Sampler;
 
 /* ------------------------------------------------------------------------------------------ */

@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -179,7 +180,72 @@ static void test_greedy(void) {
     check(ok, "greedy: the first of the largest logits, NaN skipped, any length");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Top-p with many equal probabilities: the candidates must be ranked as llama2.c's stable
+ * qsort ranks them (more likely first, then the lower id). The oracle: llama2.c's steps with
+ * that order spelled out in the comparison, and llama2.c's random numbers. */
+
+static uint64_t oracle_rng;
+static float oracle_coin(void) {
+    oracle_rng ^= oracle_rng >> 12;
+    oracle_rng ^= oracle_rng << 25;
+    oracle_rng ^= oracle_rng >> 27;
+    return ((uint32_t)((oracle_rng * 0x2545F4914F6CDD1Dull) >> 32) >> 8) / 16777216.0f;
+}
+
+static int by_prob_then_id(const void *a, const void *b) {
+    const ProbIndex *x = a, *y = b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static int oracle_topp(float *logits, int n, float topp, ProbIndex *cand) {
+    softmax_ref(logits, n);
+    float coin = oracle_coin(), cutoff = (1.0f - topp) / (n - 1);
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (logits[i] >= cutoff) cand[kept++] = (ProbIndex){logits[i], i};
+    qsort(cand, kept, sizeof *cand, by_prob_then_id);
+    float cumulative = 0.0f;
+    int last = kept - 1;
+    for (int i = 0; i < kept; i++) {
+        cumulative += cand[i].prob;
+        if (cumulative > topp) {
+            last = i;
+            break;
+        }
+    }
+    float r = coin * cumulative, cdf = 0.0f;
+    for (int i = 0; i <= last; i++) {
+        cdf += cand[i].prob;
+        if (r < cdf) return cand[i].index;
+    }
+    return cand[last].index;
+}
+
+static void test_topp_ties(void) {
+    enum { V = 300 };
+    static float logits[V], copy[V];
+    static ProbIndex cand[V];
+    Sampler s;
+    if (sampler_init(&s, V, 1.0f, 0.9f, 7) != 0) {
+        check(0, "sampler_init");
+        return;
+    }
+    oracle_rng = 7;
+    uint32_t state = 5;
+    int same = 1;
+    for (int i = 0; i < 3000; i++) {
+        for (int j = 0; j < V; j++) logits[j] = (float)(lcg(&state) % 4) * 0.5f; /* 4 values */
+        memcpy(copy, logits, sizeof logits);
+        same &= sampler_sample(&s, logits) == oracle_topp(copy, V, 0.9f, cand);
+    }
+    check(same, "top-p ranks equal probabilities as llama2.c does (3000 draws)");
+    sampler_free(&s);
+}
+
 int main(void) {
+    test_topp_ties();
     test_greedy();
     test_filters();
     test_draws();
