@@ -18,7 +18,8 @@ interference only ever slows a run down.
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
 build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `--no-mmap`
 (f32 and bf16 weights copied into memory instead of read from the mapped file); its line
-ends with `mmap=no`.
+ends with `mmap=no`. A case NAME:DTYPE:sample samples as llama2.c does by default (`-t 1 -p
+0.9 -s 1`) instead of decoding greedily; its line ends with `sampling=t1,p0.9`.
 
 With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
 times each, and prints the medians and their ratio: the way to tell whether a change made the
@@ -38,7 +39,9 @@ BENCH_DIR = os.path.join(ROOT, "build", "bench")
 RUN = os.path.join(ROOT, "run")
 PYTHON = "/usr/bin/python3"
 CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0",
-         "110M:f32:no-mmap", "110M:bf16:no-mmap"]
+         "110M:f32:no-mmap", "110M:bf16:no-mmap", "15M:q8_0:sample"]
+VARIANTS = {"no-mmap": (["--no-mmap"], " mmap=no"),
+            "sample": (["-t", "1", "-p", "0.9", "-s", "1"], " sampling=t1,p0.9")}
 SEQ_LEN = 512
 PROMPT_TOKENS = 256
 NEW_TOKENS = 128
@@ -118,15 +121,15 @@ def main():
         sys.exit("bench: ./run is missing: run `make` first")
     for case in opts.cases.split(","):
         name, dtype, *variant = case.split(":")
-        if variant not in ([], ["no-mmap"]):
-            sys.exit(f"bench: {case}: the only variant is no-mmap")
-        flags = ["--no-mmap"] if variant else []
+        if len(variant) > 1 or (variant and variant[0] not in VARIANTS):
+            sys.exit(f"bench: {case}: the variants are {', '.join(VARIANTS)}")
+        flags, suffix = VARIANTS[variant[0]] if variant else ([], "")
         path = model_path(name, dtype)
         for threads in [int(t) for t in opts.threads.split(",")]:
             if opts.against:
                 print(f"compare model={name} dtype={dtype} threads={threads} "
-                      + compare(path, threads, flags, opts.against, opts.repeat)
-                      + (" mmap=no" if variant else ""), flush=True)
+                      + compare(path, threads, flags, opts.against, opts.repeat) + suffix,
+                      flush=True)
                 continue
             stream = stream_gb_s(threads)
             runs = [run_once(path, threads, flags) for _ in range(opts.repeat)]
@@ -142,8 +145,7 @@ def main():
                   f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
                   f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)} "
-                  f"stream_gb_s={stream:.1f}"
-                  + (" mmap=no" if variant else ""), flush=True)
+                  f"stream_gb_s={stream:.1f}" + suffix, flush=True)
 
 
 if __name__ == "__main__":
