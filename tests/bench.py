@@ -18,8 +18,8 @@ interference only ever slows a run down.
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
 build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `--no-mmap`
 (f32 and bf16 weights copied into memory instead of read from the mapped file); its line
-ends with `mmap=no`. A case NAME:DTYPE:sample samples as llama2.c does by default (`-t 1 -p
-0.9 -s 1`) instead of decoding greedily; its line ends with `sampling=t1,p0.9`.
+ends with `mmap=no`. A case NAME:DTYPE:sample samples with llama2.c's default temperature and
+top-p, seed 1 (`-t 1 -p 0.9 -s 1`), instead of decoding greedily; its line ends with `sampling=t1,p0.9`.
 
 With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
 times each, and prints the medians and their ratio: the way to tell whether a change made the
