@@ -70,26 +70,19 @@ static void attend(float *out, float *scores, const float *q, const float *keys,
     vecmat_f32(out, scores, values, n_pos, head_size);
 }
 
-void attention(float *out, float *att, const float *q, const float *key_cache,
-               const float *value_cache, int n_heads, int n_kv_heads, int head_size,
-               int seq_len, int pos) {
-    int group = n_heads / n_kv_heads;
-    #pragma omp parallel for if ((long)n_heads * (pos + 1) * head_size >= (1 << 15))
-    for (int h = 0; h < n_heads; h++) {
-        size_t kv = (size_t)(h / group) * seq_len * head_size;
-        attend(out + (size_t)h * head_size, att + (size_t)h * seq_len, q + (size_t)h * head_size,
-               key_cache + kv, value_cache + kv, pos + 1, head_size);
-    }
-}
+/* Attention shares the heads out among the threads when there is enough work: below, the
+ * calling thread does them all (a branch, not `parallel if`, which still costs a trip into
+ * the OpenMP runtime). */
+#define PARALLEL_MIN_ATTENTION (1 << 15)
 
-void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
-                     const float *value_cache, int n, int n_heads, int n_kv_heads,
-                     int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
+/* n queries (n = 1 when decoding) of every head, heads shared among the calling team: one
+ * head per thread, so the head's keys stay in that core's cache for all n queries. */
+static void attention_team(float *out, float *att, const float *q, const float *key_cache,
+                           const float *value_cache, int n, int n_heads, int n_kv_heads,
+                           int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
     int group = n_heads / n_kv_heads;
     size_t stride = (size_t)n_heads * head_size; /* from one token's queries to the next */
-    /* one head per thread: the head's keys stay in that core's cache for all n queries */
-    #pragma omp parallel for schedule(dynamic, 1) \
-        if ((long)n_heads * n * (pos + n) * head_size >= (1 << 15))
+    #pragma omp for schedule(static)
     for (int h = 0; h < n_heads; h++) {
         size_t kv = (size_t)(h / group) * seq_len * head_size;
         for (int i = 0; i < n; i++) {
@@ -99,5 +92,25 @@ void attention_chunk(float *out, float *att, const float *q, const float *key_ca
             /* --attn: save the row now, the next query of this head reuses the scratch */
             if (rec) attn_record_row(rec, layer, h, pos + i, att + (size_t)h * seq_len);
         }
+    }
+}
+
+void attention(float *out, float *att, const float *q, const float *key_cache,
+               const float *value_cache, int n_heads, int n_kv_heads, int head_size,
+               int seq_len, int pos) {
+    attention_chunk(out, att, q, key_cache, value_cache, 1, n_heads, n_kv_heads, head_size,
+                    seq_len, pos, NULL, 0);
+}
+
+void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
+                     const float *value_cache, int n, int n_heads, int n_kv_heads,
+                     int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
+    if ((long)n_heads * n * (pos + n) * head_size >= PARALLEL_MIN_ATTENTION) {
+        #pragma omp parallel
+        attention_team(out, att, q, key_cache, value_cache, n, n_heads, n_kv_heads, head_size,
+                       seq_len, pos, rec, layer);
+    } else {
+        attention_team(out, att, q, key_cache, value_cache, n, n_heads, n_kv_heads, head_size,
+                       seq_len, pos, rec, layer);
     }
 }

@@ -883,35 +883,45 @@ static void run_unit(const Product *p, const float *x, const int8_t *xq, const f
     }
 }
 
+/* The work of matmul_many, shared out among the threads of the team that calls it (one
+ * thread when called outside a parallel region). */
+static void matmul_team(const Product *p, int count, int units, int per, const float *x,
+                        int8_t *xq, float *xq_scale, int n, int cols) {
+    const Tensor *w = p[0].w;
+    int gs = w->group_size, groups = w->type == WEIGHT_Q8_0 ? (cols + gs - 1) / gs : 0;
+    if (w->type == WEIGHT_Q8_0) {
+        /* x is quantized once for all the products, its tokens shared out too */
+        #pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) {
+            int8_t *q = xq + (size_t)t * cols;
+            quantize_q8(q, xq_scale + (size_t)t * groups, x + (size_t)t * cols, cols, gs);
+            if (w->packed) /* the packed kernel takes x + 128, see above */
+                for (int j = 0; j < cols; j++) q[j] = (int8_t)(q[j] ^ 0x80);
+        }
+    }
+    #pragma omp for schedule(static)
+    for (int u = 0; u < units; u++) {
+        int i = 0, first = u; /* unit u is unit `first` of product i */
+        while (first >= (p[i].rows + per - 1) / per) first -= (p[i].rows + per - 1) / per, i++;
+        run_unit(&p[i], x, xq, xq_scale, n, cols, first * per);
+    }
+}
+
 void matmul_many(const Product *p, int count, const float *x, int8_t *xq, float *xq_scale,
                  int n, int cols) {
-    const Tensor *w = p[0].w;
-    int per = unit_rows(w), units = 0;
+    int per = unit_rows(p[0].w), units = 0;
     long work = 0;
     for (int i = 0; i < count; i++) {
         units += (p[i].rows + per - 1) / per;
         work += (long)n * p[i].rows * cols;
     }
-    int gs = w->group_size, groups = w->type == WEIGHT_Q8_0 ? (cols + gs - 1) / gs : 0;
-    (void)work; /* read only by OpenMP */
-    #pragma omp parallel if (work >= PARALLEL_MIN_WORK)
-    {
-        if (w->type == WEIGHT_Q8_0) {
-            /* x is quantized once for all the products, its tokens shared out too */
-            #pragma omp for schedule(static)
-            for (int t = 0; t < n; t++) {
-                int8_t *q = xq + (size_t)t * cols;
-                quantize_q8(q, xq_scale + (size_t)t * groups, x + (size_t)t * cols, cols, gs);
-                if (w->packed) /* the packed kernel takes x + 128, see above */
-                    for (int j = 0; j < cols; j++) q[j] = (int8_t)(q[j] ^ 0x80);
-            }
-        }
-        #pragma omp for schedule(static)
-        for (int u = 0; u < units; u++) {
-            int i = 0, first = u; /* unit u is unit `first` of product i */
-            while (first >= (p[i].rows + per - 1) / per) first -= (p[i].rows + per - 1) / per, i++;
-            run_unit(&p[i], x, xq, xq_scale, n, cols, first * per);
-        }
+    /* A branch rather than `parallel if`: that still enters the OpenMP runtime, which cost a
+     * tenth of stories260K's decode time, where no product is large enough to share. */
+    if (work >= PARALLEL_MIN_WORK) {
+        #pragma omp parallel
+        matmul_team(p, count, units, per, x, xq, xq_scale, n, cols);
+    } else {
+        matmul_team(p, count, units, per, x, xq, xq_scale, n, cols);
     }
 }
 
