@@ -163,10 +163,10 @@ void swiglu(float *out, const float *gate, const float *up, int n) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Reference matvecs: one row, one output, summed left to right. */
+/* Reference matvecs: one row, one output, summed left to right, on the calling thread
+ * (matmul shares the rows out among the threads). */
 
 void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols) {
-    #pragma omp parallel for if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int i = 0; i < rows; i++) {
         const float *row = w + (size_t)i * cols;
         float sum = 0.0f;
@@ -176,7 +176,6 @@ void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols
 }
 
 void matvec_bf16_ref(float *y, const uint16_t *w, const float *x, int rows, int cols) {
-    #pragma omp parallel for if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int i = 0; i < rows; i++) {
         const uint16_t *row = w + (size_t)i * cols;
         float sum = 0.0f;
@@ -274,7 +273,6 @@ void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_s
 void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
                    const float *xq_scale, int rows, int cols, int group_size) {
     int groups = (cols + group_size - 1) / group_size;
-    #pragma omp parallel for if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int i = 0; i < rows; i++) {
         const int8_t *row = w + (size_t)i * cols;
         float sum = 0.0f;
