@@ -59,8 +59,9 @@ build/attnviz_html.h: attnviz.html | build
 	{ echo 'static const char attnviz_html[] = {'; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; } > $@
 build/attnviz.o build/debug/attnviz.o build/valgrind/attnviz.o: build/attnviz_html.h
 
-portable:
-	$(MAKE) ARCH= run
+# Compiled in one go, not from build/*.o: those are for this machine (-march=native).
+portable: build/attnviz_html.h
+	$(CC) $(WARN) -O3 $(OPENMP) -D_POSIX_C_SOURCE=200809L $(LIB) run.c -o run $(LDLIBS)
 
 debug: $(TOOLS:%=build/debug/%)
 
@@ -117,5 +118,5 @@ build build/debug build/fuzz build/valgrind:
 clean:
 	rm -rf build run
 
-.PHONY: all portable debug test test-fast test-debug bench fuzz clean
+.PHONY: all run portable debug test test-fast test-debug bench fuzz clean
 -include build/*.d build/debug/*.d build/valgrind/*.d
