@@ -394,17 +394,22 @@ static ALWAYS_INLINE __m256 load_bf16(const uint16_t *p, int n) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
-                                   int rows, int cols) {
+/* The AVX2 tiles of f32 and bf16 weights differ only in how a weight vector is loaded; bf16
+ * is a compile-time constant at every call, so each type gets its own copy of the loop. */
+static ALWAYS_INLINE void tile_float(float *y, const void *w, int bf16, const float *x, int R,
+                                     int T, int rows, int cols) {
     __m256 acc[TILE_R][TILE_T];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
     for (int j = 0; j < cols; j += 8) {
         int n = cols - j;
         __m256 wv[TILE_R];
-        for (int r = 0; r < R; r++)
-            wv[r] = n >= 8 ? _mm256_loadu_ps(w + (size_t)r * cols + j)
-                           : load_f32_part(w + (size_t)r * cols + j, n);
+        for (int r = 0; r < R; r++) {
+            size_t at = (size_t)r * cols + j;
+            if (bf16) wv[r] = load_bf16((const uint16_t *)w + at, n);
+            else wv[r] = n >= 8 ? _mm256_loadu_ps((const float *)w + at)
+                                : load_f32_part((const float *)w + at, n);
+        }
         for (int t = 0; t < T; t++) {
             __m256 xv = n >= 8 ? _mm256_loadu_ps(x + (size_t)t * cols + j)
                                : load_f32_part(x + (size_t)t * cols + j, n);
@@ -415,23 +420,14 @@ static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int
         for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
 }
 
+static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
+                                   int rows, int cols) {
+    tile_float(y, w, 0, x, R, T, rows, cols);
+}
+
 static ALWAYS_INLINE void tile_bf16(float *y, const uint16_t *w, const float *x, int R, int T,
                                     int rows, int cols) {
-    __m256 acc[TILE_R][TILE_T];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int j = 0; j < cols; j += 8) {
-        int n = cols - j;
-        __m256 wv[TILE_R];
-        for (int r = 0; r < R; r++) wv[r] = load_bf16(w + (size_t)r * cols + j, n);
-        for (int t = 0; t < T; t++) {
-            __m256 xv = n >= 8 ? _mm256_loadu_ps(x + (size_t)t * cols + j)
-                               : load_f32_part(x + (size_t)t * cols + j, n);
-            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
+    tile_float(y, w, 1, x, R, T, rows, cols);
 }
 
 #endif
