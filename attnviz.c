@@ -15,14 +15,6 @@
 /* The HTML viewer, attnviz.html, as a C string: the Makefile generates this header. */
 #include "build/attnviz_html.h"
 
-static int fail(char err[ERR_MAX], const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, ERR_MAX, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Recording */
 

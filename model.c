@@ -35,8 +35,7 @@
 #define MAX_SEQ_LEN (1 << 20)
 #define ALIGN       64
 
-/* Formats a one-line message into err and returns -1, so failures read `return fail(...)`. */
-static int fail(char err[ERR_MAX], const char *fmt, ...) {
+int fail(char err[ERR_MAX], const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, ERR_MAX, fmt, ap);
@@ -634,6 +633,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
     float *xq_scale = s->xq_scale;
     /* the per-token loops go to all threads when that pays for waking them (not for 260K) */
     int share = (long)n * dim >= (1 << 14);
+    (void)share; /* read only by OpenMP */
 
     /* x = tok_embeddings(token), and the RoPE angles of each token's position */
     for (int i = 0; i < n; i++) {

@@ -46,6 +46,9 @@
 
 #define ERR_MAX 256
 
+/* Formats one line into err and returns -1, so that failures read `return fail(err, ...)`. */
+int fail(char err[ERR_MAX], const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ------------------------------------------------------------------------------------------ */
 /* Configuration: plain hyperparameters, everything the forward pass needs to know. */
 

@@ -177,20 +177,11 @@ static void usage(FILE *out) {
 
 /* The parser below reports a bad flag by writing one line into err and returning -1, rather
  * than exiting, so that fuzz/fuzz_args.c can run it on arbitrary argument lists. */
-enum { ARGS_OK = 0, ARGS_EXIT = 1, ARGS_ERROR = -1, ARGS_USAGE = -2 };
-
-/* Formats one line into err; returns ARGS_ERROR, so failures read `return args_fail(...)`. */
-static int args_fail(char err[ERR_MAX], const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, ERR_MAX, fmt, ap);
-    va_end(ap);
-    return ARGS_ERROR;
-}
+enum { ARGS_OK = 0, ARGS_EXIT = 1, ARGS_ERROR = -1, ARGS_USAGE = -2 }; /* ERROR: fail()'s -1 */
 
 /* The next argument as the value of flag in *value. Returns 0, or -1 if there is none. */
 static int flag_value(int argc, char **argv, int *i, const char **value, char err[ERR_MAX]) {
-    if (*i + 1 >= argc) return args_fail(err, "%s: missing value (see --help)", argv[*i]);
+    if (*i + 1 >= argc) return fail(err, "%s: missing value (see --help)", argv[*i]);
     *value = argv[++*i];
     return 0;
 }
@@ -202,8 +193,8 @@ static int parse_float(const char *flag, const char *s, float lo, float hi, floa
     errno = 0;
     *v = strtof(s, &end);
     if (end == s || *end != '\0' || errno || !isfinite(*v))
-        return args_fail(err, "%s: '%s' is not a number", flag, s);
-    if (*v < lo || *v > hi) return args_fail(err, "%s: %s is out of range (%g..%g)", flag, s, lo, hi);
+        return fail(err, "%s: '%s' is not a number", flag, s);
+    if (*v < lo || *v > hi) return fail(err, "%s: %s is out of range (%g..%g)", flag, s, lo, hi);
     return 0;
 }
 
@@ -214,9 +205,9 @@ static int parse_int(const char *flag, const char *s, long long lo, long long hi
     errno = 0;
     *v = strtoll(s, &end, 10);
     if (end == s || *end != '\0' || errno)
-        return args_fail(err, "%s: '%s' is not a whole number", flag, s);
+        return fail(err, "%s: '%s' is not a whole number", flag, s);
     if (*v < lo || *v > hi)
-        return args_fail(err, "%s: %s is out of range (%lld..%lld)", flag, s, lo, hi);
+        return fail(err, "%s: %s is out of range (%lld..%lld)", flag, s, lo, hi);
     return 0;
 }
 
@@ -239,7 +230,7 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
     *o = (Options){.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1,
                    .attn_layer = -1};
     o->stops = malloc((argc + 1) * sizeof *o->stops); /* room for the chat end marker too */
-    if (!o->stops) return args_fail(err, "out of memory");
+    if (!o->stops) return fail(err, "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         long long n;
@@ -268,20 +259,20 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
         } else if (!strcmp(a, "-f")) {
             o->prompt_file = v;
         } else if (!strcmp(a, "--stop")) {
-            if (v[0] == '\0') return args_fail(err, "--stop: the stop string is empty");
+            if (v[0] == '\0') return fail(err, "--stop: the stop string is empty");
             o->stops[o->n_stops++] = v;
         } else if (!strcmp(a, "-z")) {
             o->tokenizer_path = v;
         } else if (!strcmp(a, "-m")) {
             if (strcmp(v, "generate") && strcmp(v, "chat"))
-                return args_fail(err, "-m: unknown mode '%s' (generate or chat)", v);
+                return fail(err, "-m: unknown mode '%s' (generate or chat)", v);
             o->chat = !strcmp(v, "chat");
         } else if (!strcmp(a, "-y")) {
             o->system = v;
         } else if (!strcmp(a, "--template")) {
             o->template_id = chat_template_id(v);
             if (o->template_id < 0)
-                return args_fail(err, "--template: unknown template '%s' (llama2, chatml or "
+                return fail(err, "--template: unknown template '%s' (llama2, chatml or "
                                  "zephyr)", v);
         } else if (!strcmp(a, "-v")) {
             o->verbose = 1;
@@ -309,17 +300,17 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
-            return args_fail(err, "%s: unknown option (see --help)", a);
+            return fail(err, "%s: unknown option (see --help)", a);
         } else if (!o->checkpoint) {
             o->checkpoint = a;
         } else {
-            return args_fail(err, "%s: unexpected argument; only one model file is read (see "
+            return fail(err, "%s: unexpected argument; only one model file is read (see "
                              "--help)", a);
         }
     }
     if (!o->checkpoint) return ARGS_USAGE;
     if (o->prompt_file && o->prompt)
-        return args_fail(err, "-f: give the prompt with -i or with -f, not both");
+        return fail(err, "-f: give the prompt with -i or with -f, not both");
     o->prompt_flag = o->prompt_file ? "-f" : "-i";
     return ARGS_OK;
 }
