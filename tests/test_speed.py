@@ -58,7 +58,8 @@ def test_kernels_every_path():
     sanitize = ["-O1", "-g", "-fsanitize=address,undefined"] if "debug" in common.BIN else ["-O2"]
     for name, arch in variants.items():
         exe = common.tmp_path(f"test_kernels_{name}")
-        sources = ["tests/test_kernels.c", "kernels.c", "attention.c", "attnviz.c", "tokenizer.c"]
+        sources = ["tests/test_kernels.c", "kernels.c", "attention.c", "attnviz.c", "tokenizer.c",
+                   "model.c"]
         cmd = ["cc"] + CFLAGS + sanitize + arch + sources + ["-lm", "-o", exe]
         p = subprocess.run(cmd, capture_output=True, timeout=300)
         assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr.decode(errors='replace')}"
