@@ -207,55 +207,48 @@ static int compare(const float *y, const float *ref, const float *mag, int count
     return bad;
 }
 
-static void test_matmul_f32_vs_ref(void) {
-    for (int a = 0; a < COUNT(ROWS); a++)
-        for (int b = 0; b < COUNT(COLS); b++)
-            for (int c = 0; c < COUNT(TOKENS); c++) {
-                int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
-                float *w = random_floats((size_t)rows * cols), *x = random_floats((size_t)n * cols);
-                float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
-                float *mag = calloc((size_t)n * rows, sizeof(float));
-                Tensor t = {.data = w, .type = WEIGHT_F32};
-                matmul(y, &t, x, NULL, NULL, n, rows, cols);
-                for (int k = 0; k < n; k++) {
-                    matvec_f32_ref(ref + (size_t)k * rows, w, x + (size_t)k * cols, rows, cols);
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++)
-                            mag[k * rows + i] += fabsf(w[i * cols + j] * x[k * cols + j]);
+/* f32 and bf16 weights against their plain references. bf16 weights are random floats
+ * rounded to bf16, and w holds them widened back (exactly), for the sums of |terms|. */
+static void test_matmul_float_types_vs_ref(void) {
+    for (int bf16 = 0; bf16 <= 1; bf16++)
+        for (int a = 0; a < COUNT(ROWS); a++)
+            for (int b = 0; b < COUNT(COLS); b++)
+                for (int c = 0; c < COUNT(TOKENS); c++) {
+                    int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
+                    float *w = random_floats((size_t)rows * cols);
+                    float *x = random_floats((size_t)n * cols);
+                    uint16_t *wb = malloc(sizeof(uint16_t) * rows * cols);
+                    for (int i = 0; i < rows * cols; i++) {
+                        wb[i] = f32_to_bf16(w[i]);
+                        if (bf16) w[i] = bf16_to_f32(wb[i]);
+                    }
+                    float *y = malloc(sizeof(float) * n * rows);
+                    float *ref = malloc(sizeof(float) * n * rows);
+                    float *mag = calloc((size_t)n * rows, sizeof(float));
+                    Tensor t = bf16 ? (Tensor){.data = wb, .type = WEIGHT_BF16}
+                                    : (Tensor){.data = w, .type = WEIGHT_F32};
+                    matmul(y, &t, x, NULL, NULL, n, rows, cols);
+                    for (int k = 0; k < n; k++) {
+                        float *rk = ref + (size_t)k * rows;
+                        const float *xk = x + (size_t)k * cols;
+                        if (bf16) matvec_bf16_ref(rk, wb, xk, rows, cols);
+                        else matvec_f32_ref(rk, w, xk, rows, cols);
+                        for (int i = 0; i < rows; i++)
+                            for (int j = 0; j < cols; j++)
+                                mag[k * rows + i] += fabsf(w[i * cols + j] * xk[j]);
+                    }
+                    int bad = compare(y, ref, mag, n * rows);
+                    CHECK(bad == 0, "%s rows %d cols %d tokens %d: %d outputs differ",
+                          bf16 ? "bf16" : "f32", rows, cols, n, bad);
+                    if (!bf16) { /* the serial matvec of attention: matmul's sums, bit for bit */
+                        float *v = malloc(sizeof(float) * rows);
+                        matvec_f32(v, w, x, rows, cols);
+                        CHECK(memcmp(v, y, sizeof(float) * rows) == 0, "matvec_f32 rows %d cols %d",
+                              rows, cols);
+                        free(v);
+                    }
+                    free(w), free(wb), free(x), free(y), free(ref), free(mag);
                 }
-                int bad = compare(y, ref, mag, n * rows);
-                CHECK(bad == 0, "rows %d cols %d tokens %d: %d outputs differ", rows, cols, n, bad);
-                /* the serial matvec of attention: the same sums as matmul's, bit for bit */
-                float *v = malloc(sizeof(float) * rows);
-                matvec_f32(v, w, x, rows, cols);
-                CHECK(memcmp(v, y, sizeof(float) * rows) == 0, "matvec_f32 rows %d cols %d",
-                      rows, cols);
-                free(w), free(x), free(y), free(ref), free(mag), free(v);
-            }
-}
-
-static void test_matmul_bf16_vs_ref(void) {
-    for (int a = 0; a < COUNT(ROWS); a++)
-        for (int b = 0; b < COUNT(COLS); b++)
-            for (int c = 0; c < COUNT(TOKENS); c++) {
-                int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
-                uint16_t *w = malloc(sizeof(uint16_t) * rows * cols);
-                for (int i = 0; i < rows * cols; i++) w[i] = f32_to_bf16(uniform());
-                float *x = random_floats((size_t)n * cols);
-                float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
-                float *mag = calloc((size_t)n * rows, sizeof(float));
-                Tensor t = {.data = w, .type = WEIGHT_BF16};
-                matmul(y, &t, x, NULL, NULL, n, rows, cols);
-                for (int k = 0; k < n; k++) {
-                    matvec_bf16_ref(ref + (size_t)k * rows, w, x + (size_t)k * cols, rows, cols);
-                    for (int i = 0; i < rows; i++)
-                        for (int j = 0; j < cols; j++)
-                            mag[k * rows + i] += fabsf(bf16_to_f32(w[i * cols + j]) * x[k * cols + j]);
-                }
-                int bad = compare(y, ref, mag, n * rows);
-                CHECK(bad == 0, "rows %d cols %d tokens %d: %d outputs differ", rows, cols, n, bad);
-                free(w), free(x), free(y), free(ref), free(mag);
-            }
 }
 
 /* The rearranged copy of a Q8_0 matrix on VNNI builds (which must make one), or NULL. Free
@@ -522,8 +515,7 @@ int main(int argc, char **argv) {
     test_exp_kernels_vs_ref();
     test_quantize_q8();
     test_quantize_q8_vs_ref();
-    test_matmul_f32_vs_ref();
-    test_matmul_bf16_vs_ref();
+    test_matmul_float_types_vs_ref();
     test_matmul_q8_vs_ref();
     test_matmul_chunk_equals_single();
     test_vecmat_vs_ref();
