@@ -113,17 +113,15 @@ static const void *cursor_take(Cursor *c, size_t bytes) {
 static const float *take_f32(Cursor *c, size_t n) { return cursor_take(c, n * sizeof(float)); }
 
 /* The next (rows, cols) weight matrix of the given type. */
+/* The bytes of n weights of a type as stored, Q8_0's scales aside. */
+static size_t weight_bytes(int type, size_t n) {
+    return type == WEIGHT_F32 ? n * sizeof(float) : type == WEIGHT_BF16 ? n * sizeof(uint16_t) : n;
+}
+
 static Tensor take_tensor(Cursor *c, size_t rows, size_t cols, int type, int group_size) {
     Tensor t = {.type = type, .group_size = group_size};
-    size_t n = rows * cols;
-    switch (type) {
-    case WEIGHT_F32: t.data = cursor_take(c, n * sizeof(float)); break;
-    case WEIGHT_BF16: t.data = cursor_take(c, n * sizeof(uint16_t)); break;
-    case WEIGHT_Q8_0:
-        t.data = cursor_take(c, n);
-        t.scales = take_f32(c, rows * ((cols + group_size - 1) / group_size));
-        break;
-    }
+    t.data = cursor_take(c, weight_bytes(type, rows * cols));
+    if (type == WEIGHT_Q8_0) t.scales = take_f32(c, rows * ((cols + group_size - 1) / group_size));
     return t;
 }
 
@@ -421,17 +419,12 @@ static int each_matrix(Model *m, int (*fn)(Model *, Tensor *, int, int)) {
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-/* The bytes of a matrix as stored, its scales aside. */
-static size_t stored_bytes(const Tensor *w, int rows, int cols) {
-    size_t n = (size_t)rows * cols;
-    return w->type == WEIGHT_F32 ? n * sizeof(float) : w->type == WEIGHT_BF16 ? n * 2 : n;
-}
-
 /* Its bytes in the arena, 0 if it stays in the mapping. */
 static size_t arena_bytes(const Model *m, const Tensor *w, int rows, int cols) {
-    size_t packed = q8_packed_size(w, rows, cols);
-    if (packed) return round64(packed);
-    return m->copy_weights && w->type != WEIGHT_Q8_0 ? round64(stored_bytes(w, rows, cols)) : 0;
+    size_t packed = q8_packed_size(w, rows, cols); /* a multiple of 64 */
+    if (packed) return packed;
+    size_t bytes = weight_bytes(w->type, (size_t)rows * cols);
+    return m->copy_weights && w->type != WEIGHT_Q8_0 ? round64(bytes) : 0;
 }
 
 static int measure(Model *m, Tensor *w, int rows, int cols) {
@@ -444,17 +437,18 @@ static int place(Model *m, Tensor *w, int rows, int cols) {
     if (size == 0) return 0;
     void *at = (char *)m->arena + m->arena_used;
     const void *source = w->data;
+    size_t source_bytes = weight_bytes(w->type, (size_t)rows * cols);
     if (w->type == WEIGHT_Q8_0) {
         q8_pack(w, rows, cols, at);
     } else {
-        memcpy(at, source, stored_bytes(w, rows, cols));
+        memcpy(at, source, source_bytes);
         w->data = at;
     }
     m->arena_used += size;
     if (m->owns_mapping) { /* hand back the whole pages inside the source */
         uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
         uintptr_t start = ((uintptr_t)source + page - 1) / page * page;
-        uintptr_t end = ((uintptr_t)source + stored_bytes(w, rows, cols)) / page * page;
+        uintptr_t end = ((uintptr_t)source + source_bytes) / page * page;
         if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
     }
     return 0;
