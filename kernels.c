@@ -706,56 +706,67 @@ static ALWAYS_INLINE __m512i x4_full(const uint8_t *xu, int j) {
 #endif
 }
 
-/* y for the 16 rows of block b x T tokens. */
-static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b, const uint8_t *xu,
-                                         const float *xs, int T, int rows, int cols,
+/* y for RB blocks of 16 rows (starting at block b0) x T tokens. */
+static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, const uint8_t *xu,
+                                         const float *xs, int RB, int T, int rows, int cols,
                                          int group_size) {
     int groups = (cols + group_size - 1) / group_size, gsteps = group_size / 4;
     int full = cols / 4; /* the steps whose 4 bytes all lie inside the row */
-    const int8_t *wb = p->q + (size_t)b * p->steps * 64;
-    const int32_t *bias = p->bias + (size_t)b * groups * Q8_BLOCK;
-    const float *scale = p->scale + (size_t)b * groups * Q8_BLOCK;
-    __m512 acc[8];
-    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    __m512 acc[4][8];
+    for (int rb = 0; rb < RB; rb++)
+        for (int t = 0; t < T; t++) acc[rb][t] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
         int k0 = g * gsteps, k1 = min_int(k0 + gsteps, p->steps);
-        __m512i dot[8];
-        for (int t = 0; t < T; t++) dot[t] = _mm512_loadu_si512(bias + g * Q8_BLOCK);
+        __m512i dot[4][8];
+        for (int rb = 0; rb < RB; rb++) {
+            __m512i bias =
+                _mm512_loadu_si512(p->bias + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
+            for (int t = 0; t < T; t++) dot[rb][t] = bias;
+        }
         int k = k0;
-        if (T == 1) {
-            /* one token (decoding): a chain of dependent vpdpbusd would wait on each other's
-             * results, so steps take turns among four sums (of integers: the order changes
-             * nothing) */
+        if (RB == 1 && T == 1) {
+            /* one block, one token (decoding): a chain of dependent vpdpbusd would wait on
+             * each other's results, so steps take turns among four sums (of integers: the
+             * order changes nothing) */
             __m512i more[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
                                _mm512_setzero_si512()};
+            const int8_t *wb = p->q + (size_t)b0 * p->steps * 64;
             for (; k + 4 <= min_int(k1, full); k += 4) {
-                dot[0] = _mm512_dpbusd_epi32(dot[0], x4_full(xu, 4 * k),
-                                             _mm512_loadu_si512(wb + (size_t)k * 64));
+                dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4_full(xu, 4 * k),
+                                                _mm512_loadu_si512(wb + (size_t)k * 64));
                 for (int c = 0; c < 3; c++) {
                     __m512i wv = _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64);
                     more[c] = _mm512_dpbusd_epi32(more[c], x4_full(xu, 4 * (k + c + 1)), wv);
                 }
             }
-            dot[0] = _mm512_add_epi32(_mm512_add_epi32(dot[0], more[0]),
-                                      _mm512_add_epi32(more[1], more[2]));
+            dot[0][0] = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], more[0]),
+                                         _mm512_add_epi32(more[1], more[2]));
         }
         for (; k < k1; k++) {
-            __m512i wv = _mm512_loadu_si512(wb + (size_t)k * 64);
+            __m512i wv[4];
+            for (int rb = 0; rb < RB; rb++)
+                wv[rb] = _mm512_loadu_si512(p->q + ((size_t)(b0 + rb) * p->steps + k) * 64);
             for (int t = 0; t < T; t++) {
                 __m512i xv = k < full ? x4(xu + (size_t)t * cols, 4 * k, 4 * k + 4)
                                       : x4(xu + (size_t)t * cols, 4 * k, cols);
-                dot[t] = _mm512_dpbusd_epi32(dot[t], xv, wv);
+                for (int rb = 0; rb < RB; rb++)
+                    dot[rb][t] = _mm512_dpbusd_epi32(dot[rb][t], xv, wv[rb]);
             }
         }
-        __m512 ws = _mm512_loadu_ps(scale + g * Q8_BLOCK);
-        for (int t = 0; t < T; t++) {
-            __m512 st = _mm512_mul_ps(ws, _mm512_set1_ps(xs[(size_t)t * groups + g]));
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(dot[t]), st));
+        for (int rb = 0; rb < RB; rb++) {
+            __m512 ws = _mm512_loadu_ps(p->scale + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
+            for (int t = 0; t < T; t++) {
+                __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(xs[(size_t)t * groups + g]));
+                acc[rb][t] = _mm512_add_ps(acc[rb][t],
+                                           _mm512_mul_ps(_mm512_cvtepi32_ps(dot[rb][t]), s));
+            }
         }
     }
-    int r0 = b * Q8_BLOCK;
-    for (int t = 0; t < T; t++)
-        _mm512_mask_storeu_ps(y + (size_t)t * rows + r0, mask16(rows - r0), acc[t]);
+    for (int rb = 0; rb < RB; rb++) {
+        int r0 = (b0 + rb) * Q8_BLOCK;
+        for (int t = 0; t < T; t++)
+            _mm512_mask_storeu_ps(y + (size_t)t * rows + r0, mask16(rows - r0), acc[rb][t]);
+    }
 }
 
 /* One block of 16 rows for all n tokens: a single token (decoding) on its own; a prompt
@@ -768,14 +779,14 @@ static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, cons
         const uint8_t *xt = xu + (size_t)t * cols;
         const float *st = xs + (size_t)t * groups;
         switch (min_int(8, n - t)) {
-        case 8: tile_q8_packed(yt, p, b, xt, st, 8, rows, cols, group_size); break;
-        case 7: tile_q8_packed(yt, p, b, xt, st, 7, rows, cols, group_size); break;
-        case 6: tile_q8_packed(yt, p, b, xt, st, 6, rows, cols, group_size); break;
-        case 5: tile_q8_packed(yt, p, b, xt, st, 5, rows, cols, group_size); break;
-        case 4: tile_q8_packed(yt, p, b, xt, st, 4, rows, cols, group_size); break;
-        case 3: tile_q8_packed(yt, p, b, xt, st, 3, rows, cols, group_size); break;
-        case 2: tile_q8_packed(yt, p, b, xt, st, 2, rows, cols, group_size); break;
-        default: tile_q8_packed(yt, p, b, xt, st, 1, rows, cols, group_size); break;
+        case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
+        case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
+        case 6: tile_q8_packed(yt, p, b, xt, st, 1, 6, rows, cols, group_size); break;
+        case 5: tile_q8_packed(yt, p, b, xt, st, 1, 5, rows, cols, group_size); break;
+        case 4: tile_q8_packed(yt, p, b, xt, st, 1, 4, rows, cols, group_size); break;
+        case 3: tile_q8_packed(yt, p, b, xt, st, 1, 3, rows, cols, group_size); break;
+        case 2: tile_q8_packed(yt, p, b, xt, st, 1, 2, rows, cols, group_size); break;
+        default: tile_q8_packed(yt, p, b, xt, st, 1, 1, rows, cols, group_size); break;
         }
     }
 }
