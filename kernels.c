@@ -706,7 +706,10 @@ static ALWAYS_INLINE __m512i x4_full(const uint8_t *xu, int j) {
 #endif
 }
 
-/* y for RB blocks of 16 rows (starting at block b0) x T tokens. */
+/* y for RB blocks of 16 rows (starting at block b0) x T tokens. Every call passes RB = 1
+ * today (decoding reads one block with four accumulator chains instead); a copy without RB,
+ * the same instructions in principle, decoded 15M Q8_0 7% slower (1331 against 1429 tok/s,
+ * one thread, 10 interleaved runs), so the tile keeps its shape. */
 static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, const uint8_t *xu,
                                          const float *xs, int RB, int T, int rows, int cols,
                                          int group_size) {
