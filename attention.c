@@ -1,60 +1,101 @@
 /*
  * attention.c - rotary position embeddings, the KV cache and grouped-query attention.
- *
- * Attention is where tokens talk to each other. Each query head compares its query with the
- * keys of every earlier position, turns the scores into weights with a softmax, and takes the
- * weighted sum of their values. Keys and values of past positions never change, so they are
- * computed once and kept in the KV cache.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "attnviz.h"
+#include "attention.h"
 #include "kernels.h"
+#include "matmul.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* RoPE: position enters the model by rotating pairs of query and key components. The angle
- * grows with the position, at a different rate for each pair, so the dot product of a query
- * and a key depends on how far apart they are. */
+/* RoPE: the angle grows with the position, at a different rate for each pair, so the dot
+ * product of a query and a key depends on how far apart they are. */
 
-void rope_angles(float *cos_row, float *sin_row, int pos, int head_size, float theta) {
-    for (int i = 0; i < head_size / 2; i++) {
-        /* the same float expressions as llama2.c, so the angles agree to the last bit */
-        float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
-        float angle = pos * freq;
-        cos_row[i] = cosf(angle);
-        sin_row[i] = sinf(angle);
-    }
+void rope_angles(float *cos, float *sin, int pos, int n, int head_size, float theta) {
+    int half = head_size / 2;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            /* the same float expressions as llama2.c, so the angles agree to the last bit */
+            float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
+            float angle = (pos + t) * freq;
+            cos[(size_t)t * half + i] = cosf(angle);
+            sin[(size_t)t * half + i] = sinf(angle);
+        }
 }
 
-void rope(float *vec, const float *cos_row, const float *sin_row, int n_heads, int head_size) {
-    for (int h = 0; h < n_heads; h++) {
-        float *v = vec + (size_t)h * head_size;
+/* Prompt chunks rotate their tokens on all threads when there are this many values (a
+ * branch, not `parallel if`, which still enters the OpenMP runtime). */
+#define PARALLEL_MIN_ROPE (1 << 14)
+
+static void rope_token(float *v, const float *c, const float *s, int n_heads, int head_size) {
+    for (int h = 0; h < n_heads; h++, v += head_size)
         for (int i = 0; i < head_size / 2; i++) {
             float v0 = v[2 * i], v1 = v[2 * i + 1];
-            v[2 * i] = v0 * cos_row[i] - v1 * sin_row[i];
-            v[2 * i + 1] = v0 * sin_row[i] + v1 * cos_row[i];
+            v[2 * i] = v0 * c[i] - v1 * s[i];
+            v[2 * i + 1] = v0 * s[i] + v1 * c[i];
         }
+}
+
+void rope(float *vec, const float *cos, const float *sin, int n, int n_heads, int head_size) {
+    size_t half = head_size / 2, width = (size_t)n_heads * head_size;
+    if ((long)n * width >= PARALLEL_MIN_ROPE) {
+        #pragma omp parallel for schedule(static)
+        for (int t = 0; t < n; t++)
+            rope_token(vec + t * width, cos + t * half, sin + t * half, n_heads, head_size);
+    } else {
+        for (int t = 0; t < n; t++)
+            rope_token(vec + t * width, cos + t * half, sin + t * half, n_heads, head_size);
     }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The KV cache: per layer (n_kv_heads, seq_len, head_size), so the keys one head attends over
- * are one contiguous block, read front to back. */
+/* The KV cache */
 
-void kv_cache_store(float *key_cache, float *value_cache, const float *k, const float *v,
-                    int n_kv_heads, int head_size, int seq_len, int pos) {
-    for (int h = 0; h < n_kv_heads; h++) {
-        size_t at = ((size_t)h * seq_len + pos) * head_size;
-        memcpy(key_cache + at, k + (size_t)h * head_size, head_size * sizeof(float));
-        memcpy(value_cache + at, v + (size_t)h * head_size, head_size * sizeof(float));
+int kv_cache_init(KvCache *c, int n_layers, int n_kv_heads, int head_size, int seq_len) {
+    *c = (KvCache){.n_layers = n_layers, .n_kv_heads = n_kv_heads, .head_size = head_size,
+                   .seq_len = seq_len};
+    size_t n = (size_t)n_layers * n_kv_heads * seq_len * head_size;
+    c->keys = calloc(n, sizeof(float));
+    c->values = calloc(n, sizeof(float));
+    if (!c->keys || !c->values) {
+        kv_cache_free(c);
+        return -1;
     }
+    return 0;
+}
+
+void kv_cache_free(KvCache *c) {
+    free(c->keys);
+    free(c->values);
+    c->keys = c->values = NULL;
+}
+
+size_t kv_cache_bytes(const KvCache *c) {
+    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->seq_len * c->head_size * sizeof(float);
+}
+
+/* Where head h of a layer starts: its seq_len positions follow one another. */
+static size_t head_offset(const KvCache *c, int layer, int h) {
+    return (((size_t)layer * c->n_kv_heads + h) * c->seq_len) * c->head_size;
+}
+
+void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n, int pos) {
+    size_t hs = (size_t)c->head_size, bytes = hs * sizeof(float);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < c->n_kv_heads; h++) {
+            size_t at = head_offset(c, layer, h) + (size_t)(pos + t) * hs;
+            size_t from = ((size_t)t * c->n_kv_heads + h) * hs;
+            memcpy(c->keys + at, k + from, bytes);
+            memcpy(c->values + at, v + from, bytes);
+        }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Grouped-query attention: query head h reads KV head h / (n_heads / n_kv_heads). Causal: the
- * query at pos reads the first pos + 1 cached positions only, never a later one, even when a
- * prompt chunk has already stored the keys of later positions. */
+/* Grouped-query attention. Causal: the query at pos reads the first pos + 1 cached positions
+ * only, never a later one, even when a prompt chunk has already stored the keys of later
+ * positions. */
 
 /* One query head q (head_size) over the first n_pos cached keys and values (n_pos, head_size):
  * out (head_size) = sum_t softmax(q . k_t / sqrt(head_size))_t v_t. scores (n_pos) is left
@@ -77,40 +118,32 @@ static void attend(float *out, float *scores, const float *q, const float *keys,
 
 /* n queries (n = 1 when decoding) of every head, heads shared among the calling team: one
  * head per thread, so the head's keys stay in that core's cache for all n queries. */
-static void attention_team(float *out, float *att, const float *q, const float *key_cache,
-                           const float *value_cache, int n, int n_heads, int n_kv_heads,
-                           int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
-    int group = n_heads / n_kv_heads;
-    size_t stride = (size_t)n_heads * head_size; /* from one token's queries to the next */
+static void attention_team(float *out, float *att, const float *q, const KvCache *c, int layer,
+                           int n, int pos, int n_heads) {
+    int hs = c->head_size, group = n_heads / c->n_kv_heads;
+    size_t stride = (size_t)n_heads * hs; /* from one token's queries to the next */
     #pragma omp for schedule(static)
     for (int h = 0; h < n_heads; h++) {
-        size_t kv = (size_t)(h / group) * seq_len * head_size;
+        size_t kv = head_offset(c, layer, h / group);
         for (int i = 0; i < n; i++) {
-            size_t at = i * stride + (size_t)h * head_size;
-            attend(out + at, att + (size_t)h * seq_len, q + at, key_cache + kv,
-                   value_cache + kv, pos + i + 1, head_size);
-            /* --attn: save the row now, the next query of this head reuses the scratch */
-            if (rec) attn_record_row(rec, layer, h, pos + i, att + (size_t)h * seq_len);
+            size_t at = i * stride + (size_t)h * hs;
+            attend(out + at, att + (size_t)h * c->seq_len, q + at, c->keys + kv, c->values + kv,
+                   pos + i + 1, hs);
         }
     }
 }
 
-void attention(float *out, float *att, const float *q, const float *key_cache,
-               const float *value_cache, int n_heads, int n_kv_heads, int head_size,
-               int seq_len, int pos) {
-    attention_chunk(out, att, q, key_cache, value_cache, 1, n_heads, n_kv_heads, head_size,
-                    seq_len, pos, NULL, 0);
+void attention(float *out, float *att, const float *q, const KvCache *c, int layer, int n,
+               int pos, int n_heads) {
+    if ((long)n_heads * n * (pos + n) * c->head_size >= PARALLEL_MIN_ATTENTION) {
+        #pragma omp parallel
+        attention_team(out, att, q, c, layer, n, pos, n_heads);
+    } else {
+        attention_team(out, att, q, c, layer, n, pos, n_heads);
+    }
 }
 
-void attention_chunk(float *out, float *att, const float *q, const float *key_cache,
-                     const float *value_cache, int n, int n_heads, int n_kv_heads,
-                     int head_size, int seq_len, int pos, AttnRecorder *rec, int layer) {
-    if ((long)n_heads * n * (pos + n) * head_size >= PARALLEL_MIN_ATTENTION) {
-        #pragma omp parallel
-        attention_team(out, att, q, key_cache, value_cache, n, n_heads, n_kv_heads, head_size,
-                       seq_len, pos, rec, layer);
-    } else {
-        attention_team(out, att, q, key_cache, value_cache, n, n_heads, n_kv_heads, head_size,
-                       seq_len, pos, rec, layer);
-    }
+void attention_weights(float *out, float *att, const float *q, const KvCache *c, int layer,
+                       int pos, int n_heads) {
+    attention_team(out, att, q, c, layer, 1, pos, n_heads);
 }

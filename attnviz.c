@@ -2,7 +2,7 @@
  * attnviz.c - recording attention weights, and writing them as a file, an HTML page or a
  * ranking (attnviz.h describes the hook and the file layout).
  *
- * Nothing here runs unless Model.attn is set: the forward pass only tests that pointer.
+ * Nothing here runs unless run.c hands attn_observe to model_observe_attention.
  */
 #include <errno.h>
 #include <math.h>
@@ -60,18 +60,15 @@ static float *row_slot(const AttnRecorder *r, int layer, int head, int pos) {
     return r->rows + rows_before(r, pos) + ((size_t)layer * r->n_heads + head) * (pos + 1);
 }
 
-/* Only copies: different rows go to different memory, so threads may record rows at once.
- * Without keep_all only the newest position's rows are kept: the newest is the last one
- * attn_record_token was told about, which stays put while a forward pass runs. */
-void attn_record_row(AttnRecorder *r, int layer, int head, int pos, const float *weights) {
+/* Only copies. Without keep_all only the newest position's rows are kept: the newest is the
+ * last one attn_record_token was told about, which stays put while a forward pass runs. */
+void attn_observe(void *recorder, int layer, int pos, const float *weights, int stride) {
+    AttnRecorder *r = recorder;
     if (pos < 0 || pos >= r->max_positions) return;
     if (!r->keep_all && pos != r->n_positions - 1) return;
-    memcpy(row_slot(r, layer, head, pos), weights, (size_t)(pos + 1) * sizeof(float));
-}
-
-void attn_record_layer(AttnRecorder *r, int layer, int pos, const float *att, int stride) {
     for (int h = 0; h < r->n_heads; h++)
-        attn_record_row(r, layer, h, pos, att + (size_t)h * stride);
+        memcpy(row_slot(r, layer, h, pos), weights + (size_t)h * stride,
+               (size_t)(pos + 1) * sizeof(float));
 }
 
 void attn_record_token(AttnRecorder *r, int pos, int token) {

@@ -12,13 +12,11 @@
  *
  * How it is hooked in
  * -------------------
- * Model.attn points at a recorder, or is NULL, which is the normal case and costs one pointer
- * test per layer. When it is set, model_forward hands each layer's weights to
- * attn_record_layer right after attention(). A forward pass that computes several positions
- * at once (a batched prefill) calls attn_record_row once per (layer, head, position) instead;
- * the rows may arrive in any order. run.c tells the recorder which token sits at each position
- * with attn_record_token before running it: a recorder without keep_all (--attn-top alone)
- * keeps only the rows of the newest position it was told about.
+ * run.c hands attn_observe and the recorder to model_observe_attention (model.h): from then
+ * on the forward pass calls it with the weights of every layer and position it runs, in
+ * order. Nothing in the model knows about this file. run.c tells the recorder which token sits
+ * at each position with attn_record_token before running it: a recorder without keep_all
+ * (--attn-top alone) keeps only the rows of the newest position it was told about.
  *
  * The file written by attn_write (all numbers little-endian; docs/ATTENTION.md says more)
  * -----------------------------------------------------------------------------------------
@@ -41,6 +39,7 @@
 #include <stdio.h>
 
 #include "model.h"
+#include "tokenizer.h"
 
 typedef struct AttnRecorder {
     int n_layers, n_heads, n_kv_heads, seq_len;
@@ -61,14 +60,10 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
 /* Frees the buffers. Safe on a zeroed recorder. */
 void attn_recorder_free(AttnRecorder *r);
 
-/* The hook for one row: weights (pos + 1) of query head `head` of layer `layer` at position
- * pos. Positions past max_positions are ignored. It only copies the row into its own place,
- * so several threads may record different rows at the same time. */
-void attn_record_row(AttnRecorder *r, int layer, int head, int pos, const float *weights);
-
-/* The hook for one layer at one position: att (n_heads, stride) as attention() leaves it,
- * head h's weights in att[h * stride .. h * stride + pos]. */
-void attn_record_layer(AttnRecorder *r, int layer, int pos, const float *att, int stride);
+/* The AttnObserver (model.h) a recorder is given to the model with: records the weights of
+ * every head of `layer` at position pos, head h's pos + 1 weights at weights + h * stride.
+ * Positions past max_positions are ignored. */
+void attn_observe(void *recorder, int layer, int pos, const float *weights, int stride);
 
 /* Notes that token sat at position pos; the files hold positions 0..n_positions-1. */
 void attn_record_token(AttnRecorder *r, int pos, int token);

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "chat.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Names */

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "attnviz.h" /* the --attn hook in model_forward */
+#include "chat.h"
 #include "kernels.h"
+#include "model.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Validation. Every header field is checked against these limits before any size is
@@ -34,14 +34,6 @@
 #define MAX_VOCAB   (1 << 20)
 #define MAX_SEQ_LEN (1 << 20)
 #define ALIGN       64
-
-int fail(char err[ERR_MAX], const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, ERR_MAX, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Checks that the hyperparameters describe a model the forward pass can run. Returns 0, or
  * -1 naming the first field that is out of range. */
@@ -75,7 +67,7 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
     if (c->weight_type == WEIGHT_Q8_0) {
         if (c->group_size != 32 && c->group_size != 64)
             return fail(err, "Q8_0 group_size = %d is not 32 or 64", c->group_size);
-    } else if (c->weight_type != WEIGHT_F32 && c->weight_type != WEIGHT_BF16) {
+    } else if (!weight_type(c->weight_type)) {
         return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", c->weight_type);
     } else if (c->group_size != 0) {
         return fail(err, "group_size = %d, but only Q8_0 weights have groups (expected 0)",
@@ -112,16 +104,12 @@ static const void *cursor_take(Cursor *c, size_t bytes) {
 
 static const float *take_f32(Cursor *c, size_t n) { return cursor_take(c, n * sizeof(float)); }
 
-/* The next (rows, cols) weight matrix of the given type. */
-/* The bytes of n weights of a type as stored, Q8_0's scales aside. */
-static size_t weight_bytes(int type, size_t n) {
-    return type == WEIGHT_F32 ? n * sizeof(float) : type == WEIGHT_BF16 ? n * sizeof(uint16_t) : n;
-}
-
+/* The next (rows, cols) weight matrix of the given type, laid out as its type says. */
 static Tensor take_tensor(Cursor *c, size_t rows, size_t cols, int type, int group_size) {
-    Tensor t = {.type = type, .group_size = group_size};
-    t.data = cursor_take(c, weight_bytes(type, rows * cols));
-    if (type == WEIGHT_Q8_0) t.scales = take_f32(c, rows * ((cols + group_size - 1) / group_size));
+    const WeightType *wt = weight_type(type);
+    Tensor t = {.type = type, .rows = (int)rows, .cols = (int)cols, .group_size = group_size};
+    const void *base = cursor_take(c, wt->file_bytes(rows, cols, group_size));
+    if (base) wt->bind(&t, base);
     return t;
 }
 
@@ -141,6 +129,11 @@ static float read_f32(const unsigned char *p) {
 static int read_int(const unsigned char *p) {
     uint32_t u = read_u32(p);
     return u > 0x7fffffffu ? -1 : (int)u;
+}
+
+/* An f32 matrix (rows, cols) at data. */
+static Tensor f32_matrix(const float *data, size_t rows, size_t cols) {
+    return (Tensor){.type = WEIGHT_F32, .rows = (int)rows, .cols = (int)cols, .data = data};
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -211,16 +204,15 @@ static int load_llama2c(Model *m, char err[ERR_MAX]) {
     if (!w->layers) return fail(err, "out of memory");
     for (size_t l = 0; l < L; l++) {
         LayerWeights *lw = &w->layers[l];
-        Tensor t = {.type = WEIGHT_F32};
         lw->attn_norm = attn_norm + l * dim;
         lw->ffn_norm = ffn_norm + l * dim;
-        lw->wq = t, lw->wq.data = wq + l * q_dim * dim;
-        lw->wk = t, lw->wk.data = wk + l * kv_dim * dim;
-        lw->wv = t, lw->wv.data = wv + l * kv_dim * dim;
-        lw->wo = t, lw->wo.data = wo + l * dim * q_dim;
-        lw->w1 = t, lw->w1.data = w1 + l * hidden * dim;
-        lw->w2 = t, lw->w2.data = w2 + l * dim * hidden;
-        lw->w3 = t, lw->w3.data = w3 + l * hidden * dim;
+        lw->wq = f32_matrix(wq + l * q_dim * dim, q_dim, dim);
+        lw->wk = f32_matrix(wk + l * kv_dim * dim, kv_dim, dim);
+        lw->wv = f32_matrix(wv + l * kv_dim * dim, kv_dim, dim);
+        lw->wo = f32_matrix(wo + l * dim * q_dim, dim, q_dim);
+        lw->w1 = f32_matrix(w1 + l * hidden * dim, hidden, dim);
+        lw->w2 = f32_matrix(w2 + l * dim * hidden, dim, hidden);
+        lw->w3 = f32_matrix(w3 + l * hidden * dim, hidden, dim);
     }
     return 0;
 }
@@ -326,92 +318,82 @@ static int load_tllm(Model *m, char err[ERR_MAX]) {
  * weight rows stream past them. */
 #define PREFILL_CHUNK 64
 
+static void free_state(RunState *s) {
+    free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
+    free(s->q), free(s->k), free(s->v), free(s->rope_cos), free(s->rope_sin);
+    free(s->att), free(s->logits), free(s->xq), free(s->xq_scale);
+    kv_cache_free(&s->kv);
+}
+
+/* Whether any weight matrix quantizes its input (then the state needs xq). */
+static int quantizes_input(const Model *m);
+
 /* Allocates every activation buffer and the KV cache. Returns 0, or -1 if memory ran out. */
 static int alloc_state(Model *m, char err[ERR_MAX]) {
     const Config *c = &m->config;
     RunState *s = &m->state;
+    /* a model with a short context never needs more than seq_len rows */
+    size_t n = s->chunk_len = c->seq_len < PREFILL_CHUNK ? c->seq_len : PREFILL_CHUNK;
     size_t q_dim = (size_t)c->n_heads * c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
-    size_t cache = (size_t)c->n_layers * c->seq_len * kv_dim;
-    s->x = calloc(c->dim, sizeof(float));
-    s->xb = calloc(c->dim > (int)q_dim ? (size_t)c->dim : q_dim, sizeof(float));
-    s->xb2 = calloc(c->dim, sizeof(float));
-    s->hb = calloc(c->hidden_dim, sizeof(float));
-    s->hb2 = calloc(c->hidden_dim, sizeof(float));
-    s->q = calloc(q_dim, sizeof(float));
-    s->k = calloc(kv_dim, sizeof(float));
-    s->v = calloc(kv_dim, sizeof(float));
+    size_t xb_dim = c->dim > (int)q_dim ? (size_t)c->dim : q_dim;
+    s->x = calloc(n * c->dim, sizeof(float));
+    s->xb = calloc(n * xb_dim, sizeof(float));
+    s->xb2 = calloc(n * c->dim, sizeof(float));
+    s->hb = calloc(n * c->hidden_dim, sizeof(float));
+    s->hb2 = calloc(n * c->hidden_dim, sizeof(float));
+    s->q = calloc(n * q_dim, sizeof(float));
+    s->k = calloc(n * kv_dim, sizeof(float));
+    s->v = calloc(n * kv_dim, sizeof(float));
+    s->rope_cos = calloc(n * (c->head_size / 2), sizeof(float));
+    s->rope_sin = calloc(n * (c->head_size / 2), sizeof(float));
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
-    s->rope_cos = calloc(c->head_size / 2, sizeof(float));
-    s->rope_sin = calloc(c->head_size / 2, sizeof(float));
-    s->key_cache = calloc(cache, sizeof(float));
-    s->value_cache = calloc(cache, sizeof(float));
-
-    /* prompt chunks; a model with a short context never needs more than seq_len rows */
-    size_t n = s->chunk_len = c->seq_len < PREFILL_CHUNK ? c->seq_len : PREFILL_CHUNK;
-    size_t xb_dim = c->dim > (int)q_dim ? (size_t)c->dim : q_dim;
-    s->cx = calloc(n * c->dim, sizeof(float));
-    s->cxb = calloc(n * xb_dim, sizeof(float));
-    s->cxb2 = calloc(n * c->dim, sizeof(float));
-    s->chb = calloc(n * c->hidden_dim, sizeof(float));
-    s->chb2 = calloc(n * c->hidden_dim, sizeof(float));
-    s->cq = calloc(n * q_dim, sizeof(float));
-    s->ck = calloc(n * kv_dim, sizeof(float));
-    s->cv = calloc(n * kv_dim, sizeof(float));
-    s->crope_cos = calloc(n * (c->head_size / 2), sizeof(float));
-    s->crope_sin = calloc(n * (c->head_size / 2), sizeof(float));
     int quant_ok = 1;
-    if (c->weight_type == WEIGHT_Q8_0) {
+    if (quantizes_input(m)) { /* the smallest group (32) has the most scales */
         size_t widest = xb_dim > (size_t)c->hidden_dim ? xb_dim : (size_t)c->hidden_dim;
         s->xq = calloc(n * widest, 1);
-        s->xq_scale = calloc(n * (widest / c->group_size + 1), sizeof(float));
+        s->xq_scale = calloc(n * (widest / 32 + 1), sizeof(float));
         quant_ok = s->xq && s->xq_scale;
     }
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->att ||
-        !s->logits || !s->rope_cos || !s->rope_sin || !s->key_cache || !s->value_cache ||
-        !s->cx || !s->cxb || !s->cxb2 || !s->chb || !s->chb2 || !s->cq || !s->ck || !s->cv ||
-        !s->crope_cos || !s->crope_sin || !quant_ok)
+    int kv_ok = kv_cache_init(&s->kv, c->n_layers, c->n_kv_heads, c->head_size, c->seq_len) == 0;
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
+        !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok || !kv_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
-                    "seq_len", 2 * cache * sizeof(float) >> 20);
+                    "seq_len", 2 * (size_t)c->n_layers * c->seq_len * kv_dim * sizeof(float) >> 20);
     return 0;
-}
-
-static void free_state(RunState *s) {
-    free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
-    free(s->q), free(s->k), free(s->v), free(s->att), free(s->logits);
-    free(s->rope_cos), free(s->rope_sin), free(s->key_cache), free(s->value_cache);
-    free(s->xq), free(s->xq_scale);
-    free(s->cx), free(s->cxb), free(s->cxb2), free(s->chb), free(s->chb2);
-    free(s->cq), free(s->ck), free(s->cv), free(s->crope_cos), free(s->crope_sin);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
 
-/* Calls fn on every weight matrix with its shape, stopping at the first that fails (the
- * token embedding aside: it is only ever read a row at a time). */
-static int each_matrix(Model *m, int (*fn)(Model *, Tensor *, int, int)) {
-    const Config *c = &m->config;
-    int dim = c->dim, hidden = c->hidden_dim;
-    int q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
-    for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *lw = &m->weights.layers[l];
-        if (fn(m, &lw->wq, q_dim, dim) || fn(m, &lw->wk, kv_dim, dim) ||
-            fn(m, &lw->wv, kv_dim, dim) || fn(m, &lw->wo, dim, q_dim) ||
-            fn(m, &lw->w1, hidden, dim) || fn(m, &lw->w2, dim, hidden) ||
-            fn(m, &lw->w3, hidden, dim))
-            return -1;
-    }
-    return fn(m, &m->weights.classifier, c->vocab_size, dim);
+/* The weight matrices, numbered 0 .. matrix_count - 1: the seven of each layer, then the
+ * classifier (the token embedding aside: it is only ever read a row at a time). */
+static int matrix_count(const Model *m) { return 7 * m->config.n_layers + 1; }
+
+static Tensor *matrix(Model *m, int i) {
+    if (i == 7 * m->config.n_layers) return &m->weights.classifier;
+    LayerWeights *lw = &m->weights.layers[i / 7];
+    Tensor *layer[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+    return layer[i % 7];
+}
+
+static size_t tensor_bytes(const Tensor *w) {
+    return weight_type(w->type)->file_bytes(w->rows, w->cols, w->group_size);
+}
+
+static int quantizes_input(const Model *m) {
+    for (int i = 0; i < matrix_count(m); i++)
+        if (weight_type(matrix((Model *)m, i)->type)->quantize) return 1;
+    return 0;
 }
 
 /* Where the weight matrices live. By default f32 and bf16 matrices are read where they lie,
  * in the mapping. Two things move matrices into memory of the engine's own, the arena, in
  * 2 MB pages where Linux offers them (the hardware prefetcher stops at every 4 KB page
- * boundary, and decoding streams whole matrices): Q8_0 matrices on builds with VNNI, which
- * are rearranged for the int8 kernel (kernels.c says why), and, with copy_weights (run
- * --no-mmap), f32 and bf16 matrices, which are copied: decoding a model larger than the
+ * boundary, and decoding streams whole matrices): a weight type that rearranges its matrices
+ * for this build's kernel (Q8_0 with VNNI, matmul_q8_0.c says why), and, with copy_weights
+ * (run --no-mmap), every other matrix, which is copied: decoding a model larger than the
  * cache gets about 10% faster, loading slower (BENCHMARKS.md). The mapped pages of a moved
  * matrix are handed back to the kernel at once, so that memory use does not count them
  * twice; were they read again (the token embedding shares the classifier's), they would
@@ -420,29 +402,26 @@ static int each_matrix(Model *m, int (*fn)(Model *, Tensor *, int, int)) {
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 /* Its bytes in the arena, 0 if it stays in the mapping. */
-static size_t arena_bytes(const Model *m, const Tensor *w, int rows, int cols) {
-    size_t packed = q8_packed_size(w, rows, cols); /* a multiple of 64 */
+static size_t arena_bytes(const Model *m, const Tensor *w) {
+    const WeightType *type = weight_type(w->type);
+    size_t packed = type->packed_size(w); /* a multiple of 64 */
     if (packed) return packed;
-    size_t bytes = weight_bytes(w->type, (size_t)rows * cols);
-    return m->copy_weights && w->type != WEIGHT_Q8_0 ? round64(bytes) : 0;
+    return m->copy_weights ? round64(type->file_bytes(w->rows, w->cols, w->group_size)) : 0;
 }
 
-static int measure(Model *m, Tensor *w, int rows, int cols) {
-    m->arena_size += arena_bytes(m, w, rows, cols);
-    return 0;
-}
-
-static int place(Model *m, Tensor *w, int rows, int cols) {
-    size_t size = arena_bytes(m, w, rows, cols);
-    if (size == 0) return 0;
+/* Moves w into the arena if it belongs there. */
+static void place(Model *m, Tensor *w) {
+    size_t size = arena_bytes(m, w);
+    if (size == 0) return;
+    const WeightType *type = weight_type(w->type);
     void *at = (char *)m->arena + m->arena_used;
     const void *source = w->data;
-    size_t source_bytes = weight_bytes(w->type, (size_t)rows * cols);
-    if (w->type == WEIGHT_Q8_0) {
-        q8_pack(w, rows, cols, at);
+    size_t source_bytes = tensor_bytes(w);
+    if (type->packed_size(w)) {
+        type->pack(w, at);
     } else {
         memcpy(at, source, source_bytes);
-        w->data = at;
+        type->bind(w, at);
     }
     m->arena_used += size;
     if (m->owns_mapping) { /* hand back the whole pages inside the source */
@@ -451,7 +430,6 @@ static int place(Model *m, Tensor *w, int rows, int cols) {
         uintptr_t end = ((uintptr_t)source + source_bytes) / page * page;
         if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
     }
-    return 0;
 }
 
 /* Memory in 2 MB pages where Linux offers them, or NULL; not zeroed (place writes it all). */
@@ -474,14 +452,14 @@ static int load_mapped(Model *m, char err[ERR_MAX]) {
         model_free(m);
         return -1;
     }
-    each_matrix(m, measure);
+    for (int i = 0; i < matrix_count(m); i++) m->arena_size += arena_bytes(m, matrix(m, i));
     if (m->arena_size > 0) {
         if (!(m->arena = alloc_huge(m->arena_size))) {
             size_t mb = m->arena_size >> 20;
             model_free(m);
             return fail(err, "cannot allocate %zu MB for the weights", mb);
         }
-        each_matrix(m, place);
+        for (int i = 0; i < matrix_count(m); i++) place(m, matrix(m, i));
     }
     if (alloc_state(m, err) != 0) {
         model_free(m);
@@ -534,175 +512,115 @@ void model_free(Model *m) {
  * classifier once, plus the norms (the embedding is read one row at a time, which is left
  * out). */
 size_t model_weight_bytes(const Model *m) {
-    const Config *c = &m->config;
-    double per_weight = c->weight_type == WEIGHT_F32 ? 4.0
-                      : c->weight_type == WEIGHT_BF16 ? 2.0 : 1.0 + 4.0 / c->group_size;
-    size_t q_dim = (size_t)c->n_heads * c->head_size;
-    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
-    size_t layer = (size_t)c->dim * (2 * q_dim + 2 * kv_dim + 3 * (size_t)c->hidden_dim);
-    size_t weights = (size_t)c->n_layers * layer + (size_t)c->vocab_size * c->dim;
-    return (size_t)(weights * per_weight) + sizeof(float) * (2 * c->n_layers + 1) * c->dim;
+    size_t bytes = sizeof(float) * (2 * m->config.n_layers + 1) * m->config.dim;
+    for (int i = 0; i < matrix_count(m); i++) bytes += tensor_bytes(matrix((Model *)m, i));
+    return bytes;
+}
+
+void model_observe_attention(Model *m, AttnObserver *fn, void *ctx) {
+    m->observer = fn;
+    m->observer_ctx = ctx;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The forward pass */
+/* The forward pass, for a chunk of n tokens at positions pos .. pos + n - 1. Each step runs
+ * for all n tokens before the next: the buffers hold one row per token, and each matmul reads
+ * a weight matrix once for the whole chunk. Every row goes through the same arithmetic
+ * whatever n is, so the logits of a position do not depend on how the prompt was chunked.
+ * The comments give the line of llama2.c's model.py each step mirrors. */
 
-/* y (rows) = W (rows, cols) x (cols) for one token; Q8_0 weights quantize x into the scratch. */
-static void matvec(RunState *s, float *y, const Tensor *w, const float *x, int rows, int cols) {
-    matmul(y, w, x, s->xq, s->xq_scale, 1, rows, cols);
+/* h = tok_embeddings(tokens) */
+static void embed(Model *m, const int *tokens, int n) {
+    const Tensor *emb = &m->weights.token_embedding;
+    for (int i = 0; i < n; i++)
+        weight_type(emb->type)->dequantize_row(m->state.x + (size_t)i * emb->cols, emb, tokens[i]);
 }
 
-float *model_forward(Model *m, int token, int pos) {
+/* h = x + self.attention.forward(self.attention_norm(x), start_pos, freqs_cis, mask) */
+static void attention_block(Model *m, int l, int n, int pos) {
     const Config *p = &m->config;
-    const Weights *w = &m->weights;
+    const LayerWeights *lw = &m->weights.layers[l];
     RunState *s = &m->state;
-    if (token < 0 || token >= p->vocab_size || pos < 0 || pos >= p->seq_len) return NULL;
-    int dim = p->dim, hidden = p->hidden_dim, hs = p->head_size;
-    int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
+    int dim = p->dim, hs = p->head_size;
 
-    /* x = tok_embeddings(token); the rotation angles of this position, for every layer */
-    dequantize_row(s->x, &w->token_embedding, token, dim);
-    rope_angles(s->rope_cos, s->rope_sin, pos, hs, p->rope_theta);
+    /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
+    rmsnorm(s->xb, s->x, lw->attn_norm, n, dim, p->norm_eps);
+    Product qkv[3] = {{s->q, &lw->wq}, {s->k, &lw->wk}, {s->v, &lw->wv}};
+    matmul_many(qkv, 3, s->xb, n, s->xq, s->xq_scale);
 
-    for (int l = 0; l < p->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        size_t layer_cache = (size_t)l * p->seq_len * kv_dim;
-        float *key_cache = s->key_cache + layer_cache;
-        float *value_cache = s->value_cache + layer_cache;
+    /* q, k = apply_rotary_emb(q, k, freqs_cis): each token by its own position */
+    rope(s->q, s->rope_cos, s->rope_sin, n, p->n_heads, hs);
+    rope(s->k, s->rope_cos, s->rope_sin, n, p->n_kv_heads, hs);
 
-        /* attention: xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
-        rmsnorm(s->xb, s->x, lw->attn_norm, dim, p->norm_eps);
-        Product qkv[3] = {{s->q, &lw->wq, q_dim}, {s->k, &lw->wk, kv_dim}, {s->v, &lw->wv, kv_dim}};
-        matmul_many(qkv, 3, s->xb, s->xq, s->xq_scale, 1, dim);
+    /* cache_k[:, pos:pos+n] = k; cache_v[:, pos:pos+n] = v (all n before attention, which
+     * keeps each query to the positions up to its own) */
+    kv_cache_store(&s->kv, l, s->k, s->v, n, pos);
 
-        /* q, k = apply_rotary_emb(q, k, pos), then remember k and v for later positions */
-        rope(s->q, s->rope_cos, s->rope_sin, p->n_heads, hs);
-        rope(s->k, s->rope_cos, s->rope_sin, p->n_kv_heads, hs);
-        kv_cache_store(key_cache, value_cache, s->k, s->v, p->n_kv_heads, hs, p->seq_len, pos);
-
-        /* xb = softmax(q k^T / sqrt(head_size)) v over positions 0..pos, per head */
-        attention(s->xb, s->att, s->q, key_cache, value_cache, p->n_heads, p->n_kv_heads, hs,
-                  p->seq_len, pos);
-        if (m->attn) attn_record_layer(m->attn, l, pos, s->att, p->seq_len); /* --attn hook */
-
-        /* x = x + wo(xb) */
-        matvec(s, s->xb2, &lw->wo, s->xb, dim, q_dim);
-        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
-
-        /* feedforward: xb = ffn_norm(x), then x = x + w2(silu(w1(xb)) * w3(xb)) */
-        rmsnorm(s->xb, s->x, lw->ffn_norm, dim, p->norm_eps);
-        Product up[2] = {{s->hb, &lw->w1, hidden}, {s->hb2, &lw->w3, hidden}};
-        matmul_many(up, 2, s->xb, s->xq, s->xq_scale, 1, dim);
-        swiglu(s->hb, s->hb, s->hb2, hidden); /* hb = silu(hb) * hb2 */
-        matvec(s, s->xb2, &lw->w2, s->hb, dim, hidden);
-        for (int i = 0; i < dim; i++) s->x[i] += s->xb2[i];
+    /* xb = softmax(q k^T / sqrt(head_size) + mask) v, for every query head */
+    if (!m->observer) {
+        attention(s->xb, s->att, s->q, &s->kv, l, n, pos, p->n_heads);
+    } else { /* the same numbers a position at a time, shown to the observer */
+        size_t q_dim = (size_t)p->n_heads * hs;
+        for (int i = 0; i < n; i++) {
+            attention_weights(s->xb + i * q_dim, s->att, s->q + i * q_dim, &s->kv, l, pos + i,
+                              p->n_heads);
+            m->observer(m->observer_ctx, l, pos + i, s->att, p->seq_len);
+        }
     }
 
-    /* logits = output(norm(x)) */
-    rmsnorm(s->x, s->x, w->final_norm, dim, p->norm_eps);
-    matvec(s, s->logits, &w->classifier, s->x, p->vocab_size, dim);
-    return s->logits;
+    /* x = x + wo(xb) */
+    matmul(s->xb2, &lw->wo, s->xb, n, s->xq, s->xq_scale);
+    add(s->x, s->xb2, n * dim);
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* The prompt, a chunk of tokens at a time */
+/* out = h + self.feed_forward.forward(self.ffn_norm(h)) */
+static void feedforward_block(Model *m, int l, int n) {
+    const Config *p = &m->config;
+    const LayerWeights *lw = &m->weights.layers[l];
+    RunState *s = &m->state;
 
-/* model_forward for n consecutive tokens (n <= chunk_len) at positions pos .. pos + n - 1.
- * The steps are model_forward's, in the same order, but each runs for all n tokens before
- * the next: the buffers hold one row per token (cx is x, cq is q, ...), and each matmul reads
- * a weight matrix once for the whole chunk. Every row goes through the same arithmetic as in
- * model_forward, so the logits agree bit for bit (tests/test_speed.py checks 1e-4). The
- * classifier, by far the largest matrix for a small model with a 32000-token vocabulary, runs
- * for every position only when all_logits (n, vocab_size) is given; otherwise for the last
- * position if `last` is set (into s->logits), or not at all. Between the matrix products, the
- * per-token loops are shared out between the threads too. */
+    /* xb = ffn_norm(x) */
+    rmsnorm(s->xb, s->x, lw->ffn_norm, n, p->dim, p->norm_eps);
+    /* x = x + w2(silu(w1(xb)) * w3(xb)) */
+    Product up[2] = {{s->hb, &lw->w1}, {s->hb2, &lw->w3}};
+    matmul_many(up, 2, s->xb, n, s->xq, s->xq_scale);
+    swiglu(s->hb, s->hb, s->hb2, n * p->hidden_dim);
+    matmul(s->xb2, &lw->w2, s->hb, n, s->xq, s->xq_scale);
+    add(s->x, s->xb2, n * p->dim);
+}
+
+/* logits = self.output(self.norm(h)): for every position into all_logits (n, vocab_size),
+ * and the last position's into s->logits; only the last if all_logits is NULL. (The
+ * classifier is by far the largest matrix of a small model with a 32000-token vocabulary,
+ * so it runs only for the positions whose logits someone wants.) */
+static void classify(Model *m, int n, float *all_logits) {
+    const Config *p = &m->config;
+    RunState *s = &m->state;
+    int first = all_logits ? 0 : n - 1, rows = n - first; /* the rows that need logits */
+    float *x = s->x + (size_t)first * p->dim;
+    rmsnorm(x, x, m->weights.final_norm, rows, p->dim, p->norm_eps);
+    float *out = all_logits ? all_logits : s->logits;
+    matmul(out, &m->weights.classifier, x, rows, s->xq, s->xq_scale);
+    if (all_logits)
+        memcpy(s->logits, all_logits + (size_t)(n - 1) * p->vocab_size,
+               p->vocab_size * sizeof(float));
+}
+
+/* The whole network for a chunk of n <= chunk_len tokens; the logits of all of them into
+ * all_logits, or with `last` only of the last one, or none. */
 static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *all_logits,
                           int last) {
     const Config *p = &m->config;
-    const Weights *w = &m->weights;
-    RunState *s = &m->state;
-    int dim = p->dim, hidden = p->hidden_dim, hs = p->head_size;
-    int q_dim = p->n_heads * hs, kv_dim = p->n_kv_heads * hs;
-    int8_t *xq = s->xq;
-    float *xq_scale = s->xq_scale;
-    /* the per-token loops go to all threads when that pays for waking them (not for 260K) */
-    int share = (long)n * dim >= (1 << 14);
-    (void)share; /* read only by OpenMP */
-
-    /* x = tok_embeddings(token), and the RoPE angles of each token's position */
-    for (int i = 0; i < n; i++) {
-        dequantize_row(s->cx + (size_t)i * dim, &w->token_embedding, tokens[i], dim);
-        rope_angles(s->crope_cos + (size_t)i * (hs / 2), s->crope_sin + (size_t)i * (hs / 2),
-                    pos + i, hs, p->rope_theta);
-    }
-
+    embed(m, tokens, n);
+    rope_angles(m->state.rope_cos, m->state.rope_sin, pos, n, p->head_size, p->rope_theta);
     for (int l = 0; l < p->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        size_t layer_cache = (size_t)l * p->seq_len * kv_dim;
-        float *key_cache = s->key_cache + layer_cache;
-        float *value_cache = s->value_cache + layer_cache;
-
-        /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
-        #pragma omp parallel for if (share)
-        for (int i = 0; i < n; i++)
-            rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->attn_norm, dim,
-                    p->norm_eps);
-        Product qkv[3] = {{s->cq, &lw->wq, q_dim}, {s->ck, &lw->wk, kv_dim},
-                          {s->cv, &lw->wv, kv_dim}};
-        matmul_many(qkv, 3, s->cxb, xq, xq_scale, n, dim);
-
-        /* rotate each token's q and k by its own position; all n keys and values enter the
-         * cache before attention, which then keeps each query to the positions up to its own */
-        #pragma omp parallel for if (share)
-        for (int i = 0; i < n; i++) {
-            const float *cos_row = s->crope_cos + (size_t)i * (hs / 2);
-            const float *sin_row = s->crope_sin + (size_t)i * (hs / 2);
-            rope(s->cq + (size_t)i * q_dim, cos_row, sin_row, p->n_heads, hs);
-            rope(s->ck + (size_t)i * kv_dim, cos_row, sin_row, p->n_kv_heads, hs);
-            kv_cache_store(key_cache, value_cache, s->ck + (size_t)i * kv_dim,
-                           s->cv + (size_t)i * kv_dim, p->n_kv_heads, hs, p->seq_len, pos + i);
-        }
-        attention_chunk(s->cxb, s->att, s->cq, key_cache, value_cache, n, p->n_heads,
-                        p->n_kv_heads, hs, p->seq_len, pos, m->attn, l);
-
-        /* x = x + wo(xb) */
-        matmul(s->cxb2, &lw->wo, s->cxb, xq, xq_scale, n, dim, q_dim);
-        #pragma omp parallel for if (share)
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
-
-        /* x = x + w2(silu(w1(xb)) * w3(xb)), xb = ffn_norm(x) */
-        #pragma omp parallel for if (share)
-        for (int i = 0; i < n; i++)
-            rmsnorm(s->cxb + (size_t)i * dim, s->cx + (size_t)i * dim, lw->ffn_norm, dim,
-                    p->norm_eps);
-        Product up[2] = {{s->chb, &lw->w1, hidden}, {s->chb2, &lw->w3, hidden}};
-        matmul_many(up, 2, s->cxb, xq, xq_scale, n, dim);
-        #pragma omp parallel for if (share)
-        for (int i = 0; i < n; i++)
-            swiglu(s->chb + (size_t)i * hidden, s->chb + (size_t)i * hidden,
-                   s->chb2 + (size_t)i * hidden, hidden);
-        matmul(s->cxb2, &lw->w2, s->chb, xq, xq_scale, n, dim, hidden);
-        #pragma omp parallel for if (share)
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->cx[i] += s->cxb2[i];
+        attention_block(m, l, n, pos);
+        feedforward_block(m, l, n);
     }
-
-    /* logits = output(norm(x)), for every position or only the last */
-    if (all_logits) {
-        for (int i = 0; i < n; i++)
-            rmsnorm(s->cx + (size_t)i * dim, s->cx + (size_t)i * dim, w->final_norm, dim,
-                    p->norm_eps);
-        matmul(all_logits, &w->classifier, s->cx, xq, xq_scale, n, p->vocab_size, dim);
-        if (last)
-            memcpy(s->logits, all_logits + (size_t)(n - 1) * p->vocab_size,
-                   p->vocab_size * sizeof(float));
-    } else if (last) {
-        float *x = s->cx + (size_t)(n - 1) * dim;
-        rmsnorm(x, x, w->final_norm, dim, p->norm_eps);
-        matvec(s, s->logits, &w->classifier, x, p->vocab_size, dim);
-    }
+    if (all_logits || last) classify(m, n, all_logits);
 }
 
-float *model_prefill(Model *m, const int *tokens, int n, int pos, float *all_logits) {
+float *model_forward(Model *m, const int *tokens, int n, int pos, float *all_logits) {
     const Config *p = &m->config;
     if (n <= 0 || pos < 0 || pos > p->seq_len - n) return NULL;
     for (int i = 0; i < n; i++)

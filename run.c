@@ -23,7 +23,10 @@
 #endif
 
 #include "attnviz.h"
+#include "chat.h"
 #include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
 
 #define VERSION "0.1.0"
 
@@ -462,7 +465,7 @@ static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
     if (o->logits_file && !(all = malloc((size_t)n * o->vocab_size * sizeof *all)))
         die("out of memory");
     for (int i = 0; o->attn && i < n; i++) attn_record_token(o->attn, pos + i, tokens[i]);
-    float *logits = model_prefill(m, tokens, n, pos, all);
+    float *logits = model_forward(m, tokens, n, pos, all);
     if (!logits) die("a token or position is outside the model (prefill at %d)", pos);
     if (all) write_logits(o, all, n);
     free(all);
@@ -471,7 +474,7 @@ static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
 
 static float *forward(Model *m, Output *o, int token, int pos) {
     if (o->attn) attn_record_token(o->attn, pos, token); /* --attn: which token sits at pos */
-    float *logits = model_forward(m, token, pos);
+    float *logits = model_forward(m, &token, 1, pos, NULL);
     if (!logits) die("token %d at position %d is outside the model", token, pos);
     if (o->logits_file) write_logits(o, logits, 1);
     return logits;
@@ -693,7 +696,7 @@ static void perplexity(Model *m, const Tokenizer *t, const char *path) {
     int *tokens = encode(t, text, 1, &n);
     if (n < 2) die("%s: no text to predict", path);
     if (c->seq_len < 2) die("%s: a context of one position cannot predict anything", path);
-    int batch = 64; /* positions per model_prefill call: bounds the logits buffer */
+    int batch = 64; /* positions per model_forward call: bounds the logits buffer */
     float *logits = malloc((size_t)batch * c->vocab_size * sizeof(float));
     if (!logits) die("out of memory");
 
@@ -703,7 +706,7 @@ static void perplexity(Model *m, const Tokenizer *t, const char *path) {
         int len = n - start < c->seq_len ? n - start : c->seq_len;
         for (int done = 0; done < len; done += batch) {
             int k = len - done < batch ? len - done : batch;
-            if (!model_prefill(m, tokens + start + done, k, done, logits))
+            if (!model_forward(m, tokens + start + done, k, done, logits))
                 die("%s: a token is outside the model's vocabulary", path);
             for (int i = 0; i < k && done + i + 1 < len; i++) {
                 /* -log softmax(row)[target], as log-sum-exp minus the target's logit */
@@ -750,15 +753,14 @@ int main(int argc, char **argv) {
     const char *tokenizer_path = opt.tokenizer_path;
     if (!tokenizer_path && model.tokenizer_data) {
         if (tokenizer_load_memory(&tokenizer, model.tokenizer_data, model.tokenizer_size,
-                                  c->vocab_size, err) != 0)
+                                  c->vocab_size, c->bos_id, c->eos_id, err) != 0)
             die("%s: embedded tokenizer: %s", opt.checkpoint, err);
     } else {
         if (!tokenizer_path) tokenizer_path = "tokenizer.bin";
-        if (tokenizer_load(&tokenizer, tokenizer_path, c->vocab_size, err) != 0)
+        if (tokenizer_load(&tokenizer, tokenizer_path, c->vocab_size, c->bos_id, c->eos_id,
+                           err) != 0)
             die("%s: %s", tokenizer_path, err);
     }
-    tokenizer.bos_id = c->bos_id;
-    tokenizer.eos_id = c->eos_id;
     Stats stats = {.load_s = now_seconds() - load_start, .ttft_s = -1.0};
 
     if (opt.ppl_path) {
@@ -772,10 +774,9 @@ int main(int argc, char **argv) {
 
     long long seed = opt.seed != 0 ? opt.seed : (long long)time(NULL);
     Sampler sampler;
-    if (sampler_init(&sampler, c->vocab_size, opt.temperature, opt.topp, (uint64_t)seed) != 0)
-        die("out of memory");
-    sampler.top_k = opt.top_k;
-    sampler.min_p = opt.min_p;
+    SamplerSettings settings = {.temperature = opt.temperature, .topp = opt.topp,
+                                .top_k = opt.top_k, .min_p = opt.min_p, .seed = (uint64_t)seed};
+    if (sampler_init(&sampler, c->vocab_size, settings) != 0) die("out of memory");
 
     /* The template: --template wins over the model file's, and llama2.c files, which name
      * none, get Llama 2's. */
@@ -794,7 +795,7 @@ int main(int argc, char **argv) {
     if (opt.logits_path && !(out.logits_file = fopen(opt.logits_path, "wb")))
         die("%s: cannot write: %s", opt.logits_path, strerror(errno));
 
-    /* --attn, --attn-html, --attn-top: the model hands every attention row to a recorder
+    /* --attn, --attn-html, --attn-top: the model shows every attention row to a recorder
      * (attnviz.h), sized for the positions this run can reach */
     AttnRecorder attn;
     if ((opt.attn_path || opt.attn_html_path || opt.attn_top) && !opt.print_tokens) {
@@ -812,7 +813,8 @@ int main(int argc, char **argv) {
         if (attn_recorder_init(&attn, c, positions, opt.attn_path || opt.attn_html_path,
                                err) != 0)
             die("--attn: %s", err);
-        model.attn = out.attn = &attn;
+        model_observe_attention(&model, attn_observe, &attn);
+        out.attn = &attn;
         out.attn_top = opt.attn_top;
         out.attn_layer = opt.attn_layer >= 0 ? opt.attn_layer : c->n_layers - 1;
     }

@@ -15,14 +15,15 @@
 #include <stdlib.h>
 
 #include "kernels.h"
+#include "sampler.h"
 
-int sampler_init(Sampler *s, int vocab_size, float temperature, float topp, uint64_t seed) {
+int sampler_init(Sampler *s, int vocab_size, SamplerSettings settings) {
     s->vocab_size = vocab_size;
-    s->temperature = temperature;
-    s->topp = topp;
-    s->top_k = 0;
-    s->min_p = 0.0f;
-    s->rng_state = seed;
+    s->temperature = settings.temperature;
+    s->topp = settings.topp;
+    s->top_k = settings.top_k;
+    s->min_p = settings.min_p;
+    s->rng_state = settings.seed;
     s->probindex = malloc(2 * (size_t)vocab_size * sizeof *s->probindex);
     return s->probindex ? 0 : -1;
 }

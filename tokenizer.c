@@ -26,13 +26,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model.h"
+#include "tokenizer.h"
 
 /* Limits on hostile files. Real pieces are a few dozen bytes (Llama 2's longest is 16), and
  * callers may put a piece on the stack (fuzz/fuzz_encode.c does), so a piece longer than
@@ -281,7 +282,8 @@ static int parse_body(Tokenizer *t, const unsigned char *data, size_t size, int 
 /* Loads llama2.c's tokenizer.bin, using its first vocab_size pieces. Only a regular file is
  * read: a FIFO would block and /dev/zero would never end. Returns 0, or -1 with the reason in
  * err. */
-int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_MAX]) {
+int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, int bos_id, int eos_id,
+                   char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
     int fd = open(path, O_RDONLY | O_NONBLOCK); /* O_NONBLOCK: a FIFO is refused, not waited on */
     if (fd < 0) {
@@ -320,6 +322,8 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_
         rc = -1;
     } else {
         rc = parse_body(t, buf, size, -1, vocab_size, err);
+        t->bos_id = bos_id;
+        t->eos_id = eos_id;
     }
     free(buf);
     return rc;
@@ -328,7 +332,7 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, char err[ERR_
 /* Loads a tokenizer section: a u32 piece count (which must equal vocab_size), then the
  * tokenizer.bin body, ending exactly at size. Returns 0, or -1 with the reason in err. */
 int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int vocab_size,
-                          char err[ERR_MAX]) {
+                          int bos_id, int eos_id, char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
     Reader r = {data, size, 0};
     if (data == NULL || reader_left(&r) < 4) {
@@ -341,7 +345,11 @@ int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int vocab
                  vocab_size);
         return -1;
     }
-    return parse_body(t, r.data + r.off, reader_left(&r), (int)count, vocab_size, err);
+    if (parse_body(t, r.data + r.off, reader_left(&r), (int)count, vocab_size, err) != 0)
+        return -1;
+    t->bos_id = bos_id;
+    t->eos_id = eos_id;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

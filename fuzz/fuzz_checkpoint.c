@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
 #ifdef FUZZ_TLLM
@@ -35,28 +37,27 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     char err[ERR_MAX];
     if (model_load_memory(&m, buf, size, err) == 0) {
         const Config *c = &m.config;
-        float *logits = model_forward(&m, c->vocab_size - 1, 0);
+        int last = c->vocab_size - 1, zero = 0;
+        float *logits = model_forward(&m, &last, 1, 0, NULL);
         if (!logits) abort(); /* a loaded model must run every valid token at position 0 */
         for (int k = 0; k < 4; k++) {
             /* greedy, top-p, plain sampling, then top-k with min-p */
             Sampler s;
             float temperature[4] = {0.0f, 1.0f, 1.0f, 1.0f}, topp[4] = {0.9f, 0.9f, 1.0f, 0.9f};
-            if (sampler_init(&s, c->vocab_size, temperature[k], topp[k], 42) != 0) break;
-            if (k == 3) {
-                s.top_k = 5;
-                s.min_p = 0.05f;
-            }
+            SamplerSettings set = {.temperature = temperature[k], .topp = topp[k], .seed = 42,
+                                   .top_k = k == 3 ? 5 : 0, .min_p = k == 3 ? 0.05f : 0.0f};
+            if (sampler_init(&s, c->vocab_size, set) != 0) break;
             int next = sampler_sample(&s, logits); /* may overwrite the logits: last use */
             sampler_free(&s);
             if (next < 0 || next >= c->vocab_size) abort();
         }
-        if (c->seq_len > 1) model_forward(&m, 0, 1);
+        if (c->seq_len > 1) model_forward(&m, &zero, 1, 1, NULL);
         /* the last position of the KV cache, when attending over it all is cheap enough */
-        if (c->seq_len > 2 && c->seq_len <= 4096) model_forward(&m, 0, c->seq_len - 1);
+        if (c->seq_len > 2 && c->seq_len <= 4096) model_forward(&m, &zero, 1, c->seq_len - 1, NULL);
         if (m.tokenizer_data) {
             Tokenizer t;
             if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size, c->vocab_size,
-                                      err) == 0)
+                                      c->bos_id, c->eos_id, err) == 0)
                 tokenizer_free(&t);
         }
         model_free(&m);

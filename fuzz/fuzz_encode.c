@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "tokenizer.h"
 
 static Tokenizer tokenizer;
 static int loaded;
@@ -29,7 +29,7 @@ static void check_utf8(const unsigned char *out, size_t n) {
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     if (!loaded) {
         char err[ERR_MAX];
-        if (tokenizer_load(&tokenizer, "../shared/models/tokenizer.bin", 32000, err) != 0) {
+        if (tokenizer_load(&tokenizer, "../shared/models/tokenizer.bin", 32000, 1, 2, err) != 0) {
             fprintf(stderr, "../shared/models/tokenizer.bin: %s\n", err);
             abort();
         }

@@ -1,5 +1,5 @@
 /*
- * test_kernels.c - unit tests of kernels.c and attention.c.
+ * test_kernels.c - unit tests of the kernels: kernels.c, matmul*.c and attention.c.
  *
  * Small cases computed by hand pin down what each kernel means; random inputs of awkward sizes
  * (not multiples of the vector widths, short last groups) hold every fast path to the plain C
@@ -16,7 +16,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdint.h>
+
+#include "attention.h"
 #include "kernels.h"
+#include "matmul.h"
 
 static int passed, failed;
 
@@ -50,6 +54,13 @@ static float *random_floats(size_t n) {
     return a;
 }
 
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static uint16_t f32_to_bf16(float f) { /* round to nearest even, as export does */
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -61,14 +72,14 @@ static uint16_t f32_to_bf16(float f) { /* round to nearest even, as export does 
 
 static void test_rmsnorm(void) {
     float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f}, out[4];
-    rmsnorm(out, x, w, 4, 0.0f);
+    rmsnorm(out, x, w, 1, 4, 0.0f);
     float rms = sqrtf(30.0f / 4.0f); /* mean of 1 + 4 + 9 + 16 */
     for (int i = 0; i < 4; i++)
         CHECK(close_to(out[i], w[i] * x[i] / rms, 1e-6f), "out[%d] = %g", i, out[i]);
-    rmsnorm(x, x, w, 4, 0.0f); /* in place */
+    rmsnorm(x, x, w, 1, 4, 0.0f); /* in place */
     CHECK(memcmp(x, out, sizeof out) == 0, "in-place rmsnorm differs");
     float z[3] = {0, 0, 0}, one[3] = {1, 1, 1};
-    rmsnorm(z, z, one, 3, 1e-5f); /* eps keeps a zero vector finite */
+    rmsnorm(z, z, one, 1, 3, 1e-5f); /* eps keeps a zero vector finite */
     CHECK(z[0] == 0.0f && z[2] == 0.0f, "zero vector gave %g", z[0]);
 }
 
@@ -119,14 +130,14 @@ static void test_exp_kernels_vs_ref(void) {
 
 static void test_matvec_by_hand(void) {
     float w[6] = {1, 2, 3, 4, 5, 6}, x[3] = {1, 0.5f, -1}, y[2];
-    Tensor t = {.data = w, .type = WEIGHT_F32};
-    matmul(y, &t, x, NULL, NULL, 1, 2, 3);
+    Tensor t = {.data = w, .type = WEIGHT_F32, .rows = 2, .cols = 3};
+    matmul(y, &t, x, 1, NULL, NULL);
     CHECK(y[0] == -1.0f && y[1] == 0.5f, "f32: %g %g, want -1 0.5", y[0], y[1]);
 
     uint16_t wb[6]; /* small integers are exact in bf16 */
     for (int i = 0; i < 6; i++) wb[i] = f32_to_bf16(w[i]);
-    Tensor tb = {.data = wb, .type = WEIGHT_BF16};
-    matmul(y, &tb, x, NULL, NULL, 1, 2, 3);
+    Tensor tb = {.data = wb, .type = WEIGHT_BF16, .rows = 2, .cols = 3};
+    matmul(y, &tb, x, 1, NULL, NULL);
     CHECK(y[0] == -1.0f && y[1] == 0.5f, "bf16: %g %g, want -1 0.5", y[0], y[1]);
 
     /* Q8_0, group 32, one group per row: weights q * 0.5; x's max 1 maps to 127 and 0.5 to
@@ -135,8 +146,9 @@ static void test_matvec_by_hand(void) {
     float ws[2] = {0.5f, 0.5f};
     int8_t xq[3];
     float xs[1];
-    Tensor tq = {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = 32};
-    matmul(y, &tq, x, xq, xs, 1, 2, 3);
+    Tensor tq = {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = 32, .rows = 2,
+                 .cols = 3};
+    matmul(y, &tq, x, 1, xq, xs);
     CHECK(xq[0] == 127 && xq[1] == 64 && xq[2] == -127, "xq = %d %d %d", xq[0], xq[1], xq[2]);
     float want0 = (2 * 127 + 4 * 64 - 6 * 127) * 0.5f / 127.0f;
     float want1 = (8 * 127 + 10 * 64 - 12 * 127) * 0.5f / 127.0f;
@@ -225,14 +237,12 @@ static void test_matmul_float_types_vs_ref(void) {
                     float *y = malloc(sizeof(float) * n * rows);
                     float *ref = malloc(sizeof(float) * n * rows);
                     float *mag = calloc((size_t)n * rows, sizeof(float));
-                    Tensor t = bf16 ? (Tensor){.data = wb, .type = WEIGHT_BF16}
-                                    : (Tensor){.data = w, .type = WEIGHT_F32};
-                    matmul(y, &t, x, NULL, NULL, n, rows, cols);
+                    Tensor t = {.data = bf16 ? (void *)wb : (void *)w,
+                                .type = bf16 ? WEIGHT_BF16 : WEIGHT_F32, .rows = rows, .cols = cols};
+                    matmul(y, &t, x, n, NULL, NULL);
+                    matmul_ref(ref, &t, x, n, NULL, NULL);
                     for (int k = 0; k < n; k++) {
-                        float *rk = ref + (size_t)k * rows;
                         const float *xk = x + (size_t)k * cols;
-                        if (bf16) matvec_bf16_ref(rk, wb, xk, rows, cols);
-                        else matvec_f32_ref(rk, w, xk, rows, cols);
                         for (int i = 0; i < rows; i++)
                             for (int j = 0; j < cols; j++)
                                 mag[k * rows + i] += fabsf(w[i * cols + j] * xk[j]);
@@ -253,11 +263,12 @@ static void test_matmul_float_types_vs_ref(void) {
 
 /* The rearranged copy of a Q8_0 matrix on VNNI builds (which must make one), or NULL. Free
  * it when done with the tensor. */
-static void *pack(Tensor *t, int rows, int cols) {
-    size_t size = q8_packed_size(t, rows, cols);
-    CHECK(size > 0 || !strstr(kernels_isa(), "vnni"), "a VNNI build did not pack");
+static void *pack(Tensor *t) {
+    const WeightType *type = weight_type(t->type);
+    size_t size = type->packed_size(t);
+    CHECK(size > 0 || !strstr(type->isa, "vnni"), "a VNNI build did not pack");
     void *mem = NULL;
-    if (size > 0 && posix_memalign(&mem, 64, size) == 0) q8_pack(t, rows, cols, mem);
+    if (size > 0 && posix_memalign(&mem, 64, size) == 0) type->pack(t, mem);
     return mem;
 }
 
@@ -280,13 +291,13 @@ static void test_matmul_q8_vs_ref(void) {
                     float *xs = malloc(sizeof(float) * n * groups), *xs2 = malloc(sizeof(float) * n * groups);
                     float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
                     float *mag = calloc((size_t)n * rows, sizeof(float));
-                    Tensor t = {.data = w, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs};
-                    matmul(y, &t, x, xq, xs, n, rows, cols);
+                    Tensor t = {.data = w, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs,
+                                .rows = rows, .cols = cols};
+                    matmul(y, &t, x, n, xq, xs);
+                    matmul_ref(ref, &t, x, n, xq2, xs2);
                     for (int k = 0; k < n; k++) {
                         int8_t *q = xq2 + (size_t)k * cols;
                         float *s = xs2 + (size_t)k * groups;
-                        quantize_q8_ref(q, s, x + (size_t)k * cols, cols, gs);
-                        matvec_q8_ref(ref + (size_t)k * rows, w, ws, q, s, rows, cols, gs);
                         for (int i = 0; i < rows; i++)
                             for (int j = 0; j < cols; j++)
                                 mag[k * rows + i] += fabsf(w[i * cols + j] * ws[i * groups + j / gs] *
@@ -300,9 +311,9 @@ static void test_matmul_q8_vs_ref(void) {
                           rows, cols, n, bad);
                     /* the rearranged weights of VNNI builds: each row adds up its groups in
                      * the reference's order, so the numbers are the reference's, bit for bit */
-                    void *packed = pack(&t, rows, cols);
+                    void *packed = pack(&t);
                     if (packed) {
-                        matmul(y, &t, x, xq, xs, n, rows, cols);
+                        matmul(y, &t, x, n, xq, xs);
                         CHECK(memcmp(y, ref, sizeof(float) * n * rows) == 0,
                               "packed: group %d rows %d cols %d tokens %d: not the reference's",
                               gs, rows, cols, n);
@@ -326,16 +337,18 @@ static void test_matmul_chunk_equals_single(void) {
         wq[i] = (int8_t)((int)(next_u32() % 255) - 127);
     }
     for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f;
-    Tensor tensors[4] = {{.data = w, .type = WEIGHT_F32}, {.data = wb, .type = WEIGHT_BF16},
-                         {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs},
-                         {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs}};
-    void *packed = pack(&tensors[3], rows, cols);
+    Tensor tensors[4] = {
+        {.data = w, .type = WEIGHT_F32, .rows = rows, .cols = cols},
+        {.data = wb, .type = WEIGHT_BF16, .rows = rows, .cols = cols},
+        {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs, .rows = rows, .cols = cols},
+        {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs, .rows = rows, .cols = cols}};
+    void *packed = pack(&tensors[3]);
     float *chunk = malloc(sizeof(float) * n * rows), *one = malloc(sizeof(float) * rows);
     for (int k = 0; k < 4; k++) {
-        matmul(chunk, &tensors[k], x, xq, xs, n, rows, cols);
+        matmul(chunk, &tensors[k], x, n, xq, xs);
         int same = 1;
         for (int t = 0; t < n; t++) {
-            matmul(one, &tensors[k], x + (size_t)t * cols, xq, xs, 1, rows, cols);
+            matmul(one, &tensors[k], x + (size_t)t * cols, 1, xq, xs);
             same &= memcmp(one, chunk + (size_t)t * rows, sizeof(float) * rows) == 0;
         }
         CHECK(same, "weight type %d: a chunk of %d tokens differs from single tokens", k, n);
@@ -367,22 +380,22 @@ static void test_vecmat_vs_ref(void) {
 static void test_rope(void) {
     /* head_size 2, position 1, theta 10000: one pair, rotated by exactly 1 radian */
     float c[4], sn[4];
-    rope_angles(c, sn, 0, 2, 10000.0f);
+    rope_angles(c, sn, 0, 1, 2, 10000.0f);
     CHECK(c[0] == 1.0f && sn[0] == 0.0f, "position 0 must not rotate");
-    rope_angles(c, sn, 1, 2, 10000.0f);
+    rope_angles(c, sn, 1, 1, 2, 10000.0f);
     float v[2] = {1, 0};
-    rope(v, c, sn, 1, 2);
+    rope(v, c, sn, 1, 1, 2);
     CHECK(close_to(v[0], cosf(1), 1e-7f) && close_to(v[1], sinf(1), 1e-7f), "(1,0) -> %g %g",
           v[0], v[1]);
 
     /* head_size 8, pair i turns by pos * 10000^(-2i/8); every pair keeps its length */
     int hs = 8, pos = 37;
-    rope_angles(c, sn, pos, hs, 10000.0f);
+    rope_angles(c, sn, pos, 1, hs, 10000.0f);
     CHECK(close_to(c[1], cosf(pos * powf(10000.0f, -0.25f)), 1e-5f), "pair 1 at %d: cos %g",
           pos, c[1]);
     float q[16], before[16];
     for (int i = 0; i < 16; i++) q[i] = before[i] = uniform();
-    rope(q, c, sn, 2, hs);
+    rope(q, c, sn, 1, 2, hs);
     for (int i = 0; i < 16; i += 2) {
         float r0 = hypotf(before[i], before[i + 1]), r1 = hypotf(q[i], q[i + 1]);
         CHECK(close_to(r0, r1, 1e-6f), "pair %d: length %g became %g", i / 2, r0, r1);
@@ -393,50 +406,63 @@ static void test_attention_by_hand(void) {
     /* one head of size 2, two positions: scores 0 and ln 3 after the 1/sqrt(2) scaling, so
      * the weights are 1/4 and 3/4 and the output 1/4 v0 + 3/4 v1 */
     int hs = 2, seq = 4;
-    float kc[8] = {0}, vc[8] = {0}, att[4], out[2];
+    KvCache kv;
+    kv_cache_init(&kv, 1, 1, hs, seq);
+    float att[4], out[2];
     float q[2] = {1, 0}, k0[2] = {0, 0}, k1[2] = {sqrtf(2) * logf(3), 0};
     float v0[2] = {4, 0}, v1[2] = {0, 8};
-    kv_cache_store(kc, vc, k0, v0, 1, hs, seq, 0);
-    kv_cache_store(kc, vc, k1, v1, 1, hs, seq, 1);
-    attention(out, att, q, kc, vc, 1, 1, hs, seq, 1);
+    kv_cache_store(&kv, 0, k0, v0, 1, 0);
+    kv_cache_store(&kv, 0, k1, v1, 1, 1);
+    attention(out, att, q, &kv, 0, 1, 1, 1);
     CHECK(close_to(att[0], 0.25f, 1e-6f) && close_to(att[1], 0.75f, 1e-6f), "weights %g %g",
           att[0], att[1]);
     CHECK(close_to(out[0], 1.0f, 1e-5f) && close_to(out[1], 6.0f, 1e-5f), "out %g %g, want 1 6",
           out[0], out[1]);
-    attention(out, att, q, kc, vc, 1, 1, hs, seq, 0); /* causal: position 0 sees only v0 */
+    attention(out, att, q, &kv, 0, 1, 0, 1); /* causal: position 0 sees only v0 */
     CHECK(out[0] == 4.0f && out[1] == 0.0f, "position 0 out %g %g, want 4 0", out[0], out[1]);
+    kv_cache_free(&kv);
 }
 
 static void test_gqa_head_mapping(void) {
     /* 6 query heads over 3 KV heads: heads 0,1 read KV head 0, heads 2,3 KV head 1, heads 4,5
      * KV head 2. With one position the output of a head is its KV head's value. */
     int hs = 4, seq = 3, kv_heads = 3, heads = 6;
-    float kc[3 * 3 * 4] = {0}, vc[3 * 3 * 4] = {0}, k[12], v[12], q[24], out[24], att[18];
+    KvCache kv;
+    kv_cache_init(&kv, 1, kv_heads, hs, seq);
+    float k[12], v[12], q[24], out[24], att[18];
     for (int i = 0; i < 12; i++) k[i] = uniform(), v[i] = (float)(i / hs + 1) * 10 + i % hs;
     for (int i = 0; i < 24; i++) q[i] = uniform();
-    kv_cache_store(kc, vc, k, v, kv_heads, hs, seq, 0);
-    attention(out, att, q, kc, vc, heads, kv_heads, hs, seq, 0);
+    kv_cache_store(&kv, 0, k, v, 1, 0);
+    attention(out, att, q, &kv, 0, 1, 0, heads);
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < hs; i++)
             CHECK(out[h * hs + i] == v[(h / 2) * hs + i], "head %d reads the wrong KV head: %g",
                   h, out[h * hs + i]);
+    kv_cache_free(&kv);
 }
 
-/* attention_chunk must give each query what attention gives it alone at its position. */
+/* A chunk of queries must give each query what it gets alone at its position, and
+ * attention_weights (what --attn sees) the same numbers again. */
 static void test_attention_chunk(void) {
     int hs = 6, seq = 20, heads = 4, kv_heads = 2, pos = 5, n = 7;
-    size_t cache = (size_t)kv_heads * seq * hs;
-    float *kc = random_floats(cache), *vc = random_floats(cache);
+    KvCache kv;
+    kv_cache_init(&kv, 2, kv_heads, hs, seq);
+    size_t cache = (size_t)2 * kv_heads * seq * hs;
+    for (size_t i = 0; i < cache; i++) kv.keys[i] = uniform(), kv.values[i] = uniform();
     float *q = random_floats((size_t)n * heads * hs);
     float *out = malloc(sizeof(float) * n * heads * hs), *one = malloc(sizeof(float) * heads * hs);
     float *att = malloc(sizeof(float) * heads * seq);
-    attention_chunk(out, att, q, kc, vc, n, heads, kv_heads, hs, seq, pos, NULL, 0);
+    attention(out, att, q, &kv, 1, n, pos, heads);
     for (int i = 0; i < n; i++) {
-        attention(one, att, q + (size_t)i * heads * hs, kc, vc, heads, kv_heads, hs, seq, pos + i);
+        attention(one, att, q + (size_t)i * heads * hs, &kv, 1, 1, pos + i, heads);
         CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
               "query %d of the chunk differs from attention() at position %d", i, pos + i);
+        attention_weights(one, att, q + (size_t)i * heads * hs, &kv, 1, pos + i, heads);
+        CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
+              "attention_weights at position %d differs from attention()", pos + i);
     }
-    free(kc), free(vc), free(q), free(out), free(one), free(att);
+    kv_cache_free(&kv);
+    free(q), free(out), free(one), free(att);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -475,12 +501,12 @@ static void bench(void) {
         uint16_t *w = malloc(sizeof(uint16_t) * rows * cols), *xb = malloc(sizeof(uint16_t) * cols);
         for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = f32_to_bf16(uniform() * 0.05f);
         float *x = random_floats(cols), *y = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
-        Tensor t = {.data = w, .type = WEIGHT_BF16};
-        matvec_bf16_ref(ref, w, x, rows, cols);
+        Tensor t = {.data = w, .type = WEIGHT_BF16, .rows = rows, .cols = cols};
+        matmul_ref(ref, &t, x, 1, NULL, NULL);
         double best = 1e9, err = 0;
         for (int rep = 0; rep < 20; rep++) {
             double t0 = now();
-            matmul(y, &t, x, NULL, NULL, 1, rows, cols);
+            matmul(y, &t, x, 1, NULL, NULL);
             best = fmin(best, now() - t0);
         }
         for (int i = 0; i < rows; i++) err = fmax(err, fabsf(y[i] - ref[i]));
@@ -508,7 +534,7 @@ int main(int argc, char **argv) {
         bench();
         return 0;
     }
-    printf("kernels: %s\n", kernels_isa());
+    printf("kernels: %s\n", matmul_isa());
     test_rmsnorm();
     test_softmax();
     test_matvec_by_hand();

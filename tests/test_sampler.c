@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdint.h>
+
 #include "kernels.h"
+#include "sampler.h"
 
 static int failed = 0;
 
@@ -24,12 +27,12 @@ static void check(int ok, const char *what) {
 static void check_kept(const char *what, const float *probs, int n, int top_k, float min_p,
                        float topp, const int *want, int n_want) {
     Sampler s;
-    if (sampler_init(&s, n, 1.0f, topp, 1) != 0) {
+    SamplerSettings set = {.temperature = 1.0f, .topp = topp, .top_k = top_k, .min_p = min_p,
+                           .seed = 1};
+    if (sampler_init(&s, n, set) != 0) {
         check(0, "sampler_init");
         return;
     }
-    s.top_k = top_k;
-    s.min_p = min_p;
     int got = sampler_filter(&s, probs);
     int ok = got == n_want;
     for (int i = 0; ok && i < n_want; i++) ok = s.probindex[i].index == want[i];
@@ -96,11 +99,10 @@ static void test_filters(void) {
  * out, in proportion to their renormalised probabilities. */
 static void test_draws(void) {
     Sampler s;
-    if (sampler_init(&s, 4, 1.0f, 0.0f, 99) != 0) {
+    if (sampler_init(&s, 4, (SamplerSettings){.temperature = 1.0f, .top_k = 2, .seed = 99}) != 0) {
         check(0, "sampler_init");
         return;
     }
-    s.top_k = 2;
     int counts[4] = {0};
     const int draws = 20000;
     for (int i = 0; i < draws; i++) {
@@ -132,7 +134,8 @@ static void test_llama2c_draws(void) {
     float logits[V];
     for (int c = 0; c < 4; c++) {
         Sampler s;
-        if (sampler_init(&s, V, temps[c], topps[c], 42 + c) != 0) {
+        SamplerSettings set = {.temperature = temps[c], .topp = topps[c], .seed = 42 + c};
+        if (sampler_init(&s, V, set) != 0) {
             check(0, "sampler_init");
             return;
         }
@@ -168,7 +171,7 @@ static void test_greedy(void) {
             if (trial % 4 == 1) x[lcg(&state) % n] = NAN;
             if (trial % 10 == 2) x[0] = NAN;
             Sampler s;
-            if (sampler_init(&s, n, 0.0f, 0.9f, 1) != 0) {
+            if (sampler_init(&s, n, (SamplerSettings){.topp = 0.9f, .seed = 1}) != 0) {
                 check(0, "sampler_init");
                 return;
             }
@@ -228,7 +231,7 @@ static void test_topp_ties(void) {
     static float logits[V], copy[V];
     static ProbIndex cand[V];
     Sampler s;
-    if (sampler_init(&s, V, 1.0f, 0.9f, 7) != 0) {
+    if (sampler_init(&s, V, (SamplerSettings){.temperature = 1.0f, .topp = 0.9f, .seed = 7}) != 0) {
         check(0, "sampler_init");
         return;
     }

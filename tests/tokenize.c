@@ -21,7 +21,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "model.h"
+#include "tokenizer.h"
 
 /* Reads the whole of f into a NUL-terminated buffer. Returns it (free it), or NULL. */
 static char *read_all(FILE *f, size_t *size) {
@@ -222,10 +222,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: out of memory\n", path);
             return 1;
         }
-        rc = tokenizer_load_memory(&t, data, size, vocab_size, err);
+        rc = tokenizer_load_memory(&t, data, size, vocab_size, 1, 2, err);
         free(data); /* the tokenizer keeps copies of everything it needs */
     } else {
-        rc = tokenizer_load(&t, path, vocab_size, err);
+        rc = tokenizer_load(&t, path, vocab_size, 1, 2, err);
     }
     if (rc != 0) {
         fprintf(stderr, "%s: %s\n", path, err);

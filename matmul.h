@@ -1,0 +1,108 @@
+/*
+ * matmul.h - weight matrices of every type, and the products that read them.
+ *
+ * Nearly all the time of a forward pass is spent in matmul: every weight is read once per
+ * token while decoding, once per chunk of tokens while reading the prompt. Each weight type
+ * has one home, a file matmul_<type>.c holding its storage layout, its plain C reference
+ * product (the definition) beside its fast paths, and one row in the table below; matmul.c
+ * shares the rows of a product out among the threads and calls the type's kernel. A new
+ * type is one new file plus one table row. tests/test_kernels.c holds every fast path to its
+ * reference on awkward sizes.
+ */
+#ifndef MATMUL_H
+#define MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { WEIGHT_F32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_TYPES = 3 };
+
+/* A weight matrix (rows, cols) of any type, one row per output (PyTorch's nn.Linear layout).
+ * It points into the read-only file mapping, or into the model's arena for a matrix moved out
+ * of it at load time; it owns no memory. */
+typedef struct {
+    int type;             /* WEIGHT_* */
+    int rows, cols;
+    int group_size;       /* quantized types: weights per scale along a row; 0 otherwise */
+    const void *data;     /* the values as stored: f32, bf16 (uint16) or int8, row-major */
+    const float *scales;  /* Q8_0: (rows, ceil(cols / group_size)), else NULL */
+    const void *packed;   /* the matrix rearranged at load for this build's kernel, or NULL */
+} Tensor;
+
+/* Everything one weight type is. The fast product covers rows r0 .. r0 + nr - 1 of
+ * y (n, rows) = x (n, cols) W^T for all n tokens; the reference computes the same one row and
+ * one token at a time in plain C. Types with integer kernels read x quantized by their
+ * `quantize` into xq (n, cols) and xq_scale (n, groups); the others read x. */
+typedef struct {
+    const char *name;       /* as in files and messages: "f32", "bf16", "q8_0" */
+    /* bytes of a (rows, cols) matrix as stored in a file, or 0 if the group size is invalid */
+    size_t (*file_bytes)(size_t rows, size_t cols, int group_size);
+    /* points t->data (and t->scales) into a stored matrix of file_bytes bytes at base */
+    void (*bind)(Tensor *t, const void *base);
+    /* out (cols) = row `row` of w as floats: the embedding lookup */
+    void (*dequantize_row)(float *out, const Tensor *w, int row);
+    /* xq (cols), xq_scale (groups) = one token's x (cols) as product reads it; NULL for types
+     * that read the floats */
+    void (*quantize)(int8_t *xq, float *xq_scale, const float *x, const Tensor *w);
+    /* bytes a load-time rearrangement takes (a multiple of 64), 0 if the stored layout serves;
+     * pack writes it into mem (64-aligned) and points w->packed there */
+    size_t (*packed_size)(const Tensor *w);
+    void (*pack)(Tensor *w, void *mem);
+    /* rows per unit of work (the threads share out units) */
+    int (*unit_rows)(const Tensor *w);
+    void (*product)(float *y, const Tensor *w, const float *x, const int8_t *xq,
+                    const float *xq_scale, int n, int r0, int nr);
+    void (*product_ref)(float *y, const Tensor *w, const float *x, const int8_t *xq,
+                        const float *xq_scale, int n, int r0, int nr);
+    const char *isa;        /* which path `product` takes in this build */
+} WeightType;
+
+extern const WeightType weight_f32, weight_bf16, weight_q8_0;
+
+/* The table entry of a WEIGHT_* value, or NULL for an unknown one. */
+const WeightType *weight_type(int type);
+
+/* y (n, w->rows) = x (n, w->cols) W^T: each of n tokens through a weight matrix. n = 1 is the
+ * matrix-vector product of decoding; n > 1 is a prompt chunk, where each weight row is read
+ * once for all n tokens, and every (row, token) sees the same arithmetic as with n = 1, so a
+ * chunk gives the logits of token-by-token decoding bit for bit. xq (n * cols) and xq_scale
+ * (n * groups) are scratch for types that quantize x (NULL is fine for the others). */
+void matmul(float *y, const Tensor *w, const float *x, int n, int8_t *xq, float *xq_scale);
+
+/* matmul for several products of the same input x (n, cols): q, k and v; w1 and w3. Products
+ * that read the activations the same way share one quantization of x and one parallel loop
+ * over all their rows, which for a small model costs less than waking the threads per
+ * product. */
+typedef struct {
+    float *y;        /* (n, w->rows) */
+    const Tensor *w;
+} Product;
+void matmul_many(const Product *p, int count, const float *x, int n, int8_t *xq,
+                 float *xq_scale);
+
+/* The plain C reference of any type: the same products, one row and one token at a time. */
+void matmul_ref(float *y, const Tensor *w, const float *x, int n, int8_t *xq, float *xq_scale);
+
+/* xq (n) and xq_scale (ceil(n / group_size)) = x (n) in groups of group_size values: each
+ * group gets scale max|x| / 127 and values roundf(x / scale) in -127..127. */
+void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
+void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
+
+/* Which path each type's product takes in this build, e.g. "f32:avx512 bf16:avx512
+ * q8_0:avx512vnni", for the tests and the benchmark report. */
+const char *matmul_isa(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Float products for attention, on the calling thread only (matmul_f32.c) */
+
+/* y (rows) = W (rows, cols) x (cols): attention scores, where the rows are the cached keys.
+ * Gives matmul's f32 sums bit for bit. */
+void matvec_f32(float *y, const float *w, const float *x, int rows, int cols);
+void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols);
+
+/* y (cols) = a (rows) W (rows, cols): the rows of W weighted by a and summed; attention's
+ * weighted sum of the cached values. */
+void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols);
+void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols);
+
+#endif
