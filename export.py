@@ -37,6 +37,7 @@ is renamed to OUT.bin at the end, so a failed export leaves nothing behind. Any 
 with one line `export.py: PATH: reason` on stderr and exit status 1.
 """
 import argparse
+import fnmatch
 import json
 import os
 import struct
@@ -47,10 +48,13 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"TLLM"
-VERSION = 1
-HEADER_SIZE = 256
+VERSION = 2
+HEADER_FORMAT = "<4sI7Q"  # version 2: magic, version, file_size, three (offset, size) pairs
+HEADER_SIZE = 64
+V1_HEADER_SIZE = 256
+V1_HEADER_FORMAT = "<4s9I2fI2i5I4Q"  # every field up to file_size; zero padding follows
 ALIGN = 64
-HEADER_FORMAT = "<4s9I2fI2i5I4Q"  # every field up to file_size; zero padding follows
+MAX_EOS = 8  # the loader's CONFIG_MAX_EOS
 WEIGHT_TYPES = {"f32": 0, "bf16": 1, "q8_0": 2}
 TEMPLATES = {"none": 0, "llama2": 1, "chatml": 2, "zephyr": 3}
 TOKENIZER_SENTENCEPIECE_BPE = 1
@@ -89,7 +93,7 @@ class Config:
     norm_eps: float = 1e-5
     shared_classifier: int = 1
     bos_id: int = 1
-    eos_id: int = 2
+    eos_ids: tuple = (2,)  # the tokens that end a text; the first is the model's EOS
     chat_template: int = 0
 
 
@@ -112,9 +116,12 @@ def check_config(cfg, path):
                                 f"n_heads = {cfg.n_heads}")
     if cfg.head_size % 2:
         raise ExportError(path, f"head_size = {cfg.head_size} is odd (RoPE rotates pairs)")
-    for name in ("bos_id", "eos_id"):
-        if not 0 <= getattr(cfg, name) < cfg.vocab_size:
-            raise ExportError(path, f"{name} = {getattr(cfg, name)} is outside the vocabulary")
+    for name, value in [("bos_id", cfg.bos_id)] + [("eos_id", e) for e in cfg.eos_ids]:
+        if not 0 <= value < cfg.vocab_size:
+            raise ExportError(path, f"{name} = {value} is outside the vocabulary")
+    if not 1 <= len(cfg.eos_ids) <= MAX_EOS:
+        raise ExportError(path, f"{len(cfg.eos_ids)} end-of-text tokens; the engine takes "
+                                f"1..{MAX_EOS}")
     if not (1 < cfg.rope_theta < float("inf")):
         raise ExportError(path, f"rope_theta = {cfg.rope_theta} is not a finite number above 1")
     if not (0 < cfg.norm_eps < 1):
@@ -231,19 +238,89 @@ class Progress:
                   f"{time.time() - self.start:.1f} s", file=sys.stderr)
 
 
-def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path):
-    """Streams a TLLM file: header, tokenizer section, then each tensor from the iterator
-    `tensors` of (name, float array) pairs, in tensor_layout order, converted as it comes."""
+def tensor_types(cfg, dtype, group_size, overrides):
+    """The weight type and group size of every tensor of tensor_layout: vectors f32, matrices
+    dtype unless a (glob pattern, dtype) of overrides names them (the last match wins)."""
+    types = {}
+    for name, shape, is_norm in tensor_layout(cfg):
+        chosen = dtype
+        for pattern, override in overrides:
+            if fnmatch.fnmatchcase(name, pattern):
+                chosen = override
+        if is_norm:
+            types[name] = (WEIGHT_TYPES["f32"], 0)
+        elif chosen == "q8_0":
+            types[name] = (WEIGHT_TYPES["q8_0"], choose_group_size(cfg, group_size))
+        else:
+            types[name] = (WEIGHT_TYPES[chosen], 0)
+    return types
+
+
+def stored_size(shape, weight_type, group_size):
+    """Bytes of a tensor as FORMAT.md stores it."""
+    rows, cols = (1, shape[0]) if len(shape) == 1 else shape
+    if weight_type == WEIGHT_TYPES["f32"]:
+        return 4 * rows * cols
+    if weight_type == WEIGHT_TYPES["bf16"]:
+        return 2 * rows * cols
+    return -(-rows * cols // ALIGN) * ALIGN + 4 * rows * -(-cols // group_size)
+
+
+def metadata_section(cfg):
+    """The version-2 metadata: a u32 count, then (key, type, count, values) entries."""
+    ints = [("dim", cfg.dim), ("hidden_dim", cfg.hidden_dim), ("n_layers", cfg.n_layers),
+            ("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads),
+            ("head_size", cfg.head_size), ("vocab_size", cfg.vocab_size),
+            ("seq_len", cfg.seq_len)]
+    entries = [(key, 1, [value]) for key, value in ints]
+    entries += [("rope_theta", 2, [cfg.rope_theta]), ("norm_eps", 2, [cfg.norm_eps]),
+                ("bos_id", 1, [cfg.bos_id]), ("eos_ids", 1, list(cfg.eos_ids)),
+                ("tokenizer_kind", 1, [TOKENIZER_SENTENCEPIECE_BPE])]
+    if cfg.chat_template:
+        name = next(k for k, v in TEMPLATES.items() if v == cfg.chat_template)
+        entries.append(("chat_template", 3, name.encode()))
+    parts = [struct.pack("<I", len(entries))]
+    for key, kind, values in entries:
+        parts.append(struct.pack("<B", len(key)) + key.encode())
+        parts.append(struct.pack("<BI", kind, len(values)))
+        if kind == 1:
+            parts.append(struct.pack(f"<{len(values)}i", *values))
+        elif kind == 2:
+            parts.append(struct.pack(f"<{len(values)}f", *values))
+        else:
+            parts.append(values)
+    return b"".join(parts)
+
+
+def directory_section(layout, types, data_start):
+    """The version-2 tensor directory and where each tensor goes: every tensor at the next
+    multiple of 64, in layout order. Returns (section bytes, {name: offset}, file size)."""
+    parts, offsets, pos = [struct.pack("<I", len(layout))], {}, data_start
+    for name, shape, _ in layout:
+        weight_type, group_size = types[name]
+        rows, cols = (1, shape[0]) if len(shape) == 1 else shape
+        size = stored_size(shape, weight_type, group_size)
+        pos = -(-pos // ALIGN) * ALIGN
+        offsets[name] = pos
+        parts.append(struct.pack("<B", len(name)) + name.encode())
+        parts.append(struct.pack("<4I2Q", weight_type, group_size, rows, cols, pos, size))
+        pos += size
+    return b"".join(parts), offsets, pos
+
+
+def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
+               format_version=VERSION, overrides=()):
+    """Streams a TLLM file: the header and sections, then each tensor from the iterator
+    `tensors` of (name, float array) pairs, in tensor_layout order, converted as it comes.
+    overrides: (glob pattern, dtype) pairs giving some tensors another type (version 2 only)."""
     check_config(cfg, source_path)
     if len(pieces) != cfg.vocab_size:
         raise ExportError(source_path, f"the tokenizer has {len(pieces)} pieces but the "
                                        f"model's vocab_size is {cfg.vocab_size}")
-    weight_type = WEIGHT_TYPES[dtype]
-    if weight_type == WEIGHT_TYPES["q8_0"]:
-        group_size = choose_group_size(cfg, group_size)
-    else:
-        group_size = 0
     layout = tensor_layout(cfg)
+    types = tensor_types(cfg, dtype, group_size, overrides)
+    if format_version == 1 and (overrides or len(cfg.eos_ids) > 1):
+        raise ExportError(out_path, "version 1 files hold one weight type and one EOS")
     tmp_path = out_path + ".tmp"
     try:
         f = open(tmp_path, "wb")
@@ -251,10 +328,22 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path):
         raise ExportError(out_path, e.strerror)
     try:
         with f:
-            f.write(bytes(HEADER_SIZE))  # the header is written last, once sizes are known
-            section = tokenizer_section(pieces)
-            f.write(section)
-            weights_offset = pad_to(f, ALIGN)
+            tokenizer = tokenizer_section(pieces)
+            if format_version == 1:
+                f.write(bytes(V1_HEADER_SIZE))  # written last, once sizes are known
+                f.write(tokenizer)
+                weights_offset = pad_to(f, ALIGN)
+            else:
+                metadata = metadata_section(cfg)
+                meta_at, tok_at = HEADER_SIZE, HEADER_SIZE + len(metadata)
+                dir_at = tok_at + len(tokenizer)
+                # the directory's own length does not depend on the offsets inside it
+                dir_len = len(directory_section(layout, types, 0)[0])
+                directory, offsets, file_size = directory_section(
+                    layout, types, -(-(dir_at + dir_len) // ALIGN) * ALIGN)
+                f.write(struct.pack(HEADER_FORMAT, MAGIC, VERSION, file_size, meta_at,
+                                    len(metadata), tok_at, len(tokenizer), dir_at, dir_len))
+                f.write(metadata + tokenizer + directory)
             progress = Progress(out_path, len(layout))
             for i, (name, shape, is_norm) in enumerate(layout):
                 got_name, array = next(tensors)
@@ -262,20 +351,26 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path):
                 if tuple(array.shape) != shape:
                     raise ExportError(source_path, f"{name} has shape {tuple(array.shape)}, "
                                                    f"expected {shape}")
-                pad_to(f, ALIGN)
-                write_tensor(f, array, 0 if is_norm else weight_type, group_size)
+                start = pad_to(f, ALIGN)
+                assert format_version == 1 or start == offsets[name]
+                write_tensor(f, array, *types[name])
                 progress.update(i + 1, f.tell())
-            file_size = f.tell()
-            header = struct.pack(
-                HEADER_FORMAT, MAGIC, VERSION, cfg.dim, cfg.hidden_dim, cfg.n_layers,
-                cfg.n_heads, cfg.n_kv_heads, cfg.head_size, cfg.vocab_size, cfg.seq_len,
-                cfg.rope_theta, cfg.norm_eps, cfg.shared_classifier, cfg.bos_id, cfg.eos_id,
-                weight_type, group_size, cfg.chat_template, TOKENIZER_SENTENCEPIECE_BPE, 0,
-                HEADER_SIZE, len(section), weights_offset, file_size)
-            f.seek(0)
-            f.write(header)
+            end = f.tell()
+            if format_version == 1:
+                weight_type, group_size = types["token_embedding"]
+                header = struct.pack(
+                    V1_HEADER_FORMAT, MAGIC, 1, cfg.dim, cfg.hidden_dim, cfg.n_layers,
+                    cfg.n_heads, cfg.n_kv_heads, cfg.head_size, cfg.vocab_size, cfg.seq_len,
+                    cfg.rope_theta, cfg.norm_eps, cfg.shared_classifier, cfg.bos_id,
+                    cfg.eos_ids[0], weight_type, group_size, cfg.chat_template,
+                    TOKENIZER_SENTENCEPIECE_BPE, 0, V1_HEADER_SIZE, len(tokenizer),
+                    weights_offset, end)
+                f.seek(0)
+                f.write(header)
+            else:
+                assert end == file_size
         os.replace(tmp_path, out_path)
-        progress.finish(file_size)
+        progress.finish(end)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
@@ -663,7 +758,7 @@ def load_hf(folder):
         # The tokenizer's own ids win: some config.json files name <unk> as BOS (the
         # JackFram Llama-68M one says 0), and the text is encoded by the tokenizer.
         bos_id=sp_bos if sp_bos >= 0 else hf_int(hf, "bos_token_id", cfg_path),
-        eos_id=sp_eos if sp_eos >= 0 else hf_int(hf, "eos_token_id", cfg_path),
+        eos_ids=(sp_eos if sp_eos >= 0 else hf_int(hf, "eos_token_id", cfg_path),),
         chat_template=TEMPLATES[template])
     index = hf_tensor_index(folder)
 
@@ -829,6 +924,11 @@ def parse_args(argv):
                           f"kv_heads,vocab,seq")
     p.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (or sentencepiece .model)")
     p.add_argument("--dtype", choices=list(WEIGHT_TYPES), default="f32")
+    p.add_argument("--tensor-dtype", metavar="PATTERN=DTYPE", action="append", default=[],
+                   help="store the matrices whose names match the glob PATTERN as DTYPE "
+                        "(e.g. token_embedding=q8_0, 'layers.*.w2=bf16'); repeatable")
+    p.add_argument("--format-version", type=int, choices=[1, 2], default=VERSION,
+                   help="2 (default); 1 writes the layout older builds of run read")
     p.add_argument("--group-size", type=int, choices=[32, 64], default=None,
                    help="Q8_0 group size (default: 64 if every width allows, else 32)")
     p.add_argument("--seq-len", type=int, default=None, help="override the context length")
@@ -838,7 +938,17 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.seq_len is not None and args.seq_len <= 0:
         p.error(f"--seq-len must be positive, not {args.seq_len}")
-    if args.group_size and args.dtype != "q8_0":
+    args.overrides = []
+    for spec in args.tensor_dtype:
+        pattern, _, dtype = spec.partition("=")
+        if not pattern or dtype not in WEIGHT_TYPES:
+            p.error(f"--tensor-dtype {spec}: expected PATTERN=DTYPE with DTYPE one of "
+                    f"{', '.join(WEIGHT_TYPES)}")
+        args.overrides.append((pattern, dtype))
+    if args.overrides and args.format_version == 1:
+        p.error("--tensor-dtype needs --format-version 2")
+    quantized = args.dtype == "q8_0" or any(d == "q8_0" for _, d in args.overrides)
+    if args.group_size and not quantized:
         p.error("--group-size only applies to --dtype q8_0")
     if args.hf and args.tokenizer:
         p.error("--hf reads the tokenizer from its directory; drop --tokenizer")
@@ -865,7 +975,8 @@ def main(argv=None):
             cfg.seq_len = args.seq_len
         if args.template is not None:
             cfg.chat_template = TEMPLATES[args.template]
-        write_tllm(args.out, cfg, pieces, tensors, args.dtype, args.group_size, source)
+        write_tllm(args.out, cfg, pieces, tensors, args.dtype, args.group_size, source,
+                   args.format_version, args.overrides)
     except ExportError as e:
         print(f"export.py: {e.path}: {e.reason}", file=sys.stderr)
         return 1

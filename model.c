@@ -5,8 +5,8 @@
  * costs no copy, and the operating system pages weights in as the forward pass touches them.
  * On builds with VNNI, Q8_0 matrices are rearranged at load time for the int8 kernel, and
  * `run --no-mmap` copies f32 and bf16 ones ("Where the weight matrices live", below).
- * Two formats are read, told apart by their first four bytes: our own TLLM files (see
- * models/FORMAT.md) and llama2.c's "version 0" checkpoints.
+ * format.c reads the file (our own TLLM files, models/FORMAT.md, and llama2.c's "version 0"
+ * checkpoints) into named tensors; here they become the weights.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <errno.h>
@@ -19,294 +19,53 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "chat.h"
+#include "format.h"
 #include "kernels.h"
 #include "model.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* Validation. Every header field is checked against these limits before any size is
- * computed, which keeps every product below 2^50 and so far from overflowing size_t. */
+/* The weights, bound by name to the tensors of the file (format.c has checked every one) */
 
-#define MAX_DIM     (1 << 16)
-#define MAX_HIDDEN  (1 << 18)
-#define MAX_LAYERS  1024
-#define MAX_HEADS   1024
-#define MAX_VOCAB   (1 << 20)
-#define MAX_SEQ_LEN (1 << 20)
-#define ALIGN       64
-
-/* Checks that the hyperparameters describe a model the forward pass can run. Returns 0, or
- * -1 naming the first field that is out of range. */
-static int check_config(const Config *c, char err[ERR_MAX]) {
-    struct { const char *name; int value, max; } fields[] = {
-        {"dim", c->dim, MAX_DIM},           {"hidden_dim", c->hidden_dim, MAX_HIDDEN},
-        {"n_layers", c->n_layers, MAX_LAYERS}, {"n_heads", c->n_heads, MAX_HEADS},
-        {"n_kv_heads", c->n_kv_heads, MAX_HEADS}, {"head_size", c->head_size, MAX_DIM},
-        {"vocab_size", c->vocab_size, MAX_VOCAB}, {"seq_len", c->seq_len, MAX_SEQ_LEN},
-    };
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-        if (fields[i].value <= 0 || fields[i].value > fields[i].max)
-            return fail(err, "header field %s = %d is out of range (1..%d)", fields[i].name,
-                        fields[i].value, fields[i].max);
-    if (c->n_heads % c->n_kv_heads != 0)
-        return fail(err, "n_heads = %d is not a multiple of n_kv_heads = %d", c->n_heads,
-                    c->n_kv_heads);
-    if (c->head_size % 2 != 0)
-        return fail(err, "head_size = %d is odd, but RoPE rotates pairs", c->head_size);
-    if ((long)c->n_heads * c->head_size > MAX_DIM)
-        return fail(err, "n_heads * head_size = %ld is too large", (long)c->n_heads * c->head_size);
-    /* NaN fails every comparison, so each test is written to reject it. A base of 1 or less
-     * would turn the frequencies theta^(-2i/head_size) into 1 or growing values. */
-    if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta))
-        return fail(err, "rope_theta = %g is not a finite number above 1", c->rope_theta);
-    if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
-        return fail(err, "norm_eps = %g is out of range (0..1)", c->norm_eps);
-    if (c->bos_id < 0 || c->bos_id >= c->vocab_size || c->eos_id < 0 || c->eos_id >= c->vocab_size)
-        return fail(err, "bos_id = %d or eos_id = %d is outside the vocabulary of %d",
-                    c->bos_id, c->eos_id, c->vocab_size);
-    if (c->weight_type == WEIGHT_Q8_0) {
-        if (c->group_size != 32 && c->group_size != 64)
-            return fail(err, "Q8_0 group_size = %d is not 32 or 64", c->group_size);
-    } else if (!weight_type(c->weight_type)) {
-        return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", c->weight_type);
-    } else if (c->group_size != 0) {
-        return fail(err, "group_size = %d, but only Q8_0 weights have groups (expected 0)",
-                    c->group_size);
-    }
-    if (c->chat_template < TEMPLATE_NONE || c->chat_template > TEMPLATE_ZEPHYR)
-        return fail(err, "chat_template = %d is unknown", c->chat_template);
-    return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* A cursor hands out the tensors of a mapping in file order, refusing any that would reach
- * past its end. */
-
-typedef struct {
-    const unsigned char *base;
-    size_t size;  /* bytes in the mapping */
-    size_t off;   /* where the next tensor starts */
-    size_t align; /* TLLM tensors start at multiples of 64; llama2.c's are packed */
-    int failed;
-} Cursor;
-
-/* Returns a pointer to the next `bytes` bytes, or NULL (and marks the cursor failed) if they
- * are not all inside the mapping. */
-static const void *cursor_take(Cursor *c, size_t bytes) {
-    size_t start = (c->off + c->align - 1) / c->align * c->align;
-    if (c->failed || start > c->size || bytes > c->size - start) {
-        c->failed = 1;
-        return NULL;
-    }
-    c->off = start + bytes;
-    return c->base + start;
-}
-
-static const float *take_f32(Cursor *c, size_t n) { return cursor_take(c, n * sizeof(float)); }
-
-/* The next (rows, cols) weight matrix of the given type, laid out as its type says. */
-static Tensor take_tensor(Cursor *c, size_t rows, size_t cols, int type, int group_size) {
-    const WeightType *wt = weight_type(type);
-    Tensor t = {.type = type, .rows = (int)rows, .cols = (int)cols, .group_size = group_size};
-    const void *base = cursor_take(c, wt->file_bytes(rows, cols, group_size));
-    if (base) wt->bind(&t, base);
+/* The matrix called name, as its weight type lays it out, or a zeroed Tensor if absent. */
+static Tensor matrix_named(const ModelFile *f, const char *name) {
+    const FileTensor *ft = model_file_tensor(f, name);
+    if (!ft) return (Tensor){0};
+    Tensor t = {.type = ft->type, .rows = ft->rows, .cols = ft->cols, .group_size = ft->group_size};
+    weight_type(ft->type)->bind(&t, ft->data);
     return t;
 }
 
-static uint32_t read_u32(const unsigned char *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t read_u64(const unsigned char *p) {
-    return (uint64_t)read_u32(p) | (uint64_t)read_u32(p + 4) << 32;
-}
-static float read_f32(const unsigned char *p) {
-    uint32_t u = read_u32(p);
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-/* A u32 header field as an int; values above INT_MAX become -1 so range checks catch them. */
-static int read_int(const unsigned char *p) {
-    uint32_t u = read_u32(p);
-    return u > 0x7fffffffu ? -1 : (int)u;
+/* The f32 vector called name, or NULL if absent. */
+static const float *vector_named(const ModelFile *f, const char *name) {
+    const FileTensor *ft = model_file_tensor(f, name);
+    return ft ? ft->data : NULL;
 }
 
-/* An f32 matrix (rows, cols) at data. */
-static Tensor f32_matrix(const float *data, size_t rows, size_t cols) {
-    return (Tensor){.type = WEIGHT_F32, .rows = (int)rows, .cols = (int)cols, .data = data};
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* llama2.c version 0: seven int32, then every tensor of one kind for all layers together. */
-
-static int load_llama2c(Model *m, char err[ERR_MAX]) {
-    const unsigned char *b = m->mapping;
-    if (m->mapping_size >= 8 && memcmp(b, "ak42", 4) == 0)
-        return fail(err, "llama2.c version %u files are not supported: convert with export.py",
-                    read_u32(b + 4));
-    if (m->mapping_size < 7 * 4)
-        return fail(err, "file is %zu bytes, shorter than the 28-byte llama2.c header",
-                    m->mapping_size);
-    Config *c = &m->config;
-    int32_t h[7];
-    for (int i = 0; i < 7; i++) h[i] = (int32_t)read_u32(b + 4 * i);
-    c->dim = h[0];
-    c->hidden_dim = h[1];
-    c->n_layers = h[2];
-    c->n_heads = h[3];
-    c->n_kv_heads = h[4];
-    /* a negative vocab_size is llama2.c's flag for a classifier stored separately */
-    c->shared_classifier = h[5] > 0;
-    c->vocab_size = h[5] == INT32_MIN ? -1 : abs(h[5]);
-    c->seq_len = h[6];
-    if (c->n_heads <= 0 || c->dim <= 0 || c->dim % c->n_heads != 0)
-        return fail(err, "dim = %d is not a positive multiple of n_heads = %d: not a llama2.c "
-                    "checkpoint", c->dim, c->n_heads);
-    c->head_size = c->dim / c->n_heads;
-    c->rope_theta = 10000.0f;
-    c->norm_eps = 1e-5f;
-    c->bos_id = 1;
-    c->eos_id = 2;
-    c->weight_type = WEIGHT_F32;
-    m->is_llama2c = 1;
-    if (check_config(c, err)) return -1;
-
-    size_t dim = c->dim, hidden = c->hidden_dim, L = c->n_layers, hs = c->head_size;
-    size_t q_dim = c->n_heads * hs, kv_dim = c->n_kv_heads * hs;
-    size_t expect = 28 + 4 * (c->vocab_size * dim + L * (2 * dim + 2 * dim * q_dim +
-                    2 * dim * kv_dim + 3 * dim * hidden) + dim + c->seq_len * hs +
-                    (c->shared_classifier ? 0 : c->vocab_size * dim));
-    if (m->mapping_size != expect)
-        return fail(err, "file is %zu bytes but its header (dim %d, hidden %d, %d layers, vocab "
-                    "%d, seq_len %d) implies %zu: truncated or not a llama2.c checkpoint",
-                    m->mapping_size, c->dim, c->hidden_dim, c->n_layers, c->vocab_size,
-                    c->seq_len, expect);
-
-    Cursor cur = {.base = b, .size = m->mapping_size, .off = 28, .align = 1};
+/* Points the weights at the file's tensors. Returns 0, or -1 if memory ran out. */
+static int bind_weights(Model *m, const ModelFile *f, char err[ERR_MAX]) {
     Weights *w = &m->weights;
-    w->token_embedding = take_tensor(&cur, c->vocab_size, dim, WEIGHT_F32, 0);
-    const float *attn_norm = take_f32(&cur, L * dim);
-    const float *wq = take_f32(&cur, L * q_dim * dim);
-    const float *wk = take_f32(&cur, L * kv_dim * dim);
-    const float *wv = take_f32(&cur, L * kv_dim * dim);
-    const float *wo = take_f32(&cur, L * dim * q_dim);
-    const float *ffn_norm = take_f32(&cur, L * dim);
-    const float *w1 = take_f32(&cur, L * hidden * dim);
-    const float *w2 = take_f32(&cur, L * dim * hidden);
-    const float *w3 = take_f32(&cur, L * hidden * dim);
-    w->final_norm = take_f32(&cur, dim);
-    take_f32(&cur, c->seq_len * hs); /* the legacy RoPE tables: recomputed, not read */
-    w->classifier = c->shared_classifier ? w->token_embedding
-                                         : take_tensor(&cur, c->vocab_size, dim, WEIGHT_F32, 0);
-    if (cur.failed) return fail(err, "truncated checkpoint");
-
-    w->layers = calloc(L, sizeof *w->layers);
+    w->layers = calloc(m->config.n_layers, sizeof *w->layers);
     if (!w->layers) return fail(err, "out of memory");
-    for (size_t l = 0; l < L; l++) {
+    w->token_embedding = matrix_named(f, "token_embedding");
+    w->final_norm = vector_named(f, "final_norm");
+    /* without a classifier of its own, the model reads the token embedding backwards */
+    w->classifier = model_file_tensor(f, "classifier") ? matrix_named(f, "classifier")
+                                                       : w->token_embedding;
+    for (int l = 0; l < m->config.n_layers; l++) {
         LayerWeights *lw = &w->layers[l];
-        lw->attn_norm = attn_norm + l * dim;
-        lw->ffn_norm = ffn_norm + l * dim;
-        lw->wq = f32_matrix(wq + l * q_dim * dim, q_dim, dim);
-        lw->wk = f32_matrix(wk + l * kv_dim * dim, kv_dim, dim);
-        lw->wv = f32_matrix(wv + l * kv_dim * dim, kv_dim, dim);
-        lw->wo = f32_matrix(wo + l * dim * q_dim, dim, q_dim);
-        lw->w1 = f32_matrix(w1 + l * hidden * dim, hidden, dim);
-        lw->w2 = f32_matrix(w2 + l * dim * hidden, dim, hidden);
-        lw->w3 = f32_matrix(w3 + l * hidden * dim, hidden, dim);
+        char name[FORMAT_MAX_NAME];
+#define LAYER(field) (snprintf(name, sizeof name, "layers.%d." #field, l), name)
+        lw->attn_norm = vector_named(f, LAYER(attn_norm));
+        lw->wq = matrix_named(f, LAYER(wq));
+        lw->wk = matrix_named(f, LAYER(wk));
+        lw->wv = matrix_named(f, LAYER(wv));
+        lw->wo = matrix_named(f, LAYER(wo));
+        lw->ffn_norm = vector_named(f, LAYER(ffn_norm));
+        lw->w1 = matrix_named(f, LAYER(w1));
+        lw->w2 = matrix_named(f, LAYER(w2));
+        lw->w3 = matrix_named(f, LAYER(w3));
+#undef LAYER
     }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* TLLM: a 256-byte header, the tokenizer, then each layer's tensors together, 64-aligned. */
-
-#define TLLM_HEADER_SIZE 256
-
-static int load_tllm(Model *m, char err[ERR_MAX]) {
-    const unsigned char *b = m->mapping;
-    size_t size = m->mapping_size;
-    if (size < TLLM_HEADER_SIZE)
-        return fail(err, "file is %zu bytes, shorter than the %d-byte TLLM header", size,
-                    TLLM_HEADER_SIZE);
-    uint32_t version = read_u32(b + 4);
-    if (version != 1) return fail(err, "TLLM version %u is not supported (expected 1)", version);
-
-    /* A u32 field above INT_MAX would read as -1 below; name its real value instead. */
-    static const struct { int off; const char *name; } int_fields[] = {
-        {8, "dim"}, {12, "hidden_dim"}, {16, "n_layers"}, {20, "n_heads"}, {24, "n_kv_heads"},
-        {28, "head_size"}, {32, "vocab_size"}, {36, "seq_len"}, {60, "weight_type"},
-        {64, "group_size"}, {68, "chat_template"},
-    };
-    for (size_t i = 0; i < sizeof int_fields / sizeof int_fields[0]; i++)
-        if (read_u32(b + int_fields[i].off) > 0x7fffffffu)
-            return fail(err, "header field %s = %u is out of range", int_fields[i].name,
-                        read_u32(b + int_fields[i].off));
-
-    Config *c = &m->config;
-    c->dim = read_int(b + 8);
-    c->hidden_dim = read_int(b + 12);
-    c->n_layers = read_int(b + 16);
-    c->n_heads = read_int(b + 20);
-    c->n_kv_heads = read_int(b + 24);
-    c->head_size = read_int(b + 28);
-    c->vocab_size = read_int(b + 32);
-    c->seq_len = read_int(b + 36);
-    c->rope_theta = read_f32(b + 40);
-    c->norm_eps = read_f32(b + 44);
-    uint32_t shared = read_u32(b + 48);
-    c->shared_classifier = shared == 1;
-    c->bos_id = (int32_t)read_u32(b + 52);
-    c->eos_id = (int32_t)read_u32(b + 56);
-    c->weight_type = read_int(b + 60);
-    c->group_size = read_int(b + 64);
-    c->chat_template = read_int(b + 68);
-    uint32_t tokenizer_kind = read_u32(b + 72), reserved = read_u32(b + 76);
-    uint64_t tok_off = read_u64(b + 80), tok_size = read_u64(b + 88);
-    uint64_t weights_off = read_u64(b + 96), file_size = read_u64(b + 104);
-    if (check_config(c, err)) return -1;
-    if (shared > 1) return fail(err, "shared_classifier = %u is not 0 or 1", shared);
-    if (tokenizer_kind != 1)
-        return fail(err, "tokenizer_kind = %u is unknown (1 = BPE)", tokenizer_kind);
-    if (reserved != 0) return fail(err, "reserved header field = %u is not 0", reserved);
-    if (file_size != size)
-        return fail(err, "file is %zu bytes but its header says %llu: truncated or corrupt",
-                    size, (unsigned long long)file_size);
-    if (tok_off < TLLM_HEADER_SIZE || tok_off > size || tok_size > size - tok_off)
-        return fail(err, "tokenizer section (offset %llu, %llu bytes) is outside the file",
-                    (unsigned long long)tok_off, (unsigned long long)tok_size);
-    if (weights_off % ALIGN || weights_off < tok_off + tok_size || weights_off > size)
-        return fail(err, "weights_offset %llu is misaligned or overlaps the tokenizer",
-                    (unsigned long long)weights_off);
-    m->tokenizer_data = b + tok_off;
-    m->tokenizer_size = tok_size;
-
-    size_t dim = c->dim, hidden = c->hidden_dim, hs = c->head_size;
-    size_t q_dim = c->n_heads * hs, kv_dim = c->n_kv_heads * hs;
-    int type = c->weight_type, gs = c->group_size;
-    Cursor cur = {.base = b, .size = size, .off = weights_off, .align = ALIGN};
-    Weights *w = &m->weights;
-    w->layers = calloc(c->n_layers, sizeof *w->layers);
-    if (!w->layers) return fail(err, "out of memory");
-    w->token_embedding = take_tensor(&cur, c->vocab_size, dim, type, gs);
-    for (int l = 0; l < c->n_layers; l++) {
-        LayerWeights *lw = &w->layers[l];
-        lw->attn_norm = take_f32(&cur, dim);
-        lw->wq = take_tensor(&cur, q_dim, dim, type, gs);
-        lw->wk = take_tensor(&cur, kv_dim, dim, type, gs);
-        lw->wv = take_tensor(&cur, kv_dim, dim, type, gs);
-        lw->wo = take_tensor(&cur, dim, q_dim, type, gs);
-        lw->ffn_norm = take_f32(&cur, dim);
-        lw->w1 = take_tensor(&cur, hidden, dim, type, gs);
-        lw->w2 = take_tensor(&cur, dim, hidden, type, gs);
-        lw->w3 = take_tensor(&cur, hidden, dim, type, gs);
-    }
-    w->final_norm = take_f32(&cur, dim);
-    w->classifier = c->shared_classifier ? w->token_embedding
-                                         : take_tensor(&cur, c->vocab_size, dim, type, gs);
-    if (cur.failed) return fail(err, "truncated: the tensors the header describes do not fit");
-    if (cur.off != size)
-        return fail(err, "%zu bytes after the last tensor: the header does not match the file",
-                    size - cur.off);
     return 0;
 }
 
@@ -444,11 +203,22 @@ static void *alloc_huge(size_t bytes) {
     return mem;
 }
 
-/* Parses the checkpoint in m->mapping, places the weight matrices and allocates the run
- * state; frees all on failure. */
+/* Reads the checkpoint in m->mapping, binds and places the weight matrices and allocates
+ * the run state; frees all on failure. */
 static int load_mapped(Model *m, char err[ERR_MAX]) {
-    int is_tllm = m->mapping_size >= 4 && memcmp(m->mapping, "TLLM", 4) == 0;
-    if ((is_tllm ? load_tllm(m, err) : load_llama2c(m, err)) != 0) {
+    ModelFile file;
+    if (model_file_read(&file, m->mapping, m->mapping_size, err) != 0) {
+        model_free(m);
+        return -1;
+    }
+    m->config = file.config;
+    m->is_llama2c = file.is_llama2c;
+    m->tokenizer_data = file.tokenizer;
+    m->tokenizer_size = file.tokenizer_size;
+    m->tokenizer_kind = file.tokenizer_kind;
+    int rc = bind_weights(m, &file, err);
+    model_file_free(&file);
+    if (rc != 0) {
         model_free(m);
         return -1;
     }

@@ -53,6 +53,8 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Configuration: plain hyperparameters, everything the forward pass needs to know. */
 
+#define CONFIG_MAX_EOS 8
+
 typedef struct {
     int dim;               /* width of the residual stream */
     int hidden_dim;        /* width of the feedforward layer */
@@ -64,10 +66,9 @@ typedef struct {
     int seq_len;           /* maximum context length: the KV cache holds this many positions */
     float rope_theta;      /* RoPE base frequency */
     float norm_eps;        /* RMSNorm epsilon */
-    int shared_classifier; /* 1 if the classifier reuses the token embedding */
-    int bos_id, eos_id;    /* beginning and end of sequence token ids */
-    int weight_type;       /* WEIGHT_*: the type of the weight matrices */
-    int group_size;        /* Q8_0: weights per scale; 0 otherwise */
+    int bos_id;            /* the beginning-of-sequence token */
+    int eos_ids[CONFIG_MAX_EOS]; /* (n_eos) the tokens that end a text; [0] is the EOS */
+    int n_eos;
     int chat_template;     /* TEMPLATE_* (chat.h): the chat format the model was trained on */
 } Config;
 
@@ -140,6 +141,7 @@ typedef struct {
     int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
     const void *tokenizer_data; /* embedded tokenizer section, or NULL (llama2.c files) */
     size_t tokenizer_size;
+    int tokenizer_kind;   /* of the embedded tokenizer (FORMAT.md) */
     AttnObserver *observer;     /* model_observe_attention, or NULL */
     void *observer_ctx;
 } Model;

@@ -575,8 +575,9 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
 
     /* llama2.c's stories end with BOS (and llama2.c stops only there); models of our own
      * format end with EOS */
-    int end_ids[2] = {c->bos_id, c->eos_id};
-    int n_end = m->is_llama2c ? 1 : 2;
+    int end_ids[1 + CONFIG_MAX_EOS] = {c->bos_id};
+    int n_end = 1;
+    for (int i = 0; i < c->n_eos && !m->is_llama2c; i++) end_ids[n_end++] = c->eos_ids[i];
 
     echo_tokens(o, tokens, 1, n_prompt);
     int pos = 0, unfed;
@@ -624,8 +625,11 @@ static int read_turn(char **line, size_t *cap, int prompt, int echo) {
 
 static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt, int template_id) {
     const Config *c = &m->config;
-    int end_ids[3] = {c->eos_id, c->bos_id, chat_end_token(o->tokenizer, template_id)};
-    int n_end = end_ids[2] >= 0 ? 3 : 2;
+    int end_ids[CONFIG_MAX_EOS + 2], n_end = 0;
+    for (int i = 0; i < c->n_eos; i++) end_ids[n_end++] = c->eos_ids[i];
+    end_ids[n_end++] = c->bos_id;
+    int end_marker = chat_end_token(o->tokenizer, template_id);
+    if (end_marker >= 0) end_ids[n_end++] = end_marker;
     int max_new = opt->steps == 0 ? INT_MAX : (int)opt->steps;
     /* --print-tokens prints ids only */
     int at_terminal = isatty(STDIN_FILENO);
@@ -753,11 +757,11 @@ int main(int argc, char **argv) {
     const char *tokenizer_path = opt.tokenizer_path;
     if (!tokenizer_path && model.tokenizer_data) {
         if (tokenizer_load_memory(&tokenizer, model.tokenizer_data, model.tokenizer_size,
-                                  c->vocab_size, c->bos_id, c->eos_id, err) != 0)
+                                  c->vocab_size, c->bos_id, c->eos_ids[0], err) != 0)
             die("%s: embedded tokenizer: %s", opt.checkpoint, err);
     } else {
         if (!tokenizer_path) tokenizer_path = "tokenizer.bin";
-        if (tokenizer_load(&tokenizer, tokenizer_path, c->vocab_size, c->bos_id, c->eos_id,
+        if (tokenizer_load(&tokenizer, tokenizer_path, c->vocab_size, c->bos_id, c->eos_ids[0],
                            err) != 0)
             die("%s: %s", tokenizer_path, err);
     }

@@ -6,9 +6,9 @@
  * mostly means the llama2.c loader. A checkpoint the loader accepts must also survive a
  * forward pass: that is what proves every pointer it made lies inside the input.
  *
- * The TLLM build also writes the input's real length into the header's file_size field, so
- * mutations get past that check and into the offsets and tensors behind it (the check itself
- * is covered by tests/test_bad_inputs.py). Logits are then sampled with every strategy, since
+ * The TLLM build also writes the input's real length into the header's file_size field (at
+ * offset 8 in version 2, 104 in version 1), so mutations get past that check and into the
+ * offsets and tensors behind it (the check itself is covered by tests/test_bad_inputs.py). Logits are then sampled with every strategy, since
  * a corrupt file's NaN logits once sent top-p sampling out of bounds.
  */
 #include <stdint.h>
@@ -26,8 +26,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     memcpy(buf, "TLLM", 4);
     memcpy(buf + 4, data, size);
     size += 4;
-    if (size >= 112)
-        for (int i = 0; i < 8; i++) buf[104 + i] = (unsigned char)((uint64_t)size >> (8 * i));
+    int at = size >= 8 && buf[4] == 2 ? 8 : 104; /* where the version puts file_size */
+    if (size >= (size_t)at + 8)
+        for (int i = 0; i < 8; i++) buf[at + i] = (unsigned char)((uint64_t)size >> (8 * i));
 #else
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) return 0;
@@ -57,7 +58,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         if (m.tokenizer_data) {
             Tokenizer t;
             if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size, c->vocab_size,
-                                      c->bos_id, c->eos_id, err) == 0)
+                                      c->bos_id, c->eos_ids[0], err) == 0)
                 tokenizer_free(&t);
         }
         model_free(&m);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "tokenizer.h"
 
 static Tokenizer tokenizer;

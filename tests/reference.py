@@ -125,55 +125,121 @@ TLLM_FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "
 
 
 class TllmFile:
-    """A TLLM file (models/FORMAT.md), read from the specification alone (not from export.py),
-    so the tests check the exporter against it. Every byte must be where the format puts it.
+    """A TLLM file (models/FORMAT.md), version 2 or 1, read from the specification alone (not
+    from export.py), so the tests check the exporter against it. Every byte must be where the
+    format puts it.
 
-    header (dict), data (the whole file), tokenizer_section (bytes), pieces [(bytes, score)],
-    and tensors: per name, (weight type, the stored arrays); value(name) gives the tensor
-    dequantised."""
+    header (dict: the hyperparameters by their FORMAT.md names, eos_id being the first of
+    eos_ids, shared_classifier, chat_template as its number, tokenizer_kind and, for version 1,
+    every header field), data (the whole file), tokenizer_section (bytes), pieces [(bytes,
+    score)], and tensors: per name, (weight type, the stored arrays, group size); value(name)
+    gives the tensor dequantised."""
 
     def __init__(self, path):
         data = self.data = read_bytes(path)
-        values = struct.unpack_from("<" + "".join(f for _, f in TLLM_FIELDS), data, 0)
-        h = self.header = dict(zip((n for n, _ in TLLM_FIELDS), values))
-        assert h["magic"] == b"TLLM" and h["version"] == 1, f"{path}: bad magic/version"
-        assert data[112:256] == bytes(144), f"{path}: header padding is not zero"
-        assert h["file_size"] == len(data), f"{path}: file_size {h['file_size']} != {len(data)}"
-        assert h["tokenizer_offset"] == 256 and h["weights_offset"] % 64 == 0
-        assert h["weights_offset"] == align64(256 + h["tokenizer_size"])
-        section = self.tokenizer_section = data[256:256 + h["tokenizer_size"]]
+        assert data[:4] == b"TLLM", f"{path}: bad magic"
+        version = struct.unpack_from("<I", data, 4)[0]
+        if version == 2:
+            self._read_v2(path, data)
+        else:
+            assert version == 1, f"{path}: version {version}"
+            self._read_v1(path, data)
+        section = self.tokenizer_section
         n, max_len = struct.unpack_from("<II", section, 0)
+        h = self.header
         assert n == h["vocab_size"], f"{path}: {n} pieces for vocab_size {h['vocab_size']}"
         pieces, scores = read_tokenizer(section, n, counted=True)
         assert 8 + sum(8 + len(p) for p in pieces) == len(section), \
             "tokenizer section has trailing bytes"
         assert max_len == max(len(p) for p in pieces)
         self.pieces = list(zip(pieces, scores))
+
+    def _read_v1(self, path, data):
+        values = struct.unpack_from("<" + "".join(f for _, f in TLLM_FIELDS), data, 0)
+        h = self.header = dict(zip((n for n, _ in TLLM_FIELDS), values))
+        h["eos_ids"] = (h["eos_id"],)
+        assert data[112:256] == bytes(144), f"{path}: header padding is not zero"
+        assert h["file_size"] == len(data), f"{path}: file_size {h['file_size']} != {len(data)}"
+        assert h["tokenizer_offset"] == 256 and h["weights_offset"] % 64 == 0
+        assert h["weights_offset"] == align64(256 + h["tokenizer_size"])
+        self.tokenizer_section = data[256:256 + h["tokenizer_size"]]
         self.tensors = {}
         pos = h["weights_offset"]
         for name, shape, is_norm in self.layout():
-            wt = WEIGHT_F32 if is_norm else h["weight_type"]
-            n = int(np.prod(shape))
+            wt, gs = (WEIGHT_F32, 0) if is_norm else (h["weight_type"], h["group_size"])
             pos = align64(pos)  # every tensor starts 64-aligned
-            if wt == WEIGHT_F32:
-                self.tensors[name] = (wt, np.frombuffer(data, "<f4", n, pos).reshape(shape))
-                pos += 4 * n
-            elif wt == WEIGHT_BF16:
-                self.tensors[name] = (wt, np.frombuffer(data, "<u2", n, pos).reshape(shape))
-                pos += 2 * n
-            else:
-                assert wt == WEIGHT_Q8_0, f"{path}: weight type {wt}"
-                gs = h["group_size"]
-                assert gs in (32, 64)
-                q = np.frombuffer(data, "<i1", n, pos).reshape(shape)
-                pos = align64(pos + n)
-                per_row = -(-shape[1] // gs)  # the last group of a row may be shorter
-                scales = np.frombuffer(data, "<f4", shape[0] * per_row, pos) \
-                    .reshape(shape[0], per_row)
-                pos += 4 * scales.size
-                self.tensors[name] = (wt, (q, scales))
+            self.tensors[name] = (wt, self._stored(data, pos, shape, wt, gs), gs)
+            pos += tensor_bytes(shape, wt, gs)
         # ... but the file ends right after the last one.
         assert pos == len(data), f"{path}: tensors end at {pos}, file is {len(data)} bytes"
+
+    def _read_v2(self, path, data):
+        (_, _, file_size, meta_at, meta_len, tok_at, tok_len, dir_at, dir_len) = \
+            struct.unpack_from("<4sI7Q", data, 0)
+        assert file_size == len(data), f"{path}: file_size {file_size} != {len(data)}"
+        # export.py writes the sections in order, right after the 64-byte header
+        assert meta_at == 64 and tok_at == meta_at + meta_len and dir_at == tok_at + tok_len
+        h = self.header = {"version": 2, "file_size": file_size}
+        pos, end = meta_at + 4, meta_at + meta_len
+        for _ in range(struct.unpack_from("<I", data, meta_at)[0]):
+            key = data[pos + 1:pos + 1 + data[pos]].decode()
+            pos += 1 + data[pos]
+            kind, count = struct.unpack_from("<BI", data, pos)
+            pos += 5
+            if kind == 3:
+                value = data[pos:pos + count].decode()
+                pos += count
+            else:
+                value = struct.unpack_from(f"<{count}{'i' if kind == 1 else 'f'}", data, pos)
+                pos += 4 * count
+                value = value if key == "eos_ids" else value[0]
+            assert key not in h, f"{path}: metadata key {key} twice"
+            h[key] = value
+        assert pos == end, f"{path}: metadata ends at {pos}, its section at {end}"
+        h["eos_id"] = h["eos_ids"][0]
+        h["chat_template"] = {None: 0, "llama2": 1, "chatml": 2, "zephyr": 3}[
+            h.get("chat_template")]
+        self.tokenizer_section = data[tok_at:tok_at + tok_len]
+        self.tensors, entries = {}, []
+        pos, end = dir_at + 4, dir_at + dir_len
+        for _ in range(struct.unpack_from("<I", data, dir_at)[0]):
+            name = data[pos + 1:pos + 1 + data[pos]].decode()
+            pos += 1 + data[pos]
+            wt, gs, rows, cols, off, size = struct.unpack_from("<4I2Q", data, pos)
+            pos += 32
+            entries.append((off, size, name))
+            shape = (cols,) if rows == 1 and (name.endswith("norm")) else (rows, cols)
+            assert size == tensor_bytes(shape, wt, gs), f"{path}: {name}: size {size}"
+            self.tensors[name] = (wt, self._stored(data, off, shape, wt, gs), gs)
+        assert pos == end, f"{path}: directory ends at {pos}, its section at {end}"
+        h["shared_classifier"] = int("classifier" not in self.tensors)
+        assert [(n, tuple(self.shape(n))) for n, _, _ in self.layout()] == \
+            [(n, tuple(shape)) for n, shape, _ in self.layout()], f"{path}: tensor shapes"
+        assert sorted(self.tensors) == sorted(n for n, _, _ in self.layout())
+        # tensors in layout order, each at the next multiple of 64 after the one before
+        pos = align64(end)
+        for off, size, name in sorted(entries):
+            assert off == align64(pos), f"{path}: {name} at {off}, expected {align64(pos)}"
+            pos = off + size
+        assert pos == len(data), f"{path}: tensors end at {pos}, file is {len(data)} bytes"
+
+    @staticmethod
+    def _stored(data, pos, shape, wt, gs):
+        """The arrays a tensor is stored as: its values (and Q8_0's scales)."""
+        n = int(np.prod(shape))
+        if wt == WEIGHT_F32:
+            return np.frombuffer(data, "<f4", n, pos).reshape(shape)
+        if wt == WEIGHT_BF16:
+            return np.frombuffer(data, "<u2", n, pos).reshape(shape)
+        assert wt == WEIGHT_Q8_0 and gs in (32, 64), f"weight type {wt}, group size {gs}"
+        q = np.frombuffer(data, "<i1", n, pos).reshape(shape)
+        per_row = -(-shape[1] // gs)  # the last group of a row may be shorter
+        scales = np.frombuffer(data, "<f4", shape[0] * per_row, align64(pos + n))
+        return q, scales.reshape(shape[0], per_row)
+
+    def shape(self, name):
+        kind, stored, _ = self.tensors[name]
+        return (stored[0] if kind == WEIGHT_Q8_0 else stored).shape
 
     def layout(self):
         """(name, shape, is_norm) of each tensor, in file order."""
@@ -197,14 +263,24 @@ class TllmFile:
         shifted back into place. Q8_0: each run of group_size values along a row shares one
         scale, so value j of a row uses that row's scale number j // group_size (in float64
         the product q * scale is exact)."""
-        kind, stored = self.tensors[name]
+        kind, stored, gs = self.tensors[name]
         if kind == WEIGHT_F32:
             return np.array(stored, dtype=dtype)
         if kind == WEIGHT_BF16:
             return (stored.astype(np.uint32) << 16).view(np.float32).astype(dtype)
         q, scales = stored
-        group = np.arange(q.shape[1]) // self.header["group_size"]  # scale of each column
+        group = np.arange(q.shape[1]) // gs  # scale of each column
         return q.astype(dtype) * scales[:, group]
+
+
+def tensor_bytes(shape, wt, gs):
+    """Bytes of a stored tensor (FORMAT.md, "How a tensor is stored")."""
+    n = int(np.prod(shape))
+    if wt == WEIGHT_F32:
+        return 4 * n
+    if wt == WEIGHT_BF16:
+        return 2 * n
+    return align64(n) + 4 * shape[0] * -(-shape[1] // gs)
 
 
 def read_tllm(path):
@@ -219,8 +295,9 @@ def read_tllm(path):
                rope_theta=h["rope_theta"], norm_eps=h["norm_eps"],
                shared_classifier=bool(h["shared_classifier"]), bos_id=h["bos_id"],
                eos_id=h["eos_id"])
-    c.weight_type, c.group_size, c.chat_template = \
-        h["weight_type"], h["group_size"], h["chat_template"]
+    kind, _, gs = f.tensors["token_embedding"]
+    c.weight_type, c.group_size, c.chat_template = kind, gs, h["chat_template"]
+    c.eos_ids = h["eos_ids"]
 
     def value(name):
         return f.value(name, np.float64)

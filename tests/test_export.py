@@ -66,11 +66,12 @@ def test_llama2c_tensors_identical():
     common.export(out, "--llama2c", src, "--tokenizer", tok)
     f = TllmFile(out)
     h = f.header
-    want = dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, head_size=8,
-                vocab_size=512, seq_len=512, shared_classifier=1, bos_id=1, eos_id=2,
-                weight_type=0, group_size=0, chat_template=0, tokenizer_kind=1, reserved=0)
+    want = dict(version=2, dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4,
+                head_size=8, vocab_size=512, seq_len=512, shared_classifier=1, bos_id=1,
+                eos_ids=(2,), chat_template=0, tokenizer_kind=1)
     for k, v in want.items():
         assert h[k] == v, f"header {k} = {h[k]}, expected {v}"
+    assert all(f.tensors[name][0] == 0 for name in f.tensors), "a tensor is not f32"
     assert h["rope_theta"] == 10000.0 and h["norm_eps"] == np.float32(1e-5)
     # The tokenizer section is the piece count followed by tok512.bin itself.
     assert f.tokenizer_section == struct.pack("<I", 512) + read_bytes(tok)
@@ -85,12 +86,17 @@ def test_llama2c_tensors_identical():
     out2 = tmp_path("s260k_auto.bin")
     common.export(out2, "--llama2c", src)
     assert read_bytes(out2) == f.data
-    # --seq-len overrides only the header field.
+    # --seq-len and --template change only their metadata.
     out3 = tmp_path("s260k_seq.bin")
     common.export(out3, "--llama2c", src, "--seq-len", 77, "--template", "chatml")
     g = TllmFile(out3)
     assert g.header["seq_len"] == 77 and g.header["chat_template"] == 2
-    assert g.data[256:] == f.data[256:]
+    assert {k: v for k, v in g.header.items() if k not in ("seq_len", "chat_template",
+                                                         "file_size")} == \
+        {k: v for k, v in f.header.items() if k not in ("seq_len", "chat_template", "file_size")}
+    assert g.tokenizer_section == f.tokenizer_section
+    for name, (kind, stored, gs) in f.tensors.items():
+        assert g.tensors[name][0] == kind and g.tensors[name][1].tobytes() == stored.tobytes()
 
 
 def test_llama2c_untied_classifier():
@@ -245,7 +251,8 @@ def test_bf16_export_error():
     out = tmp_path("s260k_bf16.bin")
     common.export(out, "--llama2c", src, "--dtype", "bf16")
     f = TllmFile(out)
-    assert f.header["weight_type"] == 1 and f.header["group_size"] == 0
+    for name, (kind, _, gs) in f.tensors.items():
+        assert (kind, gs) == ((0, 0) if name.endswith("norm") else (1, 0)), name
     _, w = reference.read_llama2c(src, np.float32)
     pairs = [("token_embedding", w["token_embedding"])] + \
         [(f"layers.{i}.{n}", w["layers"][i][n]) for i in range(5) for n in ("wq", "wo", "w2")]
@@ -291,7 +298,8 @@ def test_q8_0_export_error():
         args = [out, "--llama2c", src, "--tokenizer", tok, "--dtype", "q8_0"]
         common.export(*(args + (["--group-size", requested] if requested else [])))
         f = TllmFile(out)
-        assert f.header["weight_type"] == 2 and f.header["group_size"] == gs
+        for name, (kind, _, group) in f.tensors.items():
+            assert (kind, group) == ((0, 0) if name.endswith("norm") else (2, gs)), name
         for name, x in [("token_embedding", w["token_embedding"]),
                         ("layers.1.w1", w["layers"][1]["w1"]),
                         ("layers.0.w2", w["layers"][0]["w2"]),
@@ -305,14 +313,14 @@ def test_q8_0_export_error():
     common.export(out, "--llama2c", shared_model("stories260K.bin"), "--dtype", "q8_0")
     f = TllmFile(out)
     _, stories_w = reference.read_llama2c(shared_model("stories260K.bin"), np.float32)
-    assert f.header["group_size"] == 32
+    assert f.tensors["layers.0.w2"][2] == 32
     for i in range(5):
         check_q8_0(f, f"layers.{i}.w2", stories_w["layers"][i]["w2"], 32)
         check_q8_0(f, f"layers.{i}.w1", stories_w["layers"][i]["w1"], 32)
     # Widths that all allow 64 get 64 by default.
     out = tmp_path("q8_64.bin")
     common.export(out, "--random", "64,128,1,4,4,300,16", "--dtype", "q8_0")
-    assert TllmFile(out).header["group_size"] == 64
+    assert TllmFile(out).tensors["layers.0.w1"][2] == 64
 
 
 # ----------------------------------------------------------------------------------------------
