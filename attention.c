@@ -13,13 +13,38 @@
 /* RoPE: the angle grows with the position, at a different rate for each pair, so the dot
  * product of a query and a key depends on how far apart they are. */
 
-void rope_angles(float *cos, float *sin, int pos, int n, int head_size, float theta) {
+void rope_frequencies(float *freq, int head_size, float theta, const RopeScaling *scaling) {
+    const float pi = 3.14159265358979f;
+    for (int i = 0; i < head_size / 2; i++) {
+        /* the same float expression as llama2.c, so the angles agree to the last bit */
+        freq[i] = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
+        if (!scaling || scaling->type == ROPE_PLAIN) continue;
+        if (scaling->type == ROPE_LINEAR) { /* positions divided by factor: Hugging Face's
+                                              * "linear" */
+            freq[i] /= scaling->factor;
+            continue;
+        }
+        /* Llama 3.1's rule, as Hugging Face's _compute_llama3_parameters: slow pairs (long
+         * wavelengths, which saw no full turn in training) are slowed by factor, fast ones
+         * kept, and the band between blended by where its wavelength falls. */
+        float wavelength = 2 * pi / freq[i];
+        float low = scaling->original_context / scaling->low_freq_factor;
+        float high = scaling->original_context / scaling->high_freq_factor;
+        if (wavelength > low) {
+            freq[i] /= scaling->factor;
+        } else if (wavelength >= high) {
+            float smooth = (scaling->original_context / wavelength - scaling->low_freq_factor) /
+                           (scaling->high_freq_factor - scaling->low_freq_factor);
+            freq[i] = (1 - smooth) * freq[i] / scaling->factor + smooth * freq[i];
+        }
+    }
+}
+
+void rope_angles(float *cos, float *sin, const float *freq, int pos, int n, int head_size) {
     int half = head_size / 2;
     for (int t = 0; t < n; t++)
         for (int i = 0; i < half; i++) {
-            /* the same float expressions as llama2.c, so the angles agree to the last bit */
-            float freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_size);
-            float angle = (pos + t) * freq;
+            float angle = (pos + t) * freq[i];
             cos[(size_t)t * half + i] = cosf(angle);
             sin[(size_t)t * half + i] = sinf(angle);
         }

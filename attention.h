@@ -15,10 +15,25 @@
 /* ------------------------------------------------------------------------------------------ */
 /* RoPE: position enters the model by rotating pairs of query and key components. */
 
+/* How a model stretches RoPE to a longer context than it was trained on. */
+enum { ROPE_PLAIN = 0, ROPE_LINEAR = 1, ROPE_LLAMA3 = 2 };
+typedef struct {
+    int type;              /* ROPE_* */
+    float factor;          /* linear, llama3: how many times longer the context is */
+    float low_freq_factor; /* llama3: wavelengths above original_context / low_freq_factor */
+    float high_freq_factor; /* are slowed by factor, those below original_context /
+                            * high_freq_factor are kept, and those between are blended */
+    int original_context;  /* llama3: the context length of pretraining */
+} RopeScaling;
+
+/* freq (head_size / 2) = how fast each pair turns, in radians per position: pair i at
+ * theta^(-2i / head_size), then scaled as `scaling` says (NULL or ROPE_PLAIN: not at all).
+ * Computed once per model. */
+void rope_frequencies(float *freq, int head_size, float theta, const RopeScaling *scaling);
+
 /* cos, sin (n, head_size / 2) = the RoPE angles of positions pos .. pos + n - 1: pair i of
- * position p turns by p * theta^(-2i / head_size). Computed once per position, shared by
- * every layer. */
-void rope_angles(float *cos, float *sin, int pos, int n, int head_size, float theta);
+ * position p turns by p * freq[i]. Computed once per position, shared by every layer. */
+void rope_angles(float *cos, float *sin, const float *freq, int pos, int n, int head_size);
 
 /* Rotates each adjacent pair (2i, 2i+1) of every head of vec (n, n_heads, head_size), token t
  * by the angles of row t of cos and sin (n, head_size / 2). */

@@ -87,7 +87,7 @@ static int read_int(const unsigned char *p) {
 /* The tensors a model file holds (FORMAT.md's table). Each has a slot in ModelFile.tensors:
  * the global ones first, then LAYER_KINDS per layer; a slot whose data is NULL is absent. */
 
-enum { SIZE_ONE, SIZE_DIM, SIZE_HIDDEN, SIZE_Q, SIZE_KV, SIZE_VOCAB };
+enum { SIZE_ONE, SIZE_DIM, SIZE_HIDDEN, SIZE_Q, SIZE_KV, SIZE_HEAD, SIZE_VOCAB };
 
 typedef struct {
     const char *name;  /* after "layers.L." for per-layer tensors */
@@ -100,13 +100,22 @@ static const TensorKind global_kinds[] = {
     {"final_norm", SIZE_ONE, SIZE_DIM, 0},
     {"classifier", SIZE_VOCAB, SIZE_DIM, 1},
 };
+/* Every layer has the first CORE_KINDS, in the order of version 1 and llama2.c files; the
+ * optional ones come in sets (q, k and v biases; q and k norms), each in every layer or in
+ * none. */
 static const TensorKind layer_kinds[] = {
     {"attn_norm", SIZE_ONE, SIZE_DIM, 0}, {"wq", SIZE_Q, SIZE_DIM, 0},
     {"wk", SIZE_KV, SIZE_DIM, 0},         {"wv", SIZE_KV, SIZE_DIM, 0},
     {"wo", SIZE_DIM, SIZE_Q, 0},          {"ffn_norm", SIZE_ONE, SIZE_DIM, 0},
     {"w1", SIZE_HIDDEN, SIZE_DIM, 0},     {"w2", SIZE_DIM, SIZE_HIDDEN, 0},
     {"w3", SIZE_HIDDEN, SIZE_DIM, 0},
+    {"bq", SIZE_ONE, SIZE_Q, 1},          {"bk", SIZE_ONE, SIZE_KV, 1},
+    {"bv", SIZE_ONE, SIZE_KV, 1},         {"q_norm", SIZE_ONE, SIZE_HEAD, 1},
+    {"k_norm", SIZE_ONE, SIZE_HEAD, 1},
 };
+#define CORE_KINDS 9
+/* The sets of optional layer tensors: the first kind of each set and its size. */
+static const struct { int first, count; } optional_sets[] = {{9, 3}, {12, 2}};
 #define GLOBAL_KINDS (int)(sizeof global_kinds / sizeof global_kinds[0])
 #define LAYER_KINDS (int)(sizeof layer_kinds / sizeof layer_kinds[0])
 
@@ -117,6 +126,7 @@ static int size_of(const Config *c, int which) {
     case SIZE_HIDDEN: return c->hidden_dim;
     case SIZE_Q: return c->n_heads * c->head_size;
     case SIZE_KV: return c->n_kv_heads * c->head_size;
+    case SIZE_HEAD: return c->head_size;
     default: return c->vocab_size;
     }
 }
@@ -251,7 +261,7 @@ static int read_llama2c(ModelFile *f, const unsigned char *b, size_t size, char 
     Cursor cur = {.base = b, .size = size, .off = 28, .align = 1};
     char name[FORMAT_MAX_NAME];
     take(f, &cur, "token_embedding", WEIGHT_F32, 0);
-    for (int k = 0; k < LAYER_KINDS; k++) /* attn_norm for all layers, then wq, ... */
+    for (int k = 0; k < CORE_KINDS; k++) /* attn_norm for all layers, then wq, ... */
         for (size_t l = 0; l < L; l++) {
             snprintf(name, sizeof name, "layers.%zu.%s", l, layer_kinds[k].name);
             take(f, &cur, name, WEIGHT_F32, 0);
@@ -333,7 +343,7 @@ static int read_v1(ModelFile *f, const unsigned char *b, size_t size, char err[E
     char name[FORMAT_MAX_NAME];
     take(f, &cur, "token_embedding", type, gs);
     for (int l = 0; l < c->n_layers; l++)
-        for (int k = 0; k < LAYER_KINDS; k++) {
+        for (int k = 0; k < CORE_KINDS; k++) {
             int vector = layer_kinds[k].rows == SIZE_ONE; /* the norms are always f32 */
             snprintf(name, sizeof name, "layers.%d.%s", l, layer_kinds[k].name);
             take(f, &cur, name, vector ? WEIGHT_F32 : type, vector ? 0 : gs);
@@ -402,6 +412,10 @@ static const KeyRule key_rules[] = {
     {"rope_theta", VALUE_FLOAT, 1, 1, 1}, {"norm_eps", VALUE_FLOAT, 1, 1, 1},
     {"bos_id", VALUE_INT, 1, 1, 1},     {"eos_ids", VALUE_INT, 1, CONFIG_MAX_EOS, 1},
     {"tokenizer_kind", VALUE_INT, 1, 1, 0}, {"chat_template", VALUE_STRING, 1, 32, 0},
+    {"rope_scaling", VALUE_STRING, 1, 32, 0}, {"rope_scaling_factor", VALUE_FLOAT, 1, 1, 0},
+    {"rope_low_freq_factor", VALUE_FLOAT, 1, 1, 0},
+    {"rope_high_freq_factor", VALUE_FLOAT, 1, 1, 0},
+    {"rope_original_context", VALUE_INT, 1, 1, 0},
 };
 #define N_KEYS (int)(sizeof key_rules / sizeof key_rules[0])
 
@@ -423,6 +437,21 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
     } else if (!strcmp(key, "tokenizer_kind")) {
         if (i0 != 1) return fail(err, "metadata tokenizer_kind = %d is unknown (1 = BPE)", i0);
         f->tokenizer_kind = i0;
+    } else if (!strcmp(key, "rope_scaling")) {
+        RopeScaling *r = &c->rope_scaling;
+        r->type = count == 6 && !memcmp(v, "linear", 6)   ? ROPE_LINEAR
+                  : count == 6 && !memcmp(v, "llama3", 6) ? ROPE_LLAMA3
+                                                          : -1;
+        if (r->type < 0)
+            return fail(err, "metadata rope_scaling is of an unknown type (linear or llama3)");
+    } else if (!strcmp(key, "rope_scaling_factor")) {
+        c->rope_scaling.factor = read_f32(v);
+    } else if (!strcmp(key, "rope_low_freq_factor")) {
+        c->rope_scaling.low_freq_factor = read_f32(v);
+    } else if (!strcmp(key, "rope_high_freq_factor")) {
+        c->rope_scaling.high_freq_factor = read_f32(v);
+    } else if (!strcmp(key, "rope_original_context")) {
+        c->rope_scaling.original_context = i0;
     } else { /* chat_template */
         char name[33];
         memcpy(name, v, count);
@@ -432,6 +461,45 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
             return fail(err, "metadata chat_template '%s' is unknown (llama2, chatml or zephyr)",
                         memchr(name, '\0', count) ? "?" : name);
     }
+    return 0;
+}
+
+/* The index of a key in key_rules. */
+static int key_index(const char *key) {
+    int k = 0;
+    while (k < N_KEYS && strcmp(key, key_rules[k].key) != 0) k++;
+    return k;
+}
+
+/* Checks that the rope_scaling keys present (seen, by key_rules index) are the ones its type
+ * needs, with usable values. Returns 0, or -1 naming the key. */
+static int check_rope_scaling(const RopeScaling *r, const int *seen, char err[ERR_MAX]) {
+    static const char *const needs[][4] = {
+        [ROPE_PLAIN] = {NULL},
+        [ROPE_LINEAR] = {"rope_scaling_factor", NULL},
+        [ROPE_LLAMA3] = {"rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                         "rope_original_context"},
+    };
+    static const char *const all[] = {"rope_scaling_factor", "rope_low_freq_factor",
+                                      "rope_high_freq_factor", "rope_original_context"};
+    for (int i = 0; i < 4; i++) {
+        int needed = 0;
+        for (int j = 0; j < 4 && needs[r->type][j]; j++) needed |= !strcmp(all[i], needs[r->type][j]);
+        if (needed != (seen[key_index(all[i])] != 0))
+            return fail(err, "metadata key '%s' is %s for rope_scaling %s", all[i],
+                        needed ? "missing" : "not used",
+                        r->type == ROPE_LINEAR ? "linear" : r->type == ROPE_LLAMA3 ? "llama3" : "(none)");
+    }
+    if (r->type == ROPE_PLAIN) return 0;
+    if (!(r->factor >= 1.0f) || !isfinite(r->factor))
+        return fail(err, "metadata rope_scaling_factor = %g is not a finite number of at least 1",
+                    r->factor);
+    if (r->type == ROPE_LLAMA3 &&
+        (!(r->low_freq_factor > 0.0f) || !(r->high_freq_factor > r->low_freq_factor) ||
+         !isfinite(r->high_freq_factor) || r->original_context <= 0))
+        return fail(err, "metadata rope_low_freq_factor = %g, rope_high_freq_factor = %g or "
+                    "rope_original_context = %d is unusable (need 0 < low < high, context > 0)",
+                    r->low_freq_factor, r->high_freq_factor, r->original_context);
     return 0;
 }
 
@@ -445,8 +513,7 @@ static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
         uint32_t n;
         if (reader_name(&r, key) || reader_take(&r, &type, 1) || reader_u32(&r, &n))
             return fail(err, "metadata entry %u is truncated or malformed", i);
-        int k = 0;
-        while (k < N_KEYS && strcmp(key, key_rules[k].key) != 0) k++;
+        int k = key_index(key);
         if (k == N_KEYS)
             return fail(err, "metadata key '%s' is unknown to this engine (a newer export?)", key);
         const KeyRule *rule = &key_rules[k];
@@ -467,7 +534,7 @@ static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
             return fail(err, "metadata key '%s' is missing", key_rules[k].key);
     if (f->tokenizer && !f->tokenizer_kind)
         return fail(err, "metadata key 'tokenizer_kind' is missing (the file has a tokenizer)");
-    return 0;
+    return check_rope_scaling(&f->config.rope_scaling, seen, err);
 }
 
 /* Orders tensors by where they start, for the overlap check. */
@@ -546,6 +613,18 @@ static int read_directory(ModelFile *f, Reader r, const unsigned char *b, size_t
     if (end != size)
         return fail(err, "%zu bytes after the last tensor: the directory does not match the file",
                     size - end);
+    /* an optional set is in every layer or in none: a model does not change halfway */
+    for (size_t i = 0; i < sizeof optional_sets / sizeof optional_sets[0]; i++) {
+        int first = optional_sets[i].first;
+        int in_layer0 = f->tensors[GLOBAL_KINDS + first].data != NULL;
+        for (int l = 0; l < f->config.n_layers; l++)
+            for (int k = first; k < first + optional_sets[i].count; k++) {
+                const FileTensor *t = &f->tensors[GLOBAL_KINDS + l * LAYER_KINDS + k];
+                if ((t->data != NULL) != in_layer0)
+                    return fail(err, "tensor '%s' is %s, but not in every layer as it must be",
+                                t->name, t->data ? "present" : "missing");
+            }
+    }
     return 0;
 }
 

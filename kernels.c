@@ -40,6 +40,11 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, int dim, fl
     }
 }
 
+void add_bias(float *x, const float *bias, int n, int dim) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < dim; i++) x[(size_t)t * dim + i] += bias[i];
+}
+
 void add(float *x, const float *y, int n) {
     if (n >= PARALLEL_MIN_ELEMENTS) {
         #pragma omp parallel for schedule(static)

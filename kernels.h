@@ -15,6 +15,9 @@ void rmsnorm(float *out, const float *x, const float *weight, int n, int dim, fl
 /* x (n) += y (n): the residual connection. */
 void add(float *x, const float *y, int n);
 
+/* Each of n rows of x (n, dim) += bias (dim). */
+void add_bias(float *x, const float *bias, int n, int dim);
+
 /* x (n) = softmax(x), in place, subtracting the max first for stability. */
 void softmax(float *x, int n);
 void softmax_ref(float *x, int n);

@@ -59,6 +59,11 @@ static int bind_weights(Model *m, const ModelFile *f, char err[ERR_MAX]) {
         lw->wq = matrix_named(f, LAYER(wq));
         lw->wk = matrix_named(f, LAYER(wk));
         lw->wv = matrix_named(f, LAYER(wv));
+        lw->bq = vector_named(f, LAYER(bq));
+        lw->bk = vector_named(f, LAYER(bk));
+        lw->bv = vector_named(f, LAYER(bv));
+        lw->q_norm = vector_named(f, LAYER(q_norm));
+        lw->k_norm = vector_named(f, LAYER(k_norm));
         lw->wo = matrix_named(f, LAYER(wo));
         lw->ffn_norm = vector_named(f, LAYER(ffn_norm));
         lw->w1 = matrix_named(f, LAYER(w1));
@@ -79,7 +84,7 @@ static int bind_weights(Model *m, const ModelFile *f, char err[ERR_MAX]) {
 
 static void free_state(RunState *s) {
     free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
-    free(s->q), free(s->k), free(s->v), free(s->rope_cos), free(s->rope_sin);
+    free(s->q), free(s->k), free(s->v), free(s->rope_freq), free(s->rope_cos), free(s->rope_sin);
     free(s->att), free(s->logits), free(s->xq), free(s->xq_scale);
     kv_cache_free(&s->kv);
 }
@@ -104,6 +109,7 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->q = calloc(n * q_dim, sizeof(float));
     s->k = calloc(n * kv_dim, sizeof(float));
     s->v = calloc(n * kv_dim, sizeof(float));
+    s->rope_freq = calloc(c->head_size / 2, sizeof(float));
     s->rope_cos = calloc(n * (c->head_size / 2), sizeof(float));
     s->rope_sin = calloc(n * (c->head_size / 2), sizeof(float));
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
@@ -117,9 +123,11 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     }
     int kv_ok = kv_cache_init(&s->kv, c->n_layers, c->n_kv_heads, c->head_size, c->seq_len) == 0;
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
-        !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok || !kv_ok)
+        !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok ||
+        !kv_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * (size_t)c->n_layers * c->seq_len * kv_dim * sizeof(float) >> 20);
+    rope_frequencies(s->rope_freq, c->head_size, c->rope_theta, &c->rope_scaling);
     return 0;
 }
 
@@ -317,6 +325,15 @@ static void attention_block(Model *m, int l, int n, int pos) {
     rmsnorm(s->xb, s->x, lw->attn_norm, n, dim, p->norm_eps);
     Product qkv[3] = {{s->q, &lw->wq}, {s->k, &lw->wk}, {s->v, &lw->wv}};
     matmul_many(qkv, 3, s->xb, n, s->xq, s->xq_scale);
+    if (lw->bq) { /* Qwen2: q_proj, k_proj and v_proj have biases */
+        add_bias(s->q, lw->bq, n, p->n_heads * hs);
+        add_bias(s->k, lw->bk, n, p->n_kv_heads * hs);
+        add_bias(s->v, lw->bv, n, p->n_kv_heads * hs);
+    }
+    if (lw->q_norm) { /* Qwen3: q = q_norm(q), k = k_norm(k), each head on its own */
+        rmsnorm(s->q, s->q, lw->q_norm, n * p->n_heads, hs, p->norm_eps);
+        rmsnorm(s->k, s->k, lw->k_norm, n * p->n_kv_heads, hs, p->norm_eps);
+    }
 
     /* q, k = apply_rotary_emb(q, k, freqs_cis): each token by its own position */
     rope(s->q, s->rope_cos, s->rope_sin, n, p->n_heads, hs);
@@ -382,7 +399,7 @@ static void forward_chunk(Model *m, const int *tokens, int n, int pos, float *al
                           int last) {
     const Config *p = &m->config;
     embed(m, tokens, n);
-    rope_angles(m->state.rope_cos, m->state.rope_sin, pos, n, p->head_size, p->rope_theta);
+    rope_angles(m->state.rope_cos, m->state.rope_sin, m->state.rope_freq, pos, n, p->head_size);
     for (int l = 0; l < p->n_layers; l++) {
         attention_block(m, l, n, pos);
         feedforward_block(m, l, n);

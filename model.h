@@ -31,8 +31,11 @@
  * query of the token at position p attends over positions 0..p only (the causal mask).
  * Decoding is a chunk of one token.
  *
- * Out of scope: training, biases, sliding-window attention, RoPE scaling, mixture of experts,
- * anything but the CPU.
+ * Some families add steps, each taken only when the model file has its tensors: biases on
+ * q, k and v (Qwen2), and an RMSNorm of each query and key head before RoPE (Qwen3). RoPE may
+ * be stretched to a longer context (Llama 3.1's scaling).
+ *
+ * Out of scope: training, mixture of experts, anything but the CPU.
  *
  * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
  * matmul*.c (the weight types and their products), kernels.c (rmsnorm, softmax, SwiGLU),
@@ -65,6 +68,7 @@ typedef struct {
     int vocab_size;
     int seq_len;           /* maximum context length: the KV cache holds this many positions */
     float rope_theta;      /* RoPE base frequency */
+    RopeScaling rope_scaling; /* how RoPE stretches to a longer context (attention.h) */
     float norm_eps;        /* RMSNorm epsilon */
     int bos_id;            /* the beginning-of-sequence token */
     int eos_ids[CONFIG_MAX_EOS]; /* (n_eos) the tokens that end a text; [0] is the EOS */
@@ -76,11 +80,17 @@ typedef struct {
 /* Weights: pointers into the read-only file mapping, or into the model's arena for matrices
  * moved out of it at load time (model.c says when); nothing here owns memory. */
 
+/* Optional tensors, found in some families only, are NULL when absent. */
 typedef struct {
     const float *attn_norm; /* (dim) RMSNorm weight before attention */
     Tensor wq;              /* (n_heads * head_size, dim) */
     Tensor wk;              /* (n_kv_heads * head_size, dim) */
     Tensor wv;              /* (n_kv_heads * head_size, dim) */
+    const float *bq;        /* (n_heads * head_size) biases of q, k and v (Qwen2), or NULL */
+    const float *bk;        /* (n_kv_heads * head_size) */
+    const float *bv;        /* (n_kv_heads * head_size) */
+    const float *q_norm;    /* (head_size) RMSNorm weight of each query head (Qwen3), or NULL */
+    const float *k_norm;    /* (head_size) RMSNorm weight of each key head (Qwen3), or NULL */
     Tensor wo;              /* (dim, n_heads * head_size) */
     const float *ffn_norm;  /* (dim) RMSNorm weight before the feedforward */
     Tensor w1;              /* (hidden_dim, dim) gate */
@@ -110,6 +120,7 @@ typedef struct {
     float *q;      /* (chunk_len, n_heads * head_size) queries */
     float *k;      /* (chunk_len, n_kv_heads * head_size) keys of the new positions */
     float *v;      /* (chunk_len, n_kv_heads * head_size) values of the new positions */
+    float *rope_freq; /* (head_size / 2) radians per position of each pair (rope_frequencies) */
     float *rope_cos; /* (chunk_len, head_size / 2) cosines of the RoPE angles of each position */
     float *rope_sin; /* (chunk_len, head_size / 2) sines */
     float *att;    /* (n_heads, seq_len) attention scores, then weights */

@@ -380,9 +380,11 @@ static void test_vecmat_vs_ref(void) {
 static void test_rope(void) {
     /* head_size 2, position 1, theta 10000: one pair, rotated by exactly 1 radian */
     float c[4], sn[4];
-    rope_angles(c, sn, 0, 1, 2, 10000.0f);
+    float freq[4];
+    rope_frequencies(freq, 2, 10000.0f, NULL);
+    rope_angles(c, sn, freq, 0, 1, 2);
     CHECK(c[0] == 1.0f && sn[0] == 0.0f, "position 0 must not rotate");
-    rope_angles(c, sn, 1, 1, 2, 10000.0f);
+    rope_angles(c, sn, freq, 1, 1, 2);
     float v[2] = {1, 0};
     rope(v, c, sn, 1, 1, 2);
     CHECK(close_to(v[0], cosf(1), 1e-7f) && close_to(v[1], sinf(1), 1e-7f), "(1,0) -> %g %g",
@@ -390,7 +392,8 @@ static void test_rope(void) {
 
     /* head_size 8, pair i turns by pos * 10000^(-2i/8); every pair keeps its length */
     int hs = 8, pos = 37;
-    rope_angles(c, sn, pos, 1, hs, 10000.0f);
+    rope_frequencies(freq, hs, 10000.0f, NULL);
+    rope_angles(c, sn, freq, pos, 1, hs);
     CHECK(close_to(c[1], cosf(pos * powf(10000.0f, -0.25f)), 1e-5f), "pair 1 at %d: cos %g",
           pos, c[1]);
     float q[16], before[16];
