@@ -8,6 +8,7 @@
 #   make test-debug the suite against the sanitizer build only
 #   make bench      speed of random-weight models (see BENCHMARKS.md)
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang; see TESTING.md)
+#   make bundled-model  rewrite models/stories260K.tllm with export.py (after a format change)
 #   make clean
 
 CC      ?= cc
@@ -113,11 +114,19 @@ bench: run build/machine_limits
 build/machine_limits: tests/machine_limits.c | build
 	$(CC) -std=c11 -O2 $(ARCH) $(OPENMP) -D_POSIX_C_SOURCE=200809L $< -o $@
 
+# The bundled model is export.py's output for stories260K: a change to the file format must
+# regenerate it (tests/test_bundled.py fails until then). STORIES: the folder holding
+# stories260K.bin and tok512.bin (models/download.sh stories260K puts them in models/).
+STORIES ?= ../shared/models
+BUNDLED ?= models/stories260K.tllm
+bundled-model:
+	$(PYTHON) export.py $(BUNDLED) --llama2c $(STORIES)/stories260K.bin --tokenizer $(STORIES)/tok512.bin
+
 build build/debug build/fuzz build/valgrind:
 	mkdir -p $@
 
 clean:
 	rm -rf build run
 
-.PHONY: all run portable debug test test-fast test-debug bench fuzz clean
+.PHONY: all run portable debug test test-fast test-debug bench fuzz bundled-model clean
 -include build/*.d build/debug/*.d build/valgrind/*.d
