@@ -6,6 +6,10 @@
 #                   fuzz target for FUZZ_SECONDS (default 30), valgrind (see TESTING.md)
 #   make test-fast  the suite against the optimised build only, for day-to-day work
 #   make test-debug the suite against the sanitizer build only
+#   make lib        build/libtllm.a: the engine as a library (model.h and what it includes,
+#                   tokenizer.h, sampler.h, chat.h), built like ./run
+#   make install    libtllm.a, its headers in include/tllm/, tllm.pc and ./run as tllm-run,
+#                   under $(DESTDIR)$(PREFIX) (default /usr/local); see examples/generate.c
 #   make bench      speed of random-weight models (see BENCHMARKS.md)
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang; see TESTING.md)
 #   make bundled-model  rewrite models/stories260K.tllm with export.py (after a format change)
@@ -29,6 +33,11 @@ LDLIBS  = -lm
 LIB     = model.c format.c attention.c matmul.c matmul_f32.c matmul_bf16.c matmul_q8_0.c kernels.c \
           tokenizer.c sampler.c chat.c attnviz.c
 TOOLS   = run tokenize test_sampler test_kernels
+# the library: every source but the command line's attention recorder
+LIBOBJ  = $(filter-out build/attnviz.o,$(LIB:%.c=build/%.o))
+HEADERS = model.h attention.h matmul.h error.h tokenizer.h sampler.h chat.h
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' run.c)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
@@ -56,6 +65,21 @@ build/valgrind/%.o: %.c | build/valgrind
 build/valgrind/run: build/valgrind/run.o $(LIB:%.c=build/valgrind/%.o)
 	$(CC) $(VFLAGS) $^ -o $@ $(LDLIBS)
 
+lib: build/libtllm.a
+
+build/libtllm.a: $(LIBOBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# tllm.pc: -fopenmp when the library was built with it, since its objects call libgomp
+install: build/run build/libtllm.a
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/tllm
+	install -m 755 build/run $(DESTDIR)$(PREFIX)/bin/tllm-run
+	install -m 644 build/libtllm.a $(DESTDIR)$(PREFIX)/lib/libtllm.a
+	install -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include/tllm/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@OPENMP@|$(OPENMP)|' \
+	    tllm.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tllm.pc
+
 # The attention viewer stays an editable HTML file; attnviz.c includes it as a C string.
 build/attnviz_html.h: attnviz.html | build
 	{ echo 'static const char attnviz_html[] = {'; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0x00};'; } > $@
@@ -67,7 +91,7 @@ portable: build/attnviz_html.h
 
 debug: $(TOOLS:%=build/debug/%)
 
-test: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%)
+test: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTHON) tests/run_tests.py --all
 
@@ -128,5 +152,5 @@ build build/debug build/fuzz build/valgrind:
 clean:
 	rm -rf build run
 
-.PHONY: all run portable debug test test-fast test-debug bench fuzz bundled-model clean
+.PHONY: all run lib install portable debug test test-fast test-debug bench fuzz bundled-model clean
 -include build/*.d build/debug/*.d build/valgrind/*.d

@@ -1,0 +1,106 @@
+"""The engine as a library, installed: `make install` into a temporary prefix, then
+examples/generate.c built against it with nothing but what pkg-config says, and its text
+compared with the installed tllm-run's. Run once per `make test` (the install is of the
+release build whatever $ENGINE_BIN says).
+"""
+import os
+import shutil
+import subprocess
+
+import common
+from test_bundled import BUNDLED, quiet_make_env
+from test_stories import readme_text
+
+HEADERS = ["model.h", "attention.h", "matmul.h", "error.h", "tokenizer.h", "sampler.h", "chat.h"]
+# (prompt, steps): no prompt (the known story), a prompt, one whose pieces split a UTF-8 character
+CASES = [("", 200), ("Once upon a time", 100), ("Lily saw a caf\u00e9 \u2615 and", 60)]
+
+
+def fresh_dir(name):
+    path = os.path.abspath(common.tmp_path(name))
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def install(*assignments):
+    """Runs `make install` with the given VAR=value assignments."""
+    p = subprocess.run(["make", "--no-print-directory", "install"] + list(assignments),
+                       capture_output=True, text=True, env=quiet_make_env(), timeout=600)
+    assert p.returncode == 0, f"make install {assignments} failed: {p.stdout}{p.stderr}"
+
+
+def installed_files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, files in os.walk(root) for f in files)
+
+
+def pkg_config(env):
+    """`pkg-config --cflags --libs tllm` as a list of flags."""
+    assert shutil.which("pkg-config"), "pkg-config is not installed (apt-get install pkgconf)"
+    p = subprocess.run(["pkg-config", "--cflags", "--libs", "tllm"], capture_output=True,
+                       text=True, env=dict(os.environ, **env), timeout=30)
+    assert p.returncode == 0, f"pkg-config tllm: {p.stderr}"
+    return p.stdout.split()
+
+
+def compile_example(flags, out):
+    """Builds examples/generate.c with flags only (warnings are errors); returns out."""
+    cmd = ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "examples/generate.c"] + flags + \
+        ["-o", out]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{' '.join(cmd)}:\n{p.stderr}"
+    return out
+
+
+def check_same_text(example, tllm_run):
+    for prompt, steps in CASES:
+        want = subprocess.run([tllm_run, BUNDLED, "-t", "0", "-n", str(steps), "-i", prompt],
+                              capture_output=True, timeout=60)
+        assert want.returncode == 0, want.stderr
+        got = subprocess.run([example, BUNDLED, prompt, str(steps)], capture_output=True,
+                             timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == want.stdout, (f"{prompt!r}, {steps} steps: the example printed\n"
+                                           f"{got.stdout!r}\ntllm-run printed\n{want.stdout!r}")
+        assert len(got.stdout) > len(prompt.encode()) + 40, got.stdout  # it did generate
+    story = subprocess.run([example, BUNDLED, "", "200"], capture_output=True, timeout=60)
+    assert story.stdout.decode() == readme_text() + "\n", story.stdout
+
+
+def test_installed_library_example():
+    prefix = fresh_dir("install_prefix")
+    install(f"PREFIX={prefix}")
+    expected = sorted(["bin/tllm-run", "lib/libtllm.a", "lib/pkgconfig/tllm.pc"] +
+                      [f"include/tllm/{h}" for h in HEADERS])
+    assert installed_files(prefix) == expected, installed_files(prefix)
+
+    flags = pkg_config({"PKG_CONFIG_PATH": os.path.join(prefix, "lib", "pkgconfig")})
+    assert f"-I{prefix}/include" in flags and "-ltllm" in flags, flags
+    # each public header compiles on its own with those flags
+    for h in HEADERS:
+        src = common.tmp_path("header_alone.c")
+        with open(src, "w") as f:
+            f.write(f"#include <tllm/{h}>\nint main(void) {{ return 0; }}\n")
+        cmd = ["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", src] + flags
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"<tllm/{h}> alone does not compile:\n{p.stderr}"
+
+    example = compile_example(flags, common.tmp_path("generate_example"))
+    check_same_text(example, os.path.join(prefix, "bin", "tllm-run"))
+
+
+def test_install_into_destdir():
+    # A package build: files under DESTDIR, paths inside them as if installed in PREFIX;
+    # pkg-config's sysroot maps the one onto the other.
+    stage = fresh_dir("install_destdir")
+    install(f"DESTDIR={stage}", "PREFIX=/opt/tllm")
+    root = stage + "/opt/tllm"
+    assert "lib/libtllm.a" in installed_files(root), installed_files(stage)
+    with open(os.path.join(root, "lib", "pkgconfig", "tllm.pc")) as f:
+        assert "prefix=/opt/tllm\n" in f.read()
+    flags = pkg_config({"PKG_CONFIG_PATH": os.path.join(root, "lib", "pkgconfig"),
+                        "PKG_CONFIG_SYSROOT_DIR": stage})
+    assert f"-I{root}/include" in flags, flags
+    example = compile_example(flags, common.tmp_path("generate_example_destdir"))
+    check_same_text(example, os.path.join(root, "bin", "tllm-run"))
