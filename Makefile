@@ -2,8 +2,9 @@
 #   make            optimised ./run for this machine (-O3 -march=native, OpenMP when available)
 #   make portable   ./run without -march=native: plain C kernels, builds on any C11 compiler
 #   make debug      build/debug/: -O0 -g with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make test       everything, as CI runs it: the suite against build/ and build/debug/, each
-#                   fuzz target for FUZZ_SECONDS (default 30), valgrind (see TESTING.md)
+#   make test       everything, as CI runs it: installs what the tests need (tests/deps.sh),
+#                   then the suite against build/ and build/debug/, each fuzz target for
+#                   FUZZ_SECONDS (default 30), valgrind, the installed library (see TESTING.md)
 #   make test-fast  the suite against the optimised build only, for day-to-day work
 #   make test-debug the suite against the sanitizer build only
 #   make lib        build/libtllm.a: the engine as a library (model.h and what it includes,
@@ -91,7 +92,13 @@ portable: build/attnviz_html.h
 
 debug: $(TOOLS:%=build/debug/%)
 
-test: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
+# First what the tests need: tests/deps.sh installs it (root on Debian) or names the command
+# to run and stops; then test-all, the builds and the suite.
+test:
+	@PYTHON='$(PYTHON)' FUZZ_CC='$(FUZZ_CC)' sh tests/deps.sh
+	@$(MAKE) --no-print-directory test-all
+
+test-all: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTHON) tests/run_tests.py --all
 
@@ -152,5 +159,5 @@ build build/debug build/fuzz build/valgrind:
 clean:
 	rm -rf build run
 
-.PHONY: all run lib install portable debug test test-fast test-debug bench fuzz bundled-model clean
+.PHONY: all run lib install portable debug test test-all test-fast test-debug bench fuzz bundled-model clean
 -include build/*.d build/debug/*.d build/valgrind/*.d
