@@ -122,7 +122,8 @@ static void usage(FILE *out) {
     fputs(
 "Usage: run <model.bin> [options]\n"
 "Generates text with a Llama-style model (a TLLM file or a llama2.c checkpoint), or chats.\n"
-"Examples: run model.bin -z tokenizer.bin -t 0 -n 200 -i \"Once upon a time\"\n"
+"Examples: run models/stories260K.tllm -t 0 -n 200 -i \"Once upon a time\"\n"
+"          run stories15M.bin -z tokenizer.bin -n 256   (a llama2.c checkpoint and its tokenizer)\n"
 "          printf 'Hello\\nTell me more\\n' | run chat.bin -m chat\n"
 "\n"
 "Generation:\n"
