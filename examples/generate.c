@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (tokenizer_load_memory(&tok, model.tokenizer_data, model.tokenizer_size, c->vocab_size,
-                              c->bos_id, c->eos_id, err) != 0) {
+                              c->bos_id, c->eos_ids[0], err) != 0) {
         fprintf(stderr, "%s: %s\n", path, err);
         return 1;
     }
@@ -72,11 +72,13 @@ int main(int argc, char **argv) {
     float *logits = model_forward(&model, tokens, n, 0, NULL);
 
     /* Then one token at a time, each fed back at the next position, until the model ends
-     * the text (BOS starts the next story, EOS) or the steps are used up. */
+     * the text (BOS starts the next story; a model may have several end tokens) or the steps
+     * are used up. */
     int prev = tokens[n - 1];
     for (int pos = n;; pos++) {
-        int next = sampler_sample(&sampler, logits);
-        if (next == c->bos_id || next == c->eos_id) break;
+        int next = sampler_sample(&sampler, logits), end = next == c->bos_id;
+        for (int i = 0; i < c->n_eos; i++) end |= next == c->eos_ids[i];
+        if (end) break;
         print_token(&tok, &utf8, prev, next);
         if (pos == steps) break;
         logits = model_forward(&model, &next, 1, pos, NULL);
