@@ -58,6 +58,9 @@ MAX_EOS = 8  # the loader's CONFIG_MAX_EOS
 WEIGHT_TYPES = {"f32": 0, "bf16": 1, "q8_0": 2}
 TEMPLATES = {"none": 0, "llama2": 1, "chatml": 2, "zephyr": 3}
 TOKENIZER_SENTENCEPIECE_BPE = 1
+ROPE_SCALINGS = ("linear", "llama3")
+# Per-layer vectors (always f32) besides the norms: the optional tensors of FORMAT.md.
+LAYER_VECTORS = ("attn_norm", "ffn_norm", "bq", "bk", "bv", "q_norm", "k_norm")
 
 # Named shapes for --random: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len.
 SHAPES = {
@@ -95,6 +98,19 @@ class Config:
     bos_id: int = 1
     eos_ids: tuple = (2,)  # the tokens that end a text; the first is the model's EOS
     chat_template: int = 0
+    # The families' additions (models/FORMAT.md): biases on q, k and v (Qwen2), an RMSNorm of
+    # each query and key head (Qwen3), RoPE scaling ("" none, "linear" or "llama3").
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    rope_scaling: str = ""
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 0.0   # llama3 only
+    rope_high_freq_factor: float = 0.0  # llama3 only
+    rope_original_context: int = 0      # llama3 only
+    sliding_window: int = 0  # a source's attention window, 0 for none: refused if it is
+                             # shorter than seq_len (the engine attends to the whole context)
+    source_dtypes: dict = None  # {tensor name: dtype} as a source stores them (GGUF), used
+                                # when --dtype is not given
 
 
 # The loader's limits (model.c): a file outside them would be written, then refused by `run`.
@@ -126,10 +142,37 @@ def check_config(cfg, path):
         raise ExportError(path, f"rope_theta = {cfg.rope_theta} is not a finite number above 1")
     if not (0 < cfg.norm_eps < 1):
         raise ExportError(path, f"norm_eps = {cfg.norm_eps} is out of range (0..1)")
+    if cfg.sliding_window and cfg.sliding_window < cfg.seq_len:
+        raise ExportError(path, f"sliding_window = {cfg.sliding_window} is shorter than the "
+                                f"context of {cfg.seq_len} tokens: sliding-window attention is "
+                                f"not implemented (export with --seq-len {cfg.sliding_window} "
+                                f"to stay inside the window)")
+    check_rope_scaling(cfg, path)
+
+
+def check_rope_scaling(cfg, path):
+    """Raises ExportError unless the RoPE scaling is one the loader accepts (FORMAT.md)."""
+    if not cfg.rope_scaling:
+        return
+    if cfg.rope_scaling not in ROPE_SCALINGS:
+        raise ExportError(path, f"rope_scaling {cfg.rope_scaling!r} is not supported "
+                                f"(only {' and '.join(ROPE_SCALINGS)})")
+    if not (1 <= cfg.rope_factor < float("inf")):
+        raise ExportError(path, f"rope_scaling factor = {cfg.rope_factor} is not a finite "
+                                f"number of at least 1")
+    if cfg.rope_scaling == "llama3" and not (
+            0 < cfg.rope_low_freq_factor < cfg.rope_high_freq_factor < float("inf")
+            and 0 < cfg.rope_original_context <= LIMITS["seq_len"]):
+        raise ExportError(path, f"llama3 rope_scaling needs 0 < low_freq_factor < "
+                                f"high_freq_factor and an original context: got "
+                                f"{cfg.rope_low_freq_factor}, {cfg.rope_high_freq_factor}, "
+                                f"{cfg.rope_original_context}")
 
 
 def tensor_layout(cfg):
-    """The tensors of a TLLM file in order: (name, shape, is_norm); norms are always f32."""
+    """The tensors of a TLLM file in order: (name, shape, is_vector); vectors (the norms and
+    biases) are always f32. The optional ones follow wv: bq, bk, bv with cfg.qkv_bias, q_norm
+    and k_norm with cfg.qk_norm."""
     d, h, q_rows, kv_rows = cfg.dim, cfg.hidden_dim, cfg.n_heads * cfg.head_size, \
         cfg.n_kv_heads * cfg.head_size
     layout = [("token_embedding", (cfg.vocab_size, d), False)]
@@ -139,6 +182,14 @@ def tensor_layout(cfg):
             (f"layers.{i}.wq", (q_rows, d), False),
             (f"layers.{i}.wk", (kv_rows, d), False),
             (f"layers.{i}.wv", (kv_rows, d), False),
+        ]
+        if cfg.qkv_bias:
+            layout += [(f"layers.{i}.bq", (q_rows,), True), (f"layers.{i}.bk", (kv_rows,), True),
+                       (f"layers.{i}.bv", (kv_rows,), True)]
+        if cfg.qk_norm:
+            layout += [(f"layers.{i}.q_norm", (cfg.head_size,), True),
+                       (f"layers.{i}.k_norm", (cfg.head_size,), True)]
+        layout += [
             (f"layers.{i}.wo", (d, q_rows), False),
             (f"layers.{i}.ffn_norm", (d,), True),
             (f"layers.{i}.w1", (h, d), False),
@@ -266,7 +317,7 @@ def stored_size(shape, weight_type, group_size):
     return -(-rows * cols // ALIGN) * ALIGN + 4 * rows * -(-cols // group_size)
 
 
-def metadata_section(cfg):
+def metadata_section(cfg, tokenizer_kind=TOKENIZER_SENTENCEPIECE_BPE):
     """The version-2 metadata: a u32 count, then (key, type, count, values) entries."""
     ints = [("dim", cfg.dim), ("hidden_dim", cfg.hidden_dim), ("n_layers", cfg.n_layers),
             ("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads),
@@ -275,10 +326,17 @@ def metadata_section(cfg):
     entries = [(key, 1, [value]) for key, value in ints]
     entries += [("rope_theta", 2, [cfg.rope_theta]), ("norm_eps", 2, [cfg.norm_eps]),
                 ("bos_id", 1, [cfg.bos_id]), ("eos_ids", 1, list(cfg.eos_ids)),
-                ("tokenizer_kind", 1, [TOKENIZER_SENTENCEPIECE_BPE])]
+                ("tokenizer_kind", 1, [tokenizer_kind])]
     if cfg.chat_template:
         name = next(k for k, v in TEMPLATES.items() if v == cfg.chat_template)
         entries.append(("chat_template", 3, name.encode()))
+    if cfg.rope_scaling:
+        entries += [("rope_scaling", 3, cfg.rope_scaling.encode()),
+                    ("rope_scaling_factor", 2, [cfg.rope_factor])]
+    if cfg.rope_scaling == "llama3":
+        entries += [("rope_low_freq_factor", 2, [cfg.rope_low_freq_factor]),
+                    ("rope_high_freq_factor", 2, [cfg.rope_high_freq_factor]),
+                    ("rope_original_context", 1, [cfg.rope_original_context])]
     parts = [struct.pack("<I", len(entries))]
     for key, kind, values in entries:
         parts.append(struct.pack("<B", len(key)) + key.encode())
@@ -311,16 +369,25 @@ def directory_section(layout, types, data_start):
 def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
                format_version=VERSION, overrides=()):
     """Streams a TLLM file: the header and sections, then each tensor from the iterator
-    `tensors` of (name, float array) pairs, in tensor_layout order, converted as it comes.
+    `tensors` of (name, float array or Quantized) pairs, in tensor_layout order, converted as
+    it comes. pieces: [(bytes, score)] of a SentencePiece-style tokenizer, or a Tokenizer.
     overrides: (glob pattern, dtype) pairs giving some tensors another type (version 2 only)."""
     check_config(cfg, source_path)
-    if len(pieces) != cfg.vocab_size:
-        raise ExportError(source_path, f"the tokenizer has {len(pieces)} pieces but the "
+    tok = pieces if isinstance(pieces, Tokenizer) else sentencepiece_tokenizer(pieces)
+    if tok.kind == TOKENIZER_SENTENCEPIECE_BPE and tok.n_tokens != cfg.vocab_size:
+        raise ExportError(source_path, f"the tokenizer has {tok.n_tokens} pieces but the "
                                        f"model's vocab_size is {cfg.vocab_size}")
+    if tok.n_tokens > cfg.vocab_size:
+        raise ExportError(source_path, f"the tokenizer has {tok.n_tokens} tokens, more than "
+                                       f"the model's vocab_size {cfg.vocab_size}")
     layout = tensor_layout(cfg)
     types = tensor_types(cfg, dtype, group_size, overrides)
     if format_version == 1 and (overrides or len(cfg.eos_ids) > 1):
         raise ExportError(out_path, "version 1 files hold one weight type and one EOS")
+    if format_version == 1 and (cfg.qkv_bias or cfg.qk_norm or cfg.rope_scaling or
+                                tok.kind != TOKENIZER_SENTENCEPIECE_BPE):
+        raise ExportError(out_path, "version 1 files hold no biases, q/k norms, RoPE scaling "
+                                    "or byte-level tokenizer: use --format-version 2")
     tmp_path = out_path + ".tmp"
     try:
         f = open(tmp_path, "wb")
@@ -328,13 +395,13 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
         raise ExportError(out_path, e.strerror)
     try:
         with f:
-            tokenizer = tokenizer_section(pieces)
+            tokenizer = tok.section
             if format_version == 1:
                 f.write(bytes(V1_HEADER_SIZE))  # written last, once sizes are known
                 f.write(tokenizer)
                 weights_offset = pad_to(f, ALIGN)
             else:
-                metadata = metadata_section(cfg)
+                metadata = metadata_section(cfg, tok.kind)
                 meta_at, tok_at = HEADER_SIZE, HEADER_SIZE + len(metadata)
                 dir_at = tok_at + len(tokenizer)
                 # the directory's own length does not depend on the offsets inside it
@@ -377,8 +444,34 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
         raise
 
 
+@dataclass
+class Quantized:
+    """A matrix a source already stores in Q8_0 (GGUF): int8 q (rows, cols) and float32
+    scales (rows, ceil(cols / group_size)); value j of row r is q[r, j] * scales[r, j // gs].
+    Written as it is when the file's type for it is Q8_0 of the same group size."""
+    q: np.ndarray
+    scales: np.ndarray
+    group_size: int
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+    def dequantize(self):
+        group = np.arange(self.q.shape[1]) // self.group_size  # the scale of each column
+        return self.q.astype(np.float32) * self.scales[:, group]
+
+
 def write_tensor(f, array, weight_type, group_size):
-    """Writes one tensor in the given encoding (FORMAT.md, "How a tensor is stored")."""
+    """Writes one tensor in the given encoding (FORMAT.md, "How a tensor is stored"); a
+    Quantized one of the same encoding exactly as it is, any other converted from its values."""
+    if isinstance(array, Quantized):
+        if weight_type == WEIGHT_TYPES["q8_0"] and array.group_size == group_size:
+            f.write(np.ascontiguousarray(array.q, dtype=np.int8).tobytes())
+            pad_to(f, ALIGN)
+            f.write(np.ascontiguousarray(array.scales, dtype="<f4").tobytes())
+            return
+        array = array.dequantize()
     x = np.ascontiguousarray(array, dtype="<f4")
     if weight_type == WEIGHT_TYPES["f32"]:
         f.write(x.tobytes())
@@ -393,6 +486,24 @@ def write_tensor(f, array, weight_type, group_size):
 
 # ------------------------------------------------------------------------------------------------
 # Tokenizers
+
+@dataclass
+class Tokenizer:
+    """A tokenizer as a model file stores it: its kind (the metadata key tokenizer_kind) and
+    its section (models/FORMAT.md), with the special ids it names itself (-1: none)."""
+    kind: int
+    section: bytes
+    n_tokens: int
+    bos_id: int = -1
+    eos_id: int = -1
+    unk_id: int = -1
+
+
+def sentencepiece_tokenizer(pieces, bos_id=-1, eos_id=-1, unk_id=-1):
+    """A Tokenizer of kind 1 from [(piece bytes, score)]."""
+    return Tokenizer(TOKENIZER_SENTENCEPIECE_BPE, tokenizer_section(pieces), len(pieces),
+                     bos_id, eos_id, unk_id)
+
 
 def read_tokenizer_bin(path):
     """Reads llama2.c's tokenizer.bin: [(piece bytes, score)] for every piece in the file."""
@@ -416,10 +527,10 @@ def read_tokenizer_bin(path):
     return pieces
 
 
-def read_sentencepiece(path):
+def read_sentencepiece(path, with_unk=False):
     """Reads a sentencepiece .model into [(piece bytes, score)] the way llama2.c's
     tokenizer.py exports it: '▁' becomes ' ', BOS and EOS are '\\n<s>\\n' and '\\n</s>\\n'.
-    Returns (pieces, bos_id, eos_id)."""
+    Returns (pieces, bos_id, eos_id), and unk_id after them with with_unk."""
     try:
         import sentencepiece
     except ImportError:
@@ -437,6 +548,8 @@ def read_sentencepiece(path):
         if i in (sp.bos_id(), sp.eos_id()):
             text = f"\n{text}\n"
         pieces.append((text.replace("\u2581", " ").encode("utf-8"), sp.GetScore(i)))
+    if with_unk:
+        return pieces, sp.bos_id(), sp.eos_id(), sp.unk_id()
     return pieces, sp.bos_id(), sp.eos_id()
 
 
@@ -574,33 +687,138 @@ def find_llama2c_tokenizer(path, vocab):
                             f"(tried {', '.join(tried) or 'none found'}): give --tokenizer")
 
 
-# Hugging Face config keys whose non-default value changes the forward pass in a way the
-# engine does not implement: key -> (value that is fine, explanation).
-HF_UNSUPPORTED = {
-    "rope_scaling": (None, "RoPE scaling is not implemented"),
-    "attention_bias": (False, "the engine has no biases"),
-    "mlp_bias": (False, "the engine has no biases"),
-    "sliding_window": (None, "sliding-window attention is not implemented"),
-}
-HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
+# Hugging Face families: the `architectures` entry of config.json -> its model_type. Each family
+# is LlamaForCausalLM's forward pass plus what FAMILY_TRAITS says.
+HF_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
+                    "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+# model_type -> (biases on q, k and v always; q_norm and k_norm)
+FAMILY_TRAITS = {"llama": (False, False), "mistral": (False, False), "qwen2": (True, False),
+                 "qwen3": (False, True)}
 
 
 def check_hf_config(hf, path):
-    """Raises ExportError naming the first key of config.json the engine cannot honour."""
+    """Raises ExportError naming the first key of config.json the engine cannot honour.
+    Returns the model_type."""
     archs = hf.get("architectures") or []
     if len(archs) != 1 or archs[0] not in HF_ARCHITECTURES:
         raise ExportError(path, f"architectures {archs} is not supported "
-                                f"(only {' or '.join(HF_ARCHITECTURES)})")
-    if hf.get("model_type") != HF_ARCHITECTURES[archs[0]]:
+                                f"(only {', '.join(HF_ARCHITECTURES)})")
+    model_type = HF_ARCHITECTURES[archs[0]]
+    if hf.get("model_type") != model_type:
         raise ExportError(path, f"model_type {hf.get('model_type')!r} is not supported "
-                                f"with {archs[0]}")
+                                f"with {archs[0]} (expected {model_type!r})")
     if hf.get("hidden_act", "silu") != "silu":
         raise ExportError(path, f"hidden_act {hf['hidden_act']!r} is not supported "
                                 f"(the engine's feedforward uses silu)")
-    for key, (fine, why) in HF_UNSUPPORTED.items():
-        value = hf.get(key, fine)
-        if value is not fine and value != fine:
-            raise ExportError(path, f"{key} = {json.dumps(value)} is not supported ({why})")
+    if hf.get("mlp_bias", False) is not False:
+        raise ExportError(path, f"mlp_bias = {json.dumps(hf['mlp_bias'])} is not supported "
+                                f"(the engine's feedforward has no biases)")
+    # Llama's and Qwen3's attention_bias puts a bias on o_proj too, which the engine lacks
+    # (Qwen2's q, k and v biases are the family's own, without this key).
+    if model_type in ("llama", "qwen3") and hf.get("attention_bias", False) is not False:
+        raise ExportError(path, f"attention_bias = {json.dumps(hf['attention_bias'])} is not "
+                                f"supported for {model_type} (it adds a bias to o_proj, which "
+                                f"the engine does not have)")
+    return model_type
+
+
+def hf_sliding_window(hf, model_type, path):
+    """The attention window config.json asks for on some layer, or 0 when every layer attends
+    to the whole context (Mistral's sliding_window; Qwen2/3's only with use_sliding_window, on
+    the layers from max_window_layers on, or as layer_types names them)."""
+    window = hf.get("sliding_window")
+    if model_type in ("qwen2", "qwen3"):
+        layer_types = hf.get("layer_types")
+        if isinstance(layer_types, list):
+            active = any(t != "full_attention" for t in layer_types)
+        else:
+            active = bool(hf.get("use_sliding_window", False)) and \
+                hf.get("max_window_layers", 0) < hf.get("num_hidden_layers", 0)
+        if not active:
+            return 0
+    elif model_type != "mistral":
+        return 0
+    if window is None:
+        return 0
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        raise ExportError(path, f"sliding_window = {json.dumps(window)} is not a positive "
+                                f"integer")
+    return window
+
+
+def hf_rope_scaling(hf, cfg, path):
+    """Sets cfg's RoPE scaling from config.json's rope_scaling (rope_type or type: linear or
+    llama3; null and "default" are none); any other type is refused by name."""
+    scaling = hf.get("rope_scaling")
+    if scaling is None:
+        return
+    if not isinstance(scaling, dict):
+        raise ExportError(path, f"rope_scaling = {json.dumps(scaling)} is not an object")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return
+    if kind not in ROPE_SCALINGS:
+        raise ExportError(path, f"rope_scaling type {json.dumps(kind)} is not supported "
+                                f"(only linear and llama3)")
+
+    def number(key):
+        value = scaling.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ExportError(path, f"rope_scaling.{key} is "
+                                    + ("missing" if value is None else json.dumps(value)))
+        return value
+
+    cfg.rope_scaling, cfg.rope_factor = kind, float(number("factor"))
+    if kind == "llama3":
+        cfg.rope_low_freq_factor = float(number("low_freq_factor"))
+        cfg.rope_high_freq_factor = float(number("high_freq_factor"))
+        original = number("original_max_position_embeddings")
+        if not isinstance(original, int):
+            raise ExportError(path, f"rope_scaling.original_max_position_embeddings = "
+                                    f"{original} is not an integer")
+        cfg.rope_original_context = original
+    check_rope_scaling(cfg, path)
+
+
+def hf_ids(value, key, path):
+    """A token id entry (an int, a list of ints, or null) as a list of ints."""
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ExportError(path, f"{key} = {json.dumps(value)} is not a token id or a list "
+                                    f"of them")
+    return values
+
+
+def hf_special_ids(folder, hf, cfg_path, tok):
+    """(bos_id, eos_ids) of a Hugging Face model. The tokenizer's own ids come first (some
+    config.json files name <unk> as BOS, as the JackFram Llama-68M one does, and the text is
+    encoded by the tokenizer); config.json's and generation_config.json's eos_token_id (an id
+    or a list: Llama 3's <|end_of_text|>, <|eot_id|>, <|eom_id|>) are added after it, except
+    the tokenizer's <unk> and its BOS."""
+    gen_path = os.path.join(folder, "generation_config.json")
+    gen = {}
+    if os.path.isfile(gen_path):
+        try:
+            gen = json.loads(read_file(gen_path))
+        except ValueError:
+            raise ExportError(gen_path, "not valid JSON")
+        if not isinstance(gen, dict):
+            raise ExportError(gen_path, "not a JSON object")
+    bos = tok.bos_id
+    if bos < 0:
+        ids = hf_ids(hf.get("bos_token_id"), "bos_token_id", cfg_path) or \
+            hf_ids(gen.get("bos_token_id"), "bos_token_id", gen_path)
+        bos = ids[0] if ids else -1
+    eos = [tok.eos_id] if tok.eos_id >= 0 else []
+    for ids in (hf_ids(hf.get("eos_token_id"), "eos_token_id", cfg_path),
+                hf_ids(gen.get("eos_token_id"), "eos_token_id", gen_path)):
+        for i in ids:
+            if i not in eos and (tok.eos_id < 0 or i not in (tok.unk_id, bos)):
+                eos.append(i)
+    if not eos:
+        raise ExportError(cfg_path, "no eos_token_id, and the tokenizer names no EOS")
+    return (bos if bos >= 0 else eos[0]), tuple(eos)
 
 
 def hf_int(hf, key, path, default=None):
@@ -712,14 +930,34 @@ def hf_tensor_index(folder):
 def rope_halves_to_pairs(w, n_heads, head_size):
     """Permutes the rows of a Hugging Face q_proj/k_proj (rotate-half RoPE: pairs
     (i, i + head_size/2)) into the engine's adjacent pairs (2i, 2i+1), head by head:
-    new row 2i = old row i, new row 2i+1 = old row i + head_size/2."""
+    new row 2i = old row i, new row 2i+1 = old row i + head_size/2. A vector (a bias, or a
+    q_norm/k_norm weight with n_heads 1) is permuted as a one-column matrix."""
+    if w.ndim == 1:
+        return rope_halves_to_pairs(w[:, None], n_heads, head_size)[:, 0]
     cols = w.shape[1]
     return w.reshape(n_heads, 2, head_size // 2, cols).transpose(0, 2, 1, 3) \
             .reshape(n_heads * head_size, cols)
 
 
+def read_hf_tokenizer(folder):
+    """The tokenizer of a Hugging Face directory as a Tokenizer: a sentencepiece
+    tokenizer.model (kind 1). A byte-level BPE tokenizer.json alone needs the engine's second
+    tokenizer kind, which it does not have yet."""
+    sp_path = os.path.join(folder, "tokenizer.model")
+    if not os.path.isfile(sp_path):
+        json_path = os.path.join(folder, "tokenizer.json")
+        if os.path.isfile(json_path):
+            raise ExportError(json_path, "a tokenizer.json without tokenizer.model (byte-level "
+                                         "BPE) is not supported: the engine needs sentencepiece")
+        raise ExportError(folder, "no tokenizer.model")
+    pieces, bos, eos, unk = read_sentencepiece(sp_path, with_unk=True)
+    return sentencepiece_tokenizer(pieces, bos, eos, unk)
+
+
 def load_hf(folder):
-    """A Hugging Face Llama/Mistral directory (config.json, safetensors, tokenizer.model)."""
+    """A Hugging Face directory of the Llama, Mistral, Qwen2 (2.5) or Qwen3 family:
+    config.json, safetensors, the tokenizer (read_hf_tokenizer), and optionally
+    generation_config.json (more EOS ids) and tokenizer_config.json (the chat template)."""
     if not os.path.isdir(folder):
         raise ExportError(folder, "no such directory")
     cfg_path = os.path.join(folder, "config.json")
@@ -729,7 +967,8 @@ def load_hf(folder):
         raise ExportError(cfg_path, "not valid JSON")
     if not isinstance(hf, dict):
         raise ExportError(cfg_path, "not a JSON object")
-    check_hf_config(hf, cfg_path)
+    model_type = check_hf_config(hf, cfg_path)
+    biases, qk_norm = FAMILY_TRAITS[model_type]
 
     dim = hf_int(hf, "hidden_size", cfg_path)
     n_heads = hf_int(hf, "num_attention_heads", cfg_path)
@@ -737,16 +976,13 @@ def load_hf(folder):
     head_size = hf.get("head_dim")
     head_size = dim // n_heads if head_size is None else hf_int(hf, "head_dim", cfg_path)
     tied = hf.get("tie_word_embeddings", False)
-
-    sp_path = os.path.join(folder, "tokenizer.model")
-    if not os.path.isfile(sp_path):
-        json_path = os.path.join(folder, "tokenizer.json")
-        if os.path.isfile(json_path):
-            raise ExportError(json_path, "a tokenizer.json without tokenizer.model (byte-level "
-                                         "BPE) is not supported: the engine needs sentencepiece")
-        raise ExportError(folder, "no tokenizer.model")
-    pieces, sp_bos, sp_eos = read_sentencepiece(sp_path)
+    tok = read_hf_tokenizer(folder)
     template = infer_template(folder)
+    bos, eos = hf_special_ids(folder, hf, cfg_path, tok)
+    for key in ("rope_theta", "rms_norm_eps"):
+        value = hf.get(key, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ExportError(cfg_path, f"{key} = {json.dumps(value)} is not a number")
 
     cfg = Config(
         dim=dim, hidden_dim=hf_int(hf, "intermediate_size", cfg_path),
@@ -755,12 +991,31 @@ def load_hf(folder):
         seq_len=hf_int(hf, "max_position_embeddings", cfg_path, 2048),
         rope_theta=float(hf.get("rope_theta", 10000.0)),
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)), shared_classifier=int(bool(tied)),
-        # The tokenizer's own ids win: some config.json files name <unk> as BOS (the
-        # JackFram Llama-68M one says 0), and the text is encoded by the tokenizer.
-        bos_id=sp_bos if sp_bos >= 0 else hf_int(hf, "bos_token_id", cfg_path),
-        eos_ids=(sp_eos if sp_eos >= 0 else hf_int(hf, "eos_token_id", cfg_path),),
-        chat_template=TEMPLATES[template])
+        bos_id=bos, eos_ids=eos, chat_template=TEMPLATES[template], qkv_bias=biases,
+        qk_norm=qk_norm, sliding_window=hf_sliding_window(hf, model_type, cfg_path))
+    hf_rope_scaling(hf, cfg, cfg_path)
     index = hf_tensor_index(folder)
+
+    # Every tensor of the directory must be one the export reads: a name it does not know is
+    # a part of the model the engine would silently leave out.
+    wanted = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not tied:
+        wanted.add("lm_head.weight")
+    layer_parts = ["input_layernorm", "post_attention_layernorm", "mlp.gate_proj",
+                   "mlp.down_proj", "mlp.up_proj"] + \
+        [f"self_attn.{n}_proj" for n in "qkvo"] + \
+        (["self_attn.q_norm", "self_attn.k_norm"] if qk_norm else [])
+    for i in range(cfg.n_layers):
+        wanted.update(f"model.layers.{i}.{part}.weight" for part in layer_parts)
+        if biases:
+            wanted.update(f"model.layers.{i}.self_attn.{n}_proj.bias" for n in "qkv")
+    for name in sorted(index):
+        # rotary_emb.inv_freq is a buffer RoPE computes from rope_theta; a tied model may
+        # still carry its lm_head copy of the embedding.
+        if name not in wanted and not name.endswith("rotary_emb.inv_freq") and \
+                not (tied and name == "lm_head.weight"):
+            raise ExportError(folder, f"tensor {name} is not part of a {model_type} model as "
+                                      f"config.json describes it (the engine would ignore it)")
 
     def get(name):
         if name not in index:
@@ -779,6 +1034,21 @@ def load_hf(folder):
                                               f"expected {(heads * head_size, dim)}")
                 yield f"layers.{i}.{name}", rope_halves_to_pairs(w, heads, head_size)
             yield f"layers.{i}.wv", get(p + "self_attn.v_proj.weight")
+            if biases:  # the rows of q and k moved, so their biases move with them
+                for name, heads in (("q", n_heads), ("k", n_kv)):
+                    b = get(p + f"self_attn.{name}_proj.bias")
+                    if b.shape != (heads * head_size,):
+                        raise ExportError(folder, f"{p}self_attn.{name}_proj.bias has shape "
+                                                  f"{b.shape}, expected {(heads * head_size,)}")
+                    yield f"layers.{i}.b{name}", rope_halves_to_pairs(b, heads, head_size)
+                yield f"layers.{i}.bv", get(p + "self_attn.v_proj.bias")
+            if qk_norm:  # one weight per head position, applied to every head alike
+                for name in ("q_norm", "k_norm"):
+                    w = get(p + f"self_attn.{name}.weight")
+                    if w.shape != (head_size,):
+                        raise ExportError(folder, f"{p}self_attn.{name}.weight has shape "
+                                                  f"{w.shape}, expected {(head_size,)}")
+                    yield f"layers.{i}.{name}", rope_halves_to_pairs(w, 1, head_size)
             yield f"layers.{i}.wo", get(p + "self_attn.o_proj.weight")
             yield f"layers.{i}.ffn_norm", get(p + "post_attention_layernorm.weight")
             yield f"layers.{i}.w1", get(p + "mlp.gate_proj.weight")
@@ -787,7 +1057,7 @@ def load_hf(folder):
         yield "final_norm", get("model.norm.weight")
         if not tied:
             yield "classifier", get("lm_head.weight")
-    return cfg, pieces, tensors()
+    return cfg, tok, tensors()
 
 
 def load_pt(path, tokenizer_path):

@@ -468,19 +468,24 @@ def test_export_errors_hf():
     folder = tmp_path("hf_bad")
     cfg_path = os.path.join(folder, "config.json")
     unsupported = [
-        ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ({"rope_scaling": {"type": "yarn", "factor": 2.0}}, "yarn"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "dynamic"),
         ({"attention_bias": True}, "attention_bias"),
         ({"mlp_bias": True}, "mlp_bias"),
         ({"hidden_act": "gelu"}, "hidden_act"),
-        ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}, "architectures"),
+        ({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"}, "architectures"),
         ({"model_type": "gemma"}, "model_type"),
     ]
     for extra, key in unsupported:
         fx.write_hf_dir(folder, fx.hf_config(layers=1, vocab=32000, **extra), model)
         export_fails([out, "--hf", folder], cfg_path, [key])
+    # A window shorter than the context (4096) would be active: refused; --seq-len inside it
+    # is fine (test_families has the Qwen keys).
     fx.write_hf_dir(folder, fx.hf_config(layers=1, arch="MistralForCausalLM",
-                                         sliding_window=4096), model)
-    export_fails([out, "--hf", folder], cfg_path, ["sliding_window"])
+                                         sliding_window=1024), model)
+    export_fails([out, "--hf", folder], folder, ["sliding_window", "1024"])
+    common.export(out, "--hf", folder, "--seq-len", 1024)
+    os.remove(out)
     # Only a byte-level BPE tokenizer.json.
     fx.write_hf_dir(folder, fx.hf_config(layers=1), None)
     with open(os.path.join(folder, "tokenizer.json"), "w") as f:
