@@ -60,8 +60,12 @@ def hf_config(dim=64, hidden=160, layers=2, heads=4, kv_heads=2, vocab=32000, th
 
 
 def write_hf_dir(folder, config, tokenizer_model, dtype="F32", shards=1, seed=0,
-                 chat_template=None):
-    """A Hugging Face directory with random weights; returns {name: stored float32 value}."""
+                 chat_template=None, generation_config=None, extra_tensors=None):
+    """A Hugging Face directory with random weights; returns {name: stored float32 value}.
+    The family decides the attention tensors, as transformers' modelling code has them:
+    q/k/v biases for Qwen2 (and attention_bias), q_norm/k_norm of head_dim for Qwen3.
+    generation_config: a dict written as generation_config.json; extra_tensors: more
+    {name: array} to store (a tensor the export must refuse)."""
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     os.makedirs(folder)
@@ -77,6 +81,10 @@ def write_hf_dir(folder, config, tokenizer_model, dtype="F32", shards=1, seed=0,
     def norm():
         return (1 + 0.2 * rng.standard_normal(d)).astype(np.float32)
 
+    def vec(n, mean, std):
+        return (mean + std * rng.standard_normal(n)).astype(np.float32)
+
+    qkv_bias = config["model_type"] == "qwen2" or config.get("attention_bias", False)
     w = {"model.embed_tokens.weight": mat(V, d, 2.0)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -84,6 +92,13 @@ def write_hf_dir(folder, config, tokenizer_model, dtype="F32", shards=1, seed=0,
         w[p + "self_attn.q_proj.weight"] = mat(nh * hd, d, 2.0)
         w[p + "self_attn.k_proj.weight"] = mat(nkv * hd, d, 2.0)
         w[p + "self_attn.v_proj.weight"] = mat(nkv * hd, d)
+        if qkv_bias:
+            w[p + "self_attn.q_proj.bias"] = vec(nh * hd, 0, 0.5)
+            w[p + "self_attn.k_proj.bias"] = vec(nkv * hd, 0, 0.5)
+            w[p + "self_attn.v_proj.bias"] = vec(nkv * hd, 0, 0.2)
+        if config["model_type"] == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = vec(hd, 1, 0.3)
+            w[p + "self_attn.k_norm.weight"] = vec(hd, 1, 0.3)
         w[p + "self_attn.o_proj.weight"] = mat(d, nh * hd, 0.5)
         w[p + "post_attention_layernorm.weight"] = norm()
         w[p + "mlp.gate_proj.weight"] = mat(hid, d)
@@ -92,6 +107,7 @@ def write_hf_dir(folder, config, tokenizer_model, dtype="F32", shards=1, seed=0,
     w["model.norm.weight"] = norm()
     if not config.get("tie_word_embeddings"):
         w["lm_head.weight"] = mat(V, d, 2.0)
+    w.update(extra_tensors or {})
 
     names = list(w)
     stored = {}
@@ -114,6 +130,9 @@ def write_hf_dir(folder, config, tokenizer_model, dtype="F32", shards=1, seed=0,
     if chat_template is not None:
         with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
             json.dump({"chat_template": chat_template}, f)
+    if generation_config is not None:
+        with open(os.path.join(folder, "generation_config.json"), "w") as f:
+            json.dump(generation_config, f)
     return stored
 
 

@@ -44,6 +44,10 @@ class Config:
         self.shared_classifier = shared_classifier
         self.bos_id = bos_id
         self.eos_id = eos_id
+        # RoPE scaling as FORMAT.md's metadata keys give it: None, or a dict with "type"
+        # ("linear" or "llama3"), "factor" and for llama3 "low_freq_factor",
+        # "high_freq_factor", "original_context".
+        self.rope_scaling = None
 
     def __repr__(self):
         return "Config(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -109,6 +113,9 @@ def read_llama2c(path, dtype=np.float64):
 
 
 WEIGHT_F32, WEIGHT_BF16, WEIGHT_Q8_0 = 0, 1, 2
+# The per-layer vectors of FORMAT.md (one row, always f32), the optional ones after the norms.
+VECTORS = ("attn_norm", "ffn_norm", "final_norm", "bq", "bk", "bv", "q_norm", "k_norm")
+OPTIONAL_LAYER_TENSORS = ("bq", "bk", "bv", "q_norm", "k_norm")
 
 
 def align64(n):
@@ -145,8 +152,11 @@ class TllmFile:
             assert version == 1, f"{path}: version {version}"
             self._read_v1(path, data)
         section = self.tokenizer_section
-        n, max_len = struct.unpack_from("<II", section, 0)
         h = self.header
+        if h.get("tokenizer_kind", 1) != 1:  # other kinds are read by their own tests
+            self.pieces = None
+            return
+        n, max_len = struct.unpack_from("<II", section, 0)
         assert n == h["vocab_size"], f"{path}: {n} pieces for vocab_size {h['vocab_size']}"
         pieces, scores = read_tokenizer(section, n, counted=True)
         assert 8 + sum(8 + len(p) for p in pieces) == len(section), \
@@ -208,7 +218,8 @@ class TllmFile:
             wt, gs, rows, cols, off, size = struct.unpack_from("<4I2Q", data, pos)
             pos += 32
             entries.append((off, size, name))
-            shape = (cols,) if rows == 1 and (name.endswith("norm")) else (rows, cols)
+            vector = name.split(".")[-1] in VECTORS
+            shape = (cols,) if rows == 1 and vector else (rows, cols)
             assert size == tensor_bytes(shape, wt, gs), f"{path}: {name}: size {size}"
             self.tensors[name] = (wt, self._stored(data, off, shape, wt, gs), gs)
         assert pos == end, f"{path}: directory ends at {pos}, its section at {end}"
@@ -246,11 +257,20 @@ class TllmFile:
         h = self.header
         d, hid = h["dim"], h["hidden_dim"]
         qd, kvd = h["n_heads"] * h["head_size"], h["n_kv_heads"] * h["head_size"]
+        # FORMAT.md's optional tensors, in every layer or in none: present if in layer 0
+        tensors = getattr(self, "tensors", {})
+        bias, qk_norm = "layers.0.bq" in tensors, "layers.0.q_norm" in tensors
         out = [("token_embedding", (h["vocab_size"], d), False)]
         for i in range(h["n_layers"]):
             out += [(f"layers.{i}.attn_norm", (d,), True), (f"layers.{i}.wq", (qd, d), False),
-                    (f"layers.{i}.wk", (kvd, d), False), (f"layers.{i}.wv", (kvd, d), False),
-                    (f"layers.{i}.wo", (d, qd), False), (f"layers.{i}.ffn_norm", (d,), True),
+                    (f"layers.{i}.wk", (kvd, d), False), (f"layers.{i}.wv", (kvd, d), False)]
+            if bias:
+                out += [(f"layers.{i}.bq", (qd,), True), (f"layers.{i}.bk", (kvd,), True),
+                        (f"layers.{i}.bv", (kvd,), True)]
+            if qk_norm:
+                out += [(f"layers.{i}.q_norm", (h["head_size"],), True),
+                        (f"layers.{i}.k_norm", (h["head_size"],), True)]
+            out += [(f"layers.{i}.wo", (d, qd), False), (f"layers.{i}.ffn_norm", (d,), True),
                     (f"layers.{i}.w1", (hid, d), False), (f"layers.{i}.w2", (d, hid), False),
                     (f"layers.{i}.w3", (hid, d), False)]
         out.append(("final_norm", (d,), True))
@@ -298,13 +318,20 @@ def read_tllm(path):
     kind, _, gs = f.tensors["token_embedding"]
     c.weight_type, c.group_size, c.chat_template = kind, gs, h["chat_template"]
     c.eos_ids = h["eos_ids"]
+    if "rope_scaling" in h:
+        c.rope_scaling = {"type": h["rope_scaling"], "factor": h["rope_scaling_factor"]}
+        if h["rope_scaling"] == "llama3":
+            c.rope_scaling.update(low_freq_factor=h["rope_low_freq_factor"],
+                                  high_freq_factor=h["rope_high_freq_factor"],
+                                  original_context=h["rope_original_context"])
 
     def value(name):
         return f.value(name, np.float64)
 
     emb = value("token_embedding")
     layers = [{name: value(f"layers.{i}.{name}")
-               for name in ("attn_norm", "ffn_norm") + LAYER_MATRICES}
+               for name in ("attn_norm", "ffn_norm") + LAYER_MATRICES + OPTIONAL_LAYER_TENSORS
+               if f"layers.{i}.{name}" in f.tensors}
               for i in range(c.n_layers)]
     classifier = emb if c.shared_classifier else value("classifier")
     return c, dict(token_embedding=emb, layers=layers, final_norm=value("final_norm"),
@@ -355,14 +382,40 @@ def rmsnorm(x, weight, eps):
     return x * weight / np.sqrt(np.mean(x * x) + eps)
 
 
-def rope(x, pos, head_size, theta):
+def rope_frequencies(head_size, theta, scaling=None):
+    """The angle per position of each pair i: theta^(-2i / head_size), stretched as
+    FORMAT.md's RoPE scaling says: linear divides every one by the factor; llama3 divides the
+    slow ones (wavelength 2 pi / freq above original_context / low_freq_factor), keeps the fast
+    ones (below original_context / high_freq_factor) and blends those between."""
+    freq = theta ** (-2.0 * np.arange(head_size // 2) / head_size)
+    if scaling is None:
+        return freq
+    factor = scaling["factor"]
+    if scaling["type"] == "linear":
+        return freq / factor
+    assert scaling["type"] == "llama3", scaling
+    context, low, high = (scaling["original_context"], scaling["low_freq_factor"],
+                          scaling["high_freq_factor"])
+    out = []
+    for f in freq:
+        wavelength = 2 * np.pi / f
+        if wavelength > context / low:
+            out.append(f / factor)
+        elif wavelength < context / high:
+            out.append(f)
+        else:
+            smooth = (context / wavelength - low) / (high - low)
+            out.append((1 - smooth) * f / factor + smooth * f)
+    return np.array(out)
+
+
+def rope(x, pos, head_size, theta, scaling=None):
     """Rotates each adjacent pair (2i, 2i+1) of every head of x by the angle
-    pos * theta^(-2i / head_size). x is (n_heads * head_size); returns a new array.
+    pos * freq_i (rope_frequencies). x is (n_heads * head_size); returns a new array.
     A dot product of two rotated vectors depends only on the difference of their positions,
     which is how the position of a token reaches attention."""
     heads = x.reshape(-1, head_size // 2, 2)
-    i = np.arange(head_size // 2)
-    angle = pos * theta ** (-2.0 * i / head_size)
+    angle = pos * rope_frequencies(head_size, theta, scaling)
     cos, sin = np.cos(angle), np.sin(angle)
     a, b = heads[..., 0], heads[..., 1]
     return np.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(-1)
@@ -454,10 +507,18 @@ class Transformer:
         for l, layer in enumerate(w["layers"]):
             # Attention block, pre-norm: normalise a copy, add the result back to x.
             xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
-            q = rope(mv(layer["wq"], xb), pos, c.head_size, c.rope_theta)
-            k = rope(mv(layer["wk"], xb), pos, c.head_size, c.rope_theta)
+            q, k, v = mv(layer["wq"], xb), mv(layer["wk"], xb), mv(layer["wv"], xb)
+            if "bq" in layer:  # Qwen2: biases on q, k and v
+                q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
+            if "q_norm" in layer:  # Qwen3: each query and key head normalised on its own
+                q = np.concatenate([rmsnorm(h, layer["q_norm"], c.norm_eps)
+                                    for h in q.reshape(-1, c.head_size)])
+                k = np.concatenate([rmsnorm(h, layer["k_norm"], c.norm_eps)
+                                    for h in k.reshape(-1, c.head_size)])
+            q = rope(q, pos, c.head_size, c.rope_theta, c.rope_scaling)
+            k = rope(k, pos, c.head_size, c.rope_theta, c.rope_scaling)
             self.key_cache[l, pos] = k
-            self.value_cache[l, pos] = mv(layer["wv"], xb)
+            self.value_cache[l, pos] = v
             heads = []
             att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c,
                             heads)

@@ -207,11 +207,11 @@ def test_checker_catches_wrong_logits():
     rows = reference.logits(c, w, tokens).astype(np.float32)
     check_logits(rows, tokens, reference.Transformer(c, w), "self", len(tokens))
 
-    def rope_halves(x, pos, head_size, theta):
+    def rope_halves(x, pos, head_size, theta, scaling=None):
         # Hugging Face's convention: pairs (i, i + head_size / 2).
         perm = np.arange(x.size).reshape(-1, 2, head_size // 2).transpose(0, 2, 1).reshape(-1)
         out = np.empty_like(x)
-        out[perm] = reference_rope(x[perm], pos, head_size, theta)
+        out[perm] = reference_rope(x[perm], pos, head_size, theta, scaling)
         return out
 
     reference_rope = reference.rope
