@@ -6,12 +6,18 @@ Usage:
                            [--seed N] [--template llama2|chatml|zephyr|none]
 
 SOURCE is one of:
-  --hf DIR                     a Hugging Face Llama or Mistral directory: config.json,
-                               model.safetensors (or a sharded model.safetensors.index.json)
-                               with F32, F16 or BF16 tensors, and a sentencepiece tokenizer.model
+  --hf DIR                     a Hugging Face Llama, Mistral, Qwen2 (2.5) or Qwen3 directory:
+                               config.json, model.safetensors (or a sharded
+                               model.safetensors.index.json) with F32, F16 or BF16 tensors, a
+                               sentencepiece tokenizer.model, and optionally
+                               generation_config.json (EOS ids) and tokenizer_config.json
   --llama2c FILE.bin           a llama2.c "version 0" checkpoint, with its tokenizer from
                                --tokenizer tokenizer.bin (default: tok<vocab>.bin or tokenizer.bin
                                next to the checkpoint, whichever has exactly vocab_size pieces)
+  --gguf FILE.gguf             a llama.cpp GGUF file (version 2 or 3) of architecture llama,
+                               qwen2 or qwen3 with F32, F16, BF16 or Q8_0 tensors and its
+                               SentencePiece-style (llama) vocabulary; without --dtype every
+                               matrix keeps its type (F16 widened to f32, Q8_0 copied exactly)
   --pt FILE.pt --tokenizer T   a llama2.c training checkpoint (needs PyTorch); T is a
                                tokenizer.bin or a sentencepiece .model
   --random SHAPE               random weights: 260K, 15M, 42M, 110M, 135M or
@@ -39,6 +45,7 @@ with one line `export.py: PATH: reason` on stderr and exit status 1.
 import argparse
 import fnmatch
 import json
+import mmap
 import os
 import struct
 import sys
@@ -1118,6 +1125,465 @@ def load_pt(path, tokenizer_path):
     return cfg, pieces, tensors()
 
 
+# ------------------------------------------------------------------------------------------------
+# GGUF: llama.cpp's model file (versions 2 and 3, little-endian). A 24-byte header (magic
+# "GGUF", u32 version, u64 tensor count, u64 metadata count), the metadata as typed key/value
+# pairs, one info per tensor (name, dimensions from the fastest-varying on, ggml type, offset
+# into the data), then the tensor data from the next multiple of general.alignment (32 by
+# default). Strings are a u64 length and UTF-8 bytes; an array is a u32 element type, a u64
+# count and the elements.
+
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                10: "<Q", 11: "<q", 12: "<d"}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_MAX_DEPTH = 4  # arrays of arrays, at most this deep
+
+
+def gguf_f32(raw, shape):
+    return np.frombuffer(raw, "<f4").reshape(shape)
+
+
+def gguf_f16(raw, shape):
+    return np.frombuffer(raw, "<f2").reshape(shape).astype(np.float32)  # exact
+
+
+def gguf_bf16(raw, shape):
+    return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
+
+
+Q8_0_BLOCK = np.dtype([("scale", "<f2"), ("q", "i1", 32)])
+
+
+def gguf_q8_0(raw, shape):
+    """Blocks of 32 values along a row, each an fp16 scale and 32 int8: our Q8_0 with groups
+    of 32, the scales widened to float32 exactly."""
+    blocks = np.frombuffer(raw, Q8_0_BLOCK)
+    rows = int(np.prod(shape[:-1]))
+    q = blocks["q"].reshape(rows, shape[-1])
+    return Quantized(q, blocks["scale"].astype(np.float32).reshape(rows, -1), 32)
+
+
+# ggml's tensor types: id -> (name, values per block, bytes per block, reader or None). Only
+# those with a reader are read; every other is refused by name. The dtype a read tensor keeps
+# when --dtype is not given is GGML_KEEP's.
+GGML_TYPES = {
+    0: ("F32", 1, 4, gguf_f32), 1: ("F16", 1, 2, gguf_f16), 30: ("BF16", 1, 2, gguf_bf16),
+    8: ("Q8_0", 32, 34, gguf_q8_0),
+    2: ("Q4_0", 32, 18, None), 3: ("Q4_1", 32, 20, None), 6: ("Q5_0", 32, 22, None),
+    7: ("Q5_1", 32, 24, None), 9: ("Q8_1", 32, 36, None), 10: ("Q2_K", 256, 84, None),
+    11: ("Q3_K", 256, 110, None), 12: ("Q4_K", 256, 144, None), 13: ("Q5_K", 256, 176, None),
+    14: ("Q6_K", 256, 210, None), 15: ("Q8_K", 256, 292, None), 16: ("IQ2_XXS", 256, 66, None),
+    17: ("IQ2_XS", 256, 74, None), 18: ("IQ3_XXS", 256, 98, None), 19: ("IQ1_S", 256, 50, None),
+    20: ("IQ4_NL", 32, 18, None), 21: ("IQ3_S", 256, 110, None), 22: ("IQ2_S", 256, 82, None),
+    23: ("IQ4_XS", 256, 136, None), 24: ("I8", 1, 1, None), 25: ("I16", 1, 2, None),
+    26: ("I32", 1, 4, None), 27: ("I64", 1, 8, None), 28: ("F64", 1, 8, None),
+    29: ("IQ1_M", 256, 56, None), 34: ("TQ1_0", 256, 54, None), 35: ("TQ2_0", 256, 66, None),
+}
+GGML_KEEP = {"F32": "f32", "F16": "f32", "BF16": "bf16", "Q8_0": "q8_0"}
+
+
+class GgufFile:
+    """A GGUF file, mapped read-only: metadata {key: value} (arrays of numbers as numpy arrays,
+    of strings as lists), tensors {name: (type name, shape (rows, cols) or (n,), offset,
+    bytes)}, and read(name) giving a tensor as float32 or Quantized. Every count, length,
+    offset and size is checked against the file before it is used."""
+
+    def __init__(self, path):
+        self.path = path
+        size = file_size(path)
+        if size < 24:
+            raise ExportError(path, f"truncated: {size} bytes, shorter than the 24-byte GGUF "
+                                    f"header")
+        with open(path, "rb") as f:
+            self.data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.pos = 0
+        magic, version, n_tensors, n_kv = self.unpack("<4sIQQ", "the header")
+        if magic != b"GGUF":
+            raise ExportError(path, f"not a GGUF file (magic {magic!r})")
+        if version not in (2, 3):
+            raise ExportError(path, f"GGUF version {version} is not supported (2 or 3"
+                                    + (", little-endian)" if version > 0xffff else ")"))
+        self.version = version
+        self.metadata = {}
+        for i in range(n_kv):
+            key = self.string(f"metadata key {i}")
+            (kind,) = self.unpack("<I", f"metadata {key}")
+            if key in self.metadata:
+                raise ExportError(path, f"metadata key {key} appears twice")
+            self.metadata[key] = self.value(kind, key, 0)
+        align = self.metadata.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1) or align > 1 << 20:
+            raise ExportError(path, f"general.alignment = {align} is not a power of two")
+        infos = []
+        for i in range(n_tensors):
+            name = self.string(f"tensor info {i}")
+            (n_dims,) = self.unpack("<I", f"tensor {name}")
+            if not 1 <= n_dims <= 4:
+                raise ExportError(path, f"tensor {name} has {n_dims} dimensions (1..4)")
+            dims = self.unpack(f"<{n_dims}Q", f"tensor {name}")
+            kind, offset = self.unpack("<IQ", f"tensor {name}")
+            infos.append((name, dims, kind, offset))
+        data_start = -(-self.pos // align) * align
+        self.tensors, spans = {}, []
+        for name, dims, kind, offset in infos:
+            if kind not in GGML_TYPES:
+                raise ExportError(path, f"tensor {name} has ggml type {kind}, unknown")
+            type_name, block, block_bytes, _ = GGML_TYPES[kind]
+            if any(d == 0 or d > 1 << 32 for d in dims):
+                raise ExportError(path, f"tensor {name} has dimensions {list(dims)}")
+            if dims[0] % block:
+                raise ExportError(path, f"tensor {name}: rows of {dims[0]} values are not whole "
+                                        f"blocks of {block} ({type_name})")
+            n = int(np.prod(dims, dtype=object))
+            nbytes = n // block * block_bytes
+            if offset % align or data_start + offset + nbytes > size:
+                raise ExportError(path, f"tensor {name} (offset {offset}, {nbytes} bytes) is "
+                                        f"misaligned or runs past the end of the file "
+                                        f"(truncated?)")
+            if name in self.tensors:
+                raise ExportError(path, f"tensor {name} appears twice")
+            # (rows, cols): ggml lists the fastest-varying dimension first
+            shape = (dims[0],) if len(dims) == 1 else (int(np.prod(dims[1:])), dims[0])
+            self.tensors[name] = (type_name, shape, data_start + offset, nbytes)
+            spans.append((offset, offset + nbytes, name))
+        spans.sort()
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < end:
+                raise ExportError(path, f"tensors {a} and {b} overlap")
+
+    def unpack(self, fmt, what):
+        """struct.unpack at the cursor, which moves past it; an ExportError if it runs past
+        the end of the file."""
+        n = struct.calcsize(fmt)
+        if self.pos + n > len(self.data):
+            raise ExportError(self.path, f"truncated in {what} (at byte {self.pos})")
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += n
+        return values
+
+    def string(self, what):
+        (n,) = self.unpack("<Q", what)
+        if n > len(self.data) - self.pos:
+            raise ExportError(self.path, f"truncated in {what}: a string of {n} bytes runs past "
+                                         f"the end (at byte {self.pos})")
+        raw = self.data[self.pos:self.pos + n]
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ExportError(self.path, f"{what} is not UTF-8 (at byte {self.pos - n})")
+
+    def value(self, kind, key, depth):
+        """One metadata value of GGUF type kind."""
+        if kind in GGUF_SCALARS:
+            return self.unpack(GGUF_SCALARS[kind], f"metadata {key}")[0]
+        if kind == GGUF_STRING:
+            return self.string(f"metadata {key}")
+        if kind != GGUF_ARRAY or depth >= GGUF_MAX_DEPTH:
+            raise ExportError(self.path, f"metadata {key} has value type {kind}, unknown"
+                                         if kind != GGUF_ARRAY else
+                                         f"metadata {key} nests arrays too deeply")
+        item, count = self.unpack("<IQ", f"metadata {key}")
+        least = struct.calcsize(GGUF_SCALARS[item]) if item in GGUF_SCALARS else \
+            8 if item == GGUF_STRING else 12
+        if count * least > len(self.data) - self.pos:
+            raise ExportError(self.path, f"metadata {key}: an array of {count} items runs past "
+                                         f"the end of the file (truncated?)")
+        if item in GGUF_SCALARS:  # numbers in one go
+            dtype = np.dtype(GGUF_SCALARS[item])
+            values = np.frombuffer(self.data, dtype, count, self.pos)
+            self.pos += count * dtype.itemsize
+            return values
+        return [self.value(item, key, depth + 1) for _ in range(count)]
+
+    def read(self, name):
+        """A tensor's values: float32, or Quantized for Q8_0; other types refused by name."""
+        type_name, shape, offset, nbytes = self.tensors[name]
+        reader = next(t[3] for t in GGML_TYPES.values() if t[0] == type_name)
+        if reader is None:
+            supported = ", ".join(t[0] for t in GGML_TYPES.values() if t[3])
+            raise ExportError(self.path, f"tensor {name} is {type_name}, which the export does "
+                                         f"not read (supported: {supported})")
+        return reader(self.data[offset:offset + nbytes], shape)
+
+    def get(self, key, kinds, default=KeyError):
+        """A metadata value of the given Python type(s), or default when absent."""
+        if key not in self.metadata:
+            if default is KeyError:
+                raise ExportError(self.path, f"metadata {key} is missing")
+            return default
+        value = self.metadata[key]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in
+                                            (kinds if isinstance(kinds, tuple) else (kinds,))):
+            raise ExportError(self.path, f"metadata {key} = {str(value)[:40]} has the wrong "
+                                         f"type")
+        return value
+
+
+# general.architecture -> (q and k rows in the engine's adjacent pairs already, q/k/v
+# biases, q_norm/k_norm). llama.cpp permutes llama's q and k into adjacent pairs when it
+# converts them (its "normal" RoPE, the engine's); qwen2 and qwen3 keep Hugging Face's halves
+# (NEOX RoPE), so they are permuted here as in load_hf.
+GGUF_ARCHS = {"llama": (True, False, False), "qwen2": (False, True, False),
+              "qwen3": (False, False, True)}
+# tokenizer.ggml.pre of a byte-level BPE vocabulary -> the engine's pre-tokenizer
+GGUF_PRETOKENIZERS = {"gpt-2": "gpt2", "default": "gpt2", "llama-bpe": "llama3",
+                      "llama3": "llama3", "qwen2": "qwen2", "smollm": "smollm2"}
+GGUF_LAYER_TENSORS = {"attn_norm.weight": "attn_norm", "attn_q.weight": "wq",
+                      "attn_k.weight": "wk", "attn_v.weight": "wv", "attn_output.weight": "wo",
+                      "ffn_norm.weight": "ffn_norm", "ffn_gate.weight": "w1",
+                      "ffn_down.weight": "w2", "ffn_up.weight": "w3", "attn_q.bias": "bq",
+                      "attn_k.bias": "bk", "attn_v.bias": "bv", "attn_q_norm.weight": "q_norm",
+                      "attn_k_norm.weight": "k_norm"}
+
+
+def template_of_text(text):
+    """Our chat template name for a Jinja chat template's text: llama2, chatml, zephyr or
+    none, by the markers each format writes."""
+    for marker, name in (("[INST]", "llama2"), ("<|im_start|>", "chatml"),
+                         ("<|user|>", "zephyr")):
+        if marker in str(text):
+            return name
+    return "none"
+
+
+@dataclass
+class GgufBpe:
+    """A byte-level BPE vocabulary from GGUF metadata (tokenizer.ggml.model gpt2): tokens in
+    GPT-2's byte alphabet, their llama.cpp token types (1 normal, 3 control, 4 user-defined,
+    ...), merges as "left right" strings in rank order, and the pre-tokenizer's name."""
+    tokens: list
+    token_types: list
+    merges: list
+    pretokenizer: str
+    bos_id: int
+    eos_id: int
+
+
+def gguf_tokenizer(g):
+    """The Tokenizer of a GGUF file's tokenizer.ggml.* metadata: a SentencePiece-style llama
+    vocabulary (tokens, scores, byte pieces <0xXX>) becomes kind 1, with the pieces as llama2.c's
+    tokenizer.py writes them; a gpt2 byte-level BPE one is read (read_gguf_bpe) and refused
+    until the engine has the second tokenizer kind."""
+    model = g.get("tokenizer.ggml.model", str)
+    tokens = g.get("tokenizer.ggml.tokens", list)
+    if not all(isinstance(t, str) for t in tokens):
+        raise ExportError(g.path, "tokenizer.ggml.tokens is not a list of strings")
+    bos = g.get("tokenizer.ggml.bos_token_id", int, -1)
+    eos = g.get("tokenizer.ggml.eos_token_id", int, -1)
+    if model == "gpt2":
+        bpe = read_gguf_bpe(g, tokens, bos, eos)
+        raise ExportError(g.path, f"tokenizer.ggml.model gpt2 (byte-level BPE, pre-tokenizer "
+                                  f"{bpe.pretokenizer}) needs the engine's second tokenizer "
+                                  f"kind, which this engine does not have yet")
+    if model != "llama":
+        raise ExportError(g.path, f"tokenizer.ggml.model {model!r} is not supported (llama, "
+                                  f"or gpt2 once the engine reads byte-level BPE)")
+    scores = g.get("tokenizer.ggml.scores", np.ndarray, None)
+    if scores is None:
+        scores = np.zeros(len(tokens), np.float32)
+    if len(scores) != len(tokens) or scores.dtype != np.float32:
+        raise ExportError(g.path, f"tokenizer.ggml.scores has {len(scores)} "
+                                  f"{scores.dtype} values for {len(tokens)} tokens")
+    pieces = []
+    for i, text in enumerate(tokens):
+        if i in (bos, eos):  # as llama2.c's tokenizer.py: never produced by encoding text
+            text = f"\n{text}\n"
+        pieces.append((text.replace("\u2581", " ").encode("utf-8"), float(scores[i])))
+    unk = g.get("tokenizer.ggml.unknown_token_id", int, -1)
+    return sentencepiece_tokenizer(pieces, bos, eos, unk)
+
+
+def read_gguf_bpe(g, tokens, bos, eos):
+    """A gpt2 tokenizer's vocabulary, merges and pre-tokenizer from GGUF metadata, checked:
+    every merge is two tokens whose concatenation is a token, and the pre-tokenizer is one the
+    engine implements (refused by name otherwise)."""
+    pre = g.get("tokenizer.ggml.pre", str, "default")
+    if pre not in GGUF_PRETOKENIZERS:
+        raise ExportError(g.path, f"tokenizer.ggml.pre {pre!r} is not supported (only "
+                                  f"{', '.join(GGUF_PRETOKENIZERS)})")
+    types = g.get("tokenizer.ggml.token_type", np.ndarray, None)
+    types = [1] * len(tokens) if types is None else [int(t) for t in types]
+    if len(types) != len(tokens):
+        raise ExportError(g.path, f"tokenizer.ggml.token_type has {len(types)} entries for "
+                                  f"{len(tokens)} tokens")
+    merges = g.get("tokenizer.ggml.merges", list)
+    known = set(tokens)
+    for rank, m in enumerate(merges):
+        parts = m.split(" ") if isinstance(m, str) else []
+        if len(parts) != 2 or not all(parts) or parts[0] not in known or \
+                parts[1] not in known or parts[0] + parts[1] not in known:
+            raise ExportError(g.path, f"tokenizer.ggml.merges[{rank}] = {str(m)[:40]!r} is not "
+                                      f"two tokens whose concatenation is a token")
+    for name, i in (("bos", bos), ("eos", eos)):
+        if not -1 <= i < len(tokens):
+            raise ExportError(g.path, f"tokenizer.ggml.{name}_token_id {i} is not a token")
+    return GgufBpe(tokens, types, merges, GGUF_PRETOKENIZERS[pre], bos, eos)
+
+
+def fit_llama3_scaling(factors, cfg, path):
+    """Llama 3.1's RoPE scaling as llama.cpp stores it: a rope_freqs tensor dividing each
+    pair's frequency. The parameters behind it (factor: the largest; low and high frequency
+    factors; the original context) are found among those Llama 3.x use and accepted only if
+    they give back every stored value (to float32 rounding)."""
+    factors = np.asarray(factors, np.float64)
+    if factors.shape != (cfg.head_size // 2,):
+        raise ExportError(path, f"rope_freqs.weight has {factors.size} values, not "
+                                f"head_size / 2 = {cfg.head_size // 2}")
+    if np.all(factors == 1):
+        return
+    cfg.rope_scaling, cfg.rope_factor = "llama3", float(factors.max())
+    freq = cfg.rope_theta ** (-np.arange(0, cfg.head_size, 2) / cfg.head_size)
+    wavelength = 2 * np.pi / freq
+    for context in (8192, 4096, 2048, 16384, 32768, 65536, 131072):
+        for low, high in ((1, 4), (1, 2), (2, 4), (1, 8), (2, 8), (4, 8)):
+            smooth = (context / wavelength - low) / (high - low)
+            want = np.where(wavelength < context / high, 1.0,
+                            np.where(wavelength > context / low, cfg.rope_factor,
+                                     1 / ((1 - smooth) / cfg.rope_factor + smooth)))
+            if np.allclose(factors, want, rtol=1e-6, atol=0):
+                cfg.rope_low_freq_factor, cfg.rope_high_freq_factor = float(low), float(high)
+                cfg.rope_original_context = context
+                return
+    raise ExportError(path, "rope_freqs.weight is not the llama3 RoPE scaling of any "
+                            "original context, low and high frequency factors tried")
+
+
+def load_gguf(path):
+    """A llama.cpp GGUF file of architecture llama, qwen2 or qwen3 with F32, F16, BF16 and
+    Q8_0 tensors; Q8_0 is carried over exactly (no re-quantizing)."""
+    g = GgufFile(path)
+    arch = g.get("general.architecture", str)
+    if arch not in GGUF_ARCHS:
+        raise ExportError(path, f"architecture {arch!r} is not supported (only "
+                                f"{', '.join(GGUF_ARCHS)})")
+    paired, biases, qk_norm = GGUF_ARCHS[arch]
+    tok = gguf_tokenizer(g)
+
+    def meta_int(key, default=KeyError):
+        value = g.get(f"{arch}.{key}", int, default)
+        if not isinstance(value, int) or value <= 0:
+            raise ExportError(path, f"metadata {arch}.{key} = {value} is not a positive integer")
+        return value
+
+    dim, n_heads = meta_int("embedding_length"), meta_int("attention.head_count")
+    head_size = meta_int("attention.key_length", dim // n_heads if dim % n_heads == 0 else 0)
+    if meta_int("attention.value_length", head_size) != head_size:
+        raise ExportError(path, f"{arch}.attention.value_length differs from key_length: not "
+                                f"supported")
+    if meta_int("rope.dimension_count", head_size) != head_size:
+        raise ExportError(path, f"{arch}.rope.dimension_count = "
+                                f"{g.get(f'{arch}.rope.dimension_count', int)} rotates only part "
+                                f"of each head of {head_size}: not supported")
+    if "token_embd.weight" not in g.tensors:
+        raise ExportError(path, "tensor token_embd.weight is missing")
+    vocab = g.tensors["token_embd.weight"][1][0]
+    template = "none"
+    if "tokenizer.chat_template" in g.metadata:
+        template = template_of_text(g.get("tokenizer.chat_template", str))
+    eos = [tok.eos_id] if tok.eos_id >= 0 else []
+    for key in ("eot_token_id", "eom_token_id"):  # Llama 3's <|eot_id|> and <|eom_id|>
+        extra = g.get(f"tokenizer.ggml.{key}", int, -1)
+        if extra >= 0 and extra not in eos:
+            eos.append(extra)
+    if not eos:
+        raise ExportError(path, "metadata tokenizer.ggml.eos_token_id is missing")
+    eps = g.get(f"{arch}.attention.layer_norm_rms_epsilon", float)
+    theta = g.get(f"{arch}.rope.freq_base", float, 10000.0)
+    cfg = Config(dim=dim, hidden_dim=meta_int("feed_forward_length"),
+                 n_layers=meta_int("block_count"), n_heads=n_heads,
+                 n_kv_heads=meta_int("attention.head_count_kv", n_heads), head_size=head_size,
+                 vocab_size=vocab, seq_len=meta_int("context_length", 2048), rope_theta=theta,
+                 norm_eps=eps, bos_id=tok.bos_id if tok.bos_id >= 0 else eos[0],
+                 eos_ids=tuple(eos), chat_template=TEMPLATES[template], qkv_bias=biases,
+                 qk_norm=qk_norm)
+    scaling = g.get(f"{arch}.rope.scaling.type", str, "none")
+    if scaling == "linear":
+        cfg.rope_scaling = "linear"
+        cfg.rope_factor = g.get(f"{arch}.rope.scaling.factor", float)
+    elif scaling != "none":
+        raise ExportError(path, f"{arch}.rope.scaling.type {scaling!r} is not supported (only "
+                                f"none, linear, and llama3's rope_freqs)")
+    if "rope_freqs.weight" in g.tensors:
+        if cfg.rope_scaling:
+            raise ExportError(path, "both rope.scaling.type and rope_freqs.weight are given")
+        fit_llama3_scaling(g.read("rope_freqs.weight"), cfg, path)
+
+    # Which of our tensors each GGUF name fills; a name outside the table is refused.
+    ours = {"token_embd.weight": "token_embedding", "output_norm.weight": "final_norm",
+            "output.weight": "classifier", "rope_freqs.weight": None}
+    for name in g.tensors:
+        parts = name.split(".", 2)
+        if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and \
+                int(parts[1]) < cfg.n_layers and parts[2] in GGUF_LAYER_TENSORS and \
+                str(int(parts[1])) == parts[1]:
+            ours[name] = f"layers.{parts[1]}.{GGUF_LAYER_TENSORS[parts[2]]}"
+        elif name not in ours:
+            raise ExportError(path, f"tensor {name} is not part of a {arch} model as the "
+                                    f"export reads it (the engine would ignore it)")
+    by_ours = {v: k for k, v in ours.items() if v and k in g.tensors}
+    cfg.shared_classifier = int("classifier" not in by_ours or (
+        g.tensors["output.weight"][0] == g.tensors["token_embd.weight"][0] and
+        g.data[slice(*gguf_span(g, "output.weight"))] ==
+        g.data[slice(*gguf_span(g, "token_embd.weight"))]))
+    cfg.source_dtypes = {}
+    for name, shape, is_vector in tensor_layout(cfg):
+        if name not in by_ours:
+            raise ExportError(path, f"tensor {gguf_name(name)} is missing")
+        type_name = g.tensors[by_ours[name]][0]
+        if not is_vector and type_name in GGML_KEEP:
+            cfg.source_dtypes[name] = GGML_KEEP[type_name]
+    extra = set(by_ours) - {n for n, _, _ in tensor_layout(cfg)} - {"classifier"}
+    if extra:
+        raise ExportError(path, f"tensor {gguf_name(sorted(extra)[0])} is not part of a {arch} "
+                                f"model (the others lack it)")
+
+    def tensors():
+        for name, shape, is_vector in tensor_layout(cfg):
+            x = g.read(by_ours[name])
+            if is_vector and isinstance(x, Quantized):
+                x = x.dequantize()
+            if len(shape) == 1:
+                x = x.reshape(-1)
+            kind = name.rsplit(".", 1)[-1]
+            if not paired and kind in ("wq", "bq", "wk", "bk", "q_norm", "k_norm"):
+                if x.shape[0] % cfg.head_size:
+                    raise ExportError(path, f"tensor {by_ours[name]} has {x.shape[0]} rows, "
+                                            f"not whole heads of {cfg.head_size}")
+                x = permute_rows(x, rope_halves_to_pairs(np.arange(x.shape[0]),
+                                                         x.shape[0] // cfg.head_size,
+                                                         cfg.head_size))
+            yield name, x
+    return cfg, tok, tensors()
+
+
+def gguf_span(g, name):
+    """(start, end) of a tensor's bytes in the file."""
+    _, _, offset, nbytes = g.tensors[name]
+    return offset, offset + nbytes
+
+
+def gguf_name(ours):
+    """The GGUF name of one of our tensor names, for messages."""
+    fixed = {"token_embedding": "token_embd.weight", "final_norm": "output_norm.weight",
+             "classifier": "output.weight"}
+    if ours in fixed:
+        return fixed[ours]
+    _, layer, kind = ours.split(".")
+    theirs = next(k for k, v in GGUF_LAYER_TENSORS.items() if v == kind)
+    return f"blk.{layer}.{theirs}"
+
+
+def permute_rows(x, order):
+    """x with row i taken from row order[i]; a Quantized matrix keeps its groups (they never
+    straddle rows), so its q and scales move together."""
+    if isinstance(x, Quantized):
+        return Quantized(x.q[order], x.scales[order], x.group_size)
+    return x[order]
+
+
 def parse_shape(shape):
     """A named --random shape or `dim,hidden,layers,heads,kv_heads,vocab,seq` -> Config."""
     if shape in SHAPES:
@@ -1189,11 +1655,13 @@ def parse_args(argv):
     src.add_argument("--hf", metavar="DIR", help="Hugging Face Llama/Mistral directory")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c version-0 checkpoint")
     src.add_argument("--pt", metavar="FILE", help="llama2.c PyTorch training checkpoint")
+    src.add_argument("--gguf", metavar="FILE", help="llama.cpp GGUF file (llama, qwen2, qwen3)")
     src.add_argument("--random", metavar="SHAPE",
                      help=f"random weights: {', '.join(SHAPES)} or dim,hidden,layers,heads,"
                           f"kv_heads,vocab,seq")
     p.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (or sentencepiece .model)")
-    p.add_argument("--dtype", choices=list(WEIGHT_TYPES), default="f32")
+    p.add_argument("--dtype", choices=list(WEIGHT_TYPES), default=None,
+                   help="f32 (default; for --gguf each tensor keeps its type)")
     p.add_argument("--tensor-dtype", metavar="PATTERN=DTYPE", action="append", default=[],
                    help="store the matrices whose names match the glob PATTERN as DTYPE "
                         "(e.g. token_embedding=q8_0, 'layers.*.w2=bf16'); repeatable")
@@ -1218,16 +1686,17 @@ def parse_args(argv):
     if args.overrides and args.format_version == 1:
         p.error("--tensor-dtype needs --format-version 2")
     quantized = args.dtype == "q8_0" or any(d == "q8_0" for _, d in args.overrides)
-    if args.group_size and not quantized:
+    if args.group_size and not quantized and not args.gguf:
         p.error("--group-size only applies to --dtype q8_0")
-    if args.hf and args.tokenizer:
-        p.error("--hf reads the tokenizer from its directory; drop --tokenizer")
+    if (args.hf or args.gguf) and args.tokenizer:
+        p.error("--hf and --gguf read the tokenizer from their source; drop --tokenizer")
     return args
 
 
 def main(argv=None):
     """Runs one export; returns the exit status."""
     args = parse_args(argv)
+    source = args.hf or args.llama2c or args.pt or args.gguf or args.random
     try:
         if args.hf:
             source = args.hf
@@ -1238,6 +1707,9 @@ def main(argv=None):
         elif args.pt:
             source = args.pt
             cfg, pieces, tensors = load_pt(args.pt, args.tokenizer)
+        elif args.gguf:
+            source = args.gguf
+            cfg, pieces, tensors = load_gguf(args.gguf)
         else:
             source = args.random
             cfg, pieces, tensors = load_random(args.random, args.tokenizer, args.seed)
@@ -1245,10 +1717,20 @@ def main(argv=None):
             cfg.seq_len = args.seq_len
         if args.template is not None:
             cfg.chat_template = TEMPLATES[args.template]
-        write_tllm(args.out, cfg, pieces, tensors, args.dtype, args.group_size, source,
-                   args.format_version, args.overrides)
+        dtype, group_size, overrides = args.dtype or "f32", args.group_size, args.overrides
+        if args.dtype is None and cfg.source_dtypes:
+            # each matrix as the source stores it (Q8_0 blocks of 32 kept exactly), then any
+            # --tensor-dtype on top
+            overrides = list(cfg.source_dtypes.items()) + overrides
+            if "q8_0" in cfg.source_dtypes.values() and group_size is None:
+                group_size = 32
+        write_tllm(args.out, cfg, pieces, tensors, dtype, group_size, source,
+                   args.format_version, overrides)
     except ExportError as e:
         print(f"export.py: {e.path}: {e.reason}", file=sys.stderr)
+        return 1
+    except (ValueError, OverflowError, MemoryError) as e:  # a source too garbled for a check
+        print(f"export.py: {source}: malformed ({type(e).__name__}: {e})", file=sys.stderr)
         return 1
     except OSError as e:  # reading a source or writing OUT.bin failed midway
         print(f"export.py: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)

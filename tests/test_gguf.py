@@ -1,0 +1,339 @@
+"""export.py --gguf: llama.cpp's real stories260K.gguf against the llama2.c checkpoint it was
+made from, GGUF files of the llama, qwen2 and qwen3 architectures written by tests/gguf_writer.py
+(F32, F16, BF16 and Q8_0 tensors, a SentencePiece vocabulary) against the Hugging Face
+reference, a byte-level BPE vocabulary, and broken files."""
+import os
+import struct
+
+import numpy as np
+
+import common
+import export_fixtures as fx
+import gguf_writer as gw
+import reference
+import test_families as tf
+from common import read_bytes, shared_model, tmp_path
+from hf_reference import hf_logits
+from reference import TllmFile
+from test_export import engine, export_fails
+
+import export  # test_export put the project root on sys.path
+
+
+def test_stories260k_gguf_same_as_llama2c():
+    """llama.cpp's conversion of stories260K: the same greedy text for 200 steps and the same
+    logits, bit for bit (F32 tensors, and llama's q and k rows already in adjacent pairs); its
+    vocabulary becomes exactly tok512.bin; output.weight, a copy of the embedding, is shared."""
+    out = tmp_path("s260k_gguf.bin")
+    common.export(out, "--gguf", shared_model("stories260K.gguf"), "--seq-len", 512)
+    f = TllmFile(out)
+    assert f.tokenizer_section == struct.pack("<I", 512) + read_bytes(shared_model("tok512.bin"))
+    assert f.header["shared_classifier"] == 1 and f.header["eos_ids"] == (2,)
+    assert all(kind == 0 for kind, _, _ in f.tensors.values())
+    text_a, logits_a = engine(shared_model("stories260K.bin"), "-z", shared_model("tok512.bin"),
+                              steps=200)
+    text_b, logits_b = engine(out, steps=200)
+    assert text_a.startswith(b"Once upon a time, there was a little girl named Lily.")
+    assert text_b == text_a, (text_a[-80:], text_b[-80:])
+    assert np.array_equal(logits_a, logits_b), np.abs(logits_a - logits_b).max()
+
+
+# The three architectures, small: config.json-like dicts for the HF reference.
+ARCHS = {
+    "llama": fx.hf_config(dim=64, hidden=128, layers=2, heads=4, kv_heads=2, theta=500000.0,
+                          tied=False, rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                    "low_freq_factor": 1.0,
+                                                    "high_freq_factor": 4.0,
+                                                    "original_max_position_embeddings": 8192}),
+    "qwen2": fx.hf_config(dim=64, hidden=128, layers=2, heads=4, kv_heads=2, theta=1e6,
+                          tied=True, arch="Qwen2ForCausalLM", model_type="qwen2"),
+    "qwen3": fx.hf_config(dim=64, hidden=128, layers=2, heads=4, kv_heads=2, theta=1e6,
+                          tied=True, head_dim=32, arch="Qwen3ForCausalLM", model_type="qwen3"),
+}
+# Each matrix in another GGUF type (lossless ones), so one file covers them all.
+MIXED = {"token_embd": gw.F16, "attn_q": gw.BF16, "attn_k": gw.F32, "attn_v": gw.F16,
+         "attn_output": gw.BF16, "ffn_gate": gw.F32, "ffn_up": gw.F16, "ffn_down": gw.BF16,
+         "output": gw.F32}
+HF_TO_GGUF = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj": "attn_q",
+              "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj.weight": "attn_output.weight",
+              "post_attention_layernorm.weight": "ffn_norm.weight",
+              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+              "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_norm.weight":
+              "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
+
+
+def llama_cpp_permute(w, n_head):
+    """llama.cpp's permutation of llama's q and k rows (gguf.md, tensor_data_layout), written
+    from the specification: halves (i, i + hd/2) to adjacent pairs."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2)
+            .reshape(w.shape))
+
+
+def llama3_rope_factors(config, hd):
+    """What llama.cpp stores as rope_freqs.weight for Llama 3.1's scaling: per pair, the
+    divisor of its frequency."""
+    s = config["rope_scaling"]
+    freq = config["rope_theta"] ** (-np.arange(0, hd, 2) / hd)
+    wavelength = 2 * np.pi / freq
+    old, low, high, factor = (s["original_max_position_embeddings"], s["low_freq_factor"],
+                              s["high_freq_factor"], s["factor"])
+    smooth = (old / wavelength - low) / (high - low)
+    return np.where(wavelength < old / high, 1.0, np.where(
+        wavelength > old / low, factor, 1 / ((1 - smooth) / factor + smooth))).astype(np.float32)
+
+
+def sentencepiece_vocab():
+    """The Llama 2 tokenizer.model as llama.cpp's llama vocabulary: tokens, scores, types."""
+    sp = common.sentencepiece()
+    n = sp.get_piece_size()
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1
+             for i in range(n)]
+    return ([sp.id_to_piece(i) for i in range(n)],
+            np.array([sp.get_score(i) for i in range(n)], np.float32), np.array(types, np.int32))
+
+
+def gguf_from_hf(path, arch, seed, types=None, version=3, **meta_changes):
+    """Writes a GGUF of architecture arch from a random Hugging Face model; returns (config,
+    {HF name: the values as stored}, writer's stored values, data start)."""
+    config = ARCHS[arch]
+    folder = tmp_path(f"gguf_src_{arch}")
+    hf = fx.write_hf_dir(folder, config, None, "F32", seed=seed)
+    n_heads, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    hd = config.get("head_dim") or config["hidden_size"] // n_heads
+    tensors, as_stored = [], {}
+
+    def put(gguf_name, hf_name, kind):
+        x = hf[hf_name]
+        as_stored[hf_name] = gw.encode(x, kind if x.ndim == 2 else gw.F32)[1]  # HF row order
+        if arch == "llama" and ("q_proj" in hf_name or "k_proj" in hf_name):
+            x = llama_cpp_permute(x, n_heads if "q_proj" in hf_name else n_kv)
+        tensors.append((gguf_name, kind if x.ndim == 2 else gw.F32, x))
+
+    def kind_of(short):
+        return (types or MIXED).get(short, gw.F32)
+
+    put("token_embd.weight", "model.embed_tokens.weight", kind_of("token_embd"))
+    put("output_norm.weight", "model.norm.weight", gw.F32)
+    if not config["tie_word_embeddings"]:
+        put("output.weight", "lm_head.weight", kind_of("output"))
+    for i in range(config["num_hidden_layers"]):
+        for name in hf:
+            prefix = f"model.layers.{i}."
+            if not name.startswith(prefix):
+                continue
+            part = name[len(prefix):]
+            key = next(k for k in HF_TO_GGUF if part.startswith(k))
+            gguf_name = f"blk.{i}." + HF_TO_GGUF[key] + part[len(key):]
+            put(gguf_name, name, kind_of(gguf_name.split(".")[2]))
+    if config.get("rope_scaling"):
+        tensors.append(("rope_freqs.weight", gw.F32, llama3_rope_factors(config, hd)))
+    tokens, scores, token_types = sentencepiece_vocab()
+    meta = {"general.architecture": arch, "general.name": f"test {arch}",
+            f"{arch}.context_length": 4096, f"{arch}.embedding_length": config["hidden_size"],
+            f"{arch}.block_count": config["num_hidden_layers"],
+            f"{arch}.feed_forward_length": config["intermediate_size"],
+            f"{arch}.attention.head_count": n_heads, f"{arch}.attention.head_count_kv": n_kv,
+            f"{arch}.attention.key_length": hd, f"{arch}.attention.value_length": hd,
+            f"{arch}.rope.dimension_count": hd, f"{arch}.rope.freq_base": config["rope_theta"],
+            f"{arch}.attention.layer_norm_rms_epsilon": config["rms_norm_eps"],
+            "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": token_types,
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+            "tokenizer.ggml.unknown_token_id": 0,
+            "tokenizer.chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}"}
+    meta.update(meta_changes)
+    stored, start = gw.write_gguf(path, [(k, v) for k, v in meta.items() if v is not None],
+                                  tensors, version=version)
+    return config, as_stored, stored, start
+
+
+def test_gguf_architectures_match_hf():
+    """llama (its q and k permuted by llama.cpp, llama3 scaling as rope_freqs), qwen2 (biases,
+    unpermuted) and qwen3 (q/k norms, head_dim 32 with 4 heads of a 64-wide model), with F32,
+    F16, BF16 matrices: logits within 1e-4 of the HF reference at every position and the
+    reference's greedy continuation; each matrix keeps its type (F16 widened to f32)."""
+    for version, arch in ((3, "llama"), (2, "qwen2"), (3, "qwen3")):
+        path = tmp_path(f"test_{arch}.gguf")
+        config, hf, _, _ = gguf_from_hf(path, arch, seed=len(arch), version=version)
+        out = tmp_path(f"gguf_{arch}.bin")
+        common.export(out, "--gguf", path, "--seq-len", 256)
+        f = TllmFile(out)
+        h = f.header
+        assert h["chat_template"] == 2 and h["eos_ids"] == (2,), h
+        assert f.tokenizer_section == struct.pack("<I", 32000) + \
+            read_bytes(shared_model("tokenizer.bin")), arch
+        assert (f.tensors["layers.1.wq"][0], f.tensors["layers.1.w1"][0],
+                f.tensors["layers.1.wv"][0], f.tensors["token_embedding"][0]) == (1, 0, 0, 0)
+        if arch == "llama":
+            assert (h["rope_scaling"], h["rope_scaling_factor"], h["rope_original_context"]) \
+                == ("llama3", 8.0, 8192), h
+        _, logits, seq = tf.engine_greedy(out)
+        ref = hf_logits(hf, config, seq[:-1])
+        err = common.relative_errors(logits, ref)
+        assert err.max() < 1e-4, f"{arch}: rel error {err.max():.2e} at {int(err.argmax())}"
+        n_prompt = len(common.sentencepiece().encode(tf.PROMPT)) + 1
+        assert seq[n_prompt:] == [int(np.argmax(r)) for r in ref[n_prompt - 1:]], arch
+
+
+def test_gguf_q8_0_copied_exactly():
+    """Q8_0 matrices become the engine's Q8_0 with groups of 32, bit for bit (the fp16 scales
+    widened), also in qwen3's permuted q and k rows; the engine then matches its mirror over
+    the first 8 positions and the HF reference on the Q8_0 values within the bounds of
+    test_families (median 0.07, worst 0.2)."""
+    q8 = {k: gw.Q8_0 for k in MIXED}
+    for arch in ("llama", "qwen3"):
+        path = tmp_path(f"test_{arch}_q8.gguf")
+        config, hf, stored, _ = gguf_from_hf(path, arch, seed=5, types=q8)
+        out = tmp_path(f"gguf_{arch}_q8.bin")
+        common.export(out, "--gguf", path, "--seq-len", 256)
+        f = TllmFile(out)
+        hd = config.get("head_dim") or 16
+        for ours, theirs in (("layers.1.w2", "blk.1.ffn_down.weight"),
+                             ("layers.0.wk", "blk.0.attn_k.weight"),
+                             ("token_embedding", "token_embd.weight")):
+            kind, (q, scales), gs = f.tensors[ours]
+            assert (kind, gs) == (2, 32), (ours, kind, gs)
+            want = stored[theirs]
+            if arch == "qwen3" and ours.endswith("wk"):  # halves to pairs, head by head
+                want = export.rope_halves_to_pairs(want, want.shape[0] // hd, hd)
+            assert np.array_equal(f.value(ours), want), f"{arch} {ours} is not the GGUF's Q8_0"
+        _, logits, seq = tf.engine_greedy(out)
+        c, w, _ = reference.read_tllm(out)
+        mirror = reference.logits(c, w, seq[:8], reference.q8_matvec(32))
+        assert common.relative_error(logits[:8], mirror) < 1e-4, arch
+        errors = common.relative_errors(logits, hf_logits(hf, config, seq[:-1]))
+        assert np.median(errors) < 0.07 and errors.max() < 0.2, (arch, errors.max())
+
+
+def bpe_vocab():
+    """A small GPT-2 style byte-level vocabulary: the 256 byte characters, a few merges."""
+    table = export_bytes_to_unicode()
+    tokens = [table[b] for b in range(256)]
+    merges = []
+    for left, right in (("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r")):
+        merges.append(f"{left} {right}")
+        tokens.append(left + right)
+    return tokens + ["<|endoftext|>"], merges
+
+
+def export_bytes_to_unicode():
+    """GPT-2's byte alphabet: printable bytes stand for themselves, the rest from U+0100 on."""
+    keep = list(range(33, 127)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + n)
+            n += 1
+    return table
+
+
+def test_gguf_bpe_vocabulary():
+    """A gpt2 vocabulary is read (tokens, types, merges, the pre-tokenizer by name) and then
+    refused in one line: the engine has no byte-level BPE tokenizer yet. An unknown
+    pre-tokenizer or a merge of unknown tokens is refused by name."""
+    tokens, merges = bpe_vocab()
+    path = tmp_path("bpe.gguf")
+    meta = [("general.architecture", "qwen2"), ("tokenizer.ggml.model", "gpt2"),
+            ("tokenizer.ggml.pre", "qwen2"), ("tokenizer.ggml.tokens", tokens),
+            ("tokenizer.ggml.token_type", np.array([1] * (len(tokens) - 1) + [3], np.int32)),
+            ("tokenizer.ggml.merges", merges), ("tokenizer.ggml.eos_token_id", len(tokens) - 1)]
+    gw.write_gguf(path, meta, [])
+    g = export.GgufFile(path)
+    bpe = export.read_gguf_bpe(g, tokens, -1, len(tokens) - 1)
+    assert bpe.pretokenizer == "qwen2" and bpe.merges == merges and bpe.tokens == tokens
+    assert bpe.token_types[-1] == 3 and bpe.eos_id == len(tokens) - 1
+    out = tmp_path("bpe.bin")
+    export_fails([out, "--gguf", path], path, ["tokenizer.ggml.model gpt2", "qwen2",
+                                               "second tokenizer kind"])
+    for change, words in ((("tokenizer.ggml.pre", "falcon"), ["falcon", "not supported"]),
+                          (("tokenizer.ggml.merges", merges + ["x yz"]), ["merges[5]"])):
+        gw.write_gguf(path, [m if m[0] != change[0] else change for m in meta], [])
+        try:
+            export.read_gguf_bpe(export.GgufFile(path), tokens, -1, -1)
+        except export.ExportError as e:
+            assert all(w in e.reason for w in words), e.reason
+        else:
+            assert False, f"{change} was accepted"
+
+
+def test_gguf_bad_files():
+    """Truncated at every section, lying counts, lengths and offsets, unknown architecture,
+    tensor type, tensor name, version and magic: one line `export.py: PATH: reason`, exit 1."""
+    good = tmp_path("good_small.gguf")
+    config, _, _, start = gguf_from_hf(good, "qwen2", seed=1)
+    data = read_bytes(good)
+    bad, out = tmp_path("bad.gguf"), tmp_path("bad_gguf.bin")
+
+    def fails(content, words):
+        with open(bad, "wb") as f:
+            f.write(content)
+        export_fails([out, "--gguf", bad], bad, words)
+
+    for cut in (0, 10, 23, 24, 30, 200, 5000, 300000, start - 1, start + 5, len(data) - 1):
+        fails(data[:cut], ["truncated"] if cut < start else ["past the end"])
+    fails(b"GGUG" + data[4:], ["not a GGUF file"])
+    for version in (1, 4, 3 << 24):
+        fails(data[:4] + struct.pack("<I", version) + data[8:], [f"version {version}"])
+    # 2^40 tensors: the infos after the real ones are read from the padding and data
+    fails(data[:8] + struct.pack("<Q", 1 << 40) + data[16:], ["tensor", "dimensions"])
+    fails(data[:16] + struct.pack("<Q", 1 << 62) + data[24:], ["truncated"])     # metadata
+    fails(data[:24] + struct.pack("<Q", 1 << 50) + data[32:], ["string"])        # key length
+    # a metadata array that claims more items than the file holds
+    at = data.index(b"tokenizer.ggml.scores") + len("tokenizer.ggml.scores") + 8
+    fails(data[:at] + struct.pack("<Q", 1 << 40) + data[at + 8:], ["array", "past the end"])
+    for name, words in ((b"qwen2", ["architecture 'qwen9'", "llama, qwen2, qwen3"]),):
+        fails(data.replace(b"\x05\x00\x00\x00\x00\x00\x00\x00" + name,
+                           b"\x05\x00\x00\x00\x00\x00\x00\x00qwen9", 1), words)
+    # tensor infos: a Q4_K type, an unknown type, an offset past the end, a misaligned one
+    info = data.index(b"blk.0.ffn_up.weight") + len("blk.0.ffn_up.weight")
+    n_dims = struct.unpack_from("<I", data, info)[0]
+    kind_at = info + 4 + 8 * n_dims
+    fails(data[:kind_at] + struct.pack("<I", gw.Q4_K) + data[kind_at + 4:],
+          ["blocks of 256"])  # ffn_up's 64-value rows are not whole Q4_K blocks
+    fails(data[:kind_at] + struct.pack("<I", 99) + data[kind_at + 4:], ["ggml type 99"])
+    fails(data[:kind_at + 4] + struct.pack("<Q", 1 << 40) + data[kind_at + 12:], ["past the end"])
+    offset = struct.unpack_from("<Q", data, kind_at + 4)[0]
+    fails(data[:kind_at + 4] + struct.pack("<Q", offset + 4) + data[kind_at + 12:],
+          ["misaligned"])
+    fails(data[:info] + struct.pack("<I", 7) + data[info + 4:], ["7 dimensions"])
+    # a whole Q4_K tensor is refused by name, naming the supported types
+    path = tmp_path("q4k.gguf")
+    meta = dict(gguf_meta_of(good))
+    raw = bytes(144 * 64 * 128 // 256)
+    tensors = [(n, k, x) for n, k, x in gguf_tensors_of(good) if n != "blk.0.ffn_up.weight"]
+    tensors.append(("blk.0.ffn_up.weight", gw.Q4_K, (256, 32), raw))
+    gw.write_gguf(path, list(meta.items()), tensors)
+    export_fails([out, "--gguf", path], path, ["Q4_K", "F32, F16, BF16, Q8_0"])
+    # an unknown tensor name and a missing tensor
+    gw.write_gguf(path, list(meta.items()), gguf_tensors_of(good) + [
+        ("blk.0.attn_output.bias", gw.F32, np.zeros(64, np.float32))])
+    export_fails([out, "--gguf", path], path, ["blk.0.attn_output.bias"])
+    gw.write_gguf(path, list(meta.items()), [t for t in gguf_tensors_of(good)
+                                             if t[0] != "blk.1.attn_k.bias"])
+    export_fails([out, "--gguf", path], path, ["blk.1.attn_k.bias", "missing"])
+    gw.write_gguf(path, list(dict(meta, **{"qwen2.rope.scaling.type": "yarn"}).items()),
+                  gguf_tensors_of(good))
+    export_fails([out, "--gguf", path], path, ["yarn"])
+    assert not os.path.exists(out)
+
+
+def gguf_meta_of(path):
+    """The metadata of a GGUF file, as (key, value) pairs the writer takes again."""
+    g = export.GgufFile(path)
+    out = []
+    for k, v in g.metadata.items():
+        if isinstance(v, np.ndarray):
+            v = v.astype(v.dtype.newbyteorder("<"))
+        out.append((k, v))
+    return out
+
+
+def gguf_tensors_of(path):
+    """The tensors of a GGUF file of F32 / F16 / BF16 tensors as (name, type, float32 values)."""
+    g = export.GgufFile(path)
+    kinds = {"F32": gw.F32, "F16": gw.F16, "BF16": gw.BF16}
+    return [(name, kinds[t[0]], np.asarray(g.read(name), np.float32))
+            for name, t in g.tensors.items()]
