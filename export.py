@@ -77,6 +77,19 @@ SHAPES = {
     "110M": (768, 2048, 12, 12, 12, 32000, 1024),
     "135M": (576, 1536, 30, 9, 3, 49152, 2048),  # grouped-query shape of SmolLM-135M
 }
+# Named shapes of today's families for --random: the seven numbers above, then what the
+# family adds (Config fields). All tie the classifier to the embedding, as these models do.
+FAMILY_SHAPES = {
+    "smollm2-135M": ((576, 1536, 30, 9, 3, 49152, 8192), dict(rope_theta=100000.0)),
+    "qwen2.5-0.5B": ((896, 4864, 24, 14, 2, 151936, 32768),
+                     dict(rope_theta=1000000.0, norm_eps=1e-6, qkv_bias=True)),
+    "qwen3-0.6B": ((1024, 3072, 28, 16, 8, 151936, 40960),
+                   dict(head_size=128, rope_theta=1000000.0, norm_eps=1e-6, qk_norm=True)),
+    "llama3.2-1B": ((2048, 8192, 16, 32, 8, 128256, 131072),
+                    dict(rope_theta=500000.0, rope_scaling="llama3", rope_factor=32.0,
+                         rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                         rope_original_context=8192)),
+}
 
 
 class ExportError(Exception):
@@ -1586,6 +1599,16 @@ def permute_rows(x, order):
 
 def parse_shape(shape):
     """A named --random shape or `dim,hidden,layers,heads,kv_heads,vocab,seq` -> Config."""
+    if shape in FAMILY_SHAPES:
+        values, traits = FAMILY_SHAPES[shape]
+        dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = values
+        cfg = Config(dim=dim, hidden_dim=hidden, n_layers=n_layers, n_heads=n_heads,
+                     n_kv_heads=n_kv, head_size=dim // n_heads, vocab_size=vocab,
+                     seq_len=seq_len)
+        for key, value in traits.items():
+            setattr(cfg, key, value)
+        check_config(cfg, shape)
+        return cfg
     if shape in SHAPES:
         values = SHAPES[shape]
     else:
@@ -1594,7 +1617,8 @@ def parse_shape(shape):
         except ValueError:
             values = ()
         if len(values) != 7:
-            raise ExportError(shape, f"not a shape: use one of {', '.join(SHAPES)} or "
+            raise ExportError(shape, f"not a shape: use one of "
+                                     f"{', '.join(list(SHAPES) + list(FAMILY_SHAPES))} or "
                                      f"dim,hidden_dim,n_layers,n_heads,n_kv_heads,vocab_size,"
                                      f"seq_len")
     dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = values
@@ -1623,7 +1647,9 @@ def load_random(shape, tokenizer_path, seed):
 
     def tensors():
         for name, shape_, is_norm in tensor_layout(cfg):
-            if is_norm:
+            if name.endswith((".bq", ".bk", ".bv")):
+                yield name, normal(shape_, 0.1)
+            elif is_norm:
                 yield name, 1 + normal(shape_, 0.1)
             elif name in ("token_embedding", "classifier"):
                 yield name, normal(shape_, 2 / np.sqrt(cfg.dim))
@@ -1657,7 +1683,8 @@ def parse_args(argv):
     src.add_argument("--pt", metavar="FILE", help="llama2.c PyTorch training checkpoint")
     src.add_argument("--gguf", metavar="FILE", help="llama.cpp GGUF file (llama, qwen2, qwen3)")
     src.add_argument("--random", metavar="SHAPE",
-                     help=f"random weights: {', '.join(SHAPES)} or dim,hidden,layers,heads,"
+                     help=f"random weights: {', '.join(list(SHAPES) + list(FAMILY_SHAPES))} "
+                          f"or dim,hidden,layers,heads,"
                           f"kv_heads,vocab,seq")
     p.add_argument("--tokenizer", metavar="FILE", help="tokenizer.bin (or sentencepiece .model)")
     p.add_argument("--dtype", choices=list(WEIGHT_TYPES), default=None,

@@ -15,7 +15,8 @@ a shared machine it drifts, and decoding a large model is bound by it. Each case
 --repeat times and reports the best run of each number: the machine is shared, and
 interference only ever slows a run down.
 
-Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` and are cached under
+Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` (SHAPE also one of
+the family shapes smollm2-135M, qwen2.5-0.5B, llama3.2-1B) and are cached under
 build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `--no-mmap`
 (f32 and bf16 weights copied into memory instead of read from the mapped file); its line
 ends with `mmap=no`. A case NAME:DTYPE:sample samples with llama2.c's default temperature and
@@ -39,7 +40,11 @@ BENCH_DIR = os.path.join(ROOT, "build", "bench")
 RUN = os.path.join(ROOT, "run")
 PYTHON = "/usr/bin/python3"
 CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0",
-         "110M:f32:no-mmap", "110M:bf16:no-mmap", "15M:q8_0:sample"]
+         "110M:f32:no-mmap", "110M:bf16:no-mmap", "15M:q8_0:sample",
+         # today's families (export.py's FAMILY_SHAPES): large tied vocabularies, Qwen2's
+         # biases, Llama 3.2's RoPE scaling; the sampled case weighs top-p over 151936 logits
+         "smollm2-135M:q8_0", "smollm2-135M:bf16", "qwen2.5-0.5B:q8_0", "qwen2.5-0.5B:bf16",
+         "qwen2.5-0.5B:q8_0:sample", "llama3.2-1B:q8_0", "llama3.2-1B:bf16"]
 VARIANTS = {"no-mmap": (["--no-mmap"], " mmap=no"),
             "sample": (["-t", "1", "-p", "0.9", "-s", "1"], " sampling=t1,p0.9")}
 SEQ_LEN = 512

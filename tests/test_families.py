@@ -8,6 +8,7 @@ The directories carry the Llama 2 sentencepiece tokenizer.model for now, so voca
 32000 and the special ids are inside it; family_dir is the one place that chooses the
 tokenizer files."""
 import os
+import struct
 
 import numpy as np
 
@@ -251,3 +252,52 @@ def test_family_config_errors():
     export_fails([out, "--hf", folder], os.path.join(folder, "generation_config.json"),
                  ["eos_token_id"])
     assert not os.path.exists(out)
+
+
+def test_engine_refuses_hostile_family_files():
+    """The loader's checks of what the families added (FORMAT.md): each broken file is refused
+    in one line naming it, with exit status 1 (under the sanitizer build too, as the whole
+    suite runs there)."""
+    _, _, qwen2 = export_family("qwen2.5")
+    _, _, qwen3 = export_family("qwen3")
+    _, _, llama = export_family("llama3.2")
+
+    def patched(path, old, new, count=1):
+        data = common.read_bytes(path)
+        assert data.count(old) >= count and len(old) == len(new), (path, old)
+        return data.replace(old, new, count)
+
+    def entry(data, name):
+        """Where a directory entry's (type, group size, rows, cols) start."""
+        return data.index(bytes([len(name)]) + name) + 1 + len(name)
+
+    def with_u32(data, at, value):
+        return data[:at] + struct.pack("<I", value) + data[at + 4:]
+
+    data3 = common.read_bytes(qwen3)
+    at = entry(data3, b"layers.1.q_norm")
+    data_l = common.read_bytes(llama)
+    low = data_l.index(b"rope_low_freq_factor") + len("rope_low_freq_factor") + 5
+    cases = {
+        "an unknown optional tensor": (patched(qwen2, b"layers.1.bq", b"layers.1.bx"),
+                                       ["layers.1.bx"]),
+        "a bias in one layer only": (patched(qwen2, b"layers.1.bk", b"layers.1.bq"),
+                                     ["layers.1.bq"]),
+        "q_norm of the wrong width": (with_u32(data3, at + 12, 16), ["q_norm"]),
+        "q_norm stored as bf16": (with_u32(data3, at, 1), ["q_norm"]),
+        "an unknown RoPE scaling": (patched(llama, b"llama3", b"llama4"), ["rope_scaling"]),
+        "low_freq_factor above high": (data_l[:low] + struct.pack("<f", 8.0) +
+                                       data_l[low + 4:], ["rope_low_freq_factor"]),
+        "a second tokenizer kind": (patched(qwen2, b"tokenizer_kind\x01\x01\x00\x00\x00\x01",
+                                            b"tokenizer_kind\x01\x01\x00\x00\x00\x07"),
+                                    ["tokenizer_kind"]),
+    }
+    bad = tmp_path("family_hostile.bin")
+    for what, (content, words) in cases.items():
+        with open(bad, "wb") as f:
+            f.write(content)
+        p = common.run([bad, "-t", "0", "-n", 4])
+        err = p.stderr.decode(errors="replace").splitlines()
+        assert p.returncode == 1, f"{what}: exit {p.returncode}, stderr {err}"
+        assert len(err) == 1 and bad in err[0], f"{what}: want one line naming {bad}: {err}"
+        assert all(w in err[0] for w in words), f"{what}: {err[0]!r} lacks {words}"
