@@ -865,11 +865,7 @@ def infer_template(folder):
         raise ExportError(path, "not valid JSON")
     if isinstance(text, list):  # several named templates
         text = " ".join(str(t.get("template", "")) for t in text if isinstance(t, dict))
-    for marker, name in (("[INST]", "llama2"), ("<|im_start|>", "chatml"),
-                         ("<|user|>", "zephyr")):
-        if marker in str(text):
-            return name
-    return "none"
+    return template_of_text(text)
 
 
 SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
