@@ -1535,10 +1535,10 @@ def load_gguf(path):
             raise ExportError(path, f"tensor {name} is not part of a {arch} model as the "
                                     f"export reads it (the engine would ignore it)")
     by_ours = {v: k for k, v in ours.items() if v and k in g.tensors}
+    # an output.weight that repeats the embedding byte for byte is the tied classifier
     cfg.shared_classifier = int("classifier" not in by_ours or (
-        g.tensors["output.weight"][0] == g.tensors["token_embd.weight"][0] and
-        g.data[slice(*gguf_span(g, "output.weight"))] ==
-        g.data[slice(*gguf_span(g, "token_embd.weight"))]))
+        g.tensors["output.weight"][:2] == g.tensors["token_embd.weight"][:2] and
+        np.array_equal(gguf_bytes(g, "output.weight"), gguf_bytes(g, "token_embd.weight"))))
     cfg.source_dtypes = {}
     for name, shape, is_vector in tensor_layout(cfg):
         if name not in by_ours:
@@ -1570,10 +1570,10 @@ def load_gguf(path):
     return cfg, tok, tensors()
 
 
-def gguf_span(g, name):
-    """(start, end) of a tensor's bytes in the file."""
+def gguf_bytes(g, name):
+    """A tensor's bytes in the mapped file, as a uint8 array (no copy)."""
     _, _, offset, nbytes = g.tensors[name]
-    return offset, offset + nbytes
+    return np.frombuffer(g.data, np.uint8, nbytes, offset)
 
 
 def gguf_name(ours):

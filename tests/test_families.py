@@ -173,12 +173,12 @@ def test_family_f32_logits_and_greedy_text_match_hf():
 
 
 def test_family_bf16_and_q8_0_within_bounds():
-    """bf16 and Q8_0 against tests/reference.py on the same file (the weights as stored; for
-    Q8_0 each matvec's input rounded to int8 like the engine), and against the f32 Hugging Face
-    reference within stated bounds.
+    """bf16 and Q8_0 against the f32 Hugging Face reference within stated bounds, and Q8_0
+    against tests/reference.py on the same file (the weights as stored, each matvec's input
+    rounded to int8 like the engine).
 
     bf16: the directories hold BF16 weights, as published checkpoints do, so the bf16 export is
-    lossless: within 1e-4 of both everywhere (measured: at most 3.6e-6).
+    lossless: within 1e-4 of the HF reference everywhere (measured: at most 3.6e-6).
     Q8_0: within 1e-4 of its mirror over the first 8 positions. Later, somewhere among the
     activations rounded to int8, a value that float32 and float64 put on either side of a half
     step rounds differently, the changed key and value stay in the cache, and these random
@@ -192,12 +192,11 @@ def test_family_bf16_and_q8_0_within_bounds():
         for dtype in ("bf16", "q8_0"):
             config, stored, out = export_family(name, dtype)
             _, logits, seq = engine_greedy(out)
-            c, w, _ = reference.read_tllm(out)
-            mv = reference.q8_matvec(c.group_size) if dtype == "q8_0" else reference.matvec
-            exact = POSITIONS if dtype == "bf16" else 8
-            mirror = reference.logits(c, w, seq[:exact], mv)
-            err = common.relative_error(logits[:exact], mirror)
-            assert err < 1e-4, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
+            if dtype == "q8_0":
+                c, w, _ = reference.read_tllm(out)
+                mirror = reference.logits(c, w, seq[:8], reference.q8_matvec(c.group_size))
+                err = common.relative_error(logits[:8], mirror)
+                assert err < 1e-4, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
             errors = common.relative_errors(logits, hf_reference(config, stored, seq))
             median, worst = (1e-4, 1e-4) if dtype == "bf16" else (0.07, 0.2)
             assert np.median(errors) < median and errors.max() < worst, \
