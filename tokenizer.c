@@ -22,6 +22,9 @@
  *
  * Every file is treated as hostile: lengths are checked against the bytes that remain before
  * anything is read, and a bad file yields a one-line error, never a crash.
+ *
+ * This file also holds what both kinds share (the piece table and its hash, loading, decoding)
+ * and sends the byte-level BPE kind to tokenizer_bpe.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,36 +37,14 @@
 #include <unistd.h>
 
 #include "tokenizer.h"
+#include "tokenizer_private.h"
 
-/* Limits on hostile files. Real pieces are a few dozen bytes (Llama 2's longest is 16), and
- * callers may put a piece on the stack (fuzz/fuzz_encode.c does), so a piece longer than
- * MAX_PIECE_LEN is refused. A tokenizer.bin above MAX_TOKENIZER_FILE (2^20 pieces of 256
- * bytes) is refused before it is read into memory. */
-#define MAX_PIECE_LEN      1024
+/* A tokenizer.bin above MAX_TOKENIZER_FILE (2^20 pieces of 256 bytes) is refused before it is
+ * read into memory. */
 #define MAX_TOKENIZER_FILE ((size_t)1 << 28)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Reading little-endian numbers from untrusted bytes */
-
-/* A cursor over a buffer; every read first checks that the bytes are there. */
-typedef struct {
-    const unsigned char *data;
-    size_t size;
-    size_t off;
-} Reader;
-
-/* Bytes left after the cursor. */
-static size_t reader_left(const Reader *r) {
-    return r->size - r->off;
-}
-
-/* The next four bytes as a little-endian u32; the caller has checked that they exist. Built
- * from single bytes so the result does not depend on the host's byte order. */
-static uint32_t reader_u32(Reader *r) {
-    const unsigned char *p = r->data + r->off;
-    r->off += 4;
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* The next four bytes as a little-endian int32 (two's complement, as the file stores it). */
 static int32_t reader_i32(Reader *r) {
@@ -94,9 +75,9 @@ static uint32_t hash_bytes(const char *s, size_t len) {
     return h;
 }
 
-/* Id of the piece with exactly these bytes, or -1. Linear probing ends at an empty slot,
+/* Id in the hash table with exactly these bytes, or -1. Linear probing ends at an empty slot,
  * which always exists because the table is at least twice as large as the vocabulary. */
-int tokenizer_lookup(const Tokenizer *t, const char *bytes, int len) {
+int tokenizer_hash_find(const Tokenizer *t, const char *bytes, int len) {
     if (len < 0 || t->hash_table == NULL) return -1;
     size_t mask = t->hash_size - 1;
     for (size_t i = hash_bytes(bytes, (size_t)len) & mask;; i = (i + 1) & mask) {
@@ -107,13 +88,25 @@ int tokenizer_lookup(const Tokenizer *t, const char *bytes, int len) {
 }
 
 /* Adds id under its piece's bytes unless an earlier id already has the same bytes: the lower
- * id wins, as it does in sentencepiece's own table. */
-static void hash_insert(Tokenizer *t, int id) {
-    if (tokenizer_lookup(t, t->pieces[id], t->piece_lens[id]) >= 0) return;
+ * id wins, as it does in sentencepiece's own table. Returns 1 if added, 0 if not. */
+int tokenizer_hash_insert(Tokenizer *t, int id) {
+    if (tokenizer_hash_find(t, t->pieces[id], t->piece_lens[id]) >= 0) return 0;
     size_t mask = t->hash_size - 1;
     size_t i = hash_bytes(t->pieces[id], (size_t)t->piece_lens[id]) & mask;
     while (t->hash_table[i] >= 0) i = (i + 1) & mask;
     t->hash_table[i] = id;
+    return 1;
+}
+
+/* Id of the piece with exactly these bytes, or -1: for byte-level BPE an added token's text
+ * first, then a token merges make. */
+int tokenizer_lookup(const Tokenizer *t, const char *bytes, int len) {
+    if (len < 0) return -1;
+    if (t->kind == TOKENIZER_BYTE_BPE) {
+        int id = bpe_lookup_added(t, bytes, len);
+        if (id >= 0) return id;
+    }
+    return tokenizer_hash_find(t, bytes, len);
 }
 
 /* The byte a piece of the form <0xXX> stands for, or -1 for any other piece. */
@@ -136,6 +129,7 @@ static int byte_piece_value(const char *s, int len) {
 
 /* Releases everything a load acquired and zeroes the struct. Safe on a zeroed Tokenizer. */
 void tokenizer_free(Tokenizer *t) {
+    bpe_free(t->bpe);
     free(t->pieces);
     free(t->piece_lens);
     free(t->scores);
@@ -185,33 +179,46 @@ static int scan_pieces(Reader r, int want, int max_len, int *n_read, size_t *byt
     return 0;
 }
 
+/* Sizes the piece table for vocab_size ids: pieces, piece_lens and an empty hash table at
+ * least twice as large. Returns 0, or -1 if memory ran out (t is then freed). */
+int tokenizer_alloc_pieces(Tokenizer *t, int vocab_size) {
+    t->vocab_size = vocab_size;
+    t->hash_size = 1;
+    while (t->hash_size < 2 * (size_t)vocab_size) t->hash_size *= 2;
+    t->pieces = malloc((size_t)vocab_size * sizeof *t->pieces);
+    t->piece_lens = malloc((size_t)vocab_size * sizeof *t->piece_lens);
+    t->hash_table = malloc(t->hash_size * sizeof *t->hash_table);
+    if (!t->pieces || !t->piece_lens || !t->hash_table) {
+        tokenizer_free(t);
+        return -1;
+    }
+    for (size_t i = 0; i < t->hash_size; i++) t->hash_table[i] = -1;
+    for (int b = 0; b < 256; b++) t->byte_fallback[b] = -1;
+    return 0;
+}
+
 /* Builds the tokenizer from a body the caller has validated with scan_pieces: vocab_size
  * pieces totalling piece_bytes. Returns 0, or -1 if memory ran out. */
 static int build_tokenizer(Tokenizer *t, Reader r, int vocab_size, int max_len,
                            size_t piece_bytes, char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
-    t->vocab_size = vocab_size;
+    t->kind = TOKENIZER_SENTENCEPIECE;
     t->max_token_length = max_len;
     t->bos_id = 1;
     t->eos_id = 2;
-    t->hash_size = 1;
-    while (t->hash_size < 2 * (size_t)vocab_size) t->hash_size *= 2;
 
     /* The arena holds every piece NUL-terminated, then the 256 byte values, which
      * tokenizer_decode returns for <0xXX> pieces so they live as long as the tokenizer. */
     size_t arena_size = piece_bytes + (size_t)vocab_size + 256;
-    t->pieces = malloc((size_t)vocab_size * sizeof *t->pieces);
-    t->piece_lens = malloc((size_t)vocab_size * sizeof *t->piece_lens);
-    t->scores = malloc((size_t)vocab_size * sizeof *t->scores);
-    t->hash_table = malloc(t->hash_size * sizeof *t->hash_table);
-    t->arena = malloc(arena_size);
-    if (!t->pieces || !t->piece_lens || !t->scores || !t->hash_table || !t->arena) {
+    if (tokenizer_alloc_pieces(t, vocab_size) == 0) {
+        t->scores = malloc((size_t)vocab_size * sizeof *t->scores);
+        t->arena = malloc(arena_size);
+    }
+    if (!t->pieces || !t->scores || !t->arena) {
         tokenizer_free(t);
         snprintf(err, ERR_MAX, "out of memory for %d pieces", vocab_size);
         return -1;
     }
-    for (size_t i = 0; i < t->hash_size; i++) t->hash_table[i] = -1;
-    for (int b = 0; b < 256; b++) t->byte_fallback[b] = -1;
 
     char *dst = t->arena;
     for (int i = 0; i < vocab_size; i++) {
@@ -222,7 +229,7 @@ static int build_tokenizer(Tokenizer *t, Reader r, int vocab_size, int max_len,
         r.off += (size_t)t->piece_lens[i];
         dst += t->piece_lens[i];
         *dst++ = '\0';
-        hash_insert(t, i);
+        tokenizer_hash_insert(t, i);
         int b = byte_piece_value(t->pieces[i], t->piece_lens[i]);
         if (b >= 0 && t->byte_fallback[b] < 0) t->byte_fallback[b] = i;
     }
@@ -329,11 +336,23 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, int bos_id, i
     return rc;
 }
 
-/* Loads a tokenizer section: a u32 piece count (which must equal vocab_size), then the
- * tokenizer.bin body, ending exactly at size. Returns 0, or -1 with the reason in err. */
-int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int vocab_size,
+/* Loads a tokenizer section of the given kind. SentencePiece: a u32 piece count (which must
+ * equal vocab_size), then the tokenizer.bin body, ending exactly at size. Byte-level BPE:
+ * tokenizer_bpe.c. Returns 0, or -1 with the reason in err. */
+int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int kind, int vocab_size,
                           int bos_id, int eos_id, char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
+    if (kind == TOKENIZER_BYTE_BPE) {
+        if (vocab_size <= 0) return fail(err, "vocab_size %d is not positive", vocab_size);
+        if (data == NULL) return fail(err, "tokenizer section is empty");
+        if (bpe_load(t, data, size, vocab_size, err) != 0) return -1;
+        t->bos_id = bos_id;
+        t->eos_id = eos_id;
+        return 0;
+    }
+    if (kind != TOKENIZER_SENTENCEPIECE)
+        return fail(err, "tokenizer kind %d is unknown (1 = SentencePiece, 2 = byte-level BPE)",
+                    kind);
     Reader r = {data, size, 0};
     if (data == NULL || reader_left(&r) < 4) {
         snprintf(err, ERR_MAX, "tokenizer section is too short for its piece count");
@@ -350,34 +369,6 @@ int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int vocab
     t->bos_id = bos_id;
     t->eos_id = eos_id;
     return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* UTF-8 */
-
-/* Length of the valid UTF-8 sequence at the start of s (n bytes available): 1 to 4, or 0 if
- * the first byte does not start a valid sequence there. Overlong forms, surrogates and code
- * points above U+10FFFF are invalid, as in sentencepiece and the Unicode standard. */
-static int utf8_valid_length(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c < 0x80) return 1;
-    else if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;      /* below: overlong */
-        else if (c == 0xED) hi = 0x9F; /* above: UTF-16 surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;      /* below: overlong */
-        else if (c == 0xF4) hi = 0x8F; /* above: beyond U+10FFFF */
-    } else return 0;
-    if ((size_t)len > n) return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (int i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
-    return len;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -478,12 +469,11 @@ static int emit_symbol(const Tokenizer *t, const char *text, const Symbol *s, in
     return n;
 }
 
-/* Encodes text into tokens (room for strlen(text) + 3 ids), with BOS and EOS when asked and
+/* Encodes n bytes of text into tokens (room for n + 3 ids), with BOS and EOS when asked and
  * with the dummy-prefix space when `prefix` is set. Returns the number of ids, or -1 if memory
  * ran out or the text is too long for int ids. */
-static int encode(const Tokenizer *t, const char *text, int bos, int eos, int prefix,
+static int encode(const Tokenizer *t, const char *text, size_t n, int bos, int eos, int prefix,
                   int *tokens) {
-    size_t n = strlen(text);
     if (n > (size_t)0x7fffffff - 3) return -1;
     int n_tokens = 0;
     if (bos) tokens[n_tokens++] = t->bos_id;
@@ -552,11 +542,29 @@ static int encode(const Tokenizer *t, const char *text, int bos, int eos, int pr
 }
 
 int tokenizer_encode(const Tokenizer *t, const char *text, int bos, int eos, int *tokens) {
-    return encode(t, text, bos, eos, 1, tokens);
+    if (t->kind != TOKENIZER_SENTENCEPIECE) return -1;
+    return encode(t, text, strlen(text), bos, eos, 1, tokens);
 }
 
 int tokenizer_encode_continuation(const Tokenizer *t, const char *text, int *tokens) {
-    return encode(t, text, 0, 0, 0, tokens);
+    if (t->kind != TOKENIZER_SENTENCEPIECE) return -1;
+    return encode(t, text, strlen(text), 0, 0, 0, tokens);
+}
+
+/* The most ids an encoding of len bytes may need: SentencePiece, one per byte and the dummy
+ * prefix, BOS and EOS. */
+size_t tokenizer_max_tokens(const Tokenizer *t, size_t len) {
+    if (t->kind == TOKENIZER_BYTE_BPE) return bpe_max_tokens(t, len);
+    return len + 3;
+}
+
+/* SentencePiece's prompt is BOS and the text with its dummy prefix, as Hugging Face's Llama 2
+ * tokenizer encodes it; chat text is a continuation, without either. */
+int tokenizer_encode_text(const Tokenizer *t, const char *text, size_t len, int mode,
+                          int *tokens) {
+    if (t->kind == TOKENIZER_BYTE_BPE) return bpe_encode(t, text, len, mode, tokens);
+    return mode == TOKENIZER_PROMPT ? encode(t, text, len, 1, 0, 1, tokens)
+                                    : encode(t, text, len, 0, 0, 0, tokens);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -568,6 +576,7 @@ int tokenizer_encode_continuation(const Tokenizer *t, const char *text, int *tok
 const char *tokenizer_decode(const Tokenizer *t, int prev_token, int token, int *len) {
     *len = 0;
     if (token < 0 || token >= t->vocab_size) return NULL;
+    if (t->kind == TOKENIZER_BYTE_BPE) return bpe_decode(t, token, len);
     if (token == t->bos_id || token == t->eos_id) return "";
     const char *piece = t->pieces[token];
     int n = t->piece_lens[token];
@@ -586,64 +595,9 @@ const char *tokenizer_decode(const Tokenizer *t, int prev_token, int token, int 
     return piece;
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* Streaming bytes to a terminal */
-
-/* Number of bytes in a UTF-8 sequence starting with c, or 0 if c cannot start one. */
-static int utf8_lead_length(unsigned char c) {
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return 2;
-    if (c >= 0xE0 && c <= 0xEF) return 3;
-    if (c >= 0xF0 && c <= 0xF4) return 4;
-    return 0;
-}
-
-/* Whether c may follow the pending bytes p[0..n-1] of a sequence: the second byte's range
- * depends on the first (to refuse overlong forms, surrogates and values past U+10FFFF). */
-static int utf8_continues(const unsigned char *p, int n, unsigned char c) {
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (n == 1) {
-        if (p[0] == 0xE0) lo = 0xA0;
-        else if (p[0] == 0xED) hi = 0x9F;
-        else if (p[0] == 0xF0) lo = 0x90;
-        else if (p[0] == 0xF4) hi = 0x8F;
-    }
-    return c >= lo && c <= hi;
-}
-
-/* Feeds n bytes and writes to out (room for n + 4) what is safe to print: whitespace,
- * printable ASCII and complete valid UTF-8 sequences. The start of a sequence waits in the
- * stream for the rest, which may come with the next token. Returns the bytes written. */
-size_t utf8_stream_feed(Utf8Stream *s, const char *in, size_t n, char *out) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (s->n_pending > 0) {
-            if (utf8_continues(s->pending, s->n_pending, c)) {
-                s->pending[s->n_pending++] = c;
-                if (s->n_pending == utf8_lead_length(s->pending[0])) {
-                    memcpy(out + k, s->pending, (size_t)s->n_pending);
-                    k += (size_t)s->n_pending;
-                    s->n_pending = 0;
-                }
-                continue;
-            }
-            /* The sequence broke off: drop it, then judge c on its own. */
-            s->n_pending = 0;
-        }
-        int len = utf8_lead_length(c);
-        if (len == 1) {
-            if ((c >= 0x20 && c < 0x7F) || c == '\t' || c == '\n' || c == '\r') out[k++] = (char)c;
-        } else if (len > 1) {
-            s->pending[0] = c;
-            s->n_pending = 1;
-        }
-        /* len 0: a stray continuation byte or a byte never valid in UTF-8, dropped */
-    }
-    return k;
-}
-
-/* Forgets a sequence left incomplete at the end of the text. */
-void utf8_stream_reset(Utf8Stream *s) {
-    s->n_pending = 0;
+/* 1 for the tokens that print as nothing: byte-level BPE's special tokens, SentencePiece's
+ * BOS and EOS. */
+int tokenizer_is_special(const Tokenizer *t, int token) {
+    if (t->kind == TOKENIZER_BYTE_BPE) return bpe_is_special(t, token);
+    return token == t->bos_id || token == t->eos_id;
 }

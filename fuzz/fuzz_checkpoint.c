@@ -57,8 +57,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         if (c->seq_len > 2 && c->seq_len <= 4096) model_forward(&m, &zero, 1, c->seq_len - 1, NULL);
         if (m.tokenizer_data) {
             Tokenizer t;
-            if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size, c->vocab_size,
-                                      c->bos_id, c->eos_ids[0], err) == 0)
+            if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size,
+                                      TOKENIZER_SENTENCEPIECE, c->vocab_size, c->bos_id,
+                                      c->eos_ids[0], err) == 0)
                 tokenizer_free(&t);
         }
         model_free(&m);

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     memcpy(buf, data + 2, size);
     Tokenizer t;
     char err[ERR_MAX];
-    if (tokenizer_load_memory(&t, buf, size, vocab_size, 1, 2, err) == 0) {
+    if (tokenizer_load_memory(&t, buf, size, TOKENIZER_SENTENCEPIECE, vocab_size, 1, 2, err) == 0) {
         int tokens[64 + 3];
         int n = tokenizer_encode(&t, "Hello, w\xc3\xb6rld! \xf0\x9f\x98\x80 \xff\n", 1, 1, tokens);
         Utf8Stream s = {0};

@@ -1,27 +1,44 @@
 /*
- * tokenize.c - a test tool for tokenizer.c: runs a whole corpus through the tokenizer in one
- * process so tests/test_tokenizer.py can compare it with sentencepiece.
+ * tokenize.c - a test tool for the tokenizers: runs a whole corpus through one in a single
+ * process so tests/test_tokenizer.py can compare it with sentencepiece and
+ * tests/test_bpe_tokenizer.py with Hugging Face's tokenizers.
  *
  *   tokenize [--memory] [--bos] [--eos] TOKENIZER VOCAB_SIZE
  *       encodes records from stdin and prints one line of space-separated ids per record;
  *       the time spent encoding goes to stderr
+ *   tokenize --kind 2 [--chat] TOKENIZER VOCAB_SIZE
+ *       the same with a byte-level BPE section (export.py --bpe-section), through
+ *       tokenizer_encode_text: a generate-mode prompt, or chat text with --chat
+ *   tokenize --kind 2 --lookup TOKENIZER VOCAB_SIZE
+ *       prints, for each record, tokenizer_lookup's id for its bytes (-1 for none) and 1 if
+ *       that id is special, else 0
  *   tokenize [--memory] [--raw] --decode TOKENIZER VOCAB_SIZE
  *       reads lines of ids from stdin; for each line decodes every id, the first as if it
  *       followed BOS, through a Utf8Stream (or as raw bytes with --raw), and prints a record
  *   tokenize --stream
  *       feeds each record from stdin to a Utf8Stream one byte at a time and prints a record of
  *       what came out, then a line with the number of bytes each feed returned
+ *   tokenize --pieces gpt2|llama3|qwen2|smollm2
+ *       pre-tokenizes each record and prints the byte length of each piece on one line
+ *   tokenize --nfc
+ *       prints a record of the NFC form of each record
+ *   tokenize --classes
+ *       prints the Unicode class (unicode.h) of every code point as lines FIRST LAST CLASS,
+ *       one per run of equal classes, then the Unicode version
  *
  * A record is its byte length in decimal, a newline, then exactly that many bytes, so texts
  * may hold newlines and any byte. --memory reads TOKENIZER as a TLLM tokenizer section (a u32
- * piece count, then the tokenizer.bin body) and loads it with tokenizer_load_memory.
+ * piece count, then the tokenizer.bin body) and loads it with tokenizer_load_memory; --kind 2
+ * reads it as a byte-level BPE section.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "pretokenizer.h"
 #include "tokenizer.h"
+#include "unicode.h"
 
 /* Reads the whole of f into a NUL-terminated buffer. Returns it (free it), or NULL. */
 static char *read_all(FILE *f, size_t *size) {
@@ -106,6 +123,77 @@ static int stream_mode(void) {
     return 0;
 }
 
+/* --pieces: records to lines of piece lengths. */
+static int pieces_mode(const char *name) {
+    int kind = 0;
+    for (int k = 1; pretokenizer_name(k); k++)
+        if (strcmp(pretokenizer_name(k), name) == 0) kind = k;
+    if (!kind) {
+        fprintf(stderr, "tokenize: unknown pre-tokenizer %s\n", name);
+        return 1;
+    }
+    long len;
+    while ((len = read_record_length()) >= 0) {
+        char *text = read_record(len);
+        size_t *ends = malloc(((size_t)len + 1) * sizeof *ends), n;
+        if (!ends || pretokenize(kind, text, (size_t)len, ends, &n) != 0) {
+            fprintf(stderr, "tokenize: out of memory\n");
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            printf("%s%zu", i ? " " : "", ends[i] - (i ? ends[i - 1] : 0));
+        printf("\n");
+        free(text);
+        free(ends);
+    }
+    return 0;
+}
+
+/* --nfc: records to their NFC form. */
+static int nfc_mode(void) {
+    long len;
+    while ((len = read_record_length()) >= 0) {
+        char *text = read_record(len);
+        size_t n;
+        char *nfc = unicode_nfc(text, (size_t)len, &n);
+        if (!nfc) {
+            fprintf(stderr, "tokenize: out of memory\n");
+            return 1;
+        }
+        write_record(nfc, n);
+        free(nfc);
+        free(text);
+    }
+    return 0;
+}
+
+/* --classes: every code point's class, as runs. */
+static int classes_mode(void) {
+    uint32_t first = 0;
+    int cls = unicode_class(0);
+    for (uint32_t cp = 1; cp <= 0x110000; cp++) {
+        int c = cp < 0x110000 ? unicode_class(cp) : -1;
+        if (c == cls) continue;
+        printf("%u %u %d\n", (unsigned)first, (unsigned)cp - 1, cls);
+        first = cp;
+        cls = c;
+    }
+    printf("%s\n", unicode_version());
+    return 0;
+}
+
+/* --lookup: records to "id special" lines. */
+static int lookup_mode(const Tokenizer *t) {
+    long len;
+    while ((len = read_record_length()) >= 0) {
+        char *text = read_record(len);
+        int id = tokenizer_lookup(t, text, (int)len);
+        printf("%d %d\n", id, id >= 0 && tokenizer_is_special(t, id));
+        free(text);
+    }
+    return 0;
+}
+
 /* --decode: lines of ids to records of bytes. */
 static int decode_mode(const Tokenizer *t, int raw) {
     char line[1 << 16];
@@ -151,22 +239,26 @@ static int decode_mode(const Tokenizer *t, int raw) {
     return 0;
 }
 
-/* Default mode: records of text to lines of ids. */
-static int encode_mode(const Tokenizer *t, int bos, int eos) {
+/* Default mode: records of text to lines of ids. SentencePiece encodes the record up to its
+ * first NUL with tokenizer_encode; byte-level BPE the whole record with tokenizer_encode_text
+ * (mode TOKENIZER_PROMPT or TOKENIZER_CHAT_TEXT). */
+static int encode_mode(const Tokenizer *t, int bos, int eos, int mode) {
     long len;
     double seconds = 0;
     size_t total = 0;
+    int bpe = t->kind == TOKENIZER_BYTE_BPE;
     while ((len = read_record_length()) >= 0) {
         char *text = read_record(len);
-        int *ids = malloc(((size_t)len + 3) * sizeof *ids);
+        int *ids = malloc(tokenizer_max_tokens(t, (size_t)len) * sizeof *ids);
         if (!ids) {
             fprintf(stderr, "tokenize: out of memory\n");
             return 1;
         }
         double start = now_seconds();
-        int n = tokenizer_encode(t, text, bos, eos, ids);
+        int n = bpe ? tokenizer_encode_text(t, text, (size_t)len, mode, ids)
+                    : tokenizer_encode(t, text, bos, eos, ids);
         seconds += now_seconds() - start;
-        total += strlen(text);
+        total += bpe ? (size_t)len : strlen(text);
         if (n < 0) {
             fprintf(stderr, "tokenize: encoding failed\n");
             return 1;
@@ -181,7 +273,8 @@ static int encode_mode(const Tokenizer *t, int bos, int eos) {
 }
 
 int main(int argc, char **argv) {
-    int memory = 0, bos = 0, eos = 0, decode = 0, raw = 0, stream = 0;
+    int memory = 0, bos = 0, eos = 0, decode = 0, raw = 0, stream = 0, kind = 1, chat = 0,
+        lookup = 0;
     const char *args[2];
     int n_args = 0;
     for (int i = 1; i < argc; i++) {
@@ -191,6 +284,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--decode") == 0) decode = 1;
         else if (strcmp(argv[i], "--raw") == 0) raw = 1;
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
+        else if (strcmp(argv[i], "--chat") == 0) chat = 1;
+        else if (strcmp(argv[i], "--lookup") == 0) lookup = 1;
+        else if (strcmp(argv[i], "--nfc") == 0) return nfc_mode();
+        else if (strcmp(argv[i], "--classes") == 0) return classes_mode();
+        else if (strcmp(argv[i], "--pieces") == 0 && i + 1 < argc) return pieces_mode(argv[++i]);
+        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) kind = atoi(argv[++i]);
         else if (n_args < 2 && argv[i][0] != '-') args[n_args++] = argv[i];
         else {
             fprintf(stderr, "tokenize: unexpected argument %s\n", argv[i]);
@@ -199,8 +298,9 @@ int main(int argc, char **argv) {
     }
     if (stream) return stream_mode();
     if (n_args != 2) {
-        fprintf(stderr, "usage: tokenize [--memory] [--bos] [--eos] [--decode [--raw]] "
-                        "TOKENIZER VOCAB_SIZE | tokenize --stream\n");
+        fprintf(stderr, "usage: tokenize [--memory | --kind 2] [--bos] [--eos] [--chat] "
+                        "[--lookup] [--decode [--raw]] TOKENIZER VOCAB_SIZE | tokenize --stream "
+                        "| --nfc | --classes | --pieces NAME\n");
         return 1;
     }
     const char *path = args[0];
@@ -209,7 +309,7 @@ int main(int argc, char **argv) {
     Tokenizer t;
     char err[ERR_MAX];
     int rc;
-    if (memory) {
+    if (memory || kind != 1) {
         FILE *f = fopen(path, "rb");
         if (!f) {
             fprintf(stderr, "%s: cannot open\n", path);
@@ -222,7 +322,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: out of memory\n", path);
             return 1;
         }
-        rc = tokenizer_load_memory(&t, data, size, vocab_size, 1, 2, err);
+        rc = tokenizer_load_memory(&t, data, size, kind, vocab_size, 1, 2, err);
         free(data); /* the tokenizer keeps copies of everything it needs */
     } else {
         rc = tokenizer_load(&t, path, vocab_size, 1, 2, err);
@@ -231,7 +331,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", path, err);
         return 1;
     }
-    rc = decode ? decode_mode(&t, raw) : encode_mode(&t, bos, eos);
+    rc = decode ? decode_mode(&t, raw)
+       : lookup ? lookup_mode(&t)
+       : encode_mode(&t, bos, eos, chat ? TOKENIZER_CHAT_TEXT : TOKENIZER_PROMPT);
     tokenizer_free(&t);
     return rc;
 }
