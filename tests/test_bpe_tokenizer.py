@@ -40,6 +40,7 @@ NPM_INSTALL = "npm install --prefix .deps/npm @huggingface/tokenizers"
 UCD = "/usr/share/unicode"
 STAND_IN = 0xF0000  # + an invalid byte: how tests/hf_tokenize.mjs is told about that byte
 SANITIZER_MARKS = (b"AddressSanitizer", b"runtime error", b"LeakSanitizer")
+_vocab_size = {name: size for name, (_, size) in FAMILIES.items()}  # and the small tokenizers'
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def tool_ok(args, stdin=b""):
 
 def ours(name, texts, chat=False):
     """(ids of each byte string, encode seconds) from our tokenizer."""
-    p = tool_ok(["--kind", 2] + (["--chat"] if chat else []) + [section(name), FAMILIES[name][1]],
+    p = tool_ok(["--kind", 2] + (["--chat"] if chat else []) + [section(name), _vocab_size[name]],
                 frame(texts))
     lines = p.stdout.decode().split("\n")
     assert len(lines) == len(texts) + 1 and lines[-1] == ""
@@ -126,7 +127,7 @@ def decode(name, id_lists, raw=True):
     """The bytes each list of ids decodes to (raw, or through the Utf8Stream filter)."""
     stdin = "".join(" ".join(map(str, ids)) + "\n" for ids in id_lists).encode()
     p = tool_ok(["--kind", 2, "--decode"] + (["--raw"] if raw else []) +
-                [section(name), FAMILIES[name][1]], stdin)
+                [section(name), _vocab_size[name]], stdin)
     return unframe(p.stdout)
 
 
@@ -492,3 +493,347 @@ def test_unicode_tables_are_generated():
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     assert p.stdout == common.read_bytes("unicode_tables.h"), \
         "unicode_tables.h differs from what tools/gen_unicode_tables.py writes: regenerate it"
+
+
+# ------------------------------------------------------------------------------------------
+# Small tokenizers that pin down one rule each, checked against Hugging Face too
+
+GPT2_PRE = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+            "use_regex": True}
+
+
+def tiny_json(merges=(), drop=(), added=(), normalizer=None, ignore_merges=False,
+              post_processor=None, pre_tokenizer=GPT2_PRE, extra=()):
+    """A tokenizer.json: the 256 byte tokens (less the bytes in drop), the merges given as
+    pairs of texts (their results join the vocabulary), extra whole tokens, and added tokens
+    as (text, special[, normalized])."""
+    alphabet = export.bytes_to_unicode()
+
+    def spell(text):
+        return "".join(alphabet[b] for b in text.encode())
+
+    vocab = {}
+    for b in range(256):
+        if b not in drop:
+            vocab[alphabet[b]] = len(vocab)
+    merge_list = []
+    for left, right in merges:
+        merge_list.append(f"{spell(left)} {spell(right)}")
+        vocab.setdefault(spell(left + right), len(vocab))
+    for text in extra:
+        vocab.setdefault(spell(text), len(vocab))
+    added_tokens = []
+    for text, special, *normalized in added:
+        added_tokens.append({"id": len(vocab) + len(added_tokens), "content": text,
+                             "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": normalized[0] if normalized else not special,
+                             "special": special})
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added_tokens,
+            "normalizer": normalizer, "pre_tokenizer": pre_tokenizer,
+            "post_processor": post_processor,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                        "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False, "ignore_merges": ignore_merges,
+                      "vocab": vocab, "merges": merge_list}}
+
+
+def write_tokenizer(name, tj, config=None, raw=None):
+    """A directory build/tests/NAME with tokenizer.json (tj as JSON, or the bytes raw) and
+    tokenizer_config.json when config is given. Returns its path."""
+    folder = common.tmp_path(name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.json"), "wb") as f:
+        f.write(raw if raw is not None else json.dumps(tj).encode())
+    config_path = os.path.join(folder, "tokenizer_config.json")
+    if config is not None:
+        with open(config_path, "wb") as f:
+            f.write(config if isinstance(config, bytes) else json.dumps(config).encode())
+    elif os.path.exists(config_path):
+        os.remove(config_path)
+    return folder
+
+
+def tiny_ids(name, tj, texts, chat=False, config=None):
+    """Our ids of texts with the tokenizer tj, and Hugging Face's."""
+    folder = write_tokenizer(name, tj, config)
+    out = common.tmp_path(f"{name}.bpe")
+    p = subprocess.run([common.PY, "export.py", out, "--bpe-section", folder],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    n = max([*tj["model"]["vocab"].values()] + [a["id"] for a in tj["added_tokens"]]) + 1
+    p = tool_ok(["--kind", 2] + (["--chat"] if chat else []) + [out, n], frame(texts))
+    got = [[int(x) for x in line.split()] for line in p.stdout.decode().split("\n")[:-1]]
+    _vocab_size[name] = n
+    _sections[name] = out
+    request = json.dumps({"dir": folder, "mode": "chat" if chat else "generate",
+                          "texts": [stand_in(t) for t in texts]})
+    require_npm_library()
+    p = subprocess.run(["node", os.path.join(HERE, "hf_tokenize.mjs")], input=request.encode(),
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    return got, json.loads(p.stdout)["ids"]
+
+
+def test_merge_rules():
+    """The merge loop's rules, each on a tokenizer made to show it, against Hugging Face: the
+    lowest rank first wherever it is; equal ranks leftmost first; a pair listed twice keeps its
+    later rank; a byte without a token is dropped before merging; ignore_merges takes a piece
+    that is a token whole; a long piece stays O(n log n) and still matches."""
+    cases = [
+        ("ranks", tiny_json([("c", "d"), ("b", "c"), ("a", "b"), ("ab", "cd")]),
+         [b"abcd", b"bcd", b"abc", b"abcdabcd", b"dcba"]),
+        ("leftmost", tiny_json([("a", "a"), ("aa", "aa")]),
+         [b"a", b"aa", b"aaa", b"aaaaa", b"a" * 1001]),
+        ("twice", tiny_json([("a", "b"), ("b", "c"), ("a", "b")]), [b"abc", b"abcabc"]),
+        ("dropped", tiny_json([("!", "!"), ("a", "b")], drop=(4, 0xFF)),
+         [b"!\x04!", b"a\x04b", b"!\xff!", b"\x04", b"\xff\xff"]),
+        ("whole", tiny_json([("a", "b")], extra=["abc", "xyz"], ignore_merges=True),
+         [b"abc", b"abcd", b"xyz", b" xyz", b"ab"]),
+    ]
+    for name, tj, texts in cases:
+        got, want = tiny_ids(f"tiny_{name}", tj, texts)
+        assert got == want, f"{name}: " + differences(texts, got, want)
+    (ids,), _ = ours("tiny_dropped", [b"!\x04!"])
+    assert len(ids) == 1, "the neighbours of a dropped byte did not merge"
+
+
+def test_added_token_rules():
+    """Added tokens: the leftmost match, then the longest; normalized ones are matched in NFC
+    text; chat text keeps special ones as text but not the others; the post-processor's tokens
+    come around a prompt only. Against Hugging Face, in both modes."""
+    post = {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [258], "tokens": ["<s>"]},
+                                           "</s>": {"id": "</s>", "ids": [259], "tokens": ["</s>"]}}}
+    tj = tiny_json([("a", "b"), ("<", "a")], normalizer={"type": "NFC"}, post_processor=post,
+                   added=[("<s>", True), ("</s>", True), ("<a>", True), ("<a>b", False),
+                          ("\u00e9t\u00e9", False, True), ("[x]", False, False)])
+    texts = [b"<a>b<a>", b"<<a>>", b"ete \xc3\xa9t\xc3\xa9 e\xcc\x81te\xcc\x81", b"<s>a</s>",
+             b"[x][x]", b"ab<a", "été".encode(), b"", b"\xff<a>\xff"]
+    for chat in (False, True):
+        got, want = tiny_ids("tiny_added", tj, texts, chat=chat)
+        assert got == want, f"chat={chat}: " + differences(texts, got, want)
+    # Chat text skips a special token's text whole: the search goes on after it, so a
+    # non-special token inside it is not found either (the Rust library's matcher; given only
+    # the non-special tokens, tokenizers.js would find "a>" and so is not asked here). "a>" is
+    # matched before normalisation, as "<a>" is; a normalized one would be looked for again in
+    # the normalised text, and found.
+    tj = tiny_json([], added=[("<a>", True), ("a>", False, False)])
+    folder = write_tokenizer("tiny_skip", tj)
+    out = common.tmp_path("tiny_skip.bpe")
+    export.write_bpe_section(out, folder)
+    texts = [b"x<a>y", b"xa>y"]
+    prompt = tool_ok(["--kind", 2, out, 258], frame(texts)).stdout.decode().splitlines()
+    chat = tool_ok(["--kind", 2, "--chat", out, 258], frame(texts)).stdout.decode().splitlines()
+    assert prompt == ["120 256 121", "120 257 121"], prompt
+    assert chat == ["120 60 97 62 121", "120 257 121"], chat
+
+
+def test_tokenizer_config_rules():
+    """tokenizer_config.json: split_special_tokens makes a prompt keep special tokens' text as
+    text; LlamaTokenizerFast's add_bos_token and add_eos_token decide what a prompt gets around
+    it; another class asking for a BOS its post-processor does not add is refused."""
+    tj = tiny_json([("a", "b")], added=[("<s>", True), ("</s>", True)])
+    texts = [b"ab<s>ab</s>", b"<s>"]
+    plain, _ = tiny_ids("tiny_config", tj, texts)
+    chat, _ = tiny_ids("tiny_config", tj, texts, chat=True)
+    split, _ = tiny_ids("tiny_config", tj, texts, config={"split_special_tokens": True})
+    assert split == chat and plain != chat
+    llama = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>"}
+    for add_bos, add_eos in ((None, None), (True, True), (False, True), (False, False)):
+        config = dict(llama)
+        if add_bos is not None:
+            config.update(add_bos_token=add_bos, add_eos_token=add_eos)
+        got, _ = tiny_ids("tiny_config", tj, texts, config=config)
+        bos, eos = add_bos is not False, bool(add_eos)
+        assert got == [[257] * bos + ids + [258] * eos for ids in plain], (config, got)
+    folder = write_tokenizer("tiny_config", tj, {"tokenizer_class": "GPT2Tokenizer",
+                                                 "bos_token": "<s>", "add_bos_token": True})
+    expect_export_error(folder, "tokenizer_config.json", "add_bos_token")
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input: tokenizer.json to export.py, sections to the loader
+
+def expect_export_error(folder, file_name, phrase):
+    """export.py --bpe-section on folder must fail with one line `export.py: PATH: reason`,
+    PATH naming file_name in folder (or folder itself when file_name is None) and the reason
+    holding phrase, and no traceback."""
+    out = common.tmp_path("bad.bpe")
+    p = subprocess.run([common.PY, "export.py", out, "--bpe-section", folder],
+                       capture_output=True, text=True, timeout=60)
+    lines = p.stderr.splitlines()
+    path = os.path.join(folder, file_name) if file_name else folder
+    assert p.returncode == 1 and len(lines) == 1, f"{phrase}: exit {p.returncode}, {p.stderr!r}"
+    assert lines[0].startswith(f"export.py: {path}: ") and phrase in lines[0], \
+        f"want `export.py: {path}: ...{phrase}...`, got {lines[0]!r}"
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_tokenizer_json():
+    """Truncated, lying or unsupported tokenizer.json and tokenizer_config.json files: each is
+    one line naming the file and the problem, exit status 1."""
+    good = tiny_json([("a", "b")], added=[("<s>", True)])
+
+    def changed(**edits):
+        tj = json.loads(json.dumps(good))
+        for dotted, value in edits.items():
+            *path, key = dotted.split("__")
+            obj = tj
+            for k in path:
+                obj = obj[int(k)] if isinstance(obj, list) else obj[k]
+            if value is KeyError:
+                del obj[key]
+            else:
+                obj[key] = value
+        return tj
+
+    vocab_dup = dict(good["model"]["vocab"], zz=5)
+    cases = [
+        (changed(model__type="WordPiece"), "model type WordPiece is not supported"),
+        (changed(model=KeyError), 'has no "model"'),
+        (changed(model__vocab={"a": "5"}), "the id"),
+        (changed(model__vocab={"a": -1}), "the id -1"),
+        (changed(model__vocab={"a": True}), "the id true"),
+        (changed(model__vocab=vocab_dup), "gives id 5 to two tokens"),
+        (changed(model__vocab={"a b": 0}), "not in GPT-2's byte alphabet"),
+        (changed(model__vocab=[1, 2]), "model.vocab is"),
+        (changed(model__merges=["a b c"]), "is not two tokens"),
+        (changed(model__merges=[5]), "is not two tokens"),
+        (changed(model__merges=["q \u0120q"]), "is not in the vocabulary"),
+        (changed(model__dropout=0.1), "dropout"),
+        (changed(model__byte_fallback=True), "byte_fallback"),
+        (changed(model__end_of_word_suffix="</w>"), "end_of_word_suffix"),
+        (changed(model__unk_token="a", model__vocab={"a": 0}), "unk_token"),
+        (changed(pre_tokenizer={"type": "Metaspace"}), "pre_tokenizer Metaspace is not supported"),
+        (changed(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Isolated"},
+            {"type": "ByteLevel", "use_regex": False}]}), "pre_tokenizer Sequence[Split("),
+        (changed(pre_tokenizer=dict(GPT2_PRE, add_prefix_space=True)), "pre_tokenizer ByteLevel"),
+        (changed(pre_tokenizer=None), "pre_tokenizer null"),
+        (changed(normalizer={"type": "NFKC"}), 'normalizer "NFKC" is not supported'),
+        (changed(normalizer={"type": "Lowercase"}), 'normalizer "Lowercase"'),
+        (changed(decoder={"type": "WordPiece"}), 'decoder "WordPiece" is not supported'),
+        (changed(decoder=None), "decoder null"),
+        (changed(post_processor={"type": "RobertaProcessing"}), "RobertaProcessing"),
+        (changed(post_processor={"type": "TemplateProcessing", "single": []}), "$A once"),
+        (changed(post_processor={"type": "TemplateProcessing", "single": [
+            {"SpecialToken": {"id": "<x>"}}, {"Sequence": {"id": "A"}}]}), "special_tokens"),
+        (changed(added_tokens__0__lstrip=True), "has lstrip: not supported"),
+        (changed(added_tokens__0__id="257"), "added_tokens[0].id"),
+        (changed(added_tokens__0__id=97), "is not the vocabulary's token 97"),
+        (changed(added_tokens=[{"id": 300, "content": "<s>"}, {"id": 301, "content": "<s>"}]),
+         "have the same text"),
+        (changed(added_tokens=[{"id": 300, "content": ""}]), "out of range"),
+        (changed(truncation={"max_length": 5}), "truncation is set"),
+        (changed(padding={"length": 5}), "padding is set"),
+        (changed(model__vocab={}, added_tokens=[], model__merges=[]), "the vocabulary is empty"),
+        ([1, 2], "not a tokenizer.json"),
+    ]
+    for k, (tj, phrase) in enumerate(cases):
+        expect_export_error(write_tokenizer("bad_json", tj), "tokenizer.json", phrase)
+    for raw, phrase in ((b"", "not valid JSON"), (b"\xff\xfe{}", "not UTF-8"),
+                        (b"[" * 100000 + b"]" * 100000, "nested too deeply")):
+        expect_export_error(write_tokenizer("bad_json", None, raw=raw), "tokenizer.json", phrase)
+    # a real file cut short anywhere
+    real = common.read_bytes(os.path.join(tokenizer_dir("gpt2"), "tokenizer.json"))
+    for cut in (1, 100, 2000, len(real) // 3, len(real) - 2):
+        folder = write_tokenizer("bad_json", None, raw=real[:cut])
+        expect_export_error(folder, "tokenizer.json", "not valid JSON")
+    # tokenizer_config.json
+    for config, phrase in ((b"{", "not valid JSON"), (b"[]", "not an object"),
+                           ({"bos_token": "<nope>"}, 'bos_token "<nope>" is not a token'),
+                           ({"split_special_tokens": "yes"}, "split_special_tokens"),
+                           ({"add_eos_token": True, "eos_token": "<s>"}, "add_eos_token")):
+        expect_export_error(write_tokenizer("bad_json", good, config), "tokenizer_config.json",
+                            phrase)
+    expect_export_error(common.tmp_path("no_such_dir"), None, "No such file")
+    folder = write_tokenizer("bad_json", good)
+    os.remove(os.path.join(folder, "tokenizer.json"))
+    expect_export_error(folder, "tokenizer.json", "No such file")
+
+
+def tiny_section():
+    """A small valid ByteBpe (export.py's reading of a tiny tokenizer.json) to break."""
+    tj = tiny_json([("a", "b"), ("ab", "c")], added=[("<s>", True), ("<t>", False)],
+                   normalizer={"type": "NFC"})
+    return export.read_byte_bpe(os.path.join(write_tokenizer("tiny_section", tj), "tokenizer.json"))
+
+
+def expect_load_error(data, phrase, vocab_size=None, name="bad.bpe"):
+    """tokenize --kind 2 on the section data must fail with one line `PATH: reason`."""
+    path = common.tmp_path(name)
+    with open(path, "wb") as f:
+        f.write(data)
+    p = tool(["--kind", 2, path, vocab_size or 1024], b"")
+    lines = p.stderr.decode(errors="replace").splitlines()
+    assert p.returncode == 1 and len(lines) == 1, f"{phrase}: exit {p.returncode}: {lines}"
+    assert lines[0].startswith(f"{path}: ") and phrase in lines[0], \
+        f"want `{path}: ...{phrase}...`, got {lines[0]!r}"
+
+
+def test_bad_sections():
+    """A hostile byte-level BPE section: every field out of range, every cross-reference
+    broken, and the section cut at every length; each is one line and exit status 1."""
+    tok = tiny_section()
+    good = export.byte_bpe_section(tok)
+    path = common.tmp_path("good.bpe")
+    with open(path, "wb") as f:
+        f.write(good)
+    tool_ok(["--kind", 2, path, 1024], frame([b"abc<s>"]))
+
+    def header(i, value):
+        return good[:4 * i] + struct.pack("<I", value) + good[4 * i + 4:]
+
+    def variant(**fields):
+        t = export.ByteBpe(**dict(vars(tok), **fields))
+        return export.byte_bpe_section(t)
+
+    tokens = list(tok.tokens)
+    n = len(tokens)
+    ab = next(i for i, (_, raw) in enumerate(tokens) if raw == b"ab")
+    added = next(i for i, (_, raw) in enumerate(tokens) if raw == b"<t>")
+    cases = [
+        (good[:27], "too short for its header"),
+        (header(0, 0), "n_tokens = 0 is outside"),
+        (header(1, (1 << 24) + 1), "n_merges = 16777217"),
+        (header(2, 0), "pre_tokenizer = 0 is unknown"),
+        (header(2, 5), "pre_tokenizer = 5 is unknown"),
+        (header(2, 0xFFFFFFFF), "pre_tokenizer = 4294967295"),
+        (header(3, 2), "normalizer = 2 is unknown"),
+        (header(4, 4), "options = 0x4 has unknown bits"),
+        (header(5, 17), "n_prefix = 17"),
+        (header(6, 0xFFFFFFFF), "n_suffix = 4294967295"),
+        (variant(prefix=[n + 5]), f"prefix token {n + 5} is no token"),
+        (variant(suffix=[0x7FFFFFFF]), "suffix token 2147483647"),
+        (variant(tokens=tokens[:3] + [(16, b"x")] + tokens[4:]), "token 3 has unknown flags 0x10"),
+        (variant(tokens=tokens[:3] + [(4, b"x")] + tokens[4:]), "special or normalized but not"),
+        (variant(tokens=tokens[:3] + [(0, b"xyz")] + tokens[4:]), "token 3 has 3 bytes but no flags"),
+        (variant(tokens=tokens[:3] + [(1, b"")] + tokens[4:]), "token 3 is empty"),
+        (variant(tokens=tokens[:3] + [(1, b"x" * 1025)] + tokens[4:]), "above the limit of 1024"),
+        (variant(tokens=tokens[:3] + [(1, b"a")] + tokens[4:]), "have the same bytes"),
+        (variant(tokens=tokens[:-1] + [(2, b"\xff")]), "is not valid UTF-8"),
+        (variant(tokens=tokens[:-1] + [(2, b"<s>")]), "have the same text"),
+        (variant(tokens=tokens[:-1] + [(10, b"e\xcc\x81")]), "normalized but not in NFC"),
+        (variant(merges=[(0, n)]), f"names token {n}, outside"),
+        (variant(merges=[(0, added)]), "which merges cannot make"),
+        (variant(merges=[(ord("x"), ord("y"))]), "into bytes that are no token"),
+        (variant(merges=[(ab, ab)]), "into bytes that are no token"),
+        (good + b"\0", "1 unexpected bytes after the last merge"),
+        (good[:-1], "truncated in the merges"),
+    ]
+    for data, phrase in cases:
+        expect_load_error(data, phrase)
+    expect_load_error(good, f"n_tokens = {n} is outside 1..vocab_size ({n - 1})", n - 1)
+    # a token's length field that lies: past the end, and 2^32 - 1
+    last = len(good) - 8 * len(tok.merges) - len(tokens[-1][1]) - 8
+    expect_load_error(good[:last + 4] + struct.pack("<I", 1000) + good[last + 8:],
+                      f"truncated at token {n - 1}")
+    expect_load_error(good[:last + 4] + b"\xff\xff\xff\xff" + good[last + 8:],
+                      f"token {n - 1} is 4294967295 bytes, above the limit")
+    for cut in [*range(0, 64), *range(64, len(good), 11)]:
+        expect_load_error(good[:cut], "")
