@@ -493,15 +493,20 @@ static int merge_piece(const Tokenizer *t, const unsigned char *p, size_t n, Sym
 /* ------------------------------------------------------------------------------------------ */
 /* Encoding */
 
-/* Pre-tokenizes normalised text without added tokens and merges each piece. Returns 0 or -1. */
+/* Pre-tokenizes normalised text without added tokens and merges each piece. The merge buffers
+ * are sized for the longest piece, not the whole text. Returns 0 or -1. */
 static int encode_pieces(const Tokenizer *t, const char *text, size_t len, Output *out) {
     if (len == 0) return 0;
-    size_t *ends = malloc(len * sizeof *ends);
-    Symbol *sym = malloc(len * sizeof *sym);
-    Candidate *heap = malloc(3 * len * sizeof *heap);
-    size_t n_pieces = 0;
-    int rc = ends && sym && heap ? pretokenize(t->bpe->pretokenizer, text, len, ends, &n_pieces)
-                                 : -1;
+    size_t *ends = malloc(len * sizeof *ends), n_pieces = 0, longest = 0;
+    if (!ends || pretokenize(t->bpe->pretokenizer, text, len, ends, &n_pieces) != 0) {
+        free(ends);
+        return -1;
+    }
+    for (size_t i = 0; i < n_pieces; i++)
+        if (ends[i] - (i ? ends[i - 1] : 0) > longest) longest = ends[i] - (i ? ends[i - 1] : 0);
+    Symbol *sym = malloc(longest * sizeof *sym);
+    Candidate *heap = malloc(3 * longest * sizeof *heap);
+    int rc = sym && heap ? 0 : -1;
     for (size_t i = 0, start = 0; rc == 0 && i < n_pieces; start = ends[i++])
         rc = merge_piece(t, (const unsigned char *)text + start, ends[i] - start, sym, heap, out);
     free(ends);

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpora for the fuzz targets into DIR/<target>/: small valid inputs of each
 kind and a few mutations of them, so the fuzzer starts from files that get deep into the
-loaders instead of bouncing off the first check. Usage: make_seeds.py DIR"""
+loaders instead of bouncing off the first check. Also writes the byte-level BPE sections of the
+real tokenizers in ../shared/tokenizers to DIR/../bpe/, which fuzz_bpe_encode loads.
+Usage: make_seeds.py DIR (make uses build/fuzz/seeds)"""
+import json
 import os
 import struct
 import subprocess
@@ -12,6 +15,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from test_bad_inputs import llama2c_bytes, tokenizer_bytes  # noqa: E402
 import checkpoints  # noqa: E402
 from reference import WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, Config  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, ".."))
+import export  # noqa: E402
+from test_bpe_tokenizer import GPT2_PRE, tiny_json  # noqa: E402
 
 TINY = [
     dict(dim=8, hidden_dim=12, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=16, seq_len=8),
@@ -63,6 +69,56 @@ def tllm_seeds(out):
     return seeds
 
 
+BPE_FAMILIES = {"llama3": 128256, "qwen3": 151936, "smollm2": 49152, "gpt2": 50257}
+
+
+def bpe_sections(out):
+    """Small byte-level BPE sections, one per pre-tokenizer, with the features each family
+    uses (added tokens, a prefix, ignore_merges, NFC, missing bytes), each after two bytes
+    that ask for a vocabulary a little larger than its tokens."""
+    split = {"type": "Split", "behavior": "Isolated", "invert": False}
+    no_regex = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
+    post = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
+                                                     {"Sequence": {"id": "A"}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [259]}}}
+    merges = [("a", "b"), ("ab", "c"), (" ", "a"), ("1", "2"), (b"\xc3", b"\xa9"), ("\u00e9", "t"),
+              ("<", "s")]
+    variants = [
+        tiny_json(merges, added=[("<s>", True), ("<t>", False)], post_processor=post),
+        tiny_json(merges, added=[("<s>", True)], ignore_merges=True, extra=["xyz"],
+                  pre_tokenizer={"type": "Sequence", "pretokenizers": [
+                      dict(split, pattern={"Regex": export.LLAMA3_SPLIT}), no_regex]}),
+        tiny_json(merges, added=[("<s>", True), ("été", False, True)],
+                  normalizer={"type": "NFC"}, pre_tokenizer={"type": "Sequence", "pretokenizers": [
+                      dict(split, pattern={"Regex": export.QWEN2_SPLIT}), no_regex]}),
+        tiny_json(merges, drop=(4, 0xC0, 0xFF), added=[("<s>", True)],
+                  pre_tokenizer={"type": "Sequence", "pretokenizers": [
+                      {"type": "Digits", "individual_digits": True}, GPT2_PRE]}),
+    ]
+    seeds = []
+    for k, tj in enumerate(variants):
+        path = os.path.join(out, f"tiny_bpe_{k}.json")
+        with open(path, "w") as f:
+            json.dump(tj, f)
+        tok = export.read_byte_bpe(path)
+        seeds.append(struct.pack("<H", len(tok.tokens) + 3) + export.byte_bpe_section(tok))
+    bpe_dir = os.path.join(out, "..", "bpe")
+    os.makedirs(bpe_dir, exist_ok=True)
+    for name in BPE_FAMILIES:
+        export.write_bpe_section(os.path.join(bpe_dir, f"{name}.bpe"),
+                                 os.path.join(HERE, "..", "..", "shared", "tokenizers", name))
+    return seeds
+
+
+def bpe_texts():
+    """Texts for fuzz_bpe_encode: every 8th entry of tests/bpe_corpus.json, each after a byte
+    choosing one of the four tokenizers in turn."""
+    with open(os.path.join(HERE, "..", "tests", "bpe_corpus.json"), encoding="utf-8") as f:
+        entries = json.load(f)[::8]
+    texts = [bytes.fromhex(e["hex"]) if isinstance(e, dict) else e.encode() for e in entries]
+    return [bytes([k % len(BPE_FAMILIES)]) + t for k, t in enumerate(texts)]
+
+
 def mutations(data):
     """A handful of cheap variations: truncations and one flipped byte."""
     yield data[: len(data) // 2]
@@ -74,7 +130,7 @@ def mutations(data):
 
 def main(out):
     seeds = {"checkpoint_llama2c": [], "checkpoint_tllm": [], "tokenizer": [], "encode": [],
-             "args": []}
+             "args": [], "bpe_section": [], "bpe_encode": bpe_texts()}
     for shape in TINY:
         seeds["checkpoint_llama2c"].append(llama2c_seed(shape))
     tok = tokenizer_bytes(259 + 8)
@@ -82,6 +138,7 @@ def main(out):
     seeds["tokenizer"].append(struct.pack("<H", 2) + struct.pack("<I", 3) + tokenizer_bytes(3))
     os.makedirs(out, exist_ok=True)
     seeds["checkpoint_tllm"] += tllm_seeds(out)
+    seeds["bpe_section"] += bpe_sections(out)
     # argument lists for run's parser, NUL-separated, good and bad
     seeds["args"] = [b"\0".join(a) for a in [
         [b"m.bin", b"-n", b"12", b"-t", b"0.8", b"-p", b"0.9", b"-s", b"42", b"-i", b"Once"],

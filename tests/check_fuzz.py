@@ -69,3 +69,11 @@ def test_encode():
 
 def test_args():
     fuzz("args")
+
+
+def test_bpe_section():
+    fuzz("bpe_section")
+
+
+def test_bpe_encode():
+    fuzz("bpe_encode")

@@ -505,12 +505,12 @@ GPT2_PRE = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True
 def tiny_json(merges=(), drop=(), added=(), normalizer=None, ignore_merges=False,
               post_processor=None, pre_tokenizer=GPT2_PRE, extra=()):
     """A tokenizer.json: the 256 byte tokens (less the bytes in drop), the merges given as
-    pairs of texts (their results join the vocabulary), extra whole tokens, and added tokens
-    as (text, special[, normalized])."""
+    pairs of texts or bytes (their results join the vocabulary), extra whole tokens, and added
+    tokens as (text, special[, normalized])."""
     alphabet = export.bytes_to_unicode()
 
     def spell(text):
-        return "".join(alphabet[b] for b in text.encode())
+        return "".join(alphabet[b] for b in (text if isinstance(text, bytes) else text.encode()))
 
     vocab = {}
     for b in range(256):
@@ -519,7 +519,7 @@ def tiny_json(merges=(), drop=(), added=(), normalizer=None, ignore_merges=False
     merge_list = []
     for left, right in merges:
         merge_list.append(f"{spell(left)} {spell(right)}")
-        vocab.setdefault(spell(left + right), len(vocab))
+        vocab.setdefault(spell(left) + spell(right), len(vocab))
     for text in extra:
         vocab.setdefault(spell(text), len(vocab))
     added_tokens = []
@@ -837,3 +837,22 @@ def test_bad_sections():
                       f"token {n - 1} is 4294967295 bytes, above the limit")
     for cut in [*range(0, 64), *range(64, len(good), 11)]:
         expect_load_error(good[:cut], "")
+
+
+def test_encode_text_sentencepiece():
+    """tokenizer_encode_text serves the SentencePiece kind too: a prompt is BOS and the text, as
+    sentencepiece encodes it for Llama 2; chat text has neither BOS nor the dummy prefix."""
+    sp = common.sentencepiece()
+    with open(os.path.join(HERE, "tokenizer_corpus.json"), encoding="utf-8") as f:
+        texts = json.load(f)
+    model = common.shared_model("tokenizer.bin")
+    p = tool_ok(["--text-api", model, 32000], frame([t.encode() for t in texts]))
+    got = [[int(x) for x in line.split()] for line in p.stdout.decode().split("\n")[:-1]]
+    want = [[1] + sp.encode(t) for t in texts]
+    assert got == want, differences(texts, got, want)
+    # chat text " X" is what sentencepiece makes of X, whose dummy prefix is that space
+    plain = [t for t in texts if t and not t[0].isspace()]
+    p = tool_ok(["--text-api", "--chat", model, 32000], frame([(" " + t).encode() for t in plain]))
+    got = [[int(x) for x in line.split()] for line in p.stdout.decode().split("\n")[:-1]]
+    want = [sp.encode(t) for t in plain]
+    assert got == want, differences(plain, got, want)

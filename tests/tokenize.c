@@ -9,6 +9,8 @@
  *   tokenize --kind 2 [--chat] TOKENIZER VOCAB_SIZE
  *       the same with a byte-level BPE section (export.py --bpe-section), through
  *       tokenizer_encode_text: a generate-mode prompt, or chat text with --chat
+ *   tokenize --text-api [--chat] TOKENIZER VOCAB_SIZE
+ *       a tokenizer.bin through tokenizer_encode_text as well
  *   tokenize --kind 2 --lookup TOKENIZER VOCAB_SIZE
  *       prints, for each record, tokenizer_lookup's id for its bytes (-1 for none) and 1 if
  *       that id is special, else 0
@@ -239,14 +241,14 @@ static int decode_mode(const Tokenizer *t, int raw) {
     return 0;
 }
 
-/* Default mode: records of text to lines of ids. SentencePiece encodes the record up to its
- * first NUL with tokenizer_encode; byte-level BPE the whole record with tokenizer_encode_text
- * (mode TOKENIZER_PROMPT or TOKENIZER_CHAT_TEXT). */
+/* Default mode: records of text to lines of ids. With mode -1 (SentencePiece only), the record
+ * up to its first NUL through tokenizer_encode; otherwise the whole record through
+ * tokenizer_encode_text in mode TOKENIZER_PROMPT or TOKENIZER_CHAT_TEXT. */
 static int encode_mode(const Tokenizer *t, int bos, int eos, int mode) {
     long len;
     double seconds = 0;
     size_t total = 0;
-    int bpe = t->kind == TOKENIZER_BYTE_BPE;
+    int text_api = mode >= 0;
     while ((len = read_record_length()) >= 0) {
         char *text = read_record(len);
         int *ids = malloc(tokenizer_max_tokens(t, (size_t)len) * sizeof *ids);
@@ -255,10 +257,10 @@ static int encode_mode(const Tokenizer *t, int bos, int eos, int mode) {
             return 1;
         }
         double start = now_seconds();
-        int n = bpe ? tokenizer_encode_text(t, text, (size_t)len, mode, ids)
+        int n = text_api ? tokenizer_encode_text(t, text, (size_t)len, mode, ids)
                     : tokenizer_encode(t, text, bos, eos, ids);
         seconds += now_seconds() - start;
-        total += bpe ? (size_t)len : strlen(text);
+        total += text_api ? (size_t)len : strlen(text);
         if (n < 0) {
             fprintf(stderr, "tokenize: encoding failed\n");
             return 1;
@@ -274,7 +276,7 @@ static int encode_mode(const Tokenizer *t, int bos, int eos, int mode) {
 
 int main(int argc, char **argv) {
     int memory = 0, bos = 0, eos = 0, decode = 0, raw = 0, stream = 0, kind = 1, chat = 0,
-        lookup = 0;
+        lookup = 0, text_api = 0;
     const char *args[2];
     int n_args = 0;
     for (int i = 1; i < argc; i++) {
@@ -285,6 +287,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--raw") == 0) raw = 1;
         else if (strcmp(argv[i], "--stream") == 0) stream = 1;
         else if (strcmp(argv[i], "--chat") == 0) chat = 1;
+        else if (strcmp(argv[i], "--text-api") == 0) text_api = 1;
         else if (strcmp(argv[i], "--lookup") == 0) lookup = 1;
         else if (strcmp(argv[i], "--nfc") == 0) return nfc_mode();
         else if (strcmp(argv[i], "--classes") == 0) return classes_mode();
@@ -333,7 +336,8 @@ int main(int argc, char **argv) {
     }
     rc = decode ? decode_mode(&t, raw)
        : lookup ? lookup_mode(&t)
-       : encode_mode(&t, bos, eos, chat ? TOKENIZER_CHAT_TEXT : TOKENIZER_PROMPT);
+       : encode_mode(&t, bos, eos,
+                     kind == 1 && !text_api ? -1 : chat ? TOKENIZER_CHAT_TEXT : TOKENIZER_PROMPT);
     tokenizer_free(&t);
     return rc;
 }
