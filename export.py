@@ -801,6 +801,7 @@ def read_byte_bpe(source):
     ExportError naming the file and the first thing that is wrong or not supported."""
     folder = source if os.path.isdir(source) else os.path.dirname(source)
     path = os.path.join(source, "tokenizer.json") if os.path.isdir(source) else source
+    file_size(path)  # a regular file: a FIFO would block, a directory cannot be read
     tj = load_json(path)
     if not isinstance(tj, dict):
         raise ExportError(path, "not a tokenizer.json: the top level is not an object")
@@ -878,7 +879,10 @@ def read_byte_bpe(source):
                                         f"not supported")
         special = json_field(a, "special", bool, path, where, False)
         normalized = json_field(a, "normalized", bool, path, where, not special)
-        raw = content.encode("utf-8", "surrogatepass")
+        try:
+            raw = content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ExportError(path, f"added token {i} holds a lone surrogate: not text")
         if not 0 <= i < LIMITS["vocab_size"] or not raw or len(raw) > BPE_MAX_TOKEN_BYTES:
             raise ExportError(path, f"added token {i} ({json.dumps(content)[:40]}): the id or "
                                     f"its length ({len(raw)} bytes) is out of range")

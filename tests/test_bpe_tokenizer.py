@@ -544,6 +544,8 @@ def write_tokenizer(name, tj, config=None, raw=None):
     tokenizer_config.json when config is given. Returns its path."""
     folder = common.tmp_path(name)
     os.makedirs(folder, exist_ok=True)
+    if os.path.lexists(os.path.join(folder, "tokenizer.json")):  # perhaps a FIFO left behind
+        os.remove(os.path.join(folder, "tokenizer.json"))
     with open(os.path.join(folder, "tokenizer.json"), "wb") as f:
         f.write(raw if raw is not None else json.dumps(tj).encode())
     config_path = os.path.join(folder, "tokenizer_config.json")
@@ -729,6 +731,7 @@ def test_bad_tokenizer_json():
         (changed(added_tokens=[{"id": 300, "content": "<s>"}, {"id": 301, "content": "<s>"}]),
          "have the same text"),
         (changed(added_tokens=[{"id": 300, "content": ""}]), "out of range"),
+        (changed(added_tokens=[{"id": 300, "content": "\ud800"}]), "lone surrogate"),
         (changed(truncation={"max_length": 5}), "truncation is set"),
         (changed(padding={"length": 5}), "padding is set"),
         (changed(model__vocab={}, added_tokens=[], model__merges=[]), "the vocabulary is empty"),
@@ -751,10 +754,13 @@ def test_bad_tokenizer_json():
                            ({"add_eos_token": True, "eos_token": "<s>"}, "add_eos_token")):
         expect_export_error(write_tokenizer("bad_json", good, config), "tokenizer_config.json",
                             phrase)
-    expect_export_error(common.tmp_path("no_such_dir"), None, "No such file")
+    expect_export_error(common.tmp_path("no_such_dir"), None, "no such file")
     folder = write_tokenizer("bad_json", good)
     os.remove(os.path.join(folder, "tokenizer.json"))
-    expect_export_error(folder, "tokenizer.json", "No such file")
+    expect_export_error(folder, "tokenizer.json", "no such file")
+    os.mkfifo(os.path.join(folder, "tokenizer.json"))  # must not block
+    expect_export_error(folder, "tokenizer.json", "not a file")
+    os.remove(os.path.join(folder, "tokenizer.json"))
 
 
 def tiny_section():
