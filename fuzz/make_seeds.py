@@ -74,8 +74,9 @@ BPE_FAMILIES = {"llama3": 128256, "qwen3": 151936, "smollm2": 49152, "gpt2": 502
 
 def bpe_sections(out):
     """Small byte-level BPE sections, one per pre-tokenizer, with the features each family
-    uses (added tokens, a prefix, ignore_merges, NFC, missing bytes), each after two bytes
-    that ask for a vocabulary a little larger than its tokens."""
+    uses (added tokens, a prefix, ignore_merges, NFC, missing bytes), each after the two bytes
+    fuzz_tokenizer.c reads: kind 2 (the top bit) and a vocabulary a little larger than its
+    tokens."""
     split = {"type": "Split", "behavior": "Isolated", "invert": False}
     no_regex = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
     post = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
@@ -101,7 +102,7 @@ def bpe_sections(out):
         with open(path, "w") as f:
             json.dump(tj, f)
         tok = export.read_byte_bpe(path)
-        seeds.append(struct.pack("<H", len(tok.tokens) + 3) + export.byte_bpe_section(tok))
+        seeds.append(struct.pack("<H", 0x8000 | len(tok.tokens) + 3) + export.byte_bpe_section(tok))
     bpe_dir = os.path.join(out, "..", "bpe")
     os.makedirs(bpe_dir, exist_ok=True)
     for name in BPE_FAMILIES:
@@ -130,7 +131,7 @@ def mutations(data):
 
 def main(out):
     seeds = {"checkpoint_llama2c": [], "checkpoint_tllm": [], "tokenizer": [], "encode": [],
-             "args": [], "bpe_section": [], "bpe_encode": bpe_texts()}
+             "args": [], "bpe_encode": bpe_texts()}
     for shape in TINY:
         seeds["checkpoint_llama2c"].append(llama2c_seed(shape))
     tok = tokenizer_bytes(259 + 8)
@@ -138,7 +139,7 @@ def main(out):
     seeds["tokenizer"].append(struct.pack("<H", 2) + struct.pack("<I", 3) + tokenizer_bytes(3))
     os.makedirs(out, exist_ok=True)
     seeds["checkpoint_tllm"] += tllm_seeds(out)
-    seeds["bpe_section"] += bpe_sections(out)
+    seeds["tokenizer"] += bpe_sections(out)
     # argument lists for run's parser, NUL-separated, good and bad
     seeds["args"] = [b"\0".join(a) for a in [
         [b"m.bin", b"-n", b"12", b"-t", b"0.8", b"-p", b"0.9", b"-s", b"42", b"-i", b"Once"],

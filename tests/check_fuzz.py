@@ -71,9 +71,5 @@ def test_args():
     fuzz("args")
 
 
-def test_bpe_section():
-    fuzz("bpe_section")
-
-
 def test_bpe_encode():
     fuzz("bpe_encode")

@@ -71,13 +71,17 @@ _sections = {}
 
 
 def section(name):
-    """Path of the byte-level BPE section export.py writes for ../shared/tokenizers/NAME (made
-    once per run)."""
+    """Path of the byte-level BPE section `export.py --bpe-section` writes for
+    ../shared/tokenizers/NAME, kept in build/tests/cache/ under a digest of export.py and the
+    tokenizer's files, so the debug suite reuses the release suite's."""
     if name not in _sections:
-        out = common.tmp_path(f"{name}.bpe")
-        p = subprocess.run([common.PY, "export.py", out, "--bpe-section", tokenizer_dir(name)],
-                           capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, f"export.py --bpe-section {name}: {p.stderr}"
+        digest = file_digest("export.py", tokenizer_dir(name))
+        out = common.tmp_path(os.path.join("cache", f"{name}-{digest[:16]}.bpe"))
+        if not os.path.isfile(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            p = subprocess.run([common.PY, "export.py", out, "--bpe-section", tokenizer_dir(name)],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, f"export.py --bpe-section {name}: {p.stderr}"
         _sections[name] = out
     return _sections[name]
 
@@ -557,18 +561,18 @@ def write_tokenizer(name, tj, config=None, raw=None):
     return folder
 
 
-def tiny_ids(name, tj, texts, chat=False, config=None):
-    """Our ids of texts with the tokenizer tj, and Hugging Face's."""
+def tiny_ids(name, tj, texts, chat=False, config=None, reference=True):
+    """Our ids of texts with the tokenizer tj, and Hugging Face's (None without reference)."""
     folder = write_tokenizer(name, tj, config)
     out = common.tmp_path(f"{name}.bpe")
-    p = subprocess.run([common.PY, "export.py", out, "--bpe-section", folder],
-                       capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    export.write_bpe_section(out, folder)
     n = max([*tj["model"]["vocab"].values()] + [a["id"] for a in tj["added_tokens"]]) + 1
     p = tool_ok(["--kind", 2] + (["--chat"] if chat else []) + [out, n], frame(texts))
     got = [[int(x) for x in line.split()] for line in p.stdout.decode().split("\n")[:-1]]
     _vocab_size[name] = n
     _sections[name] = out
+    if not reference:
+        return got, None
     request = json.dumps({"dir": folder, "mode": "chat" if chat else "generate",
                           "texts": [stand_in(t) for t in texts]})
     require_npm_library()
@@ -641,16 +645,17 @@ def test_tokenizer_config_rules():
     it; another class asking for a BOS its post-processor does not add is refused."""
     tj = tiny_json([("a", "b")], added=[("<s>", True), ("</s>", True)])
     texts = [b"ab<s>ab</s>", b"<s>"]
-    plain, _ = tiny_ids("tiny_config", tj, texts)
-    chat, _ = tiny_ids("tiny_config", tj, texts, chat=True)
-    split, _ = tiny_ids("tiny_config", tj, texts, config={"split_special_tokens": True})
+    plain, _ = tiny_ids("tiny_config", tj, texts, reference=False)
+    chat, _ = tiny_ids("tiny_config", tj, texts, chat=True, reference=False)
+    split, _ = tiny_ids("tiny_config", tj, texts, config={"split_special_tokens": True},
+                        reference=False)
     assert split == chat and plain != chat
     llama = {"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "eos_token": "</s>"}
     for add_bos, add_eos in ((None, None), (True, True), (False, True), (False, False)):
         config = dict(llama)
         if add_bos is not None:
             config.update(add_bos_token=add_bos, add_eos_token=add_eos)
-        got, _ = tiny_ids("tiny_config", tj, texts, config=config)
+        got, _ = tiny_ids("tiny_config", tj, texts, config=config, reference=False)
         bos, eos = add_bos is not False, bool(add_eos)
         assert got == [[257] * bos + ids + [258] * eos for ids in plain], (config, got)
     folder = write_tokenizer("tiny_config", tj, {"tokenizer_class": "GPT2Tokenizer",
@@ -676,9 +681,24 @@ def expect_export_error(folder, file_name, phrase):
     assert "Traceback" not in p.stderr
 
 
+def expect_read_error(folder, file_name, phrase):
+    """export.read_byte_bpe, in this process, must raise an ExportError naming file_name in
+    folder with a reason holding phrase (main() prints exactly that line; any other exception
+    would be a traceback, and fails the test)."""
+    try:
+        export.read_byte_bpe(folder)
+    except export.ExportError as e:
+        path = os.path.join(folder, file_name)
+        assert e.path == path and phrase in e.reason and "\n" not in e.reason, \
+            f"want {path}: ...{phrase}..., got {e.path}: {e.reason}"
+        return
+    raise AssertionError(f"{folder}: accepted, want {phrase}")
+
+
 def test_bad_tokenizer_json():
     """Truncated, lying or unsupported tokenizer.json and tokenizer_config.json files: each is
-    one line naming the file and the problem, exit status 1."""
+    one error naming the file and the problem (export.py's read_byte_bpe in this process), and
+    through export.py itself one line and exit status 1, never a traceback."""
     good = tiny_json([("a", "b")], added=[("<s>", True)])
 
     def changed(**edits):
@@ -737,23 +757,30 @@ def test_bad_tokenizer_json():
         (changed(model__vocab={}, added_tokens=[], model__merges=[]), "the vocabulary is empty"),
         ([1, 2], "not a tokenizer.json"),
     ]
-    for k, (tj, phrase) in enumerate(cases):
-        expect_export_error(write_tokenizer("bad_json", tj), "tokenizer.json", phrase)
+    for tj, phrase in cases:
+        expect_read_error(write_tokenizer("bad_json", tj), "tokenizer.json", phrase)
     for raw, phrase in ((b"", "not valid JSON"), (b"\xff\xfe{}", "not UTF-8"),
                         (b"[" * 100000 + b"]" * 100000, "nested too deeply")):
-        expect_export_error(write_tokenizer("bad_json", None, raw=raw), "tokenizer.json", phrase)
+        expect_read_error(write_tokenizer("bad_json", None, raw=raw), "tokenizer.json", phrase)
     # a real file cut short anywhere
     real = common.read_bytes(os.path.join(tokenizer_dir("gpt2"), "tokenizer.json"))
     for cut in (1, 100, 2000, len(real) // 3, len(real) - 2):
         folder = write_tokenizer("bad_json", None, raw=real[:cut])
-        expect_export_error(folder, "tokenizer.json", "not valid JSON")
+        expect_read_error(folder, "tokenizer.json", "not valid JSON")
     # tokenizer_config.json
     for config, phrase in ((b"{", "not valid JSON"), (b"[]", "not an object"),
                            ({"bos_token": "<nope>"}, 'bos_token "<nope>" is not a token'),
                            ({"split_special_tokens": "yes"}, "split_special_tokens"),
                            ({"add_eos_token": True, "eos_token": "<s>"}, "add_eos_token")):
-        expect_export_error(write_tokenizer("bad_json", good, config), "tokenizer_config.json",
-                            phrase)
+        expect_read_error(write_tokenizer("bad_json", good, config), "tokenizer_config.json",
+                          phrase)
+    # through export.py: a file cut short, a lie, something unsupported, a bad config
+    folder = write_tokenizer("bad_json", None, raw=real[:len(real) // 2])
+    expect_export_error(folder, "tokenizer.json", "not valid JSON")
+    for phrase in ('the id -1', 'pre_tokenizer Metaspace'):
+        tj = next(tj for tj, p in cases if p.startswith(phrase))
+        expect_export_error(write_tokenizer("bad_json", tj), "tokenizer.json", phrase)
+    expect_export_error(write_tokenizer("bad_json", good, b"{"), "tokenizer_config.json", "JSON")
     expect_export_error(common.tmp_path("no_such_dir"), None, "no such file")
     folder = write_tokenizer("bad_json", good)
     os.remove(os.path.join(folder, "tokenizer.json"))
@@ -832,17 +859,23 @@ def test_bad_sections():
         (good + b"\0", "1 unexpected bytes after the last merge"),
         (good[:-1], "truncated in the merges"),
     ]
-    for data, phrase in cases:
-        expect_load_error(data, phrase)
-    expect_load_error(good, f"n_tokens = {n} is outside 1..vocab_size ({n - 1})", n - 1)
     # a token's length field that lies: past the end, and 2^32 - 1
     last = len(good) - 8 * len(tok.merges) - len(tokens[-1][1]) - 8
-    expect_load_error(good[:last + 4] + struct.pack("<I", 1000) + good[last + 8:],
-                      f"truncated at token {n - 1}")
-    expect_load_error(good[:last + 4] + b"\xff\xff\xff\xff" + good[last + 8:],
-                      f"token {n - 1} is 4294967295 bytes, above the limit")
-    for cut in [*range(0, 64), *range(64, len(good), 11)]:
-        expect_load_error(good[:cut], "")
+    cases += [(good[:last + 4] + struct.pack("<I", 1000) + good[last + 8:],
+               f"truncated at token {n - 1}"),
+              (good[:last + 4] + b"\xff\xff\xff\xff" + good[last + 8:],
+               f"token {n - 1} is 4294967295 bytes, above the limit")]
+    # the section cut at every length
+    cases += [(good[:cut], "") for cut in range(len(good))]
+    p = tool_ok(["--check", 2, 1024], frame([data for data, _ in cases]))
+    lines = p.stdout.decode().split("\n")[:-1]
+    assert len(lines) == len(cases)
+    for (data, phrase), line in zip(cases, lines):
+        assert line != "ok" and phrase in line, f"{data[:40]!r}...: want {phrase!r}, got {line!r}"
+    # through the loader's callers: one line, exit status 1
+    expect_load_error(good, f"n_tokens = {n} is outside 1..vocab_size ({n - 1})", n - 1)
+    expect_load_error(cases[0][0], "too short for its header")
+    expect_load_error(good[:len(good) // 2], "truncated")
 
 
 def test_encode_text_sentencepiece():

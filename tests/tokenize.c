@@ -20,6 +20,9 @@
  *   tokenize --stream
  *       feeds each record from stdin to a Utf8Stream one byte at a time and prints a record of
  *       what came out, then a line with the number of bytes each feed returned
+ *   tokenize --check KIND VOCAB_SIZE
+ *       loads each record as a tokenizer section of KIND (1 or 2) with tokenizer_load_memory and
+ *       prints one line for it: "ok", or the error
  *   tokenize --pieces gpt2|llama3|qwen2|smollm2
  *       pre-tokenizes each record and prints the byte length of each piece on one line
  *   tokenize --nfc
@@ -184,6 +187,24 @@ static int classes_mode(void) {
     return 0;
 }
 
+/* --check: each record loaded as a section; "ok" or the error. */
+static int check_mode(int kind, int vocab_size) {
+    long len;
+    while ((len = read_record_length()) >= 0) {
+        char *data = read_record(len);
+        Tokenizer t;
+        char err[ERR_MAX];
+        if (tokenizer_load_memory(&t, data, (size_t)len, kind, vocab_size, 1, 2, err) == 0) {
+            printf("ok\n");
+            tokenizer_free(&t);
+        } else {
+            printf("%s\n", err);
+        }
+        free(data);
+    }
+    return 0;
+}
+
 /* --lookup: records to "id special" lines. */
 static int lookup_mode(const Tokenizer *t) {
     long len;
@@ -292,6 +313,8 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--nfc") == 0) return nfc_mode();
         else if (strcmp(argv[i], "--classes") == 0) return classes_mode();
         else if (strcmp(argv[i], "--pieces") == 0 && i + 1 < argc) return pieces_mode(argv[++i]);
+        else if (strcmp(argv[i], "--check") == 0 && i + 2 < argc)
+            return check_mode(atoi(argv[i + 1]), atoi(argv[i + 2]));
         else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) kind = atoi(argv[++i]);
         else if (n_args < 2 && argv[i][0] != '-') args[n_args++] = argv[i];
         else {
@@ -303,7 +326,7 @@ int main(int argc, char **argv) {
     if (n_args != 2) {
         fprintf(stderr, "usage: tokenize [--memory | --kind 2] [--bos] [--eos] [--chat] "
                         "[--lookup] [--decode [--raw]] TOKENIZER VOCAB_SIZE | tokenize --stream "
-                        "| --nfc | --classes | --pieces NAME\n");
+                        "| --nfc | --classes | --pieces NAME | --check KIND VOCAB_SIZE\n");
         return 1;
     }
     const char *path = args[0];
