@@ -36,7 +36,7 @@ LIB     = model.c format.c attention.c matmul.c matmul_f32.c matmul_bf16.c matmu
 TOOLS   = run tokenize test_sampler test_kernels
 # the library: every source but the command line's attention recorder
 LIBOBJ  = $(filter-out build/attnviz.o,$(LIB:%.c=build/%.o))
-HEADERS = model.h attention.h matmul.h error.h tokenizer.h sampler.h chat.h
+HEADERS = model.h attention.h matmul.h error.h tokenizer.h unicode.h sampler.h chat.h
 PREFIX  ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' run.c)
 FUZZ_CC      ?= clang

@@ -45,6 +45,9 @@ missing_debs() {
     command -v npm >/dev/null 2>&1 || printf 'npm '
     # tests/test_attention.py renders the attention page
     command -v chromium >/dev/null 2>&1 || printf 'chromium '
+    # tests/test_bpe_tokenizer.py: Oniguruma through jq, the Unicode Character Database
+    command -v jq >/dev/null 2>&1 || printf 'jq '
+    [ -f /usr/share/unicode/UnicodeData.txt ] || printf 'unicode-data '
     # libFuzzer: Debian 12's clang (14) ships it in libclang-rt-14-dev
     echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
         "$FUZZ_CC" -fsanitize=fuzzer,address,undefined -x c - -o /dev/null >/dev/null 2>&1 ||

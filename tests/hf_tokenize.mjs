@@ -31,7 +31,8 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const LIBRARY = path.join(ROOT, ".deps/npm/node_modules/@huggingface/tokenizers/dist/tokenizers.mjs");
 if (!fs.existsSync(LIBRARY)) {
   console.error("tests/hf_tokenize.mjs: @huggingface/tokenizers is missing: run " +
-                "`npm install --prefix .deps/npm @huggingface/tokenizers` in the repository root");
+                "`npm install --prefix .deps/npm @huggingface/tokenizers@0.2.0` in the repository root " +
+                "(make test does it: tests/deps.sh)");
   process.exit(1);
 }
 const { Tokenizer } = await import(LIBRARY);

@@ -36,7 +36,7 @@ TOKENIZERS = os.path.join("..", "shared", "tokenizers")
 FAMILIES = {"llama3": ("llama3", 128256), "qwen3": ("qwen2", 151936),
             "smollm2": ("smollm2", 49152), "gpt2": ("gpt2", 50257)}
 NPM_LIBRARY = os.path.join(".deps", "npm", "node_modules", "@huggingface", "tokenizers")
-NPM_INSTALL = "npm install --prefix .deps/npm @huggingface/tokenizers"
+NPM_INSTALL = "npm install --prefix .deps/npm @huggingface/tokenizers@0.2.0 (make test does it: tests/deps.sh)"
 UCD = "/usr/share/unicode"
 STAND_IN = 0xF0000  # + an invalid byte: how tests/hf_tokenize.mjs is told about that byte
 SANITIZER_MARKS = (b"AddressSanitizer", b"runtime error", b"LeakSanitizer")
