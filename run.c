@@ -758,7 +758,7 @@ int main(int argc, char **argv) {
     const char *tokenizer_path = opt.tokenizer_path;
     if (!tokenizer_path && model.tokenizer_data) {
         if (tokenizer_load_memory(&tokenizer, model.tokenizer_data, model.tokenizer_size,
-                                  TOKENIZER_SENTENCEPIECE, c->vocab_size, c->bos_id,
+                                  model.tokenizer_kind, c->vocab_size, c->bos_id,
                                   c->eos_ids[0], err) != 0)
             die("%s: embedded tokenizer: %s", opt.checkpoint, err);
     } else {

@@ -48,8 +48,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: no tokenizer inside (a llama2.c file: see export.py)\n", path);
         return 1;
     }
-    if (tokenizer_load_memory(&tok, model.tokenizer_data, model.tokenizer_size, c->vocab_size,
-                              c->bos_id, c->eos_ids[0], err) != 0) {
+    if (tokenizer_load_memory(&tok, model.tokenizer_data, model.tokenizer_size,
+                              model.tokenizer_kind, c->vocab_size, c->bos_id, c->eos_ids[0],
+                              err) != 0) {
         fprintf(stderr, "%s: %s\n", path, err);
         return 1;
     }

@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         if (m.tokenizer_data) {
             Tokenizer t;
             if (tokenizer_load_memory(&t, m.tokenizer_data, m.tokenizer_size,
-                                      TOKENIZER_SENTENCEPIECE, c->vocab_size, c->bos_id,
+                                      m.tokenizer_kind, c->vocab_size, c->bos_id,
                                       c->eos_ids[0], err) == 0)
                 tokenizer_free(&t);
         }

@@ -11,7 +11,8 @@ import common
 from test_bundled import BUNDLED, quiet_make_env
 from test_stories import readme_text
 
-HEADERS = ["model.h", "attention.h", "matmul.h", "error.h", "tokenizer.h", "sampler.h", "chat.h"]
+HEADERS = ["model.h", "attention.h", "matmul.h", "error.h", "tokenizer.h", "unicode.h", "sampler.h",
+           "chat.h"]
 # (prompt, steps): no prompt (the known story), a prompt, one whose pieces split a UTF-8 character
 CASES = [("", 200), ("Once upon a time", 100), ("Lily saw a caf\u00e9 \u2615 and", 60)]
 
