@@ -41,7 +41,7 @@ PREFIX  ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' run.c)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args bpe_encode
+FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
 
 all: run
 

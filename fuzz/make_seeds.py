@@ -2,7 +2,7 @@
 """Writes the seed corpora for the fuzz targets into DIR/<target>/: small valid inputs of each
 kind and a few mutations of them, so the fuzzer starts from files that get deep into the
 loaders instead of bouncing off the first check. Also writes the byte-level BPE sections of the
-real tokenizers in ../shared/tokenizers to DIR/../bpe/, which fuzz_bpe_encode loads.
+real tokenizers in ../shared/tokenizers to DIR/../bpe/, which fuzz_encode loads.
 Usage: make_seeds.py DIR (make uses build/fuzz/seeds)"""
 import json
 import os
@@ -112,12 +112,11 @@ def bpe_sections(out):
 
 
 def bpe_texts():
-    """Texts for fuzz_bpe_encode: every 8th entry of tests/bpe_corpus.json, each after a byte
-    choosing one of the four tokenizers in turn."""
+    """Texts for fuzz_encode: every 8th entry of tests/bpe_corpus.json (but the empty one)."""
     with open(os.path.join(HERE, "..", "tests", "bpe_corpus.json"), encoding="utf-8") as f:
         entries = json.load(f)[::8]
     texts = [bytes.fromhex(e["hex"]) if isinstance(e, dict) else e.encode() for e in entries]
-    return [bytes([k % len(BPE_FAMILIES)]) + t for k, t in enumerate(texts)]
+    return [t for t in texts if t]
 
 
 def mutations(data):
@@ -131,7 +130,7 @@ def mutations(data):
 
 def main(out):
     seeds = {"checkpoint_llama2c": [], "checkpoint_tllm": [], "tokenizer": [], "encode": [],
-             "args": [], "bpe_encode": bpe_texts()}
+             "args": []}
     for shape in TINY:
         seeds["checkpoint_llama2c"].append(llama2c_seed(shape))
     tok = tokenizer_bytes(259 + 8)
@@ -152,6 +151,7 @@ def main(out):
         [b"m.bin", b"-t", b"-1"], [b"m.bin", b"-p", b"1.5"], [b"m.bin", b"-s", b"x"],
         [b"m.bin", b"-i"], [b"m.bin", b"--bogus"], [b"m.bin", b"-m", b"dance"], [b"--help"],
         [b"--version"], [b"-n", b"1e99"], [b"m.bin", b"-f", b"a", b"-i", b"b"]]]
+    seeds["encode"] += bpe_texts()
     seeds["encode"] += [b"Hello, world!", "h\u00e9llo \u4e16\u754c \U0001F600".encode(),
                         b"\xff\xfe\xc3", b"  two  spaces\tand\ttabs\n\n", b"\xe2\x82"]
     for target, items in seeds.items():

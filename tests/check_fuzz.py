@@ -70,6 +70,3 @@ def test_encode():
 def test_args():
     fuzz("args")
 
-
-def test_bpe_encode():
-    fuzz("bpe_encode")
