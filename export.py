@@ -488,6 +488,16 @@ class Quantized:
         return self.q.astype(np.float32) * self.scales[:, group]
 
 
+def write_model(out_path, cfg, pieces, arrays, dtype="f32", group_size=None,
+                format_version=VERSION, overrides=()):
+    """write_tllm for a model held in memory: arrays maps every name of tensor_layout(cfg) to
+    its float array. The tests write their random models through this, so that export.py
+    stays the one writer of the format."""
+    tensors = ((name, arrays[name]) for name, _, _ in tensor_layout(cfg))
+    write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, out_path, format_version,
+               overrides)
+
+
 def write_tensor(f, array, weight_type, group_size):
     """Writes one tensor in the given encoding (FORMAT.md, "How a tensor is stored"); a
     Quantized one of the same encoding exactly as it is, any other converted from its values."""

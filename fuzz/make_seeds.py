@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from test_bad_inputs import llama2c_bytes, tokenizer_bytes  # noqa: E402
 import checkpoints  # noqa: E402
-from reference import WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, Config  # noqa: E402
+from reference import Config  # noqa: E402
 sys.path.insert(0, os.path.join(HERE, ".."))
 import export  # noqa: E402
 from test_bpe_tokenizer import GPT2_PRE, tiny_json  # noqa: E402
@@ -36,36 +36,39 @@ def llama2c_seed(shape):
     return data
 
 
-# Small TLLM files of every weight type, written by tests/checkpoints.py with a 16-piece
-# tokenizer so that each seed stays a few kilobytes: (config, weight_type, group_size).
+# Small TLLM files of every weight type, written by export.py (through tests/checkpoints.py)
+# with a 16-piece tokenizer so that each seed stays a few kilobytes:
+# (config, dtype, group size, format version, per-tensor types).
 TINY_TLLM = [
-    (Config(8, 12, 1, 2, 1, 16, 8), WEIGHT_F32, 0),
-    (Config(8, 12, 2, 2, 2, 16, 4, shared_classifier=False), WEIGHT_BF16, 0),
-    (Config(8, 40, 1, 4, 2, 16, 8, head_size=4), WEIGHT_Q8_0, 32),
-    (Config(4, 6, 1, 1, 1, 16, 2, shared_classifier=False), WEIGHT_Q8_0, 64),
+    (Config(8, 12, 1, 2, 1, 16, 8), "f32", None, 2, ()),
+    (Config(8, 12, 2, 2, 2, 16, 4, shared_classifier=False), "bf16", None, 2, ()),
+    (Config(8, 40, 1, 4, 2, 16, 8, head_size=4), "q8_0", 32, 2, ()),
+    (Config(4, 6, 1, 1, 1, 16, 2, shared_classifier=False), "q8_0", 64, 2, ()),
+    (Config(8, 12, 1, 2, 1, 16, 8, shared_classifier=False), "bf16", 32, 2,
+     (("token_embedding", "q8_0"), ("layers.0.w2", "f32"))),
+    (Config(8, 12, 1, 2, 1, 16, 8), "q8_0", 32, 1, ()),
+    (Config(8, 12, 2, 2, 2, 16, 4, shared_classifier=False), "f32", None, 1, ()),
 ]
 TINY_PIECES = [b"<unk>", b"<s>", b"</s>", b" ", b"a", b"b", b"c", b" a", b"ab", b"bc", b"abc",
                b"<0x41>", b"\xc3\xa9", b"\xe2\x96\x81", b"\n", b"  "]
 
 
 def tllm_seeds(out):
-    """TLLM files without their magic (the target adds it): tests/checkpoints.py's writer for
-    every weight type, and export.py's --random output when export.py exists."""
+    """TLLM files without their magic (the target adds it), version 2 and version 1, all
+    written by export.py: from tests/checkpoints.py's random weights, and --random."""
     seeds = []
-    for k, (c, weight_type, group_size) in enumerate(TINY_TLLM):
+    for k, (c, dtype, group_size, version, overrides) in enumerate(TINY_TLLM):
         path = os.path.join(out, f"tiny_tllm_{k}.bin")
-        checkpoints.write_tllm(path, c, checkpoints.random_weights(c, k), TINY_PIECES,
-                               [-float(i) for i in range(len(TINY_PIECES))], weight_type,
-                               group_size)
+        checkpoints.export_tllm(path, c, checkpoints.random_weights(c, k), TINY_PIECES,
+                                [-float(i) for i in range(len(TINY_PIECES))], dtype,
+                                group_size, format_version=version, overrides=overrides)
         with open(path, "rb") as f:
             seeds.append(f.read()[4:])
-    export = os.path.join(HERE, "..", "export.py")
-    if os.path.exists(export):
-        path = os.path.join(out, "tiny_tllm_export.bin")
-        subprocess.run([sys.executable, export, path, "--random", "8,12,1,2,1,259,8", "--seed",
-                        "1"], check=True, capture_output=True)
-        with open(path, "rb") as f:
-            seeds.append(f.read()[4:])
+    path = os.path.join(out, "tiny_tllm_export.bin")
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "export.py"), path, "--random",
+                    "8,12,1,2,1,259,8", "--seed", "1"], check=True, capture_output=True)
+    with open(path, "rb") as f:
+        seeds.append(f.read()[4:])
     return seeds
 
 

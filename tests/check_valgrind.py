@@ -44,13 +44,13 @@ def test_chat_memcheck():
     """A Q8_0 TLLM file with its embedded tokenizer, in chat mode with a short conversation and
     a long line that fills the context."""
     import checkpoints
-    from reference import WEIGHT_Q8_0, Config
+    from reference import Config
     c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
                seq_len=64)
     pieces, scores = checkpoints.tokenizer_pieces(300, 0)
     model = tmp_path("valgrind_q8.bin")
-    checkpoints.write_tllm(model, c, checkpoints.random_weights(c, 0), pieces, scores,
-                           WEIGHT_Q8_0, 32)
+    checkpoints.export_tllm(model, c, checkpoints.random_weights(c, 0), pieces, scores,
+                            "q8_0", 32)
     rc, err = memcheck([model, "-m", "chat", "-s", "1"],
                        input=b"be brief\nhello\nhow are you\n" + b"x" * 5000 + b"\n")
     assert rc == 0, err[-2000:]
@@ -60,14 +60,14 @@ def test_error_path_memcheck():
     """A file rejected after the run state exists (the embedded tokenizer is broken) exits 1
     through the error path; memcheck must still find no error (its own code here is 99)."""
     import checkpoints
-    from reference import Config
+    from reference import Config, TllmFile
     c = Config(dim=16, hidden_dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=300,
                seq_len=16)
     pieces, scores = checkpoints.tokenizer_pieces(300, 0)
     model = tmp_path("valgrind_badtok.bin")
-    checkpoints.write_tllm(model, c, checkpoints.random_weights(c, 0), pieces, scores)
+    checkpoints.export_tllm(model, c, checkpoints.random_weights(c, 0), pieces, scores)
     with open(model, "r+b") as f:  # piece count 299 for a vocabulary of 300
-        f.seek(256)
+        f.seek(TllmFile(model).header["tokenizer_offset"])
         f.write((299).to_bytes(4, "little"))
     rc, err = memcheck([model, "-n", "4"], error_exitcode=99)
     assert rc == 1 and "embedded tokenizer" in err, err[-2000:]

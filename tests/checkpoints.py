@@ -2,23 +2,28 @@
 
 A real checkpoint only tests one shape. These files let the tests try the shapes that break
 index arithmetic (grouped-query attention, odd widths, a separate classifier) and they are
-deterministic from a seed, so a failure can be reproduced.
+deterministic from a seed, so a failure can be reproduced. Our own format (TLLM) is written
+by export.py alone; this file only draws the weights and hands them over.
 
   random_weights(config, seed)            weights whose activations and logits stay O(1)
-  write_llama2c(path, config, weights)    llama2.c "version 0" checkpoint
-  write_tllm(path, config, weights, ...)  TLLM file (models/FORMAT.md): f32, bf16 or Q8_0
+  write_llama2c(path, config, weights)    llama2.c "version 0" checkpoint (llama2.c's format)
+  export_tllm(path, config, weights, ...) TLLM file, written by export.py
   tokenizer_pieces(vocab_size, seed)      a byte-level tokenizer for any vocab >= 260
   tokenizer_bin(pieces, scores)           its bytes as llama2.c's tokenizer.bin
   write_tokenizer(path, vocab_size, seed) ... written to a file
   write_random_model(path, config, seed)  all of the above in one call, read back
   encode_prompt(text)                     the ids that tokenizer gives a prompt
 """
+import os
 import struct
+import sys
 
 import numpy as np
 
-from reference import WEIGHT_BF16, WEIGHT_F32, WEIGHT_Q8_0, align64, layer_shapes, \
-    read_llama2c, read_tllm
+from reference import layer_shapes, read_llama2c, read_tllm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import export  # noqa: E402  (the project root's export.py)
 
 
 def random_weights(c, seed):
@@ -61,7 +66,8 @@ def rope_tables(c):
 def write_llama2c(path, c, w):
     """Writes a llama2.c "version 0" checkpoint: a 7 x int32 header, then float32 arrays, each
     kind of weight for all layers together. head_size must be dim / n_heads (the format has
-    no field for it)."""
+    no field for it). This is llama2.c's own format, not ours: the engine reads it as a
+    foreign input, and export.py converts from it, so the tests need files of it."""
     assert c.head_size * c.n_heads == c.dim, "llama2.c files need head_size = dim / n_heads"
     vocab = c.vocab_size if c.shared_classifier else -c.vocab_size  # llama2.c's flag
     arrays = [w["token_embedding"], [l["attn_norm"] for l in w["layers"]]]
@@ -78,76 +84,27 @@ def write_llama2c(path, c, w):
             f.write(np.asarray(a, dtype="<f4").tobytes())
 
 
-def to_bf16(x):
-    """float32 -> the upper 16 bits, rounded to nearest even (FORMAT.md)."""
-    bits = np.asarray(x, dtype="<f4").view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
-
-
-def to_q8_0(x, group_size):
-    """A matrix -> (int8 values, float32 scales): each row is cut into groups of group_size
-    values (the last one shorter if cols is not a multiple) and each group gets one scale."""
-    x = np.asarray(x, dtype=np.float32)
-    rows, cols = x.shape
-    q = np.zeros((rows, cols), dtype="i1")
-    scales = []
-    for start in range(0, cols, group_size):
-        group = x[:, start:start + group_size]
-        scale = np.abs(group).max(axis=1) / np.float32(127.0)
-        safe = np.where(scale == 0, np.float32(1.0), scale)  # an all-zero group stays zero
-        q[:, start:start + group_size] = np.round(group / safe[:, None])
-        scales.append(scale)
-    # Scales are stored row by row: all the groups of row 0, then row 1...
-    return q.reshape(-1), np.stack(scales, axis=1).astype("<f4").reshape(-1)
-
-
-def write_tllm(path, c, w, pieces, scores, weight_type=WEIGHT_F32, group_size=0,
-               chat_template=0):
-    """Writes a TLLM file (models/FORMAT.md) with the tokenizer (pieces, scores) embedded."""
-    tok = struct.pack("<I", len(pieces)) + tokenizer_bin(pieces, scores)
-    body = bytearray()  # the tensors, from weights_offset on
-    weights_offset = align64(256 + len(tok))
-
-    def pad():
-        body.extend(b"\0" * (align64(weights_offset + len(body)) - weights_offset - len(body)))
-
-    def put_f32(a):
-        pad()
-        body.extend(np.asarray(a, dtype="<f4").tobytes())
-
-    def put_matrix(a):
-        if weight_type == WEIGHT_F32:
-            put_f32(a)
-        elif weight_type == WEIGHT_BF16:
-            pad()
-            body.extend(to_bf16(a).tobytes())
-        else:
-            assert weight_type == WEIGHT_Q8_0
-            q, s = to_q8_0(a, group_size)
-            pad()
-            body.extend(q.tobytes())
-            put_f32(s)
-
-    put_matrix(w["token_embedding"])
-    for layer in w["layers"]:
-        put_f32(layer["attn_norm"])
-        for name in ("wq", "wk", "wv", "wo"):
-            put_matrix(layer[name])
-        put_f32(layer["ffn_norm"])
-        for name in ("w1", "w2", "w3"):
-            put_matrix(layer[name])
-    put_f32(w["final_norm"])
+def export_tllm(path, c, w, pieces, scores, dtype="f32", group_size=None, chat_template="none",
+                format_version=2, overrides=()):
+    """Writes weights w (as random_weights returns them) for config c, with the tokenizer
+    (pieces, scores) embedded, as a TLLM file. export.py writes it: it is the one writer of
+    the format, so these files are exactly what users get. dtype, group_size, format_version
+    and overrides ((glob, dtype) pairs) are export.py's --dtype, --group-size,
+    --format-version and --tensor-dtype; chat_template is a name ("none", "llama2", ...)."""
+    cfg = export.Config(
+        dim=c.dim, hidden_dim=c.hidden_dim, n_layers=c.n_layers, n_heads=c.n_heads,
+        n_kv_heads=c.n_kv_heads, head_size=c.head_size, vocab_size=c.vocab_size,
+        seq_len=c.seq_len, rope_theta=c.rope_theta, norm_eps=c.norm_eps,
+        shared_classifier=int(c.shared_classifier), bos_id=c.bos_id,
+        eos_ids=tuple(getattr(c, "eos_ids", (c.eos_id,))),
+        chat_template=export.TEMPLATES[chat_template])
+    arrays = {"token_embedding": w["token_embedding"], "final_norm": w["final_norm"]}
+    for i, layer in enumerate(w["layers"]):
+        arrays.update({f"layers.{i}.{name}": a for name, a in layer.items()})
     if not c.shared_classifier:
-        put_matrix(w["classifier"])
-    file_size = weights_offset + len(body)
-    header = b"TLLM" + struct.pack(
-        "<9I2fI2i5I4Q", 1, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
-        c.head_size, c.vocab_size, c.seq_len, c.rope_theta, c.norm_eps,
-        int(c.shared_classifier), c.bos_id, c.eos_id, weight_type, group_size, chat_template,
-        1, 0, 256, len(tok), weights_offset, file_size)
-    header += b"\0" * (256 - len(header))
-    with open(path, "wb") as f:
-        f.write(header + tok + b"\0" * (weights_offset - 256 - len(tok)) + bytes(body))
+        arrays["classifier"] = w["classifier"]
+    export.write_model(path, cfg, list(zip(pieces, scores)), arrays, dtype, group_size,
+                       format_version, overrides)
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,19 +156,21 @@ def write_tokenizer(path, vocab_size, seed=0):
     return pieces, scores
 
 
-def write_random_model(path, config, seed, tllm=False, weight_type=WEIGHT_F32, group_size=0,
-                       tweak=None):
+def write_random_model(path, config, seed, tllm=False, dtype="f32", group_size=None,
+                       tweak=None, format_version=2, overrides=()):
     """Writes random_weights(config, seed), changed by tweak(weights) if given, to path: as a
     llama2.c checkpoint with write_tokenizer's file beside it (PATH_tok.bin), or with tllm as
-    a TLLM file of weight_type with the tokenizer inside. Returns (the engine's arguments for
-    the model, config, weights), config and weights read back from the file, so that the
-    reference runs on exactly what the engine reads (bf16 and Q8_0 dequantised)."""
+    a TLLM file (export_tllm: dtype, group_size, format_version, overrides) with the
+    tokenizer inside. Returns (the engine's arguments for the model, config, weights), config
+    and weights read back from the file, so that the reference runs on exactly what the
+    engine reads (bf16 and Q8_0 dequantised, Q8_0 matrices as reference.Q8Matrix)."""
     weights = random_weights(config, seed)
     if tweak:
         tweak(weights)
     if tllm:
         pieces, scores = tokenizer_pieces(config.vocab_size, seed)
-        write_tllm(path, config, weights, pieces, scores, weight_type, group_size)
+        export_tllm(path, config, weights, pieces, scores, dtype, group_size,
+                    format_version=format_version, overrides=overrides)
         config, weights, _ = read_tllm(path)
         return [path], config, weights
     tok_path = path[:-len(".bin")] + "_tok.bin"

@@ -122,6 +122,7 @@ def align64(n):
     return (n + 63) // 64 * 64
 
 
+# Version 1's 256-byte header, field by field (FORMAT.md); zero padding follows file_size.
 TLLM_FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "I"),
                ("n_layers", "I"), ("n_heads", "I"), ("n_kv_heads", "I"), ("head_size", "I"),
                ("vocab_size", "I"), ("seq_len", "I"), ("rope_theta", "f"), ("norm_eps", "f"),
@@ -129,6 +130,25 @@ TLLM_FIELDS = [("magic", "4s"), ("version", "I"), ("dim", "I"), ("hidden_dim", "
                ("weight_type", "I"), ("group_size", "I"), ("chat_template", "I"),
                ("tokenizer_kind", "I"), ("reserved", "I"), ("tokenizer_offset", "Q"),
                ("tokenizer_size", "Q"), ("weights_offset", "Q"), ("file_size", "Q")]
+# Version 2's 64-byte header.
+TLLM_V2_FIELDS = [("magic", "4s"), ("version", "I"), ("file_size", "Q"),
+                  ("metadata_offset", "Q"), ("metadata_size", "Q"), ("tokenizer_offset", "Q"),
+                  ("tokenizer_size", "Q"), ("directory_offset", "Q"), ("directory_size", "Q")]
+# A directory entry after its name.
+DIRECTORY_FIELDS = [("type", "I"), ("group_size", "I"), ("rows", "I"), ("cols", "I"),
+                    ("offset", "Q"), ("size", "Q")]
+DIRECTORY_ENTRY = "<" + "".join(f for _, f in DIRECTORY_FIELDS)
+METADATA_TYPES = {1: "i", 2: "f"}  # 3: a UTF-8 string
+
+
+def field_offsets(fields):
+    """{name: (offset, struct format)} of a header's fields: where tests that break a field
+    find it."""
+    out, at = {}, 0
+    for name, fmt in fields:
+        out[name] = (at, "<" + fmt)
+        at += struct.calcsize("<" + fmt)
+    return out
 
 
 class TllmFile:
@@ -136,11 +156,12 @@ class TllmFile:
     from export.py), so the tests check the exporter against it. Every byte must be where the
     format puts it.
 
-    header (dict: the hyperparameters by their FORMAT.md names, eos_id being the first of
-    eos_ids, shared_classifier, chat_template as its number, tokenizer_kind and, for version 1,
-    every header field), data (the whole file), tokenizer_section (bytes), pieces [(bytes,
+    header (dict: every header field, the hyperparameters by their FORMAT.md names, eos_id
+    being the first of eos_ids, shared_classifier, chat_template as its number and
+    tokenizer_kind), data (the whole file), tokenizer_section (bytes), pieces [(bytes,
     score)], and tensors: per name, (weight type, the stored arrays, group size); value(name)
-    gives the tensor dequantised."""
+    gives the tensor dequantised. For version 2 also metadata_entries and directory_entries:
+    where each entry lies in the file (dicts, in file order), for tests that break one."""
 
     def __init__(self, path):
         data = self.data = read_bytes(path)
@@ -184,27 +205,37 @@ class TllmFile:
         assert pos == len(data), f"{path}: tensors end at {pos}, file is {len(data)} bytes"
 
     def _read_v2(self, path, data):
-        (_, _, file_size, meta_at, meta_len, tok_at, tok_len, dir_at, dir_len) = \
-            struct.unpack_from("<4sI7Q", data, 0)
+        values = struct.unpack_from("<" + "".join(f for _, f in TLLM_V2_FIELDS), data, 0)
+        h = self.header = dict(zip((n for n, _ in TLLM_V2_FIELDS), values))
+        file_size, meta_at, meta_len = h["file_size"], h["metadata_offset"], h["metadata_size"]
+        tok_at, tok_len = h["tokenizer_offset"], h["tokenizer_size"]
+        dir_at, dir_len = h["directory_offset"], h["directory_size"]
         assert file_size == len(data), f"{path}: file_size {file_size} != {len(data)}"
         # export.py writes the sections in order, right after the 64-byte header
         assert meta_at == 64 and tok_at == meta_at + meta_len and dir_at == tok_at + tok_len
-        h = self.header = {"version": 2, "file_size": file_size}
+        # Where each metadata entry and directory entry lies (self.metadata_entries and
+        # self.directory_entries, in file order): for tests that break one of them.
+        self.metadata_entries, self.directory_entries = [], []
         pos, end = meta_at + 4, meta_at + meta_len
         for _ in range(struct.unpack_from("<I", data, meta_at)[0]):
+            at = pos
             key = data[pos + 1:pos + 1 + data[pos]].decode()
             pos += 1 + data[pos]
             kind, count = struct.unpack_from("<BI", data, pos)
             pos += 5
+            value_at = pos
             if kind == 3:
                 value = data[pos:pos + count].decode()
                 pos += count
             else:
-                value = struct.unpack_from(f"<{count}{'i' if kind == 1 else 'f'}", data, pos)
+                value = struct.unpack_from(f"<{count}{METADATA_TYPES[kind]}", data, pos)
                 pos += 4 * count
                 value = value if key == "eos_ids" else value[0]
             assert key not in h, f"{path}: metadata key {key} twice"
             h[key] = value
+            self.metadata_entries.append(dict(key=key, at=at, kind_at=value_at - 5,
+                                              count_at=value_at - 4, value_at=value_at,
+                                              end=pos, kind=kind, count=count))
         assert pos == end, f"{path}: metadata ends at {pos}, its section at {end}"
         h["eos_id"] = h["eos_ids"][0]
         h["chat_template"] = {None: 0, "llama2": 1, "chatml": 2, "zephyr": 3}[
@@ -213,10 +244,15 @@ class TllmFile:
         self.tensors, entries = {}, []
         pos, end = dir_at + 4, dir_at + dir_len
         for _ in range(struct.unpack_from("<I", data, dir_at)[0]):
+            at = pos
             name = data[pos + 1:pos + 1 + data[pos]].decode()
             pos += 1 + data[pos]
-            wt, gs, rows, cols, off, size = struct.unpack_from("<4I2Q", data, pos)
-            pos += 32
+            wt, gs, rows, cols, off, size = struct.unpack_from(DIRECTORY_ENTRY, data, pos)
+            self.directory_entries.append(dict(name=name, at=at, fields_at=pos,
+                                               end=pos + struct.calcsize(DIRECTORY_ENTRY),
+                                               type=wt, group_size=gs, rows=rows, cols=cols,
+                                               offset=off, size=size))
+            pos += struct.calcsize(DIRECTORY_ENTRY)
             entries.append((off, size, name))
             vector = name.split(".")[-1] in VECTORS
             shape = (cols,) if rows == 1 and vector else (rows, cols)
@@ -304,10 +340,12 @@ def tensor_bytes(shape, wt, gs):
 
 
 def read_tllm(path):
-    """Reads a TLLM file (through TllmFile) of any weight type, dequantised to float64.
-    Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them
-    and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body). The
-    Config also has the file's weight_type, group_size and chat_template."""
+    """Reads a TLLM file (through TllmFile) of any weight types, dequantised to float64.
+    Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them,
+    except that each Q8_0 matrix is a Q8Matrix (its product rounds the input as the engine
+    does), and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body).
+    The Config also has the token embedding's weight_type and group_size, and the file's
+    chat_template and eos_ids."""
     f = TllmFile(path)
     h = f.header
     c = Config(h["dim"], h["hidden_dim"], h["n_layers"], h["n_heads"], h["n_kv_heads"],
@@ -328,12 +366,19 @@ def read_tllm(path):
     def value(name):
         return f.value(name, np.float64)
 
+    def matrix(name):
+        kind, _, group_size = f.tensors[name]
+        return Q8Matrix(value(name), group_size) if kind == WEIGHT_Q8_0 else value(name)
+
+    # The embedding is only looked up, a row at a time, so it stays an array; as the shared
+    # classifier it is a matrix like any other.
     emb = value("token_embedding")
-    layers = [{name: value(f"layers.{i}.{name}")
+    layers = [{name: matrix(f"layers.{i}.{name}") if name in LAYER_MATRICES else
+               value(f"layers.{i}.{name}")
                for name in ("attn_norm", "ffn_norm") + LAYER_MATRICES + OPTIONAL_LAYER_TENSORS
                if f"layers.{i}.{name}" in f.tensors}
               for i in range(c.n_layers)]
-    classifier = emb if c.shared_classifier else value("classifier")
+    classifier = matrix("token_embedding" if c.shared_classifier else "classifier")
     return c, dict(token_embedding=emb, layers=layers, final_norm=value("final_norm"),
                    classifier=classifier), f.tokenizer_section
 
@@ -474,19 +519,26 @@ def quantize_groups(x, group_size):
     return out
 
 
-def q8_matvec(group_size):
-    """The matvec of the engine's Q8_0 path: an integer dot product of int8 weights with the
-    input quantized the same way (kernels.c). W is already q * scale, so quantizing x is the
-    only extra rounding; multiplying the two gives the engine's sum up to float32 rounding."""
-    return lambda w, x: w @ quantize_groups(x, group_size)
+class Q8Matrix:
+    """A Q8_0 matrix as the engine multiplies it: an integer dot product of the int8 weights
+    with the input quantized the same way (matmul_q8_0.c). values is already q * scale, so
+    quantizing x is the only extra rounding, and `W @ x` gives the engine's sum up to float32
+    rounding."""
+
+    def __init__(self, values, group_size):
+        self.values, self.group_size = values, group_size
+        self.shape = values.shape
+
+    def __matmul__(self, x):
+        return self.values @ quantize_groups(x, self.group_size)
 
 
 class Transformer:
     """A checkpoint plus its KV cache. forward(token, pos) must be called with pos = 0, 1, 2...
     in order, as the engine is; it returns the logits, (vocab_size) float64.
 
-    matvec computes every W x: the plain product by default, or q8_matvec(group_size) to
-    mirror the engine on Q8_0 files, which rounds x to int8 as well as the weights.
+    matvec computes every W x: the plain product by default, which on a Q8Matrix (a Q8_0
+    matrix of read_tllm) also rounds x to int8, as the engine does.
 
     After each forward, attention_weights[pos][layer][head] holds that head's weights over
     positions 0..pos."""

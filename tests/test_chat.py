@@ -100,7 +100,7 @@ def llama2_pieces(extra=()):
     return pieces + [p.encode() for p in extra], scores + [0.0] * len(extra)
 
 
-def write_model(name, extra=(), template=0, says=None, seed=1):
+def write_model(name, extra=(), template="none", says=None, seed=1):
     """A tiny TLLM model on the Llama 2 vocabulary plus extra pieces. With says=ID its
     greedy choice is always ID: every embedding is the same vector, the layers add nothing
     (wo and w2 are zero), and only classifier row ID is non-zero. Returns the path."""
@@ -116,7 +116,7 @@ def write_model(name, extra=(), template=0, says=None, seed=1):
         w["classifier"] = np.zeros((c.vocab_size, c.dim))
         w["classifier"][says] = 1.0
     path = common.tmp_path(name)
-    checkpoints.write_tllm(path, c, w, pieces, scores, chat_template=template)
+    checkpoints.export_tllm(path, c, w, pieces, scores, chat_template=template)
     return path
 
 
@@ -180,7 +180,7 @@ def test_templates_exact_tokens_llama2_vocabulary():
     """Each template on the plain Llama 2 vocabulary, where <|im_start|> and <|user|> are text
     and only <s> and </s> are special ids."""
     sp, bare = sentencepiece_pair()
-    model = write_model("chat_vocab32000.bin", template=3)  # the header says zephyr
+    model = write_model("chat_vocab32000.bin", template="zephyr")  # the header says zephyr
     specials = {"<s>": 1, "</s>": 2}
     for name in ("llama2", "chatml", "zephyr"):
         got = print_tokens(model, ["--template", name])
@@ -209,7 +209,7 @@ def test_templates_exact_tokens_chatml_vocabulary():
     """ChatML on a vocabulary that has <|im_start|> and <|im_end|> as pieces (as a ChatML
     fine-tune adds them): each is one id, and the text after it has no dummy prefix."""
     sp, bare = sentencepiece_pair()
-    model = write_model("chat_vocab32002.bin", extra=["<|im_start|>", "<|im_end|>"], template=2)
+    model = write_model("chat_vocab32002.bin", extra=["<|im_start|>", "<|im_end|>"], template="chatml")
     got = print_tokens(model)
     want = expected("chatml", sp, bare, {"<s>": 1, "</s>": 2, "<|im_start|>": 32000,
                                          "<|im_end|>": 32001})

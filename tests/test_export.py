@@ -52,9 +52,7 @@ def reference_logits(path, tokens):
     """tests/reference.py's logits for tokens on a TLLM file, with the engine's convention:
     RoPE rotates adjacent pairs, and on Q8_0 each matvec's input is rounded to int8 too."""
     c, w, _ = reference.read_tllm(path)
-    mv = reference.q8_matvec(c.group_size) if c.weight_type == reference.WEIGHT_Q8_0 \
-        else reference.matvec
-    return reference.logits(c, w, tokens, mv)
+    return reference.logits(c, w, tokens)
 
 
 # ----------------------------------------------------------------------------------------------
