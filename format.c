@@ -36,7 +36,7 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (fields[i].value <= 0 || fields[i].value > fields[i].max)
-            return fail(err, "header field %s = %d is out of range (1..%d)", fields[i].name,
+            return fail(err, "%s = %d is out of range (1..%d)", fields[i].name,
                         fields[i].value, fields[i].max);
     if (c->n_heads % c->n_kv_heads != 0)
         return fail(err, "n_heads = %d is not a multiple of n_kv_heads = %d", c->n_heads,
@@ -51,12 +51,13 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
         return fail(err, "rope_theta = %g is not a finite number above 1", c->rope_theta);
     if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
         return fail(err, "norm_eps = %g is out of range (0..1)", c->norm_eps);
-    int bad_eos = -1;
+    if (c->bos_id < 0 || c->bos_id >= c->vocab_size)
+        return fail(err, "bos_id = %d is outside the vocabulary of %d", c->bos_id,
+                    c->vocab_size);
     for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size) bad_eos = i;
-    if (c->bos_id < 0 || c->bos_id >= c->vocab_size || bad_eos >= 0)
-        return fail(err, "bos_id = %d or eos_id = %d is outside the vocabulary of %d",
-                    c->bos_id, c->eos_ids[bad_eos >= 0 ? bad_eos : 0], c->vocab_size);
+        if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size)
+            return fail(err, "eos_ids[%d] = %d is outside the vocabulary of %d", i,
+                        c->eos_ids[i], c->vocab_size);
     if (c->chat_template < TEMPLATE_NONE || c->chat_template > TEMPLATE_ZEPHYR)
         return fail(err, "chat_template = %d is unknown", c->chat_template);
     return 0;
@@ -135,14 +136,19 @@ static int size_of(const Config *c, int which) {
 static int slot_of(const Config *c, const char *name) {
     for (int k = 0; k < GLOBAL_KINDS; k++)
         if (strcmp(name, global_kinds[k].name) == 0) return k;
-    int layer, used = 0;
-    if (strncmp(name, "layers.", 7) != 0 || name[7] < '0' || name[7] > '9' ||
-        sscanf(name + 7, "%d.%n", &layer, &used) != 1 || used == 0)
-        return -1;
-    if (layer >= c->n_layers || (name[7] == '0' && name[8] != '.')) return -1; /* no "01" */
+    if (strncmp(name, "layers.", 7) != 0) return -1;
+    /* The layer number in plain decimal, no sign, no leading zero, below n_layers; read digit
+     * by digit, stopping as soon as it is too large, so that no value can wrap around. */
+    const char *p = name + 7;
+    int layer = 0;
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] != '.')) return -1;
+    while (*p >= '0' && *p <= '9') {
+        layer = 10 * layer + (*p++ - '0');
+        if (layer >= c->n_layers) return -1;
+    }
+    if (*p++ != '.') return -1;
     for (int k = 0; k < LAYER_KINDS; k++)
-        if (strcmp(name + 7 + used, layer_kinds[k].name) == 0)
-            return GLOBAL_KINDS + layer * LAYER_KINDS + k;
+        if (strcmp(p, layer_kinds[k].name) == 0) return GLOBAL_KINDS + layer * LAYER_KINDS + k;
     return -1;
 }
 
@@ -326,8 +332,8 @@ static int read_v1(ModelFile *f, const unsigned char *b, size_t size, char err[E
         return fail(err, "tokenizer_kind = %u is unknown (1 = BPE)", tokenizer_kind);
     if (reserved != 0) return fail(err, "reserved header field = %u is not 0", reserved);
     if (file_size != size)
-        return fail(err, "file is %zu bytes but its header says %llu: truncated or corrupt",
-                    size, (unsigned long long)file_size);
+        return fail(err, "file_size = %llu, but the file is %zu bytes: truncated or corrupt",
+                    (unsigned long long)file_size, size);
     if (tok_off < V1_HEADER_SIZE || tok_off > size || tok_size > size - tok_off)
         return fail(err, "tokenizer section (offset %llu, %llu bytes) is outside the file",
                     (unsigned long long)tok_off, (unsigned long long)tok_size);
@@ -424,7 +430,8 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
                    char err[ERR_MAX]) {
     Config *c = &f->config;
     const char *key = key_rules[k].key;
-    int32_t i0 = (int32_t)read_u32(v);
+    /* only int and float values are 4 bytes long: a string may be shorter */
+    int32_t i0 = key_rules[k].type == VALUE_STRING ? 0 : (int32_t)read_u32(v);
     int *ints[] = {&c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->n_kv_heads,
                    &c->head_size, &c->vocab_size, &c->seq_len};
     if (k < 8) *ints[k] = i0;
@@ -511,8 +518,11 @@ static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
         char key[64];
         unsigned char type;
         uint32_t n;
-        if (reader_name(&r, key) || reader_take(&r, &type, 1) || reader_u32(&r, &n))
-            return fail(err, "metadata entry %u is truncated or malformed", i);
+        if (reader_name(&r, key))
+            return fail(err, "metadata entry %u: the key is cut short or not 1..63 printable "
+                        "ASCII characters", i);
+        if (reader_take(&r, &type, 1) || reader_u32(&r, &n))
+            return fail(err, "metadata key '%s' is cut short", key);
         int k = key_index(key);
         if (k == N_KEYS)
             return fail(err, "metadata key '%s' is unknown to this engine (a newer export?)", key);
@@ -553,8 +563,11 @@ static int read_directory(ModelFile *f, Reader r, const unsigned char *b, size_t
     for (uint32_t i = 0; i < count; i++) {
         char name[64];
         unsigned char fixed[32];
-        if (reader_name(&r, name) || reader_take(&r, fixed, sizeof fixed))
-            return fail(err, "tensor directory entry %u is truncated or malformed", i);
+        if (reader_name(&r, name))
+            return fail(err, "tensor directory entry %u: the name is cut short or not 1..63 "
+                        "printable ASCII characters", i);
+        if (reader_take(&r, fixed, sizeof fixed))
+            return fail(err, "tensor '%s' is cut short in the directory", name);
         int slot = slot_of(&f->config, name);
         if (slot < 0) return fail(err, "tensor '%s' is not a tensor of this model", name);
         FileTensor *t = &f->tensors[slot];
@@ -650,15 +663,23 @@ static int read_v2(ModelFile *f, const unsigned char *b, size_t size, char err[E
                     V2_HEADER_SIZE);
     uint64_t file_size = read_u64(b + 8);
     if (file_size != size)
-        return fail(err, "file is %zu bytes but its header says %llu: truncated or corrupt",
-                    size, (unsigned long long)file_size);
+        return fail(err, "file_size = %llu, but the file is %zu bytes: truncated or corrupt",
+                    (unsigned long long)file_size, size);
     Reader meta, tok = {NULL, 0}, dir;
     if (section(b, size, 16, "metadata", &meta, err)) return -1;
-    if ((read_u64(b + 32) || read_u64(b + 40)) && section(b, size, 32, "tokenizer", &tok, err))
-        return -1;
+    if (read_u64(b + 32) || read_u64(b + 40)) { /* both 0: the file has no tokenizer */
+        if (section(b, size, 32, "tokenizer", &tok, err)) return -1;
+        if (!tok.left)
+            return fail(err, "tokenizer section at offset %llu is empty (a file without one "
+                        "has offset and size 0)", (unsigned long long)read_u64(b + 32));
+    }
     if (section(b, size, 48, "tensor directory", &dir, err)) return -1;
-    if (overlaps(meta, tok) || overlaps(meta, dir) || overlaps(tok, dir))
-        return fail(err, "the metadata, tokenizer and tensor directory sections overlap");
+    Reader all[3] = {meta, tok, dir};
+    static const char *const names[3] = {"metadata", "tokenizer", "tensor directory"};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (overlaps(all[i], all[j]))
+                return fail(err, "the %s and %s sections overlap", names[i], names[j]);
     if (tok.left) f->tokenizer = tok.p, f->tokenizer_size = tok.left;
 
     f->config.chat_template = TEMPLATE_NONE;
@@ -666,7 +687,6 @@ static int read_v2(ModelFile *f, const unsigned char *b, size_t size, char err[E
     if (alloc_slots(f, err)) return -1;
     /* tensor data begins after every section, at a multiple of 64 */
     size_t data_start = 0;
-    Reader all[3] = {meta, tok, dir};
     for (int i = 0; i < 3; i++)
         if (all[i].p && (size_t)(all[i].p - b) + all[i].left > data_start)
             data_start = (size_t)(all[i].p - b) + all[i].left;
