@@ -20,7 +20,7 @@ import common
 import reference
 from reference import Config
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-5
 
 
 def engine_tokens(logits, prompt_ids, steps, bos_id=1):
@@ -68,13 +68,14 @@ def check_logits(logits, tokens, model, label, n_prompt):
     return worst, worst_pos
 
 
-def run_random(label, config, prompt, steps, seed, tllm=False, weight_type=0, group_size=0,
-               tweak=None):
-    """Writes a random checkpoint of this shape (checkpoints.write_random_model), runs the
-    engine greedily on prompt and checks every position against the reference. Returns the
-    tokens the engine ran."""
+def run_random(label, config, prompt, steps, seed, tllm=False, dtype="f32", group_size=None,
+               tweak=None, format_version=2, overrides=()):
+    """Writes a random checkpoint of this shape (checkpoints.write_random_model; the TLLM
+    options are export.py's), runs the engine greedily on prompt and checks every position
+    against the reference. Returns the tokens the engine ran."""
     args, config, weights = checkpoints.write_random_model(
-        common.tmp_path(f"fwd_{label}.bin"), config, seed, tllm, weight_type, group_size, tweak)
+        common.tmp_path(f"fwd_{label}.bin"), config, seed, tllm, dtype, group_size, tweak,
+        format_version, overrides)
     logits_path = common.tmp_path(f"fwd_{label}.logits")
     args += ["-t", 0, "-n", steps, "--logits", logits_path]
     if prompt:
@@ -83,10 +84,11 @@ def run_random(label, config, prompt, steps, seed, tllm=False, weight_type=0, gr
     logits = common.read_logits(logits_path, config.vocab_size)
     prompt_ids = checkpoints.encode_prompt(prompt)
     tokens = engine_tokens(logits, prompt_ids, steps)
-    # Q8_0: the engine rounds each matvec's input to int8 too; the reference does the same.
-    mv = reference.q8_matvec(group_size) if weight_type == 2 else reference.matvec
-    model = reference.Transformer(config, weights, mv)
-    check_logits(logits, tokens, model, label, len(prompt_ids))
+    # Q8_0 matrices come back as reference.Q8Matrix: their products round the input to int8
+    # as the engine's do.
+    worst, pos = check_logits(logits, tokens, reference.Transformer(config, weights), label,
+                              len(prompt_ids))
+    print(f"     {label}: largest relative error {worst:.2e} (position {pos})")
     return tokens
 
 
@@ -148,34 +150,74 @@ def test_long_context():
 
 
 # ------------------------------------------------------------------------------------------
-# TLLM files (models/FORMAT.md): a free head_size, and the three weight types
+# TLLM files (models/FORMAT.md): a free head_size, the hyperparameters llama2.c files cannot
+# state (rope_theta, norm_eps), the three weight types, per-tensor types, version 1
+#
+# rope_theta and norm_eps vary across these files (5e5 and 1e4, 1e-6 and 1e-5), so an engine
+# that ignored either and used Llama 2's values would fail here. RoPE's base shows at every
+# position after the first. norm_eps only shows where mean(x^2) is not much larger than it:
+# quiet_embedding makes the embedding small, as trained models' are (the first RMSNorm then
+# divides by about sqrt(norm_eps)), with a classifier of its own so the logits stay O(1).
+
+def quiet_embedding(w):
+    w["token_embedding"] *= 1e-3
+
 
 def test_tllm_f32_head_size_not_dim_over_heads():
     # n_heads * head_size (4 * 16 = 64) differs from dim (48): only TLLM files can say so,
     # and every buffer sized by the wrong one of the two shows here.
     c = Config(dim=48, hidden_dim=96, n_layers=2, n_heads=4, n_kv_heads=2, head_size=16,
-               vocab_size=300, seq_len=48, shared_classifier=False)
-    run_random("tllm_f32", c, "zebra", 48, seed=8, tllm=True)
+               vocab_size=300, seq_len=48, shared_classifier=False, rope_theta=500000.0,
+               norm_eps=1e-6)
+    run_random("tllm_f32", c, "zebra", 48, seed=8, tllm=True, tweak=quiet_embedding)
 
 
 def test_tllm_bf16():
     # The reference runs on the bf16 weights widened back to float32, so only rounding of the
     # arithmetic remains between the two.
     c = Config(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
-               seq_len=48)
-    run_random("tllm_bf16", c, "quiet night", 48, seed=9, tllm=True, weight_type=1)
+               seq_len=48, rope_theta=500000.0, norm_eps=1e-5)
+    run_random("tllm_bf16", c, "quiet night", 48, seed=9, tllm=True, dtype="bf16")
 
 
 def test_tllm_q8_0():
-    # The reference runs on q * scale exactly and, like the engine (kernels.c), rounds each
-    # matvec's input to int8 per group. Rounding can flip where engine and reference differ by
-    # float32 rounding at a half step; at this seed none does (errors ~5e-7), but a change in
-    # the engine's summation order could in principle make one flip show.
+    # The reference runs on q * scale exactly and, like the engine (matmul_q8_0.c), rounds
+    # each matvec's input to int8 per group. Rounding can flip where engine and reference
+    # differ by float32 rounding at a half step; at this seed none does, but a change in the
+    # engine's summation order could in principle make one flip show.
     # hidden_dim 100 leaves w2's rows a short last group (3 * 32 + 4).
     c = Config(dim=64, hidden_dim=100, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=300,
-               seq_len=48, shared_classifier=False)
-    run_random("tllm_q8", c, "small steps", 48, seed=10, tllm=True, weight_type=2,
-               group_size=32)
+               seq_len=48, shared_classifier=False, rope_theta=10000.0, norm_eps=1e-6)
+    run_random("tllm_q8", c, "small steps", 48, seed=10, tllm=True, dtype="q8_0",
+               group_size=32, tweak=quiet_embedding)
+
+
+def test_tllm_mixed_types_shared_classifier():
+    # One file, three types: the embedding in Q8_0 (looked up a row at a time, and as the
+    # shared classifier a Q8_0 product), w2 in f32, everything else bf16.
+    c = Config(dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=300,
+               seq_len=40, rope_theta=500000.0, norm_eps=1e-6)
+    run_random("tllm_mixed", c, "mixed types", 40, seed=14, tllm=True, dtype="bf16",
+               overrides=[("token_embedding", "q8_0"), ("layers.*.w2", "f32")])
+
+
+def test_tllm_mixed_types_separate_classifier():
+    # Q8_0 with group size 64 for the matrices but an f32 embedding, a bf16 classifier and
+    # f32 values in layer 1: products of different types read the same input in turn.
+    c = Config(dim=64, hidden_dim=192, n_layers=2, n_heads=8, n_kv_heads=2, vocab_size=280,
+               seq_len=40, shared_classifier=False, norm_eps=1e-6)
+    run_random("tllm_mixed_sep", c, "separate", 40, seed=15, tllm=True, dtype="q8_0",
+               group_size=64, tweak=quiet_embedding,
+               overrides=[("token_embedding", "f32"), ("classifier", "bf16"),
+                          ("layers.1.wv", "f32")])
+
+
+def test_tllm_version_1():
+    # export.py --format-version 1: the fixed header and tensor order still load.
+    c = Config(dim=48, hidden_dim=80, n_layers=2, n_heads=6, n_kv_heads=2, vocab_size=300,
+               seq_len=40, shared_classifier=False, rope_theta=500000.0, norm_eps=1e-6)
+    run_random("tllm_v1", c, "old files", 40, seed=16, tllm=True, dtype="q8_0", group_size=32,
+               format_version=1, tweak=quiet_embedding)
 
 
 def test_eos_does_not_end_generation():
