@@ -137,7 +137,7 @@ fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	  [ $$status -eq 0 ] || exit 1; done
 
 # the machine's limits before and after: the bandwidth of a shared machine drifts
-bench: run build/machine_limits
+bench: run build/machine_limits build/tokenize
 	build/machine_limits
 	$(PYTHON) tests/bench.py
 	build/machine_limits

@@ -22,6 +22,11 @@ build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `-
 ends with `mmap=no`. A case NAME:DTYPE:sample samples with llama2.c's default temperature and
 top-p, seed 1 (`-t 1 -p 0.9 -s 1`), instead of decoding greedily; its line ends with `sampling=t1,p0.9`.
 
+First, one line for the tokenizer: `bench tokenizer=llama2 bytes=N encode_ms=X mb_s=Y`, the
+best of --repeat encodings (build/tokenize, as tests/test_tokenizer.py runs it) of 100 KB of
+tests/tokenizer_corpus.json, 100 KB of 'a' and 100 KB of spaces: inputs that a merge loop
+quadratic in the length would make slow.
+
 With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
 times each, and prints the medians and their ratio: the way to tell whether a change made the
 engine faster on a machine whose speed drifts.
@@ -30,6 +35,7 @@ Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0:no-mmap,
                 [--against OTHER_RUN]
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -54,6 +60,25 @@ NEW_TOKENS = 128
 # token, whatever merges the model's tokenizer has. With BOS and the leading space that
 # SentencePiece-style encoding adds, exactly 256 tokens (checked against -v below).
 PROMPT = bytes(0x80 + i % 64 for i in range(PROMPT_TOKENS - 2))
+
+
+def tokenizer_line(repeat):
+    """The tokenizer's encoding speed on 3 x 100 KB with the Llama 2 vocabulary, as one line."""
+    with open(os.path.join(ROOT, "tests", "tokenizer_corpus.json"), encoding="utf-8") as f:
+        text = "\n".join(json.load(f)).encode()
+    texts = [(text * (100_000 // len(text) + 1))[:100_000], b"a" * 100_000, b" " * 100_000]
+    frame = b"".join(b"%d\n" % len(t) + t for t in texts)
+    exe = os.path.join(ROOT, "build", "tokenize")
+    vocab = os.path.join(ROOT, "..", "shared", "models", "tokenizer.bin")
+    best = None
+    for _ in range(repeat):
+        p = subprocess.run([exe, vocab, "32000"], input=frame, capture_output=True, timeout=600)
+        if p.returncode != 0:
+            sys.exit(f"bench: tokenize exited {p.returncode}: {p.stderr.decode(errors='replace')}")
+        seconds = float(p.stderr.decode().split(" in ")[1].split()[0])  # "encoded N bytes in S s"
+        best = seconds if best is None else min(best, seconds)
+    n = sum(len(t) for t in texts)
+    return f"bench tokenizer=llama2 bytes={n} encode_ms={best * 1000:.1f} mb_s={n / best / 1e6:.1f}"
 
 
 def model_path(name, dtype):
@@ -124,6 +149,7 @@ def main():
     opts = ap.parse_args()
     if not os.path.exists(RUN):
         sys.exit("bench: ./run is missing: run `make` first")
+    print(tokenizer_line(opts.repeat), flush=True)
     for case in opts.cases.split(","):
         name, dtype, *variant = case.split(":")
         if len(variant) > 1 or (variant and variant[0] not in VARIANTS):

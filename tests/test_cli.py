@@ -125,7 +125,7 @@ def test_stats():
     assert values["decode_tok_s"] > 0 and values["prefill_tok_s"] > 0, values
     # the inverse, up to the 3 decimals printed
     assert abs(values["decode_ms_per_token"] * values["decode_tok_s"] / 1000 - 1) < 0.02, values
-    assert 0 < values["ttft_ms"] < 10000, values
+    assert values["ttft_ms"] > 0, values  # how long is for make bench, not a test
     assert 0 < values["peak_rss_mb"] < 1000, values
     # GB/s is bytes per token times tokens per second: 260K float32 weights is ~1 MB a token
     ratio = values["weights_gb_s"] * 1e9 / values["decode_tok_s"]

@@ -89,9 +89,11 @@ def test_llama2c_tensors_identical():
     common.export(out3, "--llama2c", src, "--seq-len", 77, "--template", "chatml")
     g = TllmFile(out3)
     assert g.header["seq_len"] == 77 and g.header["chat_template"] == 2
-    assert {k: v for k, v in g.header.items() if k not in ("seq_len", "chat_template",
-                                                         "file_size")} == \
-        {k: v for k, v in f.header.items() if k not in ("seq_len", "chat_template", "file_size")}
+    # (the chat_template entry makes the metadata longer, and moves what follows it)
+    moved = ("seq_len", "chat_template", "file_size", "metadata_size", "tokenizer_offset",
+             "directory_offset")
+    assert {k: v for k, v in g.header.items() if k not in moved} == \
+        {k: v for k, v in f.header.items() if k not in moved}
     assert g.tokenizer_section == f.tokenizer_section
     for name, (kind, stored, gs) in f.tensors.items():
         assert g.tensors[name][0] == kind and g.tensors[name][1].tobytes() == stored.tobytes()
@@ -207,7 +209,8 @@ def test_engine_hf_matches_reference():
             seq.append(int(np.argmax(logits[len(seq) - 1])))  # greedy: argmax of the last row
         ref = hf_logits(stored, config, seq)
         err = common.relative_error(logits, ref)
-        assert err < 1e-4, f"{name}: engine vs HF reference: rel error {err:.2e}"
+        # observed at most 1.6e-6 (theta 5e5, three shards of F32)
+        assert err < 1e-5, f"{name}: engine vs HF reference: rel error {err:.2e}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,7 +413,7 @@ def test_engine_runs_random_q8_and_bf16():
         seq = [1] + [int(np.argmax(r)) for r in outs[dtype][:-1]]
         ref = reference_logits(tmp_path(f"r_{dtype}.bin"), seq)
         err = common.relative_error(outs[dtype], ref)
-        assert err < 1e-4, f"engine vs reference.py on {what}: rel error {err:.2e}"
+        assert err < 1e-5, f"engine vs reference.py on {what}: rel error {err:.2e}"  # 2e-7 seen
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ different token, the next position's logits would not match, so the replay check
 The error measure, per position: max_i |engine_i - reference_i| / max_i |reference_i|, the
 largest error relative to the size of the logits, which stays meaningful when a single logit
 is near zero. The engine computes in float32 and the reference in float64 on the same float32
-weights, so the difference is only float32 rounding: about 1e-6 on these shapes and on
-stories260K, two orders of magnitude below TOLERANCE.
+weights, so the difference is only float32 rounding. Observed (the tests print theirs): at
+most 9.8e-7 on these random models (test_long_context) and 2.3e-6 on stories260K
+(test_stories, sampled at temperature 0.8). TOLERANCE = 1e-5 is four times the largest.
 """
 import numpy as np
 

@@ -4,6 +4,9 @@
   logits          every position's logits equal the numpy reference's (tests/reference.py)
   sampling        `-t 1.0 -s 42` and `-t 0.8 -p 0.9 -s 7` choose the tokens llama2.c's sampler
                   would, given the engine's own logits
+  perplexity      `--ppl` on a short story (tests/story.txt) equals the reference's; bf16 and
+                  Q8_0 copies keep it within 0.5% and 2% of float32, and greedy bf16 text
+                  equals float32 text
 
 How the sampling tests know which tokens the engine chose, without parsing its text: the
 python sampler (reference.Sampler, a transcription of llama2.c's) is fed the engine's logits
@@ -13,6 +16,8 @@ rows in order and picks a token from each. Then two independent checks must both
   2. those tokens, decoded, are exactly the text the engine printed.
 """
 import os
+import re
+import subprocess
 
 import numpy as np
 
@@ -87,7 +92,8 @@ def test_greedy_logits_match_reference():
     tokens = engine_tokens(logits, [1], STEPS)
     assert len(tokens) == STEPS, f"greedy run stopped after {len(tokens)} positions"
     _, _, model = reference_model()
-    check_logits(logits, tokens, model, "stories260K greedy", 1)
+    worst, pos = check_logits(logits, tokens, model, "stories260K greedy", 1)
+    print(f"     largest relative error {worst:.2e} (position {pos})")
 
 
 def check_sampling(tag, temperature, topp, seed):
@@ -114,8 +120,10 @@ def check_sampling(tag, temperature, topp, seed):
     # 1. The engine ran exactly these tokens: the input at each position it wrote logits for.
     _, _, model = reference_model()
     inputs = tokens[:len(logits)]
-    check_logits(logits, inputs, model, f"stories260K {tag} (tokens from the python sampler)",
-                 len(inputs))  # sampled, not argmax: no argmax check
+    worst, pos = check_logits(logits, inputs, model,
+                              f"stories260K {tag} (tokens from the python sampler)",
+                              len(inputs))  # sampled, not argmax: no argmax check
+    print(f"     {tag}: largest relative error {worst:.2e} (position {pos})")
     # 2. And printed them.
     pieces, _ = reference.read_tokenizer(common.stories()[1], 512)
     expected = decode_text(pieces, tokens) + b"\n"
@@ -152,3 +160,85 @@ def test_python_sampler_rng():
     # top-p 0.5 keeps 0.4 and 0.3 (0.7 > 0.5); the coin scales to 0.7 of that mass.
     assert reference.sample_topp(probs, np.float32(0.5), np.float32(0.5)) == 3  # 0.35 < 0.4
     assert reference.sample_topp(probs, np.float32(0.5), np.float32(0.6)) == 2  # 0.42 >= 0.4
+
+
+STORY = os.path.join("tests", "story.txt")
+
+
+# ------------------------------------------------------------------------------------------
+# Perplexity, and stories260K in three weight types
+
+def stories_as(dtype):
+    """stories260K as dtype: the llama2.c file itself for f32, else exported once."""
+    model, tok = common.stories()
+    if dtype == "f32":
+        return model
+    out = common.tmp_path(f"stories260K_{dtype}.bin")
+    if not os.path.exists(out):
+        common.export(out, "--llama2c", model, "--tokenizer", tok, "--dtype", dtype,
+                      timeout=300)
+    return out
+
+
+def perplexity(model):
+    """(tokens, nll, perplexity) that `run --ppl` prints for the story."""
+    args = [model, "--ppl", STORY]
+    if model.endswith("stories260K.bin"):
+        args += ["-z", common.shared_model("tok512.bin")]
+    out = common.run_ok(args).stdout.decode()
+    m = re.fullmatch(r"ppl: tokens=(\d+) nll=([\d.]+) perplexity=([\d.]+)\n", out)
+    assert m, f"--ppl printed {out!r}"
+    return int(m[1]), float(m[2]), float(m[3])
+
+
+def test_perplexity_f32_matches_reference():
+    # The numpy reference scores the same tokens with the same windows: seq_len positions,
+    # each window starting at position 0 on the last token of the one before.
+    tokens_n, nll, ppl = perplexity(stories_as("f32"))
+    with open(STORY, "rb") as f:
+        text = f.read()
+    text = text[:-1] if text.endswith(b"\n") else text  # --ppl reads files as -f does
+    frame = str(len(text)).encode() + b"\n" + text
+    p = subprocess.run([os.path.join(common.BIN, "tokenize"), "--bos",
+                        common.shared_model("tok512.bin"), "512"], input=frame,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    ids = [int(x) for x in p.stdout.split()]
+    config, weights = reference.read_llama2c(common.shared_model("stories260K.bin"))
+    assert len(ids) > config.seq_len, "the story should be longer than one context window"
+    total, count, start = 0.0, 0, 0
+    while start < len(ids) - 1:
+        model = reference.Transformer(config, weights)
+        window = ids[start:start + config.seq_len]
+        for pos in range(len(window) - 1):
+            logits = model.forward(window[pos], pos)
+            top = logits.max()
+            total += top + np.log(np.exp(logits - top).sum()) - logits[window[pos + 1]]
+            count += 1
+        start += len(window) - 1
+    assert tokens_n == count, f"engine scored {tokens_n} tokens, the reference {count}"
+    # --ppl prints nll to 6 decimals, 4e-7 of this one; observed 2e-7 from the reference
+    assert abs(nll - total / count) < 2e-6 * total / count, (
+        f"engine nll {nll} vs reference {total / count}")
+    assert 1.0 < ppl < 20.0, f"perplexity {ppl} of a TinyStories model on a tiny story"
+
+
+def test_perplexity_bf16_and_q8_0():
+    n32, _, p32 = perplexity(stories_as("f32"))
+    for dtype, bound in (("bf16", 0.005), ("q8_0", 0.02)):
+        n, _, p = perplexity(stories_as(dtype))
+        assert n == n32, f"{dtype}: {n} tokens scored, f32 {n32}"
+        assert abs(p / p32 - 1) < bound, (
+            f"{dtype} perplexity {p:.4f} is {100 * (p / p32 - 1):+.2f}% from f32's {p32:.4f} "
+            f"(allowed {100 * bound}%)")
+
+
+def test_greedy_bf16_equals_f32():
+    texts = {}
+    for dtype in ("f32", "bf16"):
+        args = [stories_as(dtype), "-t", 0, "-n", 101]  # BOS, then 100 tokens
+        if dtype == "f32":
+            args += ["-z", common.shared_model("tok512.bin")]
+        texts[dtype] = common.run_ok(args).stdout
+    assert texts["bf16"] == texts["f32"], (
+        f"bf16 greedy text differs:\n{texts['bf16'][:300]!r}\nf32:\n{texts['f32'][:300]!r}")
