@@ -3,8 +3,9 @@
 #   make portable   ./run without -march=native: plain C kernels, builds on any C11 compiler
 #   make debug      build/debug/: -O0 -g with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test       everything, as CI runs it: installs what the tests need (tests/deps.sh),
-#                   then the suite against build/ and build/debug/, each fuzz target for
-#                   FUZZ_SECONDS (default 30), valgrind, the installed library (see TESTING.md)
+#                   then the suite against build/ and build/debug/, each fuzz target's saved
+#                   findings and corpus replayed plus FUZZ_SECONDS of fuzzing (default 10),
+#                   valgrind, the installed library (see TESTING.md)
 #   make test-fast  the suite against the optimised build only, for day-to-day work
 #   make test-debug the suite against the sanitizer build only
 #   make lib        build/libtllm.a: the engine as a library (model.h and what it includes,
@@ -12,7 +13,8 @@
 #   make install    libtllm.a, its headers in include/tllm/, tllm.pc and ./run as tllm-run,
 #                   under $(DESTDIR)$(PREFIX) (default /usr/local); see examples/generate.c
 #   make bench      speed of random-weight models (see BENCHMARKS.md)
-#   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang; see TESTING.md)
+#   make fuzz       a longer campaign: each libFuzzer target for FUZZ_SECONDS (default 60;
+#                   clang; see TESTING.md)
 #   make bundled-model  rewrite models/stories260K.tllm with export.py (after a format change)
 #   make clean
 
@@ -40,7 +42,7 @@ HEADERS = model.h attention.h matmul.h error.h tokenizer.h unicode.h sampler.h c
 PREFIX  ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' run.c)
 FUZZ_CC      ?= clang
-FUZZ_SECONDS ?= 30
+# FUZZ_SECONDS: seconds per fuzz target; unset, 10 in make test and 60 in make fuzz
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
 
 all: run
@@ -100,13 +102,13 @@ test:
 
 test-all: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PYTHON) tests/run_tests.py --all
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),10) $(PYTHON) tests/run_tests.py --all
 
 test-fast: run $(TOOLS:%=build/%)
 	$(PYTHON) tests/run_tests.py
 
 test-debug: debug
-	ENGINE_BIN=build/debug ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/run_tests.py
+	ENGINE_BIN=build/debug ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/run_tests.py --c-code-only
 
 # Fuzzing: clang's libFuzzer with ASan + UBSan; the corpora grow under build/fuzz/.
 # -fno-sanitize-recover: undefined behaviour aborts the run, so libFuzzer records it as a crash
@@ -130,7 +132,7 @@ fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
 	mkdir -p build/fuzz/artifacts
 	for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus/$$t; \
-	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -close_fd_mask=1 \
+	  build/fuzz/$$t -max_total_time=$(or $(FUZZ_SECONDS),60) -print_final_stats=1 -close_fd_mask=1 \
 	    -artifact_prefix=build/fuzz/artifacts/$$t- build/fuzz/corpus/$$t build/fuzz/seeds/$$t \
 	    > build/fuzz/$$t.log 2>&1; status=$$?; echo "$$t:"; \
 	  grep -E "^(stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)|runtime error" build/fuzz/$$t.log; \

@@ -1,8 +1,10 @@
-"""The libFuzzer targets (fuzz/), run once per `make test` for $FUZZ_SECONDS each (default 30).
+"""The libFuzzer targets (fuzz/), run once per `make test`: a replay and a short run.
 
 Each test first replays the saved findings of its target (tests/regressions/NAME.TARGET), then
-fuzzes from the seed corpus (fuzz/make_seeds.py, written by `make test` into build/fuzz/seeds)
-and the corpus grown by earlier runs (build/fuzz/corpus, kept between runs). Any crash,
+fuzzes for $FUZZ_SECONDS (default 10) from the seed corpus (fuzz/make_seeds.py, written by
+`make test` into build/fuzz/seeds) and the corpus grown by earlier runs (build/fuzz/corpus,
+kept between runs), which libFuzzer first runs input by input. Longer campaigns are `make
+fuzz` (60 s per target by default). Any crash,
 sanitizer report or undefined behaviour fails the test, naming the input libFuzzer saved under
 build/fuzz/artifacts/. The number of inputs executed goes to build/fuzz/executions.log, which
 TESTING.md's totals are summed from.
@@ -13,7 +15,7 @@ import re
 import subprocess
 import time
 
-FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "30"))
+FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "10"))
 FUZZ_DIR = os.path.join("build", "fuzz")
 
 
@@ -25,7 +27,7 @@ def fuzz(target):
     findings = sorted(glob.glob(os.path.join("tests", "regressions", f"*.{target}")))
     if findings:  # libFuzzer runs each file given by name once and exits
         p = subprocess.run([binary] + findings, capture_output=True, timeout=120)
-        assert p.returncode == 0, (f"a saved finding fails again:\n"
+        assert p.returncode == 0, ("a saved finding fails again:\n"
                                    + p.stderr.decode(errors="replace")[-3000:])
 
     corpus = os.path.join(FUZZ_DIR, "corpus", target)

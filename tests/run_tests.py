@@ -10,9 +10,14 @@ and fails when it raises.
                                         1. the engine suite against build/ (release),
                                         2. the engine suite again against build/debug/
                                            (ASan + UBSan), its tests named `debug:...`,
+                                           leaving out the modules that run no C code,
                                         3. once: tests/check_*.py, the fuzz targets for
                                            $FUZZ_SECONDS each and the valgrind runs;
                                       the last line sums all three.
+  run_tests.py --c-code-only ...      leaves out the modules that run no C code: those that
+                                      say `C_CODE = False` (export.py's own tests, the
+                                      include graph, ...); a sanitizer build has nothing to
+                                      check there (`make test-debug`, and step 2 above)
 
 Substrings select the tests whose `module.function` name contains one of them.
 """
@@ -29,14 +34,16 @@ ROOT = os.path.dirname(HERE)
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 
-def run_modules(prefix, wanted, label=""):
-    """Runs every test of the modules tests/<prefix>*.py in this process. Returns (passed,
-    failed)."""
+def run_modules(prefix, wanted, label="", c_code_only=False):
+    """Runs every test of the modules tests/<prefix>*.py in this process (with c_code_only,
+    of those whose tests run C code). Returns (passed, failed)."""
     passed = failed = 0
     for fname in sorted(os.listdir(HERE)):
         if not (fname.startswith(prefix) and fname.endswith(".py")):
             continue
         module = importlib.import_module(fname[:-3])
+        if c_code_only and not getattr(module, "C_CODE", True):
+            continue
         for name, fn in list(vars(module).items()):
             full = f"{fname[:-3]}.{name}"
             if not (name.startswith("test_") and callable(fn)):
@@ -65,8 +72,9 @@ def run_debug_suite(wanted):
     is parsed instead. Returns (passed, failed)."""
     env = dict(os.environ, ENGINE_BIN=os.path.join("build", "debug"),
                ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:"]
-                             + wanted, env=env, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:",
+                              "--c-code-only"] + wanted, env=env, stdout=subprocess.PIPE,
+                             text=True)
     counts = None
     for line in child.stdout:
         m = SUMMARY.match(line.strip())
@@ -91,9 +99,9 @@ def main():
     if "--label" in args:  # internal: the child process of --all
         label = args[args.index("--label") + 1]
         del args[args.index("--label"):args.index("--label") + 2]
-    wanted = [a for a in args if a != "--all"]
+    wanted = [a for a in args if a not in ("--all", "--c-code-only")]
 
-    passed, failed = run_modules("test_", wanted, label)
+    passed, failed = run_modules("test_", wanted, label, "--c-code-only" in args)
     if run_all:
         for p, f in (run_debug_suite(wanted), run_modules("check_", wanted)):
             passed, failed = passed + p, failed + f

@@ -770,7 +770,7 @@ def test_v2_metadata_string_at_the_end_of_the_file():
     data = v2_set(body + section, file_size=len(body) + len(section), metadata_offset=len(body),
                   metadata_size=len(section))
     assert len(data) % 4096 == 0 and meta_end == meta_at + f.header["metadata_size"]
-    run_catalogue([(f"one-byte chat_template at the end",
+    run_catalogue([("one-byte chat_template at the end",
                     [write("bad_tllm_meta_at_end.bin", data), "-n", "4"],
                     ["bad_tllm_meta_at_end.bin"], "chat_template")])
 
