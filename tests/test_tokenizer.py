@@ -3,6 +3,7 @@ Llama 2 tokenizer.model is the oracle for the ids), against a slow Python BPE wr
 algorithm's definition (for tok512.bin, which has no sentencepiece model), and against bad
 files. The corpus is tests/tokenizer_corpus.json (regenerate with make_tokenizer_corpus.py)."""
 import json
+import math
 import os
 import random
 import struct
@@ -385,11 +386,36 @@ def test_load_memory_section():
         assert p.returncode == 1 and message in err, f"{name}: exit {p.returncode}, stderr {err!r}"
 
 
+def loads(data, vocab_size):
+    """Whether a tokenizer.bin body is one the loader must accept, by the rules TESTING.md
+    lists: max_token_length 0..1024, then at least vocab_size pieces, each with a finite
+    score and a length from 0 to max_token_length that fits in the data (bytes after them
+    are allowed in a file)."""
+    if len(data) < 4:
+        return False
+    (max_len,) = struct.unpack_from("<i", data, 0)
+    if not 0 <= max_len <= 1024:
+        return False
+    at = 4
+    for _ in range(vocab_size):
+        if len(data) - at < 8:
+            return False
+        score, n = struct.unpack_from("<fi", data, at)
+        at += 8
+        if not math.isfinite(score) or not 0 <= n <= max_len or n > len(data) - at:
+            return False
+        at += n
+    return True
+
+
 def test_fuzzed_tokenizer_files():
-    # Random corruption of a small tokenizer: every outcome must be a clean load or a clean
-    # error, never a crash (the sanitizer build turns silent overreads into failures).
+    # Random corruption of a small tokenizer: each file must load exactly when loads() says
+    # it is valid (then encode to ids inside the vocabulary), and otherwise be refused with
+    # one line naming the file; never a crash (the sanitizer build turns silent overreads
+    # into failures).
     body = common.read_bytes(common.shared_model("tok512.bin"))
     rng = random.Random(11)
+    outcomes = set()
     for k in range(60):
         data = bytearray(body)
         for _ in range(rng.randint(1, 8)):
@@ -397,9 +423,19 @@ def test_fuzzed_tokenizer_files():
             data[i] = rng.randrange(256)
         if rng.random() < 0.3:
             data = data[:rng.randrange(len(data))]
-        p = tool([write_tmp("fuzz.bin", bytes(data)), 512], frame([b"Once upon a time"]))
-        assert p.returncode in (0, 1), f"fuzz case {k}: exit {p.returncode}"
-        assert p.returncode == 0 or p.stderr.count(b"\n") == 1, p.stderr
+        path = write_tmp("fuzz.bin", bytes(data))
+        p = tool([path, 512], frame([b"Once upon a time"]))
+        valid = loads(bytes(data), 512)
+        outcomes.add(valid)
+        assert p.returncode == (0 if valid else 1), \
+            f"fuzz case {k}: exit {p.returncode}, the file is {'' if valid else 'not '}valid"
+        if valid:
+            ids = p.stdout.split()
+            assert ids and all(0 <= int(i) < 512 for i in ids), f"fuzz case {k}: {p.stdout!r}"
+        else:
+            lines = p.stderr.decode(errors="replace").splitlines()
+            assert len(lines) == 1 and path in lines[0], f"fuzz case {k}: {lines}"
+    assert outcomes == {True, False}, "the corruptions should give valid and invalid files"
 
 
 # ------------------------------------------------------------------------------------------
