@@ -12,8 +12,8 @@ import numpy as np
 
 import checkpoints
 from common import RUN, shared_model, tmp_path
-from reference import DIRECTORY_FIELDS, TLLM_FIELDS, TLLM_V2_FIELDS, Config, TllmFile, \
-    field_offsets
+from reference import DIRECTORY_ENTRY, DIRECTORY_FIELDS, TLLM_FIELDS, TLLM_V2_FIELDS, \
+    Config, TllmFile, field_offsets
 
 # ---------------------------------------------------------------------------------------------
 # Small valid inputs to break
@@ -793,11 +793,16 @@ def test_v2_directory():
         def case(label, data, reason):
             tllm_case(cases, f"{tag} {label}", data, reason)
 
+        # every tensor missing; every other change to the global tensors and to one layer's
+        # (layer 0 of one file, layer 1 of the other)
+        layer = "layers.0." if tag == "f32" else "layers.1."
         for e in entries:
             name = e["name"]
             quoted = f"'{name}'"
             case(f"{name} missing", without_entry(f, "directory", e),
                  "after the last tensor" if name == "classifier" else quoted)
+            if name.startswith("layers.") and not name.startswith(layer):
+                continue
             case(f"{name} rows + 1", field(e, "rows", e["rows"] + 1), quoted)
             case(f"{name} cols - 1", field(e, "cols", e["cols"] - 1), quoted)
             case(f"{name} rows 2^32-1", field(e, "rows", 2**32 - 1), quoted)
@@ -862,12 +867,10 @@ def test_v2_directory():
                 name, label, reason = b"token_embedding", "token_embedding twice", "appears twice"
             case(f"name {label}", renamed(f, "directory", wq, name), reason)
         # counts, trailing bytes, entries cut short
-        names = 3 + 9 * 2
-        for count in (names + 1, 2**31, 2**32 - 1):
-            case(f"count {count}", set_count(good, "directory", count), f"the {names} names")
-        if len(entries) < names:
-            case(f"count {len(entries) + 1}", set_count(good, "directory", len(entries) + 1),
-                 "tensor directory entry")
+        for count in (1000, 2**31, 2**32 - 1):  # more than any model of 2 layers has names
+            case(f"count {count}", set_count(good, "directory", count), "names the model has")
+        case(f"count {len(entries) + 1}", set_count(good, "directory", len(entries) + 1),
+             "tensor directory entry")
         case("count one less", set_count(good, "directory", len(entries) - 1),
              "after the last tensor directory entry")
         case("count 0", set_count(good, "directory", 0), "after the last tensor directory entry")
@@ -886,6 +889,120 @@ def test_v2_directory():
             case(f"last entry cut {label}",
                  v2_set(good, directory_size=end - h["directory_offset"]), reason)
     assert run_catalogue(cases) >= 300
+
+
+def with_tensors(f, tensors):
+    """f with more tensors: (name, type, group size, rows, cols, bytes) each, their entries
+    at the end of the directory and their data at the end of the file."""
+    end = f.header["directory_offset"] + f.header["directory_size"]
+    entries = b"".join(bytes([len(name)]) + name.encode() +
+                       struct.pack(DIRECTORY_ENTRY, t, gs, rows, cols, 0, len(blob))
+                       for name, t, gs, rows, cols, blob in tensors)
+    data = bytearray(set_count(splice(f, "directory", end, end, entries), "directory",
+                               len(f.directory_entries) + len(tensors)))
+    at = v2_header(data, "directory_offset") + v2_header(data, "directory_size") - len(entries)
+    for name, t, gs, rows, cols, blob in tensors:
+        data += bytes(-len(data) % 64)
+        at += 1 + len(name)
+        struct.pack_into("<Q", data, at + ENTRY_FIELDS["offset"][0], len(data))
+        at += struct.calcsize(DIRECTORY_ENTRY)
+        data += blob
+    return v2_set(bytes(data), file_size=len(data))
+
+
+def vector(name, n, value=1.0):
+    """An f32 vector tensor of n values, for with_tensors."""
+    return (name, 0, 0, 1, n, np.full(n, value, dtype="<f4").tobytes())
+
+
+def test_v2_optional_tensors():
+    """The optional sets of layer tensors (FORMAT.md): q, k and v biases, q and k norms. A
+    complete set in every layer loads; a set in some layers only, or incomplete, or of the
+    wrong shape or type, is refused naming a tensor."""
+    f = tllm_file("v2_f32")  # q_dim 16, kv_dim 8, head_size 4
+    biases = [vector(f"layers.{l}.{n}", size) for l in (0, 1)
+              for n, size in (("bq", 16), ("bk", 8), ("bv", 8))]
+    norms = [vector(f"layers.{l}.{n}", 4) for l in (0, 1) for n in ("q_norm", "k_norm")]
+    for label, tensors in [("biases", biases), ("q and k norms", norms),
+                           ("both", biases + norms)]:
+        path = write("bad_tllm_optional_ok.bin", with_tensors(f, tensors))
+        p = subprocess.run([RUN, path, "-n", "8", "-t", "0"], capture_output=True, timeout=10)
+        assert p.returncode == 0, f"{label}: {p.stderr.decode(errors='replace')}"
+    cases = []
+    for label, tensors, reason in [
+            ("biases in layer 0 only", biases[:3], "'layers.1.bq' is missing"),
+            ("biases in layer 1 only", biases[3:], "'layers.1.bq' is present"),
+            ("bq without bk and bv", [biases[0], biases[3]], "'layers.0.bk' is missing"),
+            ("q_norm without k_norm", [norms[0], norms[2]], "'layers.0.k_norm' is missing"),
+            ("k norms in layer 1 only", [norms[3]], "'layers.1.k_norm' is present"),
+            ("bq of dim + 1", [vector("layers.0.bq", 17)] + biases[1:], "'layers.0.bq'"),
+            ("q_norm of dim", [vector("layers.1.q_norm", 16)] + norms[:2] + norms[3:],
+             "'layers.1.q_norm'"),
+            ("bk in bf16", biases[:1] + [("layers.0.bk", 1, 0, 1, 8, bytes(16))] + biases[2:],
+             "'layers.0.bk'"),
+            ("bias of layer 2", biases + [vector("layers.2.bq", 16)], "'layers.2.bq'"),
+            ("bq twice", biases + biases[:1], "'layers.0.bq' appears twice")]:
+        tllm_case(cases, f"optional: {label}", with_tensors(f, tensors), reason)
+    run_catalogue(cases)
+
+
+def test_v2_rope_scaling():
+    """The optional rope_scaling keys: an unknown type, a factor below 1, NaN or infinite,
+    llama3's frequencies out of order, and each key missing where its type needs it or
+    present where it does not. The valid ones load."""
+    f = tllm_file("v2_f32")
+    end = f.metadata_entries[-1]["end"]
+
+    def text(key, value):
+        return (key, 3, len(value), value.encode())
+
+    def number(key, value):
+        kind, fmt = (1, "<i") if key == "rope_original_context" else (2, "<f")
+        return (key, kind, 1, struct.pack(fmt, value))
+
+    def with_keys(*entries):
+        blob = b"".join(bytes([len(k)]) + k.encode() + struct.pack("<BI", kind, n) + v
+                        for k, kind, n, v in entries)
+        return set_count(splice(f, "metadata", end, end, blob), "metadata",
+                         len(f.metadata_entries) + len(entries))
+
+    linear = [text("rope_scaling", "linear"), number("rope_scaling_factor", 4.0)]
+    llama3 = [text("rope_scaling", "llama3"), number("rope_scaling_factor", 8.0),
+              number("rope_low_freq_factor", 1.0), number("rope_high_freq_factor", 4.0),
+              number("rope_original_context", 16)]
+    for label, entries in [("linear", linear), ("llama3", llama3)]:
+        path = write("bad_tllm_rope_ok.bin", with_keys(*entries))
+        p = subprocess.run([RUN, path, "-n", "20", "-t", "0"], capture_output=True, timeout=10)
+        assert p.returncode == 0, f"{label}: {p.stderr.decode(errors='replace')}"
+    cases = []
+    for label, entries, reason in [
+            ("type cubic", [text("rope_scaling", "cubic"), linear[1]], "rope_scaling"),
+            ("type LINEAR", [text("rope_scaling", "LINEAR"), linear[1]], "rope_scaling"),
+            ("type of 0 bytes", [text("rope_scaling", ""), linear[1]], "'rope_scaling'"),
+            ("linear without a factor", linear[:1], "'rope_scaling_factor' is missing"),
+            ("a factor without a type", linear[1:], "'rope_scaling_factor' is not used"),
+            ("linear with llama3's keys", linear + llama3[2:], "'rope_low_freq_factor'"),
+            ("llama3 without its context", llama3[:4], "'rope_original_context' is missing"),
+            ("llama3 without low_freq", llama3[:2] + llama3[3:], "'rope_low_freq_factor'"),
+            ("factor 0.5", [linear[0], number("rope_scaling_factor", 0.5)],
+             "rope_scaling_factor"),
+            ("factor NaN", [linear[0], number("rope_scaling_factor", float("nan"))],
+             "rope_scaling_factor"),
+            ("factor inf", [linear[0], number("rope_scaling_factor", float("inf"))],
+             "rope_scaling_factor"),
+            ("low 0", llama3[:2] + [number("rope_low_freq_factor", 0.0)] + llama3[3:],
+             "rope_low_freq_factor"),
+            ("high = low", llama3[:3] + [number("rope_high_freq_factor", 1.0)] + llama3[4:],
+             "rope_high_freq_factor"),
+            ("high inf", llama3[:3] + [number("rope_high_freq_factor", float("inf"))] +
+             llama3[4:], "rope_high_freq_factor"),
+            ("context 0", llama3[:4] + [number("rope_original_context", 0)],
+             "rope_original_context"),
+            ("context -1", llama3[:4] + [number("rope_original_context", -1)],
+             "rope_original_context"),
+            ("rope_scaling twice", linear + linear[:1], "'rope_scaling' appears twice")]:
+        tllm_case(cases, f"rope: {label}", with_keys(*entries), reason)
+    run_catalogue(cases)
 
 
 def test_v2_embedded_tokenizer():
