@@ -7,9 +7,13 @@ disagree, read this file first: it is short enough to check line by line.
 
 Contents:
   Config, read_llama2c, read_tllm      the hyperparameters and the weights of a checkpoint
-  TllmFile                             a TLLM file, every byte checked against FORMAT.md
+  TllmFile                             a TLLM file, every byte checked against FORMAT.md: the
+                                       one Python reader of the format (export.py is its one
+                                       writer)
+  field_offsets, TLLM_FIELDS, ...      where each header field lies, for tests that break it
   read_tokenizer, decode               llama2.c's tokenizer.bin, and its decoding rules
   rmsnorm, rope, attention, swiglu     the steps of the model
+  Q8Matrix                             a Q8_0 matrix, whose product rounds x as the engine's
   Transformer.forward(token, pos)      the whole forward pass, returning the logits
   logits(config, weights, tokens)      the logits of every position of a token sequence
   greedy, Sampler                      choosing the next token exactly as llama2.c does
