@@ -153,8 +153,8 @@ def test_family_files_hold_the_architecture():
 
 
 def test_family_f32_logits_and_greedy_text_match_hf():
-    """f32: every position's logits within 1e-4 (relative to the largest) of the HF
-    reference, across the 64-token prompt chunk; the reference's greedy continuation is the
+    """f32: every position's logits within 1e-5 (relative to the largest; measured at most
+    3.5e-6) of the HF reference, across the 64-token prompt chunk; the reference's greedy continuation is the
     engine's, and the engine prints exactly the tokenizer's text of it."""
     sp = common.sentencepiece()
     for name in FAMILIES:
@@ -162,7 +162,7 @@ def test_family_f32_logits_and_greedy_text_match_hf():
         text, logits, seq = engine_greedy(out)
         ref = hf_reference(config, stored, seq)
         errors = common.relative_errors(logits, ref)
-        assert errors.max() < 1e-4, f"{name}: rel error {errors.max():.2e} at position " \
+        assert errors.max() < 1e-5, f"{name}: rel error {errors.max():.2e} at position " \
                                     f"{int(errors.argmax())}"
         assert ref.std() > 0.5, f"{name}: degenerate logits (std {ref.std()})"
         n_prompt = len(sp.encode(PROMPT)) + 1
@@ -178,8 +178,8 @@ def test_family_bf16_and_q8_0_within_bounds():
     rounded to int8 like the engine).
 
     bf16: the directories hold BF16 weights, as published checkpoints do, so the bf16 export is
-    lossless: within 1e-4 of the HF reference everywhere (measured: at most 3.6e-6).
-    Q8_0: within 1e-4 of its mirror over the first 8 positions. Later, somewhere among the
+    lossless: within 1e-5 of the HF reference everywhere (measured: at most 3.6e-6).
+    Q8_0: within 1e-5 of its mirror over the first 8 positions (measured: at most 2.7e-7). Later, somewhere among the
     activations rounded to int8, a value that float32 and float64 put on either side of a half
     step rounds differently, the changed key and value stay in the cache, and these random
     models are chaotic enough that the logits move by 1e-2 from there on (measured: the mirror
@@ -194,11 +194,11 @@ def test_family_bf16_and_q8_0_within_bounds():
             _, logits, seq = engine_greedy(out)
             if dtype == "q8_0":
                 c, w, _ = reference.read_tllm(out)
-                mirror = reference.logits(c, w, seq[:8], reference.q8_matvec(c.group_size))
+                mirror = reference.logits(c, w, seq[:8])  # Q8Matrix: rounds x as the engine
                 err = common.relative_error(logits[:8], mirror)
-                assert err < 1e-4, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
+                assert err < 1e-5, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
             errors = common.relative_errors(logits, hf_reference(config, stored, seq))
-            median, worst = (1e-4, 1e-4) if dtype == "bf16" else (0.07, 0.2)
+            median, worst = (1e-5, 1e-5) if dtype == "bf16" else (0.07, 0.2)
             assert np.median(errors) < median and errors.max() < worst, \
                 f"{name} {dtype}: vs the f32 HF reference: median {np.median(errors):.2e}, " \
                 f"max {errors.max():.2e}"
