@@ -620,6 +620,14 @@ static int read_directory(ModelFile *f, Reader r, const unsigned char *b, size_t
             free(sorted);
             return fail(err, "tensor '%s' overlaps the tensor before it", name);
         }
+        /* packed: each tensor at the first multiple of 64 after the one before, so no byte of
+         * the file goes unaccounted for */
+        if (at >= end + ALIGN) {
+            const char *name = sorted[i]->name;
+            free(sorted);
+            return fail(err, "tensor '%s' starts %zu bytes after the data before it (at most 63)",
+                        name, at - end);
+        }
         end = at + sorted[i]->bytes;
     }
     free(sorted);

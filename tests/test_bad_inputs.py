@@ -839,6 +839,12 @@ def test_v2_directory():
             if before["size"] > 64:
                 case(f"{e['name']} inside {before['name']}",
                      field(e, "offset", before["offset"] + 64), "overlaps")
+        # a gap: the last tensor 64 bytes later than it must be (the file grown to hold it)
+        last = by_offset[-1]
+        grown = field(last, "offset", last["offset"] + 64)[:last["offset"]] + bytes(64) + \
+            good[last["offset"]:]
+        case(f"{last['name']} 64 bytes after the data before it",
+             v2_set(grown, file_size=len(grown)), "at most 63")
         # names
         wq = directory_entry(f, "layers.1.wq")
         for label, name, reason in [
