@@ -1,13 +1,21 @@
 /*
  * attention.c - rotary position embeddings, the KV cache and grouped-query attention.
+ *
+ * Sections: RoPE; the KV cache (types, slots, store, evict); the reference attention (two
+ * passes, plain C); the tiled attention that runs (one pass per KV head with a running
+ * softmax), its kernels in plain C beside their AVX-512 versions.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "attention.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "simd.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* RoPE: the angle grows with the position, at a different rate for each pair, so the dot
@@ -78,13 +86,64 @@ void rope(float *vec, const float *cos, const float *sin, int n, int n_heads, in
 /* ------------------------------------------------------------------------------------------ */
 /* The KV cache */
 
-int kv_cache_init(KvCache *c, int n_layers, int n_kv_heads, int head_size, int seq_len) {
-    *c = (KvCache){.n_layers = n_layers, .n_kv_heads = n_kv_heads, .head_size = head_size,
-                   .seq_len = seq_len};
-    size_t n = (size_t)n_layers * n_kv_heads * seq_len * head_size;
-    c->keys = calloc(n, sizeof(float));
-    c->values = calloc(n, sizeof(float));
-    if (!c->keys || !c->values) {
+/* Positions per tile of the attention below: a tile's scores of every row of a work item
+ * stay in L1 (32 rows x 64 positions x 4 bytes = 8 KB). */
+#define TILE 64
+/* The most query rows (query heads x queries) one work item takes together: their
+ * accumulators, head_size floats each, stay in L1 too. */
+#define MAX_ROWS 32
+
+size_t kv_vector_bytes(int type, int head_size) {
+    return type == KV_F32 ? 4 * (size_t)head_size
+         : type == KV_BF16 ? 2 * (size_t)head_size
+                           : (size_t)head_size + sizeof(float);
+}
+
+/* Bytes of the numbers of one vector, without its scale. */
+static size_t elem_bytes(int type) { return type == KV_F32 ? 4 : type == KV_BF16 ? 2 : 1; }
+
+int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
+                  int seq_len, const int *window, int chunk, int sinks) {
+    *c = (KvCache){.type = type, .n_layers = n_layers, .n_kv_heads = n_kv_heads,
+                   .head_size = head_size, .seq_len = seq_len, .sinks = sinks};
+    c->window = calloc(n_layers, sizeof(int));
+    c->ring = calloc(n_layers, sizeof(int));
+    c->base = calloc(n_layers, sizeof(int));
+    c->first = calloc(n_layers, sizeof(size_t));
+    if (!c->window || !c->ring || !c->base || !c->first) {
+        kv_cache_free(c);
+        return -1;
+    }
+    size_t vectors = 0;
+    for (int l = 0; l < n_layers; l++) {
+        int full = seq_len - sinks, w = window ? window[l] : 0;
+        c->window[l] = w;
+        /* a chunk stores all its keys before its first query reads the oldest it needs, so a
+         * ring keeps window + chunk - 1 positions */
+        c->ring[l] = w > 0 && (long)w + chunk - 1 < full ? w + chunk - 1 : full;
+        c->first[l] = vectors;
+        vectors += (size_t)n_kv_heads * (sinks + c->ring[l]);
+    }
+    c->keys = calloc(vectors, elem_bytes(type) * head_size);
+    c->values = calloc(vectors, elem_bytes(type) * head_size);
+    if (type == KV_Q8) {
+        c->key_scales = calloc(vectors, sizeof(float));
+        c->value_scales = calloc(vectors, sizeof(float));
+    }
+    /* per thread: the query rows and their accumulators, a tile of scores, three numbers per
+     * row (running max, running sum, rescale); at least two vectors for kv_cache_evict */
+#ifdef _OPENMP
+    c->threads = omp_get_max_threads();
+#else
+    c->threads = 1;
+#endif
+    c->max_rows = 8192 / head_size;
+    c->max_rows = c->max_rows < 4 ? 4 : c->max_rows > MAX_ROWS ? MAX_ROWS : c->max_rows;
+    c->scratch_floats = round64((size_t)c->max_rows * (2 * head_size + TILE + 3) * sizeof(float)) /
+                        sizeof(float);
+    c->scratch = calloc((size_t)c->threads * c->scratch_floats, sizeof(float));
+    if (!c->keys || !c->values || !c->scratch ||
+        (type == KV_Q8 && (!c->key_scales || !c->value_scales))) {
         kv_cache_free(c);
         return -1;
     }
@@ -92,83 +151,592 @@ int kv_cache_init(KvCache *c, int n_layers, int n_kv_heads, int head_size, int s
 }
 
 void kv_cache_free(KvCache *c) {
-    free(c->keys);
-    free(c->values);
-    c->keys = c->values = NULL;
+    free(c->keys), free(c->values), free(c->key_scales), free(c->value_scales);
+    free(c->window), free(c->ring), free(c->base), free(c->first), free(c->scratch);
+    memset(c, 0, sizeof *c);
 }
 
 size_t kv_cache_bytes(const KvCache *c) {
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->seq_len * c->head_size * sizeof(float);
+    size_t vectors = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        vectors += (size_t)c->n_kv_heads * (c->sinks + c->ring[l]);
+    return 2 * vectors * kv_vector_bytes(c->type, c->head_size);
 }
 
-/* Where head h of a layer starts: its seq_len positions follow one another. */
-static size_t head_offset(const KvCache *c, int layer, int h) {
-    return (((size_t)layer * c->n_kv_heads + h) * c->seq_len) * c->head_size;
+/* The slot of position pos in a layer (KvCache says why the ring). */
+static int slot_of(const KvCache *c, int layer, int pos) {
+    if (pos < c->sinks) return pos;
+    return c->sinks + (int)(((long)pos - c->sinks + c->base[layer]) % c->ring[layer]);
+}
+
+/* The index of the vector in slot `slot` of KV head h of a layer. */
+static size_t vector_index(const KvCache *c, int layer, int h, int slot) {
+    return c->first[layer] + (size_t)h * (c->sinks + c->ring[layer]) + slot;
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Rounded to nearest even, as export.py rounds bf16 weights; a NaN stays a NaN. */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+/* Writes x (head_size) into vector i of keys (value = 0) or values, in the cache's type. */
+static void put_vector(KvCache *c, int value, size_t i, const float *x) {
+    int hs = c->head_size;
+    char *base = value ? c->values : c->keys;
+    if (c->type == KV_F32) {
+        memcpy(base + i * hs * 4, x, (size_t)hs * sizeof(float));
+    } else if (c->type == KV_BF16) {
+        uint16_t *out = (uint16_t *)base + i * hs;
+        for (int d = 0; d < hs; d++) out[d] = f32_to_bf16(x[d]);
+    } else { /* one scale for the whole vector: Q8_0's rule with a group of head_size */
+        float *scales = value ? c->value_scales : c->key_scales;
+        quantize_q8((int8_t *)base + i * hs, scales + i, x, hs, hs);
+    }
+}
+
+/* out (head_size) = vector i of keys or values, as floats. */
+static void get_vector(float *out, const KvCache *c, int value, size_t i) {
+    int hs = c->head_size;
+    const char *base = value ? c->values : c->keys;
+    if (c->type == KV_F32) {
+        memcpy(out, base + i * hs * 4, (size_t)hs * sizeof(float));
+    } else if (c->type == KV_BF16) {
+        const uint16_t *in = (const uint16_t *)base + i * hs;
+        for (int d = 0; d < hs; d++) out[d] = bf16_to_f32(in[d]);
+    } else {
+        const int8_t *in = (const int8_t *)base + i * hs;
+        float scale = (value ? c->value_scales : c->key_scales)[i];
+        for (int d = 0; d < hs; d++) out[d] = in[d] * scale;
+    }
 }
 
 void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n, int pos) {
-    size_t hs = (size_t)c->head_size, bytes = hs * sizeof(float);
-    for (int t = 0; t < n; t++)
+    size_t hs = (size_t)c->head_size;
+    for (int t = 0; t < n; t++) {
+        int slot = slot_of(c, layer, pos + t);
         for (int h = 0; h < c->n_kv_heads; h++) {
-            size_t at = head_offset(c, layer, h) + (size_t)(pos + t) * hs;
-            size_t from = ((size_t)t * c->n_kv_heads + h) * hs;
-            memcpy(c->keys + at, k + from, bytes);
-            memcpy(c->values + at, v + from, bytes);
+            size_t at = vector_index(c, layer, h, slot), from = ((size_t)t * c->n_kv_heads + h) * hs;
+            put_vector(c, 0, at, k + from);
+            put_vector(c, 1, at, v + from);
         }
+    }
+}
+
+void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, int value) {
+    get_vector(out, c, value, vector_index(c, layer, head, slot_of(c, layer, pos)));
+}
+
+/* Each layer's ring turns by drop, which gives position p the slot position p + drop had;
+ * then the keys of the positions that moved are turned back by drop positions. */
+void kv_cache_evict(KvCache *c, const float *freq, int drop, int len) {
+    int hs = c->head_size, new_len = len - drop;
+    float *row = c->scratch, *cos = row + hs, *sin = cos + hs / 2;
+    rope_angles(cos, sin, freq, -drop, 1, hs);
+    for (int l = 0; l < c->n_layers; l++) {
+        c->base[l] = (int)(((long)c->base[l] + drop) % c->ring[l]);
+        int from = new_len - c->ring[l] > c->sinks ? new_len - c->ring[l] : c->sinks;
+        for (int p = from; p < new_len; p++)
+            for (int h = 0; h < c->n_kv_heads; h++) {
+                size_t i = vector_index(c, l, h, slot_of(c, l, p));
+                if (c->type == KV_F32) { /* in place */
+                    rope((float *)c->keys + i * hs, cos, sin, 1, 1, hs);
+                } else {
+                    get_vector(row, c, 0, i);
+                    rope(row, cos, sin, 1, 1, hs);
+                    put_vector(c, 0, i, row);
+                }
+            }
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Grouped-query attention. Causal: the query at pos reads the first pos + 1 cached positions
- * only, never a later one, even when a prompt chunk has already stored the keys of later
- * positions. */
+/* The reference: two passes, exactly as the formula reads. Causal: the query at pos reads
+ * positions up to pos only, never a later one, even when a prompt chunk has already stored
+ * the keys of later positions; with a window w only positions pos - w + 1 .. pos. */
 
-/* One query head q (head_size) over the first n_pos cached keys and values (n_pos, head_size):
- * out (head_size) = sum_t softmax(q . k_t / sqrt(head_size))_t v_t. scores (n_pos) is left
- * holding the attention weights. Decoding and prompt chunks both come here, so a position
- * gets the same numbers either way. */
-static void attend(float *out, float *scores, const float *q, const float *keys,
-                   const float *values, int n_pos, int head_size) {
-    /* the scores are a matrix-vector product with the cached keys as the matrix rows */
-    matvec_f32(scores, keys, q, n_pos, head_size);
-    float norm = sqrtf((float)head_size);
-    for (int t = 0; t < n_pos; t++) scores[t] /= norm;
-    softmax(scores, n_pos);
-    vecmat_f32(out, scores, values, n_pos, head_size);
+/* The first position the query at pos sees in a layer. */
+static int first_seen(const KvCache *c, int layer, int pos) {
+    int w = c->window[layer];
+    return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
 }
 
-/* Attention shares the heads out among the threads when there is enough work: below, the
- * calling thread does them all (a branch, not `parallel if`, which still costs a trip into
- * the OpenMP runtime). */
-#define PARALLEL_MIN_ATTENTION (1 << 15)
-
-/* n queries (n = 1 when decoding) of every head, heads shared among the calling team: one
- * head per thread, so the head's keys stay in that core's cache for all n queries. */
-static void attention_team(float *out, float *att, const float *q, const KvCache *c, int layer,
-                           int n, int pos, int n_heads) {
-    int hs = c->head_size, group = n_heads / c->n_kv_heads;
-    size_t stride = (size_t)n_heads * hs; /* from one token's queries to the next */
-    #pragma omp for schedule(static)
-    for (int h = 0; h < n_heads; h++) {
-        size_t kv = head_offset(c, layer, h / group);
-        for (int i = 0; i < n; i++) {
-            size_t at = i * stride + (size_t)h * hs;
-            attend(out + at, att + (size_t)h * c->seq_len, q + at, c->keys + kv, c->values + kv,
-                   pos + i + 1, hs);
-        }
-    }
-}
-
-void attention(float *out, float *att, const float *q, const KvCache *c, int layer, int n,
-               int pos, int n_heads) {
-    if ((long)n_heads * n * (pos + n) * c->head_size >= PARALLEL_MIN_ATTENTION) {
-        #pragma omp parallel
-        attention_team(out, att, q, c, layer, n, pos, n_heads);
+/* q . (vector i of the keys), in plain C from the stored numbers. */
+static float dot_key(const KvCache *c, size_t i, const float *q) {
+    int hs = c->head_size;
+    float sum = 0.0f;
+    if (c->type == KV_F32) {
+        const float *k = (const float *)c->keys + i * hs;
+        for (int d = 0; d < hs; d++) sum += q[d] * k[d];
+    } else if (c->type == KV_BF16) {
+        const uint16_t *k = (const uint16_t *)c->keys + i * hs;
+        for (int d = 0; d < hs; d++) sum += q[d] * bf16_to_f32(k[d]);
     } else {
-        attention_team(out, att, q, c, layer, n, pos, n_heads);
+        const int8_t *k = (const int8_t *)c->keys + i * hs;
+        for (int d = 0; d < hs; d++) sum += q[d] * (k[d] * c->key_scales[i]);
     }
+    return sum;
+}
+
+/* out (head_size) += w * (vector i of the values). */
+static void add_value(float *out, float w, const KvCache *c, size_t i) {
+    int hs = c->head_size;
+    if (c->type == KV_F32) {
+        const float *v = (const float *)c->values + i * hs;
+        for (int d = 0; d < hs; d++) out[d] += w * v[d];
+    } else if (c->type == KV_BF16) {
+        const uint16_t *v = (const uint16_t *)c->values + i * hs;
+        for (int d = 0; d < hs; d++) out[d] += w * bf16_to_f32(v[d]);
+    } else {
+        const int8_t *v = (const int8_t *)c->values + i * hs;
+        for (int d = 0; d < hs; d++) out[d] += w * (v[d] * c->value_scales[i]);
+    }
+}
+
+/* One query head q (head_size) at pos over KV head kv: scores (pos + 1) = the weights
+ * softmax(q . k_t / sqrt(head_size)) (0 before the window), out (head_size, or NULL) =
+ * sum_t weights_t v_t. */
+static void attend_ref(float *out, float *scores, const float *q, const KvCache *c, int layer,
+                       int kv, int pos) {
+    int lo = first_seen(c, layer, pos);
+    float norm = sqrtf((float)c->head_size);
+    for (int t = 0; t < lo; t++) scores[t] = 0.0f;
+    for (int t = lo; t <= pos; t++)
+        scores[t] = dot_key(c, vector_index(c, layer, kv, slot_of(c, layer, t)), q) / norm;
+    softmax_ref(scores + lo, pos - lo + 1);
+    if (!out) return;
+    for (int d = 0; d < c->head_size; d++) out[d] = 0.0f;
+    for (int t = lo; t <= pos; t++)
+        add_value(out, scores[t], c, vector_index(c, layer, kv, slot_of(c, layer, t)));
 }
 
 void attention_weights(float *out, float *att, const float *q, const KvCache *c, int layer,
                        int pos, int n_heads) {
-    attention_team(out, att, q, c, layer, 1, pos, n_heads);
+    int hs = c->head_size, group = n_heads / c->n_kv_heads;
+    for (int h = 0; h < n_heads; h++)
+        attend_ref(out ? out + (size_t)h * hs : NULL, att + (size_t)h * c->seq_len,
+                   q + (size_t)h * hs, c, layer, h / group, pos);
+}
+
+void attention_ref(float *out, float *att, const float *q, const KvCache *c, int layer, int n,
+                   int pos, int n_heads) {
+    size_t stride = (size_t)n_heads * c->head_size; /* from one token's queries to the next */
+    for (int i = 0; i < n; i++)
+        attention_weights(out + i * stride, att, q + i * stride, c, layer, pos + i, n_heads);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The attention that runs: the reference's numbers in one pass over the cache.
+ *
+ * The query heads that share a KV head ("rows", query-major: for each query of the chunk,
+ * the heads of its group) go through that head's cached positions together, a tile of up to
+ * TILE positions at a time: each key and value is read once for all of them, instead of once
+ * per query head. Within a tile: the scores of every row (q . k / sqrt(head_size)); then per
+ * row the running softmax (the online softmax of Milakov and Gimelshein 2018, as
+ * FlashAttention uses it): with m the largest score so far and l the sum of e^(score - m),
+ * a tile with a larger maximum m' rescales l and the accumulated output by e^(m - m'), then
+ * adds its own e^(score - m') and weighted values. At the end the output is divided by l.
+ * Only a tile of scores exists at any time, never a whole row.
+ *
+ * Tiles are cut at multiples of TILE of the absolute position (and where the slots wrap), and
+ * every row's arithmetic is its own, so a query's numbers are the same whichever rows and
+ * queries share its work item, and a prompt gives the logits of token-by-token decoding bit
+ * for bit. The SIMD kernels keep that: each score and each output element sees the same
+ * operations in the same order in every case. */
+
+/* One unit of work: some query heads of one KV head for some queries of the chunk. */
+typedef struct {
+    int kv;      /* the KV head */
+    int q0, nq;  /* queries q0 .. q0 + nq - 1 of the chunk */
+    int g0, ng;  /* heads g0 .. g0 + ng - 1 of the group */
+} Item;
+
+/* The positions a row's query sees, lo .. hi. */
+typedef struct {
+    int lo, hi;
+} RowRange;
+
+/* ----- plain C kernels: the definition of the fast ones, which replace them where the
+ * build has AVX-512 ----- */
+
+#if !defined(USE_AVX512)
+
+/* S (rows, TILE) [r][j] = scale * Q[r] . k_(j), for j in ja .. jb - 1, where k_(j) is vector
+ * `first + j` of the keys. */
+static void scores_plain(float *S, const float *Q, int rows, const KvCache *c, size_t first,
+                         int ja, int jb, float scale) {
+    for (int r = 0; r < rows; r++)
+        for (int j = ja; j < jb; j++) {
+            float dot = 0.0f;
+            size_t i = first + j;
+            int hs = c->head_size;
+            if (c->type == KV_F32) {
+                const float *k = (const float *)c->keys + i * hs;
+                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * k[d];
+            } else if (c->type == KV_BF16) {
+                const uint16_t *k = (const uint16_t *)c->keys + i * hs;
+                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * bf16_to_f32(k[d]);
+            } else {
+                const int8_t *k = (const int8_t *)c->keys + i * hs;
+                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * (float)k[d];
+                dot *= c->key_scales[i];
+            }
+            S[(size_t)r * TILE + j] = dot * scale;
+        }
+}
+
+/* O (rows, head_size) [r] += sum over j in j0 .. j1 - 1 of P[r][j] v_(j), P (rows, TILE). */
+static void accumulate_plain(float *O, const float *P, int rows, const KvCache *c, size_t first,
+                             int j0, int j1) {
+    int hs = c->head_size;
+    for (int r = 0; r < rows; r++) {
+        float *o = O + (size_t)r * hs;
+        for (int j = j0; j < j1; j++) {
+            float p = P[(size_t)r * TILE + j];
+            size_t i = first + j;
+            if (c->type == KV_F32) {
+                const float *v = (const float *)c->values + i * hs;
+                for (int d = 0; d < hs; d++) o[d] += p * v[d];
+            } else if (c->type == KV_BF16) {
+                const uint16_t *v = (const uint16_t *)c->values + i * hs;
+                for (int d = 0; d < hs; d++) o[d] += p * bf16_to_f32(v[d]);
+            } else { /* the value's scale is already in P */
+                const int8_t *v = (const int8_t *)c->values + i * hs;
+                for (int d = 0; d < hs; d++) o[d] += p * (float)v[d];
+            }
+        }
+    }
+}
+
+/* Row s (TILE) of scores, over j in a .. b - 1: the largest is the new running max m', the
+ * scores become e^(s - m'), their sum is returned. */
+static float exp_row_plain(float *s, int a, int b, float m) {
+    float sum = 0.0f;
+    for (int j = a; j < b; j++) {
+        s[j] = expf(s[j] - m);
+        sum += s[j];
+    }
+    return sum;
+}
+
+static float max_row_plain(const float *s, int a, int b) {
+    float mx = s[a];
+    for (int j = a + 1; j < b; j++) mx = s[j] > mx ? s[j] : mx;
+    return mx;
+}
+
+#define SCORES scores_plain
+#define ACCUMULATE(O, P, r0, R, c, first, j0, j1)                                              \
+    accumulate_plain((O) + (size_t)(r0) * (c)->head_size, (P) + (size_t)(r0) * TILE, R, c, first, \
+                     j0, j1)
+#define EXP_ROW exp_row_plain
+#define MAX_ROW max_row_plain
+
+#else
+/* ----- AVX-512 ----- */
+
+/* 16 numbers of a cached vector from index d on (those the mask selects; the rest 0) as
+ * floats. type is a constant at every call, so each type gets its own loops. */
+static ALWAYS_INLINE __m512 load16(const void *vec, int type, int d, __mmask16 m) {
+    if (type == KV_F32) return _mm512_maskz_loadu_ps(m, (const float *)vec + d);
+    if (type == KV_BF16) {
+        __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)vec + d);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    __m128i b = _mm_maskz_loadu_epi8(m, (const int8_t *)vec + d);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+/* The sums of the 16 lanes of each of a[0..15]: lane 4k + m of the result is the sum of
+ * a[4m + k]. Every sum is taken in the same order, (lanes of 128-bit quarters 0+2 and 1+3,
+ * then those two) within each lane, then (0+2) + (1+3): which accumulator holds which score
+ * changes no score's bits. 15 additions and 30 shuffles for 16 sums, where 16 separate
+ * reductions would take 64 of each. */
+static ALWAYS_INLINE __m512 reduce16(const __m512 a[16]) {
+    __m512 h[8], q[4];
+    for (int i = 0; i < 8; i++)
+        h[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++)
+        q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
+    __m512 s0 = _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x44), _mm512_shuffle_ps(q[0], q[1], 0xEE));
+    __m512 s1 = _mm512_add_ps(_mm512_shuffle_ps(q[2], q[3], 0x44), _mm512_shuffle_ps(q[2], q[3], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(s0, s1, 0x88), _mm512_shuffle_ps(s0, s1, 0xDD));
+}
+
+/* Scores of R rows x P positions (R * P = 16) from j0 on: 16 accumulators, one reduction.
+ * Positions past jb repeat the last one and are not stored. */
+static ALWAYS_INLINE void score_tile(float *S, const float *Q, int r0, const KvCache *c,
+                                     size_t first, int j0, int jb, float scale, int type,
+                                     int R, int P) {
+    int hs = c->head_size;
+    size_t row_bytes = elem_bytes(type) * hs;
+    const char *k[16];
+    for (int j = 0; j < P; j++)
+        k[j] = (const char *)c->keys + (first + min_int(j0 + j, jb - 1)) * row_bytes;
+    __m512 acc[16];
+    for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
+    for (int d = 0; d < hs; d += 16) {
+        __mmask16 m = mask16(hs - d);
+        __m512 qv[4];
+        for (int r = 0; r < R; r++) qv[r] = _mm512_maskz_loadu_ps(m, Q + (size_t)(r0 + r) * hs + d);
+        for (int j = 0; j < P; j++) {
+            __m512 kv = load16(k[j], type, d, m);
+            for (int r = 0; r < R; r++) acc[r * P + j] = _mm512_fmadd_ps(qv[r], kv, acc[r * P + j]);
+        }
+    }
+    float sums[16];
+    _mm512_storeu_ps(sums, reduce16(acc));
+    for (int a = 0; a < 16; a++) {
+        int r = a / P, j = j0 + a % P;
+        if (j >= jb) continue;
+        float dot = sums[4 * (a % 4) + a / 4];
+        if (type == KV_Q8) dot *= c->key_scales[first + j];
+        S[(size_t)(r0 + r) * TILE + j] = dot * scale;
+    }
+}
+
+/* The scores of rows 0..rows-1 for j in ja .. jb - 1: blocks of 4 rows x 4 positions, the
+ * rows left over as 2 x 8 or 1 x 16. */
+static ALWAYS_INLINE void scores_type(float *S, const float *Q, int rows, const KvCache *c,
+                                      size_t first, int ja, int jb, float scale, int type) {
+    int r0 = 0;
+    for (; r0 + 4 <= rows; r0 += 4)
+        for (int j = ja; j < jb; j += 4) score_tile(S, Q, r0, c, first, j, jb, scale, type, 4, 4);
+    for (; r0 + 2 <= rows; r0 += 2)
+        for (int j = ja; j < jb; j += 8) score_tile(S, Q, r0, c, first, j, jb, scale, type, 2, 8);
+    for (; r0 < rows; r0++)
+        for (int j = ja; j < jb; j += 16) score_tile(S, Q, r0, c, first, j, jb, scale, type, 1, 16);
+}
+
+static void scores_fast(float *S, const float *Q, int rows, const KvCache *c, size_t first,
+                        int ja, int jb, float scale) {
+    switch (c->type) {
+    case KV_F32: scores_type(S, Q, rows, c, first, ja, jb, scale, KV_F32); break;
+    case KV_BF16: scores_type(S, Q, rows, c, first, ja, jb, scale, KV_BF16); break;
+    default: scores_type(S, Q, rows, c, first, ja, jb, scale, KV_Q8); break;
+    }
+}
+
+/* O rows r0 .. r0 + R - 1 += sum_j P[r][j] v_(j): 64 output columns at a time stay in
+ * registers (R x 4 vectors) while the values of j0 .. j1 - 1 stream past. */
+static ALWAYS_INLINE void accumulate_tile(float *O, const float *P, int r0, const KvCache *c,
+                                          size_t first, int j0, int j1, int type, int R) {
+    int hs = c->head_size;
+    size_t row_bytes = elem_bytes(type) * hs;
+    for (int d = 0; d < hs; d += 64) {
+        __mmask16 m[4];
+        __m512 acc[4][4];
+        for (int k = 0; k < 4; k++) m[k] = d + 16 * k < hs ? mask16(hs - d - 16 * k) : 0;
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < 4; k++)
+                acc[r][k] = _mm512_maskz_loadu_ps(m[k], O + (size_t)(r0 + r) * hs + d + 16 * k);
+        for (int j = j0; j < j1; j++) {
+            const char *v = (const char *)c->values + (first + j) * row_bytes;
+            __m512 vv[4];
+            for (int k = 0; k < 4; k++) vv[k] = load16(v, type, d + 16 * k, m[k]);
+            for (int r = 0; r < R; r++) {
+                __m512 p = _mm512_set1_ps(P[(size_t)(r0 + r) * TILE + j]);
+                for (int k = 0; k < 4; k++) acc[r][k] = _mm512_fmadd_ps(p, vv[k], acc[r][k]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < 4; k++)
+                _mm512_mask_storeu_ps(O + (size_t)(r0 + r) * hs + d + 16 * k, m[k], acc[r][k]);
+    }
+}
+
+static ALWAYS_INLINE void accumulate_type(float *O, const float *P, int r0, int R,
+                                          const KvCache *c, size_t first, int j0, int j1,
+                                          int type) {
+    switch (R) {
+    case 4: accumulate_tile(O, P, r0, c, first, j0, j1, type, 4); break;
+    case 3: accumulate_tile(O, P, r0, c, first, j0, j1, type, 3); break;
+    case 2: accumulate_tile(O, P, r0, c, first, j0, j1, type, 2); break;
+    default: accumulate_tile(O, P, r0, c, first, j0, j1, type, 1); break;
+    }
+}
+
+/* Rows r0 .. r0 + R - 1 (R <= 4) of O, positions j0 .. j1 - 1. */
+static void accumulate_fast(float *O, const float *P, int r0, int R, const KvCache *c,
+                            size_t first, int j0, int j1) {
+    switch (c->type) {
+    case KV_F32: accumulate_type(O, P, r0, R, c, first, j0, j1, KV_F32); break;
+    case KV_BF16: accumulate_type(O, P, r0, R, c, first, j0, j1, KV_BF16); break;
+    default: accumulate_type(O, P, r0, R, c, first, j0, j1, KV_Q8); break;
+    }
+}
+
+static float exp_row_fast(float *s, int a, int b, float m) {
+    __m512 sum = _mm512_setzero_ps(), mv = _mm512_set1_ps(m);
+    for (int j = a; j < b; j += 16) {
+        __mmask16 k = mask16(b - j);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), mv));
+        sum = _mm512_mask_add_ps(sum, k, sum, e);
+        _mm512_mask_storeu_ps(s + j, k, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+static float max_row_fast(const float *s, int a, int b) {
+    __m512 mx = _mm512_set1_ps(s[a]);
+    for (int j = a; j < b; j += 16)
+        mx = _mm512_mask_max_ps(mx, mask16(b - j), _mm512_maskz_loadu_ps(mask16(b - j), s + j), mx);
+    return _mm512_reduce_max_ps(mx);
+}
+
+#define SCORES scores_fast
+#define ACCUMULATE(O, P, r0, R, c, first, j0, j1) accumulate_fast(O, P, r0, R, c, first, j0, j1)
+#define EXP_ROW exp_row_fast
+#define MAX_ROW max_row_fast
+
+#endif
+
+/* ----- one work item ----- */
+
+/* Where the tile of a layer that starts at position t ends: at the next multiple of TILE, at
+ * the end of the sink slots, or where the ring wraps, whichever comes first. */
+static int tile_end(const KvCache *c, int layer, int t) {
+    int end = (t / TILE + 1) * TILE;
+    if (t < c->sinks) return end < c->sinks ? end : c->sinks;
+    int ring = c->ring[layer];
+    int wrap = t + ring - (int)(((long)t - c->sinks + c->base[layer]) % ring);
+    return end < wrap ? end : wrap;
+}
+
+static void attend_item(float *out, const float *q, const KvCache *c, int layer, int pos,
+                        int n_heads, Item it, float *scratch) {
+    int hs = c->head_size, group = n_heads / c->n_kv_heads, rows = it.nq * it.ng;
+    float *Q = scratch, *O = Q + (size_t)c->max_rows * hs, *S = O + (size_t)c->max_rows * hs;
+    float *m = S + (size_t)c->max_rows * TILE, *l = m + c->max_rows, *alpha = l + c->max_rows;
+    RowRange range[MAX_ROWS];
+    size_t stride = (size_t)n_heads * hs; /* from one token's queries to the next */
+    for (int r = 0; r < rows; r++) {
+        int i = it.q0 + r / it.ng, h = it.kv * group + it.g0 + r % it.ng;
+        memcpy(Q + (size_t)r * hs, q + i * stride + (size_t)h * hs, hs * sizeof(float));
+        memset(O + (size_t)r * hs, 0, hs * sizeof(float));
+        range[r] = (RowRange){first_seen(c, layer, pos + i), pos + i};
+        m[r] = -INFINITY, l[r] = 0.0f;
+    }
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t head = vector_index(c, layer, it.kv, 0);
+    int hi = range[rows - 1].hi; /* queries are in order: the last sees furthest */
+    for (int t = range[0].lo; t <= hi;) {
+        int end = tile_end(c, layer, t);
+        end = end < hi + 1 ? end : hi + 1;
+        size_t first = head + slot_of(c, layer, t); /* the tile's positions are contiguous */
+        int a[MAX_ROWS], b[MAX_ROWS], ja = end - t, jb = 0;
+        for (int r = 0; r < rows; r++) { /* the part of the tile each row sees */
+            a[r] = (range[r].lo > t ? range[r].lo : t) - t;
+            b[r] = (range[r].hi + 1 < end ? range[r].hi + 1 : end) - t;
+            if (a[r] < b[r]) ja = a[r] < ja ? a[r] : ja, jb = b[r] > jb ? b[r] : jb;
+        }
+        SCORES(S, Q, rows, c, first, ja, jb, scale);
+        for (int r = 0; r < rows; r++) { /* the running softmax, row by row */
+            if (a[r] >= b[r]) continue;
+            float *s = S + (size_t)r * TILE, mx = MAX_ROW(s, a[r], b[r]);
+            float m_new = mx > m[r] ? mx : m[r];
+            alpha[r] = expf(m[r] - m_new); /* 0 on the first tile, where m is -inf */
+            l[r] = l[r] * alpha[r] + EXP_ROW(s, a[r], b[r], m_new);
+            m[r] = m_new;
+            for (int d = 0; d < hs; d++) O[(size_t)r * hs + d] *= alpha[r];
+            if (c->type == KV_Q8) /* the values' scales, applied to the weights */
+                for (int j = a[r]; j < b[r]; j++) s[j] *= c->value_scales[first + j];
+        }
+        /* the weighted values: rows in fours sharing the positions all four see, the rest a
+         * row at a time; each output element adds its terms in position order either way */
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int R = rows - r0 < 4 ? rows - r0 : 4, A = 0, B = TILE, shared = 1;
+            for (int r = r0; r < r0 + R; r++) {
+                shared &= a[r] < b[r];
+                A = a[r] > A ? a[r] : A, B = b[r] < B ? b[r] : B;
+            }
+            if (shared && A < B) {
+                for (int r = r0; r < r0 + R; r++) ACCUMULATE(O, S, r, 1, c, first, a[r], A);
+                ACCUMULATE(O, S, r0, R, c, first, A, B);
+                for (int r = r0; r < r0 + R; r++) ACCUMULATE(O, S, r, 1, c, first, B, b[r]);
+            } else {
+                for (int r = r0; r < r0 + R; r++)
+                    if (a[r] < b[r]) ACCUMULATE(O, S, r, 1, c, first, a[r], b[r]);
+            }
+        }
+        t = end;
+    }
+    for (int r = 0; r < rows; r++) {
+        int i = it.q0 + r / it.ng, h = it.kv * group + it.g0 + r % it.ng;
+        float inv = 1.0f / l[r], *o = out + i * stride + (size_t)h * hs;
+        for (int d = 0; d < hs; d++) o[d] = O[(size_t)r * hs + d] * inv;
+    }
+}
+
+/* ----- sharing the work ----- */
+
+/* Attention shares the work items among the threads when there is enough work: below, the
+ * calling thread does them all (a branch, not `parallel if`, which still costs a trip into
+ * the OpenMP runtime). */
+#define PARALLEL_MIN_ATTENTION (1 << 15)
+
+/* How a layer's work is cut: heads_per of each group's heads and queries_per queries per
+ * item, as many rows as fit an item, then smaller head sets until every thread has one. */
+typedef struct {
+    int heads_per, head_sets, queries_per, query_sets;
+} Split;
+
+static Split split_work(const KvCache *c, int n, int group, int threads) {
+    Split s;
+    s.heads_per = group < c->max_rows ? group : c->max_rows;
+    s.head_sets = (group + s.heads_per - 1) / s.heads_per;
+    s.queries_per = c->max_rows / s.heads_per;
+    s.query_sets = (n + s.queries_per - 1) / s.queries_per;
+    while ((long)c->n_kv_heads * s.query_sets * s.head_sets < threads && s.heads_per > 1) {
+        s.head_sets++;
+        s.heads_per = (group + s.head_sets - 1) / s.head_sets;
+        s.head_sets = (group + s.heads_per - 1) / s.heads_per;
+    }
+    return s;
+}
+
+static Item item_of(Split s, int index, int n, int group) {
+    Item it;
+    it.kv = index / (s.query_sets * s.head_sets);
+    int rest = index % (s.query_sets * s.head_sets);
+    it.q0 = (rest / s.head_sets) * s.queries_per;
+    it.nq = n - it.q0 < s.queries_per ? n - it.q0 : s.queries_per;
+    it.g0 = (rest % s.head_sets) * s.heads_per;
+    it.ng = group - it.g0 < s.heads_per ? group - it.g0 : s.heads_per;
+    return it;
+}
+
+void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos, int n_heads) {
+    int group = n_heads / c->n_kv_heads;
+    long work = (long)n_heads * n * (pos + n - first_seen(c, layer, pos)) * c->head_size;
+    int threads = work >= PARALLEL_MIN_ATTENTION ? c->threads : 1;
+    Split s = split_work(c, n, group, threads);
+    int items = c->n_kv_heads * s.query_sets * s.head_sets;
+    if (threads > 1) {
+        #pragma omp parallel num_threads(threads)
+        {
+            int me = 0;
+#ifdef _OPENMP
+            me = omp_get_thread_num();
+#endif
+            float *scratch = c->scratch + (size_t)me * c->scratch_floats;
+            #pragma omp for schedule(dynamic)
+            for (int i = 0; i < items; i++)
+                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+        }
+    } else {
+        for (int i = 0; i < items; i++)
+            attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), c->scratch);
+    }
 }

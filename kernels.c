@@ -73,31 +73,6 @@ void swiglu_ref(float *out, const float *gate, const float *up, int n) {
     }
 }
 
-#if defined(USE_AVX512)
-/* e^x for 16 floats, within about 1 ulp of expf (test_kernels checks 2 ulp): e^x = 2^k e^r
- * with k = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor series to r^7 (the next
- * term is below 1e-8 relative), 2^k applied by vscalefps, which also overflows to inf and
- * underflows to 0 as expf does. NaN gives NaN. Worth it: expf one value at a time was 8% of
- * a 110M prompt (the SwiGLU gate calls it for every hidden unit) and 5% of a 15M decode. */
-static ALWAYS_INLINE __m512 exp16(__m512 x) {
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc); /* ln 2 in two parts */
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512 e = _mm512_scalef_ps(p, k);
-    return _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x); /* NaN stays */
-}
-#endif
-
 void softmax(float *x, int n) {
 #if defined(USE_AVX512)
     __m512 vmax = _mm512_set1_ps(x[0]);

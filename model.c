@@ -121,12 +121,23 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
         s->xq_scale = calloc(n * (widest / 32 + 1), sizeof(float));
         quant_ok = s->xq && s->xq_scale;
     }
-    int kv_ok = kv_cache_init(&s->kv, c->n_layers, c->n_kv_heads, c->head_size, c->seq_len) == 0;
+    const ModelOptions *o = &m->options;
+    if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
+    if (o->sinks >= c->seq_len)
+        return fail(err, "%d sink positions do not leave room in a context of %d", o->sinks,
+                    c->seq_len);
+    int *window = calloc(c->n_layers, sizeof(int));
+    for (int l = 0; window && l < c->n_layers; l++)
+        window[l] = c->windowed[l] ? c->sliding_window : 0;
+    int kv_ok = window && kv_cache_init(&s->kv, o->kv_type, c->n_layers, c->n_kv_heads,
+                                        c->head_size, c->seq_len, window, (int)n, o->sinks) == 0;
+    free(window);
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
         !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok ||
         !kv_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
-                    "seq_len", 2 * (size_t)c->n_layers * c->seq_len * kv_dim * sizeof(float) >> 20);
+                    "seq_len", 2 * (size_t)c->n_layers * c->seq_len * c->n_kv_heads *
+                    kv_vector_bytes(o->kv_type, c->head_size) >> 20);
     rope_frequencies(s->rope_freq, c->head_size, c->rope_theta, &c->rope_scaling);
     return 0;
 }
@@ -173,7 +184,7 @@ static size_t arena_bytes(const Model *m, const Tensor *w) {
     const WeightType *type = weight_type(w->type);
     size_t packed = type->packed_size(w); /* a multiple of 64 */
     if (packed) return packed;
-    return m->copy_weights ? round64(type->file_bytes(w->rows, w->cols, w->group_size)) : 0;
+    return m->options.copy_weights ? round64(type->file_bytes(w->rows, w->cols, w->group_size)) : 0;
 }
 
 /* Moves w into the arena if it belongs there. */
@@ -246,9 +257,16 @@ static int load_mapped(Model *m, char err[ERR_MAX]) {
     return 0;
 }
 
-int model_load(Model *m, const char *path, int copy_weights, char err[ERR_MAX]) {
+/* Fills in the defaults of opt (NULL: all of them). */
+static ModelOptions with_defaults(const ModelOptions *opt) {
+    ModelOptions o = opt ? *opt : (ModelOptions){.sinks = -1};
+    if (o.sinks < 0) o.sinks = MODEL_DEFAULT_SINKS;
+    return o;
+}
+
+int model_load(Model *m, const char *path, const ModelOptions *opt, char err[ERR_MAX]) {
     memset(m, 0, sizeof *m);
-    m->copy_weights = copy_weights;
+    m->options = with_defaults(opt);
     /* O_NONBLOCK so that a FIFO given as a checkpoint is refused instead of waiting forever */
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fail(err, "cannot open: %s", strerror(errno));
@@ -270,8 +288,10 @@ int model_load(Model *m, const char *path, int copy_weights, char err[ERR_MAX]) 
     return load_mapped(m, err);
 }
 
-int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]) {
+int model_load_memory(Model *m, const void *data, size_t size, const ModelOptions *opt,
+                      char err[ERR_MAX]) {
     memset(m, 0, sizeof *m);
+    m->options = with_defaults(opt);
     if (size == 0) return fail(err, "empty file");
     m->mapping = data;
     m->mapping_size = size;
@@ -293,6 +313,13 @@ size_t model_weight_bytes(const Model *m) {
     size_t bytes = sizeof(float) * (2 * m->config.n_layers + 1) * m->config.dim;
     for (int i = 0; i < matrix_count(m); i++) bytes += tensor_bytes(matrix((Model *)m, i));
     return bytes;
+}
+
+int model_evict(Model *m, int drop, int len) {
+    KvCache *kv = &m->state.kv;
+    if (len > m->config.seq_len || drop < 1 || drop > len - kv->sinks) return -1;
+    kv_cache_evict(kv, m->state.rope_freq, drop, len);
+    return len - drop;
 }
 
 void model_observe_attention(Model *m, AttnObserver *fn, void *ctx) {
@@ -344,13 +371,12 @@ static void attention_block(Model *m, int l, int n, int pos) {
     kv_cache_store(&s->kv, l, s->k, s->v, n, pos);
 
     /* xb = softmax(q k^T / sqrt(head_size) + mask) v, for every query head */
-    if (!m->observer) {
-        attention(s->xb, s->att, s->q, &s->kv, l, n, pos, p->n_heads);
-    } else { /* the same numbers a position at a time, shown to the observer */
+    attention(s->xb, s->q, &s->kv, l, n, pos, p->n_heads);
+    if (m->observer) { /* the weights by their definition, a position at a time: the numbers
+                        * above up to rounding, which the output keeps */
         size_t q_dim = (size_t)p->n_heads * hs;
         for (int i = 0; i < n; i++) {
-            attention_weights(s->xb + i * q_dim, s->att, s->q + i * q_dim, &s->kv, l, pos + i,
-                              p->n_heads);
+            attention_weights(NULL, s->att, s->q + i * q_dim, &s->kv, l, pos + i, p->n_heads);
             m->observer(m->observer_ctx, l, pos + i, s->att, p->seq_len);
         }
     }

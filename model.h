@@ -57,6 +57,7 @@
 /* Configuration: plain hyperparameters, everything the forward pass needs to know. */
 
 #define CONFIG_MAX_EOS 8
+#define CONFIG_MAX_LAYERS 1024
 
 typedef struct {
     int dim;               /* width of the residual stream */
@@ -74,6 +75,10 @@ typedef struct {
     int eos_ids[CONFIG_MAX_EOS]; /* (n_eos) the tokens that end a text; [0] is the EOS */
     int n_eos;
     int chat_template;     /* TEMPLATE_* (chat.h): the chat format the model was trained on */
+    /* Sliding-window attention (Mistral, Qwen2): a windowed layer's query at position p sees
+     * positions p - sliding_window + 1 .. p only, as Hugging Face's mask (kv > q - window). */
+    int sliding_window;    /* 0: every layer sees every earlier position */
+    unsigned char windowed[CONFIG_MAX_LAYERS]; /* (n_layers) 1: the layer has the window */
 } Config;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -123,13 +128,13 @@ typedef struct {
     float *rope_freq; /* (head_size / 2) radians per position of each pair (rope_frequencies) */
     float *rope_cos; /* (chunk_len, head_size / 2) cosines of the RoPE angles of each position */
     float *rope_sin; /* (chunk_len, head_size / 2) sines */
-    float *att;    /* (n_heads, seq_len) attention scores, then weights */
+    float *att;    /* (n_heads, seq_len) the reference attention's weights (run --attn) */
     float *logits; /* (vocab_size) of the last position */
     /* Types that quantize x before their product (Q8_0), else NULL: (chunk_len, widest input)
      * int8 values and one scale per group of them. */
     int8_t *xq;
     float *xq_scale;
-    KvCache kv;    /* the keys and values of every position so far */
+    KvCache kv;    /* the keys and values of the positions the model can still see */
 } RunState;
 
 /* Called after each layer's attention for each position, with the attention weights of every
@@ -139,6 +144,19 @@ typedef void AttnObserver(void *ctx, int layer, int pos, const float *weights, i
 /* ------------------------------------------------------------------------------------------ */
 /* The model: configuration, weights, run state, and the mapping they point into. */
 
+/* What the caller chooses at load time; a zeroed struct (or NULL) gives the defaults. */
+typedef struct {
+    int copy_weights; /* 1: f32 and bf16 matrices copied into memory in 2 MB pages (run
+                       * --no-mmap): faster decoding, slower loading */
+    int kv_type;      /* KV_F32 (default), KV_BF16 or KV_Q8 (attention.h) */
+    int sinks;        /* positions kept at the start when the context overflows
+                       * (model_evict); -1 gives MODEL_DEFAULT_SINKS. Below seq_len. */
+} ModelOptions;
+
+/* StreamingLLM's choice (Xiao et al. 2023): four initial tokens hold the attention that has
+ * nowhere else to go. */
+#define MODEL_DEFAULT_SINKS 4
+
 typedef struct {
     Config config;
     Weights weights;
@@ -146,7 +164,7 @@ typedef struct {
     const void *mapping;  /* the whole file, mapped read-only */
     size_t mapping_size;
     int owns_mapping;     /* 1 if model_free must unmap it (model_load, not model_load_memory) */
-    int copy_weights;     /* 1: f32 and bf16 matrices copied into the arena (run --no-mmap) */
+    ModelOptions options; /* as loaded, defaults filled in */
     void *arena;          /* matrices moved out of the mapping (model.c: "Where the weight ..") */
     size_t arena_size, arena_used;
     int is_llama2c;       /* 1 for llama2.c files, whose stories end with BOS rather than EOS */
@@ -159,14 +177,13 @@ typedef struct {
 
 /* Maps a checkpoint (TLLM or llama2.c version 0, told apart by the magic), validates every
  * header field and the file size, points the weights into the mapping and allocates the run
- * state. With copy_weights the f32 and bf16 matrices are copied out of the mapping into
- * memory in 2 MB pages (faster decoding, slower loading). Returns 0, or -1 with the reason
- * in err. */
-int model_load(Model *m, const char *path, int copy_weights, char err[ERR_MAX]);
+ * state as opt says (NULL: the defaults). Returns 0, or -1 with the reason in err. */
+int model_load(Model *m, const char *path, const ModelOptions *opt, char err[ERR_MAX]);
 
 /* The same for a checkpoint already in memory: data is used in place, stays the caller's and
  * must outlive the model. Returns 0, or -1 with the reason in err. */
-int model_load_memory(Model *m, const void *data, size_t size, char err[ERR_MAX]);
+int model_load_memory(Model *m, const void *data, size_t size, const ModelOptions *opt,
+                      char err[ERR_MAX]);
 
 /* Releases everything model_load acquired. Safe on a zeroed Model. */
 void model_free(Model *m);
@@ -178,6 +195,13 @@ void model_free(Model *m);
  * position, (n, vocab_size). The logits of a position are the same, bit for bit, however the
  * tokens before it were split into calls. */
 float *model_forward(Model *m, const int *tokens, int n, int pos, float *all_logits);
+
+/* Makes room when the KV cache holds len positions (often all seq_len): forgets positions
+ * sinks .. sinks + drop - 1 (attention.h, kv_cache_evict) and renumbers the later ones, so the
+ * next token goes at position len - drop. The sink positions and the last len - sinks - drop
+ * stay, with what they computed. Returns len - drop, or -1 if drop is not in
+ * 1 .. len - sinks. */
+int model_evict(Model *m, int drop, int len);
 
 /* From now on, fn(ctx, ...) sees the attention weights of every layer and position the model
  * runs (NULL stops it). The numbers do not change. */

@@ -749,7 +749,8 @@ int main(int argc, char **argv) {
 
     double load_start = now_seconds();
     Model model;
-    if (model_load(&model, opt.checkpoint, opt.no_mmap, err) != 0) die("%s: %s", opt.checkpoint, err);
+    ModelOptions load = {.copy_weights = opt.no_mmap, .sinks = -1};
+    if (model_load(&model, opt.checkpoint, &load, err) != 0) die("%s: %s", opt.checkpoint, err);
     const Config *c = &model.config;
 
     /* The tokenizer: -z wins, then the one embedded in the model file, then llama2.c's

@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
 #endif
     Model m;
     char err[ERR_MAX];
-    if (model_load_memory(&m, buf, size, err) == 0) {
+    if (model_load_memory(&m, buf, size, NULL, err) == 0) {
         const Config *c = &m.config;
         int last = c->vocab_size - 1, zero = 0;
         float *logits = model_forward(&m, &last, 1, 0, NULL);

@@ -38,6 +38,7 @@ static int passed, failed;
     } while (0)
 
 static int close_to(float a, float b, float tol) { return fabsf(a - b) <= tol; }
+static int min_int(int a, int b) { return a < b ? a : b; }
 #define COUNT(a) (int)(sizeof a / sizeof a[0])
 
 /* xorshift64*: reproducible random numbers without depending on the C library's rand. */
@@ -410,19 +411,33 @@ static void test_attention_by_hand(void) {
      * the weights are 1/4 and 3/4 and the output 1/4 v0 + 3/4 v1 */
     int hs = 2, seq = 4;
     KvCache kv;
-    kv_cache_init(&kv, 1, 1, hs, seq);
-    float att[4], out[2];
+    kv_cache_init(&kv, KV_F32, 1, 1, hs, seq, NULL, 1, 0);
+    float att[4], out[2], ref[2];
     float q[2] = {1, 0}, k0[2] = {0, 0}, k1[2] = {sqrtf(2) * logf(3), 0};
     float v0[2] = {4, 0}, v1[2] = {0, 8};
     kv_cache_store(&kv, 0, k0, v0, 1, 0);
     kv_cache_store(&kv, 0, k1, v1, 1, 1);
-    attention(out, att, q, &kv, 0, 1, 1, 1);
+    attention_weights(ref, att, q, &kv, 0, 1, 1);
     CHECK(close_to(att[0], 0.25f, 1e-6f) && close_to(att[1], 0.75f, 1e-6f), "weights %g %g",
           att[0], att[1]);
+    CHECK(close_to(ref[0], 1.0f, 1e-5f) && close_to(ref[1], 6.0f, 1e-5f), "ref %g %g, want 1 6",
+          ref[0], ref[1]);
+    attention(out, q, &kv, 0, 1, 1, 1);
     CHECK(close_to(out[0], 1.0f, 1e-5f) && close_to(out[1], 6.0f, 1e-5f), "out %g %g, want 1 6",
           out[0], out[1]);
-    attention(out, att, q, &kv, 0, 1, 0, 1); /* causal: position 0 sees only v0 */
+    attention(out, q, &kv, 0, 1, 0, 1); /* causal: position 0 sees only v0 */
     CHECK(out[0] == 4.0f && out[1] == 0.0f, "position 0 out %g %g, want 4 0", out[0], out[1]);
+    kv_cache_free(&kv);
+
+    /* a window of 1: each position sees itself only, so the output is its own value */
+    int one = 1;
+    kv_cache_init(&kv, KV_F32, 1, 1, hs, seq, &one, 1, 0);
+    kv_cache_store(&kv, 0, k0, v0, 1, 0);
+    kv_cache_store(&kv, 0, k1, v1, 1, 1);
+    attention(out, q, &kv, 0, 1, 1, 1);
+    attention_weights(ref, att, q, &kv, 0, 1, 1);
+    CHECK(out[0] == 0.0f && out[1] == 8.0f && att[0] == 0.0f && att[1] == 1.0f,
+          "window 1: out %g %g, weights %g %g", out[0], out[1], att[0], att[1]);
     kv_cache_free(&kv);
 }
 
@@ -431,41 +446,255 @@ static void test_gqa_head_mapping(void) {
      * KV head 2. With one position the output of a head is its KV head's value. */
     int hs = 4, seq = 3, kv_heads = 3, heads = 6;
     KvCache kv;
-    kv_cache_init(&kv, 1, kv_heads, hs, seq);
+    kv_cache_init(&kv, KV_F32, 1, kv_heads, hs, seq, NULL, 1, 0);
     float k[12], v[12], q[24], out[24], att[18];
     for (int i = 0; i < 12; i++) k[i] = uniform(), v[i] = (float)(i / hs + 1) * 10 + i % hs;
     for (int i = 0; i < 24; i++) q[i] = uniform();
     kv_cache_store(&kv, 0, k, v, 1, 0);
-    attention(out, att, q, &kv, 0, 1, 0, heads);
-    for (int h = 0; h < heads; h++)
-        for (int i = 0; i < hs; i++)
-            CHECK(out[h * hs + i] == v[(h / 2) * hs + i], "head %d reads the wrong KV head: %g",
-                  h, out[h * hs + i]);
+    for (int fast = 0; fast <= 1; fast++) {
+        if (fast) attention(out, q, &kv, 0, 1, 0, heads);
+        else attention_ref(out, att, q, &kv, 0, 1, 0, heads);
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < hs; i++)
+                CHECK(out[h * hs + i] == v[(h / 2) * hs + i], "%s: head %d reads the wrong KV "
+                      "head: %g", fast ? "attention" : "attention_ref", h, out[h * hs + i]);
+    }
     kv_cache_free(&kv);
 }
 
-/* A chunk of queries must give each query what it gets alone at its position, and
- * attention_weights (what --attn sees) the same numbers again. */
-static void test_attention_chunk(void) {
-    int hs = 6, seq = 20, heads = 4, kv_heads = 2, pos = 5, n = 7;
-    KvCache kv;
-    kv_cache_init(&kv, 2, kv_heads, hs, seq);
-    size_t cache = (size_t)2 * kv_heads * seq * hs;
-    for (size_t i = 0; i < cache; i++) kv.keys[i] = uniform(), kv.values[i] = uniform();
-    float *q = random_floats((size_t)n * heads * hs);
-    float *out = malloc(sizeof(float) * n * heads * hs), *one = malloc(sizeof(float) * heads * hs);
-    float *att = malloc(sizeof(float) * heads * seq);
-    attention(out, att, q, &kv, 1, n, pos, heads);
-    for (int i = 0; i < n; i++) {
-        attention(one, att, q + (size_t)i * heads * hs, &kv, 1, 1, pos + i, heads);
-        CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
-              "query %d of the chunk differs from attention() at position %d", i, pos + i);
-        attention_weights(one, att, q + (size_t)i * heads * hs, &kv, 1, pos + i, heads);
-        CHECK(memcmp(one, out + (size_t)i * heads * hs, sizeof(float) * heads * hs) == 0,
-              "attention_weights at position %d differs from attention()", pos + i);
+/* ---- the tiled attention against the two-pass reference ---- */
+
+/* A cache of the given shape filled with random keys and values at positions 0 .. len - 1,
+ * stored a chunk of `chunk` positions at a time (a windowed layer's ring overwrites as it
+ * goes, as in the model). Queries are three times the size of keys, so that softmaxes are
+ * peaked rather than flat. */
+typedef struct {
+    int type, n_layers, kv_heads, heads, hs, seq, chunk, sinks;
+    int window[2];
+} Shape;
+
+static void fill(KvCache *kv, const Shape *s, int layer, int from, int to) {
+    size_t width = (size_t)s->kv_heads * s->hs;
+    for (int p = from; p < to; p += s->chunk) {
+        int n = min_int(s->chunk, to - p);
+        float *k = random_floats(width * n), *v = random_floats(width * n);
+        kv_cache_store(kv, layer, k, v, n, p);
+        free(k), free(v);
     }
+}
+
+/* The largest |fast - reference| over the outputs of n queries at pos .. pos + n - 1 of a
+ * layer whose cache holds them (and nothing later than pos + n - 1 in a ring's place). */
+static float fast_vs_ref(KvCache *kv, const Shape *s, int layer, int n, int pos) {
+    size_t width = (size_t)s->heads * s->hs;
+    float *q = calloc(width * n, sizeof(float)), *out = malloc(sizeof(float) * width * n);
+    float *ref = malloc(sizeof(float) * width * n), *att = malloc(sizeof(float) * s->heads * s->seq);
+    for (size_t i = 0; i < width * n; i++) q[i] = 3.0f * uniform();
+    attention(out, q, kv, layer, n, pos, s->heads);
+    attention_ref(ref, att, q, kv, layer, n, pos, s->heads);
+    float worst = 0.0f;
+    for (size_t i = 0; i < width * n; i++) worst = fmaxf(worst, fabsf(out[i] - ref[i]));
+    if (!(worst <= 1.0f)) worst = INFINITY; /* NaN: fail loudly */
+    free(q), free(out), free(ref), free(att);
+    return worst;
+}
+
+/* Shapes: plain multi-head, grouped-query (4 and 8 per KV head), multi-query; head sizes
+ * from 2 to 130 (odd numbers of SIMD vectors, more than one block of 64 outputs); windows
+ * and sink slots. Positions cross tiles of 64 and rings of every size; chunks of 1, 7 and
+ * 64 queries, so items hold one query or many with different last positions. */
+static void test_attention_vs_ref(void) {
+    static const Shape shapes[] = {
+        {KV_F32, 1, 4, 4, 64, 200, 7, 0, {0}},    {KV_F32, 1, 2, 8, 64, 300, 64, 0, {0}},
+        {KV_F32, 1, 4, 32, 64, 160, 64, 0, {0}},  {KV_F32, 1, 1, 6, 10, 150, 7, 0, {0}},
+        {KV_F32, 1, 3, 9, 6, 140, 64, 0, {0}},    {KV_F32, 1, 2, 4, 130, 100, 7, 0, {0}},
+        {KV_F32, 1, 1, 1, 2, 90, 1, 0, {0}},      {KV_F32, 1, 2, 6, 80, 180, 64, 4, {0}},
+        {KV_BF16, 1, 2, 8, 64, 200, 7, 0, {0}},   {KV_Q8, 1, 2, 8, 64, 200, 7, 0, {0}},
+        {KV_Q8, 1, 1, 3, 12, 90, 64, 2, {0}},     {KV_BF16, 1, 3, 3, 18, 90, 1, 0, {0}},
+        {KV_F32, 2, 2, 4, 16, 200, 7, 0, {5, 0}}, {KV_F32, 2, 2, 4, 16, 300, 64, 3, {70, 0}},
+        {KV_F32, 1, 1, 2, 8, 100, 7, 0, {1}},     {KV_Q8, 2, 2, 4, 16, 200, 7, 4, {0, 9}},
+        {KV_BF16, 1, 2, 4, 16, 200, 64, 0, {130}},
+    };
+    for (int si = 0; si < COUNT(shapes); si++) {
+        const Shape *s = &shapes[si];
+        KvCache kv;
+        CHECK(kv_cache_init(&kv, s->type, s->n_layers, s->kv_heads, s->hs, s->seq, s->window,
+                            s->chunk, s->sinks) == 0, "shape %d: init", si);
+        for (int l = 0; l < s->n_layers; l++) {
+            float worst = 0.0f;
+            /* decode-sized and chunk-sized calls, at positions that straddle tiles of 64 */
+            static const int at[] = {0, 1, 50, 63, 64, 65, 100, 127, 128, 190, 250};
+            int filled = 0;
+            for (int a = 0; a < COUNT(at); a++) {
+                int pos = at[a];
+                for (int ni = 0; ni < 2; ni++) {
+                    int n = ni == 0 ? 1 : s->chunk;
+                    if (pos + n > s->seq || pos < filled) continue;
+                    /* store up to pos + n - 1 in the model's order, chunk by chunk */
+                    fill(&kv, s, l, filled, pos + n);
+                    filled = pos + n;
+                    worst = fmaxf(worst, fast_vs_ref(&kv, s, l, n, pos));
+                }
+            }
+            CHECK(worst <= 1e-5f, "shape %d (type %d, %d/%d heads, head size %d, window %d, "
+                  "sinks %d) layer %d: off the reference by %g", si, s->type, s->heads,
+                  s->kv_heads, s->hs, s->window[l], s->sinks, l, worst);
+        }
+        kv_cache_free(&kv);
+    }
+}
+
+/* A chunk of queries must give each query what it gets alone at its position, bit for bit:
+ * that is what makes batched prefill agree with token-by-token decoding. */
+static void test_attention_chunk(void) {
+    static const Shape shapes[] = {
+        {KV_F32, 1, 2, 4, 6, 200, 64, 0, {0}},  {KV_F32, 1, 4, 32, 64, 200, 64, 0, {0}},
+        {KV_BF16, 1, 1, 5, 12, 200, 64, 0, {0}}, {KV_Q8, 1, 2, 8, 64, 200, 64, 4, {0}},
+        {KV_F32, 1, 2, 2, 16, 200, 64, 0, {20}},
+    };
+    for (int si = 0; si < COUNT(shapes); si++) {
+        const Shape *s = &shapes[si];
+        int pos = 100, n = 50; /* across the tile boundary at 128 */
+        KvCache kv;
+        kv_cache_init(&kv, s->type, 1, s->kv_heads, s->hs, s->seq, s->window, s->chunk, s->sinks);
+        fill(&kv, s, 0, 0, pos + n);
+        size_t width = (size_t)s->heads * s->hs;
+        float *q = random_floats(width * n), *out = malloc(sizeof(float) * width * n);
+        float *one = malloc(sizeof(float) * width);
+        attention(out, q, &kv, 0, n, pos, s->heads);
+        int same = 1;
+        for (int i = 0; i < n; i++) {
+            attention(one, q + i * width, &kv, 0, 1, pos + i, s->heads);
+            same &= memcmp(one, out + i * width, sizeof(float) * width) == 0;
+        }
+        CHECK(same, "shape %d: a chunk's queries differ from the same queries alone", si);
+        kv_cache_free(&kv);
+        free(q), free(out), free(one);
+    }
+}
+
+/* bf16 and Q8 caches against f32: the conversion's error, within the bounds docs/ATTENTION.md
+ * states, relative to the largest value (values and keys in [-1, 1], peaked softmaxes). */
+static void test_kv_types_error(void) {
+    Shape s = {KV_F32, 1, 2, 8, 64, 300, 64, 0, {0}};
+    float bound[3] = {0.0f, 4e-3f, 1.5e-2f}, worst[3] = {0};
+    KvCache kv[3];
+    for (int t = 0; t < 3; t++) kv_cache_init(&kv[t], t, 1, s.kv_heads, s.hs, s.seq, NULL, s.chunk, 0);
+    size_t width = (size_t)s.kv_heads * s.hs, qwidth = (size_t)s.heads * s.hs;
+    float *k = random_floats(width * s.seq), *v = random_floats(width * s.seq);
+    float *q = random_floats(qwidth), *out[3];
+    for (size_t i = 0; i < qwidth; i++) q[i] *= 3.0f;
+    for (int t = 0; t < 3; t++) {
+        kv_cache_store(&kv[t], 0, k, v, s.seq, 0);
+        out[t] = malloc(sizeof(float) * qwidth);
+    }
+    for (int pos = 0; pos < s.seq; pos += 37)
+        for (int t = 0; t < 3; t++) {
+            attention(out[t], q, &kv[t], 0, 1, pos, s.heads);
+            for (size_t i = 0; i < qwidth; i++) worst[t] = fmaxf(worst[t], fabsf(out[t][i] - out[0][i]));
+        }
+    for (int t = 1; t < 3; t++) {
+        CHECK(worst[t] <= bound[t], "KV type %d: %g from f32, bound %g", t, worst[t], bound[t]);
+        /* and the stored vectors themselves: bf16 within 2^-9 relative, Q8 within half a step */
+        float back[64], err = 0.0f;
+        for (int p = 0; p < s.seq; p += 11) {
+            kv_cache_read(back, &kv[t], 0, 1, p, 1);
+            const float *x = v + ((size_t)p * s.kv_heads + 1) * s.hs;
+            float amax = 0.0f;
+            for (int d = 0; d < s.hs; d++) amax = fmaxf(amax, fabsf(x[d]));
+            for (int d = 0; d < s.hs; d++) {
+                float allowed = t == KV_BF16 ? fabsf(x[d]) / 256.0f : amax / 254.0f * 1.0001f;
+                err = fmaxf(err, fabsf(back[d] - x[d]) - allowed);
+            }
+        }
+        CHECK(err <= 0.0f, "KV type %d: a stored value is off by %g more than its rounding", t, err);
+    }
+    printf("kv types: largest output error from f32: bf16 %.2e, q8 %.2e\n", worst[1], worst[2]);
+    for (int t = 0; t < 3; t++) kv_cache_free(&kv[t]), free(out[t]);
+    free(k), free(v), free(q);
+}
+
+/* A windowed layer's ring holds its last positions wherever they are in the ring: after
+ * storing position p (many times round a ring of window + chunk - 1 slots), every position the
+ * next query sees reads back what was stored for it. */
+static void test_ring_wraparound(void) {
+    int hs = 4, seq = 1000, window = 5, chunk = 7;
+    KvCache kv;
+    kv_cache_init(&kv, KV_F32, 1, 1, hs, seq, &window, chunk, 2);
+    CHECK(kv.ring[0] == window + chunk - 1, "ring of %d slots", kv.ring[0]);
+    int bad = 0;
+    for (int p = 0; p < seq; p += chunk) {
+        int n = min_int(chunk, seq - p);
+        float k[7 * 4], v[7 * 4];
+        for (int t = 0; t < n; t++)
+            for (int d = 0; d < hs; d++) k[t * hs + d] = (float)(p + t), v[t * hs + d] = -(float)(p + t) - d;
+        kv_cache_store(&kv, 0, k, v, n, p);
+        for (int t = 0; t < n; t++) /* everything query p + t sees, and the sinks */
+            for (int s = p + t - window + 1; s <= p + t; s++) {
+                if (s < 0) continue;
+                float back[4];
+                kv_cache_read(back, &kv, 0, 0, s, 0);
+                bad += back[0] != (float)s;
+                kv_cache_read(back, &kv, 0, 0, s, 1);
+                bad += back[3] != -(float)s - 3;
+            }
+        float sink[4];
+        kv_cache_read(sink, &kv, 0, 0, 1, 0);
+        bad += sink[0] != 1.0f;
+    }
+    CHECK(bad == 0, "%d reads of a wrapped ring gave another position's vector", bad);
+    CHECK(kv_cache_bytes(&kv) == 2 * (size_t)(2 + window + chunk - 1) * hs * sizeof(float),
+          "a ring of %d slots takes %zu bytes", kv.ring[0], kv_cache_bytes(&kv));
     kv_cache_free(&kv);
-    free(q), free(out), free(one), free(att);
+}
+
+/* Eviction: after dropping positions sinks .. sinks + drop - 1, position p reads what position
+ * p + drop held, its key rotated back by drop positions; the sinks keep theirs. Then the
+ * tiled attention still equals the reference over the turned rings. */
+static void test_evict(void) {
+    for (int type = KV_F32; type <= KV_Q8; type++) {
+        Shape s = {type, 2, 2, 4, 16, 120, 7, 3, {0, 11}};
+        KvCache kv;
+        kv_cache_init(&kv, type, 2, s.kv_heads, s.hs, s.seq, s.window, s.chunk, s.sinks);
+        float freq[8], back[16], want[16], cos[8], sin[8];
+        rope_frequencies(freq, s.hs, 10000.0f, NULL);
+        float worst_move = 0.0f, worst_attention = 0.0f;
+        int len = 0;
+        for (int round = 0; round < 5; round++) {
+            for (int l = 0; l < 2; l++) fill(&kv, &s, l, len, s.seq);
+            len = s.seq;
+            /* positions that move: one in the full layer, one the windowed layer's ring holds */
+            int drop = 17 + 13 * round, p = 30, p1 = len - drop - 2;
+            float before[2][16];
+            kv_cache_read(before[0], &kv, 0, 1, p + drop, 0);
+            kv_cache_read(before[1], &kv, 1, 1, p1 + drop, 1);
+            float sink[16], sink_after[16];
+            kv_cache_read(sink, &kv, 0, 0, 2, 0);
+            kv_cache_evict(&kv, freq, drop, len);
+            len -= drop;
+            rope_angles(cos, sin, freq, -drop, 1, s.hs);
+            memcpy(want, before[0], sizeof want);
+            rope(want, cos, sin, 1, 1, s.hs);
+            kv_cache_read(back, &kv, 0, 1, p, 0);
+            for (int d = 0; d < s.hs; d++) worst_move = fmaxf(worst_move, fabsf(back[d] - want[d]));
+            kv_cache_read(back, &kv, 1, 1, p1, 1); /* a value in the windowed layer's ring */
+            for (int d = 0; d < s.hs; d++) worst_move = fmaxf(worst_move, fabsf(back[d] - before[1][d]));
+            kv_cache_read(sink_after, &kv, 0, 0, 2, 0);
+            CHECK(memcmp(sink, sink_after, sizeof sink) == 0, "type %d: a sink moved", type);
+            for (int l = 0; l < 2; l++) {
+                worst_attention = fmaxf(worst_attention, fast_vs_ref(&kv, &s, l, 1, len - 1));
+                fill(&kv, &s, l, len, len + s.chunk);
+                worst_attention = fmaxf(worst_attention, fast_vs_ref(&kv, &s, l, s.chunk, len));
+            }
+            len += s.chunk;
+        }
+        /* a rotation in float32 is exact to a few ulp; converting back rounds once more */
+        float allowed = type == KV_F32 ? 1e-6f : type == KV_BF16 ? 8e-3f : 1.2e-2f;
+        CHECK(worst_move <= allowed, "type %d: a moved vector is off by %g", type, worst_move);
+        CHECK(worst_attention <= 1e-5f, "type %d: after eviction attention is off the reference "
+              "by %g", type, worst_attention);
+        kv_cache_free(&kv);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -551,7 +780,11 @@ int main(int argc, char **argv) {
     test_rope();
     test_attention_by_hand();
     test_gqa_head_mapping();
+    test_attention_vs_ref();
     test_attention_chunk();
+    test_kv_types_error();
+    test_ring_wraparound();
+    test_evict();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
