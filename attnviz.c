@@ -32,24 +32,25 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
     r->n_kv_heads = c->n_kv_heads;
     r->seq_len = c->seq_len;
     r->keep_all = keep_all;
-    r->max_positions = max_positions < c->seq_len ? max_positions : c->seq_len;
-    if (r->max_positions < 1) r->max_positions = 1;
+    r->max_positions = max_positions < 1 ? 1 : max_positions; /* past seq_len: shifting */
     size_t floats = keep_all ? rows_before(r, r->max_positions)
                              : (size_t)c->n_layers * c->n_heads * c->seq_len;
     r->rows = calloc(floats, sizeof(float)); /* rows never recorded read as zeros */
     r->tokens = malloc((size_t)r->max_positions * sizeof(int));
-    if (!r->rows || !r->tokens) {
+    r->evicted_at = malloc((size_t)r->max_positions * sizeof(int));
+    if (!r->rows || !r->tokens || !r->evicted_at) {
         attn_recorder_free(r);
         return fail(err, "cannot allocate %zu MB for the attention weights of %d positions: "
                     "record fewer with -n", (floats * sizeof(float)) >> 20, max_positions);
     }
-    for (int i = 0; i < r->max_positions; i++) r->tokens[i] = -1;
+    for (int i = 0; i < r->max_positions; i++) r->tokens[i] = r->evicted_at[i] = -1;
     return 0;
 }
 
 void attn_recorder_free(AttnRecorder *r) {
     free(r->rows);
     free(r->tokens);
+    free(r->evicted_at);
     memset(r, 0, sizeof *r);
 }
 
@@ -60,15 +61,37 @@ static float *row_slot(const AttnRecorder *r, int layer, int head, int pos) {
     return r->rows + rows_before(r, pos) + ((size_t)layer * r->n_heads + head) * (pos + 1);
 }
 
+/* The text position of cache position c. */
+static long text_of(const AttnRecorder *r, int c) {
+    return c < r->sinks ? c : c + r->dropped;
+}
+
 /* Only copies. Without keep_all only the newest position's rows are kept: the newest is the
  * last one attn_record_token was told about, which stays put while a forward pass runs. */
 void attn_observe(void *recorder, int layer, int pos, const float *weights, int stride) {
     AttnRecorder *r = recorder;
-    if (pos < 0 || pos >= r->max_positions) return;
-    if (!r->keep_all && pos != r->n_positions - 1) return;
-    for (int h = 0; h < r->n_heads; h++)
-        memcpy(row_slot(r, layer, h, pos), weights + (size_t)h * stride,
-               (size_t)(pos + 1) * sizeof(float));
+    long text = text_of(r, pos);
+    if (pos < 0 || text >= r->max_positions) return;
+    if (!r->keep_all) {
+        if (text != r->n_positions - 1) return;
+        r->newest_cache = pos;
+        for (int h = 0; h < r->n_heads; h++)
+            memcpy(row_slot(r, layer, h, pos), weights + (size_t)h * stride,
+                   (size_t)(pos + 1) * sizeof(float));
+        return;
+    }
+    for (int h = 0; h < r->n_heads; h++) { /* spread over the text: evicted positions stay 0 */
+        float *row = row_slot(r, layer, h, (int)text);
+        memset(row, 0, (size_t)(text + 1) * sizeof(float));
+        for (int c = 0; c <= pos; c++) row[text_of(r, c)] = weights[(size_t)h * stride + c];
+    }
+}
+
+void attn_record_evict(AttnRecorder *r, int sinks, int drop) {
+    r->sinks = sinks;
+    for (long t = sinks + r->dropped; t < sinks + r->dropped + drop; t++)
+        if (t < r->max_positions) r->evicted_at[t] = r->n_positions;
+    r->dropped += drop;
 }
 
 void attn_record_token(AttnRecorder *r, int pos, int token) {
@@ -86,12 +109,15 @@ int attn_kv_head(const AttnRecorder *r, int head) {
 }
 
 int attn_top(const AttnRecorder *r, int layer, int pos, int k, int *positions, float *weights) {
-    if (k > pos + 1) k = pos + 1;
+    /* a kept row is by text position; the newest row alone is by cache position */
+    int last = r->keep_all ? pos : r->newest_cache;
+    if (k > last + 1) k = last + 1;
     int n = 0;
-    for (int t = 0; t <= pos; t++) {
+    for (int j = 0; j <= last; j++) {
         float mean = 0.0f;
-        for (int h = 0; h < r->n_heads; h++) mean += attn_row(r, layer, h, pos)[t];
+        for (int h = 0; h < r->n_heads; h++) mean += attn_row(r, layer, h, pos)[j];
         mean /= (float)r->n_heads;
+        int t = r->keep_all ? j : (int)text_of(r, j);
         /* insertion into the sorted list of the best k so far; k is small */
         int i = n < k ? n++ : k;
         while (i > 0 && weights[i - 1] < mean) {
@@ -332,6 +358,8 @@ int attn_write_html(const AttnRecorder *r, const Tokenizer *t, const char *path,
         if (pos) fputs(", ", f);
         put_json_string(f, piece ? piece : "?", piece ? len : 1);
     }
+    fprintf(f, "],\n\"sinks\": %d, \"evicted_at\": [", r->dropped ? r->sinks : 0);
+    for (int pos = 0; pos < n; pos++) fprintf(f, "%s%d", pos ? ", " : "", r->evicted_at[pos]);
     fputs("],\n\"weights_u16\": \"", f);
     Base64 b64 = {.f = f};
     size_t total = rows_before(r, n);

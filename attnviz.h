@@ -10,6 +10,14 @@
  * is a softmax, so it sums to 1, and it stops at pos because attention is causal. Query head
  * h read key/value head h / (n_heads / n_kv_heads) (grouped-query attention).
  *
+ * Past the context
+ * ----------------
+ * When generation outgrows the context, run.c evicts positions from the KV cache
+ * (model_evict) and tells the recorder (attn_record_evict). The model reports cache
+ * positions; the recorder turns them into positions of the text, so a row of text position
+ * p still has p + 1 weights, 0 on the positions evicted by then. Which positions were evicted
+ * and when, and which are the sinks, is kept for the page.
+ *
  * How it is hooked in
  * -------------------
  * run.c hands attn_observe and the recorder to model_observe_attention (model.h): from then
@@ -49,6 +57,12 @@ typedef struct AttnRecorder {
     float *rows;       /* keep_all: the file's rows, L * H * P * (P + 1) / 2 floats for P =
                         * max_positions; else (n_layers, n_heads, seq_len), newest rows only */
     int *tokens;       /* (max_positions) the input token at each position, -1 if not told */
+    int *evicted_at;   /* (max_positions) the first query position that no longer saw it,
+                        * or -1 */
+    int sinks;         /* cache positions kept for ever (set at the first eviction) */
+    long dropped;      /* text positions evicted so far: cache position c >= sinks holds text
+                        * position c + dropped */
+    int newest_cache;  /* without keep_all: the cache position of the newest rows */
 } AttnRecorder;
 
 /* Prepares a recorder for model c. keep_all = 1 keeps every row of up to max_positions
@@ -61,21 +75,25 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
 void attn_recorder_free(AttnRecorder *r);
 
 /* The AttnObserver (model.h) a recorder is given to the model with: records the weights of
- * every head of `layer` at position pos, head h's pos + 1 weights at weights + h * stride.
- * Positions past max_positions are ignored. */
+ * every head of `layer` at cache position pos, head h's pos + 1 weights at weights + h *
+ * stride, as the row of its text position. Positions past max_positions are ignored. */
 void attn_observe(void *recorder, int layer, int pos, const float *weights, int stride);
+
+/* Notes that the cache forgot the drop positions after its first sinks (model_evict). */
+void attn_record_evict(AttnRecorder *r, int sinks, int drop);
 
 /* Notes that token sat at position pos; the files hold positions 0..n_positions-1. */
 void attn_record_token(AttnRecorder *r, int pos, int token);
 
-/* The recorded weights (pos + 1) of (layer, head, pos); with keep_all = 0 only the newest
- * position of each (layer, head) is there. */
+/* The recorded weights (pos + 1) of (layer, head, text position pos). With keep_all = 0 only
+ * the newest position of each (layer, head) is there, and its row is by cache position
+ * (newest_cache + 1 weights). */
 const float *attn_row(const AttnRecorder *r, int layer, int head, int pos);
 
 /* The key/value head query head h reads. */
 int attn_kv_head(const AttnRecorder *r, int head);
 
-/* Ranks positions 0..pos by their weight averaged over the heads of layer, at query
+/* Ranks text positions 0..pos by their weight averaged over the heads of layer, at query
  * position pos. Writes the k best (fewer if pos + 1 < k), highest first, to positions and
  * weights. Returns how many it wrote. */
 int attn_top(const AttnRecorder *r, int layer, int pos, int k, int *positions, float *weights);

@@ -133,8 +133,8 @@ class Config:
     rope_low_freq_factor: float = 0.0   # llama3 only
     rope_high_freq_factor: float = 0.0  # llama3 only
     rope_original_context: int = 0      # llama3 only
-    sliding_window: int = 0  # a source's attention window, 0 for none: refused if it is
-                             # shorter than seq_len (the engine attends to the whole context)
+    sliding_window: int = 0  # positions a windowed layer sees, itself included; 0: none
+    window_layers: tuple = ()  # per layer 1 (windowed) or 0; empty: every layer
     source_dtypes: dict = None  # {tensor name: dtype} as a source stores them (GGUF), used
                                 # when --dtype is not given
 
@@ -168,11 +168,6 @@ def check_config(cfg, path):
         raise ExportError(path, f"rope_theta = {cfg.rope_theta} is not a finite number above 1")
     if not (0 < cfg.norm_eps < 1):
         raise ExportError(path, f"norm_eps = {cfg.norm_eps} is out of range (0..1)")
-    if cfg.sliding_window and cfg.sliding_window < cfg.seq_len:
-        raise ExportError(path, f"sliding_window = {cfg.sliding_window} is shorter than the "
-                                f"context of {cfg.seq_len} tokens: sliding-window attention is "
-                                f"not implemented (export with --seq-len {cfg.sliding_window} "
-                                f"to stay inside the window)")
     check_rope_scaling(cfg, path)
 
 
@@ -363,6 +358,7 @@ def metadata_section(cfg, tokenizer_kind=TOKENIZER_SENTENCEPIECE_BPE):
         entries += [("rope_low_freq_factor", 2, [cfg.rope_low_freq_factor]),
                     ("rope_high_freq_factor", 2, [cfg.rope_high_freq_factor]),
                     ("rope_original_context", 1, [cfg.rope_original_context])]
+    entries += window_entries(cfg)
     parts = [struct.pack("<I", len(entries))]
     for key, kind, values in entries:
         parts.append(struct.pack("<B", len(key)) + key.encode())
@@ -374,6 +370,18 @@ def metadata_section(cfg, tokenizer_kind=TOKENIZER_SENTENCEPIECE_BPE):
         else:
             parts.append(values)
     return b"".join(parts)
+
+
+def window_entries(cfg):
+    """The sliding-window metadata: none when no layer is windowed or the window covers the
+    whole context (then it changes nothing, and the loader refuses windows past seq_len)."""
+    flags = list(cfg.window_layers) or [1] * cfg.n_layers
+    if not cfg.sliding_window or cfg.sliding_window >= cfg.seq_len or not any(flags):
+        return []
+    entries = [("sliding_window", 1, [cfg.sliding_window])]
+    if not all(flags):
+        entries.append(("sliding_window_layers", 1, [int(f) for f in flags]))
+    return entries
 
 
 def directory_section(layout, types, data_start):
@@ -414,6 +422,9 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
                                 tok.kind != TOKENIZER_SENTENCEPIECE_BPE):
         raise ExportError(out_path, "version 1 files hold no biases, q/k norms, RoPE scaling "
                                     "or byte-level tokenizer: use --format-version 2")
+    if format_version == 1 and window_entries(cfg):
+        raise ExportError(out_path, "version 1 files have no sliding window: use "
+                                    "--format-version 2")
     tmp_path = out_path + ".tmp"
     try:
         f = open(tmp_path, "wb")
@@ -1119,28 +1130,33 @@ def check_hf_config(hf, path):
     return model_type
 
 
-def hf_sliding_window(hf, model_type, path):
-    """The attention window config.json asks for on some layer, or 0 when every layer attends
-    to the whole context (Mistral's sliding_window; Qwen2/3's only with use_sliding_window, on
-    the layers from max_window_layers on, or as layer_types names them)."""
+def hf_sliding_window(hf, model_type, n_layers, path):
+    """(window, per-layer flags) of a config.json, as Hugging Face's configuration classes
+    read it: Mistral's sliding_window applies to every layer; Qwen2's and Qwen3's only with
+    use_sliding_window, and then to the layers from max_window_layers on (Qwen2Config's
+    layer_types), or as an explicit layer_types list ("sliding_attention" or
+    "full_attention" per layer) says. (0, ()) when no layer is windowed."""
     window = hf.get("sliding_window")
-    if model_type in ("qwen2", "qwen3"):
-        layer_types = hf.get("layer_types")
-        if isinstance(layer_types, list):
-            active = any(t != "full_attention" for t in layer_types)
-        else:
-            active = bool(hf.get("use_sliding_window", False)) and \
-                hf.get("max_window_layers", 0) < hf.get("num_hidden_layers", 0)
-        if not active:
-            return 0
-    elif model_type != "mistral":
-        return 0
-    if window is None:
-        return 0
-    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+    if model_type in ("qwen2", "qwen3") and not hf.get("use_sliding_window", False):
+        window = None  # Qwen2Config sets sliding_window to None unless use_sliding_window
+    if model_type not in ("mistral", "qwen2", "qwen3") or window is None:
+        return 0, ()
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ExportError(path, f"sliding_window = {json.dumps(window)} is not a positive "
                                 f"integer")
-    return window
+    types = hf.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != n_layers or \
+                not set(types) <= {"sliding_attention", "full_attention"}:
+            raise ExportError(path, f"layer_types is not one of 'sliding_attention' or "
+                                    f"'full_attention' for each of the {n_layers} layers")
+        return window, tuple(int(t == "sliding_attention") for t in types)
+    if model_type in ("qwen2", "qwen3"):
+        first = hf.get("max_window_layers", n_layers)
+        if not isinstance(first, int) or isinstance(first, bool):
+            raise ExportError(path, f"max_window_layers = {json.dumps(first)} is not an integer")
+        return window, tuple(int(i >= first) for i in range(n_layers))
+    return window, ()
 
 
 def hf_rope_scaling(hf, cfg, path):
@@ -1385,7 +1401,9 @@ def load_hf(folder):
         rope_theta=float(hf.get("rope_theta", 10000.0)),
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)), shared_classifier=int(bool(tied)),
         bos_id=bos, eos_ids=eos, chat_template=TEMPLATES[template], qkv_bias=biases,
-        qk_norm=qk_norm, sliding_window=hf_sliding_window(hf, model_type, cfg_path))
+        qk_norm=qk_norm)
+    cfg.sliding_window, cfg.window_layers = hf_sliding_window(hf, model_type, cfg.n_layers,
+                                                              cfg_path)
     hf_rope_scaling(hf, cfg, cfg_path)
     index = hf_tensor_index(folder)
 

@@ -16,7 +16,7 @@
 
 #define MAX_DIM     (1 << 16)
 #define MAX_HIDDEN  (1 << 18)
-#define MAX_LAYERS  1024
+#define MAX_LAYERS  CONFIG_MAX_LAYERS
 #define MAX_HEADS   1024
 #define MAX_VOCAB   (1 << 20)
 #define MAX_SEQ_LEN (1 << 20)
@@ -422,6 +422,8 @@ static const KeyRule key_rules[] = {
     {"rope_low_freq_factor", VALUE_FLOAT, 1, 1, 0},
     {"rope_high_freq_factor", VALUE_FLOAT, 1, 1, 0},
     {"rope_original_context", VALUE_INT, 1, 1, 0},
+    {"sliding_window", VALUE_INT, 1, 1, 0},
+    {"sliding_window_layers", VALUE_INT, 1, MAX_LAYERS, 0},
 };
 #define N_KEYS (int)(sizeof key_rules / sizeof key_rules[0])
 
@@ -459,6 +461,15 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
         c->rope_scaling.high_freq_factor = read_f32(v);
     } else if (!strcmp(key, "rope_original_context")) {
         c->rope_scaling.original_context = i0;
+    } else if (!strcmp(key, "sliding_window")) {
+        c->sliding_window = i0;
+    } else if (!strcmp(key, "sliding_window_layers")) { /* n_layers is checked at the end */
+        for (uint32_t i = 0; i < count; i++) {
+            int32_t flag = (int32_t)read_u32(v + 4 * i);
+            if (flag != 0 && flag != 1)
+                return fail(err, "metadata sliding_window_layers[%u] = %d is not 0 or 1", i, flag);
+            c->windowed[i] = (unsigned char)flag;
+        }
     } else { /* chat_template */
         char name[33];
         memcpy(name, v, count);
@@ -510,10 +521,33 @@ static int check_rope_scaling(const RopeScaling *r, const int *seen, char err[ER
     return 0;
 }
 
+/* Checks the sliding-window keys once every key is read (seen by key_rules index; flags: how
+ * many sliding_window_layers gave): a window of 1 .. seq_len positions, and one flag per
+ * layer, or none, meaning every layer. Returns 0, or -1 naming the key. */
+static int check_window(Config *c, const int *seen, uint32_t flags, char err[ERR_MAX]) {
+    int has_window = seen[key_index("sliding_window")], has_flags = seen[key_index("sliding_window_layers")];
+    if (!has_window) {
+        if (has_flags) return fail(err, "metadata key 'sliding_window_layers' needs 'sliding_window'");
+        return 0;
+    }
+    if (c->seq_len < 1 || c->n_layers < 1 || c->n_layers > MAX_LAYERS)
+        return 0; /* check_config, which comes next, names the field */
+    if (c->sliding_window < 1 || c->sliding_window > c->seq_len)
+        return fail(err, "metadata sliding_window = %d is out of range (1..seq_len = %d): a "
+                    "window larger than the context", c->sliding_window, c->seq_len);
+    if (has_flags && flags != (uint32_t)c->n_layers)
+        return fail(err, "metadata sliding_window_layers has %u flags for %d layers", flags,
+                    c->n_layers);
+    if (!has_flags)
+        for (int l = 0; l < c->n_layers && l < MAX_LAYERS; l++) c->windowed[l] = 1;
+    return 0;
+}
+
 static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
     uint32_t count;
     if (reader_u32(&r, &count)) return fail(err, "metadata section is too short for its count");
     int seen[N_KEYS] = {0};
+    uint32_t layer_flags = 0;
     for (uint32_t i = 0; i < count; i++) {
         char key[64];
         unsigned char type;
@@ -537,6 +571,7 @@ static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
         if (reader_take(&r, NULL, bytes))
             return fail(err, "metadata key '%s' runs past the end of its section", key);
         if (set_key(f, k, v, n, err)) return -1;
+        if (!strcmp(key, "sliding_window_layers")) layer_flags = n;
     }
     if (r.left) return fail(err, "%zu bytes after the last metadata entry", r.left);
     for (int k = 0; k < N_KEYS; k++)
@@ -544,6 +579,7 @@ static int read_metadata(ModelFile *f, Reader r, char err[ERR_MAX]) {
             return fail(err, "metadata key '%s' is missing", key_rules[k].key);
     if (f->tokenizer && !f->tokenizer_kind)
         return fail(err, "metadata key 'tokenizer_kind' is missing (the file has a tokenizer)");
+    if (check_window(&f->config, seen, layer_flags, err)) return -1;
     return check_rope_scaling(&f->config.rope_scaling, seen, err);
 }
 

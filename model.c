@@ -121,8 +121,10 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
         s->xq_scale = calloc(n * (widest / 32 + 1), sizeof(float));
         quant_ok = s->xq && s->xq_scale;
     }
-    const ModelOptions *o = &m->options;
+    ModelOptions *o = &m->options;
     if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
+    if (o->sinks < 0) /* the default, but always leaving one position to evict */
+        o->sinks = MODEL_DEFAULT_SINKS < c->seq_len ? MODEL_DEFAULT_SINKS : c->seq_len - 1;
     if (o->sinks >= c->seq_len)
         return fail(err, "%d sink positions do not leave room in a context of %d", o->sinks,
                     c->seq_len);
@@ -257,11 +259,9 @@ static int load_mapped(Model *m, char err[ERR_MAX]) {
     return 0;
 }
 
-/* Fills in the defaults of opt (NULL: all of them). */
+/* opt, or the defaults for NULL (sinks are settled by alloc_state, which knows seq_len). */
 static ModelOptions with_defaults(const ModelOptions *opt) {
-    ModelOptions o = opt ? *opt : (ModelOptions){.sinks = -1};
-    if (o.sinks < 0) o.sinks = MODEL_DEFAULT_SINKS;
-    return o;
+    return opt ? *opt : (ModelOptions){.sinks = -1};
 }
 
 int model_load(Model *m, const char *path, const ModelOptions *opt, char err[ERR_MAX]) {

@@ -150,7 +150,8 @@ typedef struct {
                        * --no-mmap): faster decoding, slower loading */
     int kv_type;      /* KV_F32 (default), KV_BF16 or KV_Q8 (attention.h) */
     int sinks;        /* positions kept at the start when the context overflows
-                       * (model_evict); -1 gives MODEL_DEFAULT_SINKS. Below seq_len. */
+                       * (model_evict), below seq_len; -1: MODEL_DEFAULT_SINKS, or fewer
+                       * in a context that short */
 } ModelOptions;
 
 /* StreamingLLM's choice (Xiao et al. 2023): four initial tokens hold the attention that has

@@ -112,8 +112,14 @@ typedef struct {
     int verbose, print_tokens;
     int threads;                /* --threads, or 0: all cores */
     const char *ppl_path;       /* --ppl */
+    int ppl_mode;               /* --ppl-mode: PPL_* */
     int no_prefill;             /* --no-prefill */
     int no_mmap;                /* --no-mmap */
+    int kv_type;                /* --kv-type: KV_* */
+    int sinks;                  /* --sinks, or -1: the model's default */
+    int evict;                  /* --evict, or 0: a quarter of the positions after the sinks */
+    int no_shift;               /* --no-shift: stop at the end of the context */
+    int ignore_eos;             /* --ignore-eos: only -n ends the text */
     const char *attn_path, *attn_html_path; /* --attn, --attn-html, or NULL */
     int attn_top, attn_layer;               /* --attn-top K (0 = off), --attn-layer (-1 = last) */
 } Options;
@@ -132,8 +138,16 @@ static void usage(FILE *out) {
 "  -n <int>           generate: positions to run, prompt included (as llama2.c), default 256;\n"
 "                     chat: most tokens in one answer, default 256; 0 = up to the context end\n"
 "  --stop <text>      stop once the output contains text, which is not printed; repeatable\n"
+"  --ignore-eos       go on past the model's end tokens (they are fed like any other)\n"
 "  -m <mode>          generate or chat, default generate\n"
-"  Generation stops at EOS (a llama2.c file: at BOS, as llama2.c), at -n, at the context end.\n"
+"  Generation stops at EOS (a llama2.c file: at BOS, as llama2.c) or at -n.\n"
+"\n"
+"Past the context (generate and chat): when the KV cache is full, the oldest positions after\n"
+"the first few (attention sinks) are forgotten and the text goes on (docs/ATTENTION.md):\n"
+"  --sinks <int>      positions kept from the start, default 4; 0 = a plain sliding window\n"
+"  --evict <int>      positions forgotten each time the cache is full, default a quarter of\n"
+"                     those after the sinks\n"
+"  --no-shift         stop at the end of the context instead\n"
 "\n"
 "Sampling, applied in this order: temperature, top-k, min-p, top-p, then one draw:\n"
 "  -t <float>         temperature, 0 or more, default 1.0; 0 = greedy (no draw, no filters)\n"
@@ -144,7 +158,8 @@ static void usage(FILE *out) {
 "  Without -k and --min-p the draws are llama2.c's: the same seed gives the same tokens.\n"
 "\n"
 "Chat (-m chat): each line of stdin is a user turn, until end of input (Ctrl-D); empty lines\n"
-"are skipped. The conversation stays in the KV cache; when the context is full it ends.\n"
+"are skipped. The conversation stays in the KV cache; when it is full the oldest turns are\n"
+"forgotten as above (with --no-shift the chat ends there).\n"
 "  -y <text>          system prompt, default none\n"
 "  --template <name>  llama2, chatml or zephyr; overrides the model file's template;\n"
 "                     default the file's, else llama2\n"
@@ -154,6 +169,8 @@ static void usage(FILE *out) {
 "  -z <file>          tokenizer (llama2.c tokenizer.bin format); default the one inside the\n"
 "                     model file, else ./tokenizer.bin\n"
 "  --threads <int>    threads for the matrix products, default all cores\n"
+"  --kv-type <type>   how the KV cache stores keys and values: f32 (default, exact), bf16\n"
+"                     (half the memory) or q8 (int8 with a scale per vector, a quarter)\n"
 "  --no-mmap          copy the f32 and bf16 weights out of the file into memory (2 MB pages):\n"
 "                     about 10% faster decoding for a slower start; the default maps the\n"
 "                     file and reads them in place (with VNNI, Q8_0 weights are rearranged\n"
@@ -166,6 +183,10 @@ static void usage(FILE *out) {
 "  --logits <file>    write the float32 logits of every position the model runs, in order\n"
 "  --ppl <file>       print the perplexity of the model on a text file (read as -f reads),\n"
 "                     as one line `ppl: tokens=N nll=X perplexity=Y`, and exit\n"
+"  --ppl-mode <mode>  how a text longer than the context is read: chunks (default: windows\n"
+"                     of seq_len positions, each from position 0), stream (one pass, the\n"
+"                     cache shifting as in generation, see --sinks), recompute (each token\n"
+"                     from the seq_len - 1 tokens before it, run afresh: slow)\n"
 "  --no-prefill       feed the prompt one token at a time, not in batches (to check prefill)\n"
 "  --attn <file>      record the attention weights of every layer, head and position\n"
 "                     (the layout is in docs/ATTENTION.md)\n"
@@ -178,6 +199,9 @@ static void usage(FILE *out) {
 "  -h, --help         this help\n"
 "  --version          the version\n", out);
 }
+
+/* How --ppl reads a text longer than the context */
+enum { PPL_CHUNKS = 0, PPL_STREAM = 1, PPL_RECOMPUTE = 2 };
 
 /* The parser below reports a bad flag by writing one line into err and returning -1, rather
  * than exiting, so that fuzz/fuzz_args.c can run it on arbitrary argument lists. */
@@ -220,7 +244,8 @@ static int takes_value(const char *a) {
     static const char *const flags[] = {"-t", "-p", "-k", "--min-p", "-s", "-n", "-i", "-f",
                                         "--stop", "-z", "-m", "-y", "--template", "--logits",
                                         "--attn", "--attn-html", "--attn-top", "--attn-layer",
-                                        "--threads", "--ppl"};
+                                        "--threads", "--ppl", "--ppl-mode", "--kv-type",
+                                        "--sinks", "--evict"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strcmp(a, flags[i])) return 1;
     return 0;
@@ -232,7 +257,7 @@ static int takes_value(const char *a) {
  * o->prompt_file names it. */
 static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
     *o = (Options){.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1,
-                   .attn_layer = -1};
+                   .attn_layer = -1, .sinks = -1};
     o->stops = malloc((argc + 1) * sizeof *o->stops); /* room for the chat end marker too */
     if (!o->stops) return fail(err, "out of memory");
     for (int i = 1; i < argc; i++) {
@@ -299,6 +324,26 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
             o->threads = (int)n;
         } else if (!strcmp(a, "--ppl")) {
             o->ppl_path = v;
+        } else if (!strcmp(a, "--ppl-mode")) {
+            o->ppl_mode = !strcmp(v, "chunks") ? PPL_CHUNKS : !strcmp(v, "stream") ? PPL_STREAM
+                        : !strcmp(v, "recompute") ? PPL_RECOMPUTE : -1;
+            if (o->ppl_mode < 0)
+                return fail(err, "--ppl-mode: unknown mode '%s' (chunks, stream or recompute)", v);
+        } else if (!strcmp(a, "--kv-type")) {
+            o->kv_type = !strcmp(v, "f32") ? KV_F32 : !strcmp(v, "bf16") ? KV_BF16
+                       : !strcmp(v, "q8") ? KV_Q8 : -1;
+            if (o->kv_type < 0)
+                return fail(err, "--kv-type: unknown type '%s' (f32, bf16 or q8)", v);
+        } else if (!strcmp(a, "--sinks")) {
+            if (parse_int(a, v, 0, 1 << 20, &n, err)) return ARGS_ERROR;
+            o->sinks = (int)n;
+        } else if (!strcmp(a, "--evict")) {
+            if (parse_int(a, v, 1, 1 << 20, &n, err)) return ARGS_ERROR;
+            o->evict = (int)n;
+        } else if (!strcmp(a, "--no-shift")) {
+            o->no_shift = 1;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = 1;
         } else if (!strcmp(a, "--no-prefill")) {
             o->no_prefill = 1;
         } else if (!strcmp(a, "--no-mmap")) {
@@ -451,41 +496,74 @@ static void print_stats(const Stats *st, const Model *m) {
 /* ------------------------------------------------------------------------------------------ */
 /* The model, fed and sampled */
 
-static float *forward(Model *m, Output *o, int token, int pos);
+/* Where the text is in the KV cache. Cache position p holds text position p while p is below
+ * sinks, and p + dropped after: each eviction forgets the positions right after the sinks. */
+typedef struct {
+    int pos;      /* the next cache position to run */
+    long dropped; /* text positions forgotten so far */
+    int sinks;    /* cache positions kept for ever (the model's, model_load's option) */
+    int evict;    /* positions forgotten at a time */
+    int shift;    /* 0: --no-shift, the text ends with the context */
+} Context;
 
-/* Runs n tokens at pos..pos+n-1 and returns the last position's logits, writing every
- * position's logits for --logits. --no-prefill feeds them one at a time instead: the tests
- * check that both give the same logits. */
-static float *prefill(Model *m, Output *o, const int *tokens, int n, int pos) {
+static long text_pos(const Context *x, int cache_pos) {
+    return cache_pos < x->sinks ? cache_pos : cache_pos + x->dropped;
+}
+
+/* Makes sure need more positions fit in the cache, forgetting the oldest after the sinks if
+ * it is full: at least x->evict of them, so that the keys that move are re-rotated once per
+ * x->evict tokens rather than once per token. Returns 1, or 0 if they cannot fit (shifting off,
+ * or more than the positions after the sinks). */
+static int make_room(Model *m, const Output *o, Context *x, int need) {
+    int seq_len = m->config.seq_len, over = x->pos + need - seq_len;
+    if (over <= 0) return 1;
+    if (!x->shift || over > x->pos - x->sinks) return 0;
+    int drop = over > x->evict ? over : x->evict;
+    if (drop > x->pos - x->sinks) drop = x->pos - x->sinks;
+    x->pos = model_evict(m, drop, x->pos);
+    if (o && o->attn) attn_record_evict(o->attn, x->sinks, drop);
+    x->dropped += drop;
+    return 1;
+}
+
+static float *forward(Model *m, Output *o, Context *x, int token);
+
+/* Runs n tokens at the next positions (the caller made room) and returns the last position's
+ * logits, writing every position's logits for --logits. --no-prefill feeds them one at a time
+ * instead: the tests check that both give the same logits. */
+static float *prefill(Model *m, Output *o, Context *x, const int *tokens, int n) {
     if (o->no_prefill) {
         float *logits = NULL;
-        for (int i = 0; i < n; i++) logits = forward(m, o, tokens[i], pos + i);
+        for (int i = 0; i < n; i++) logits = forward(m, o, x, tokens[i]);
         return logits;
     }
     float *all = NULL;
     if (o->logits_file && !(all = malloc((size_t)n * o->vocab_size * sizeof *all)))
         die("out of memory");
-    for (int i = 0; o->attn && i < n; i++) attn_record_token(o->attn, pos + i, tokens[i]);
-    float *logits = model_forward(m, tokens, n, pos, all);
-    if (!logits) die("a token or position is outside the model (prefill at %d)", pos);
+    for (int i = 0; o->attn && i < n; i++) attn_record_token(o->attn, text_pos(x, x->pos + i), tokens[i]);
+    float *logits = model_forward(m, tokens, n, x->pos, all);
+    if (!logits) die("a token or position is outside the model (prefill at %d)", x->pos);
+    x->pos += n;
     if (all) write_logits(o, all, n);
     free(all);
     return logits;
 }
 
-static float *forward(Model *m, Output *o, int token, int pos) {
-    if (o->attn) attn_record_token(o->attn, pos, token); /* --attn: which token sits at pos */
-    float *logits = model_forward(m, &token, 1, pos, NULL);
-    if (!logits) die("token %d at position %d is outside the model", token, pos);
+static float *forward(Model *m, Output *o, Context *x, int token) {
+    if (o->attn) attn_record_token(o->attn, text_pos(x, x->pos), token); /* --attn: which token */
+    float *logits = model_forward(m, &token, 1, x->pos, NULL);
+    if (!logits) die("token %d at position %d is outside the model", token, x->pos);
+    x->pos++;
     if (o->logits_file) write_logits(o, logits, 1);
     return logits;
 }
 
-/* --attn-top: after the step at pos chose next, the positions its query attended to most. */
-static void attn_report(const Output *o, int pos, int next) {
+/* --attn-top: after the step at text position pos chose next, the positions its query
+ * attended to most. */
+static void attn_report(const Output *o, long pos, int next) {
     if (!o->attn_top) return;
     char line[4096];
-    attn_format_top(line, sizeof line, o->attn, o->tokenizer, o->attn_layer, pos, next,
+    attn_format_top(line, sizeof line, o->attn, o->tokenizer, o->attn_layer, (int)pos, next,
                     o->attn_top);
     fprintf(stderr, "%s\n", line);
 }
@@ -493,24 +571,24 @@ static void attn_report(const Output *o, int pos, int next) {
 /* Why an answer ended */
 enum { END_TOKEN, END_STOP_STRING, END_LIMIT, END_CONTEXT };
 
-/* Feeds tokens (n) at *pos, then samples and prints tokens until one of end_ids (n_end), a
- * stop string, max_new printed tokens, or the end of the context. Advances *pos past
- * everything fed. Returns why it ended; *unfed receives the last token printed if the model
- * has not been fed it yet (at END_LIMIT and END_CONTEXT), else -1. */
-static int answer(Model *m, Output *o, Sampler *s, Stats *st, const int *tokens, int n, int *pos,
-                  int max_new, const int *end_ids, int n_end, int *unfed) {
+/* Feeds tokens (n, which fit: make_room) at the next positions, then samples and prints
+ * tokens until one of end_ids (n_end), a stop string, max_new printed tokens, or the end of
+ * the context when it does not shift. Returns why it ended; *unfed receives the last token
+ * printed if the model has not been fed it yet (at END_LIMIT and END_CONTEXT), else -1. */
+static int answer(Model *m, Output *o, Sampler *s, Stats *st, Context *x, const int *tokens,
+                  int n, long max_new, const int *end_ids, int n_end, int *unfed) {
     double start = now_seconds();
-    float *logits = prefill(m, o, tokens, n, *pos);
-    *pos += n;
+    float *logits = prefill(m, o, x, tokens, n);
     double first = now_seconds();
     st->prompt_tokens += n;
     st->prefill_s += first - start;
 
-    int prev = tokens[n - 1], printed = 0, why;
+    int prev = tokens[n - 1], why;
+    long printed = 0;
     *unfed = -1;
     for (;;) {
         int next = sampler_sample(s, logits);
-        attn_report(o, *pos - 1, next);
+        attn_report(o, text_pos(x, x->pos - 1), next);
         if (printed == 0) {
             first = now_seconds();
             if (st->ttft_s < 0) st->ttft_s = first - start;
@@ -526,12 +604,12 @@ static int answer(Model *m, Output *o, Sampler *s, Stats *st, const int *tokens,
             why = END_STOP_STRING;
             break;
         }
-        if (++printed >= max_new || *pos >= m->config.seq_len) {
+        if (++printed >= max_new || !make_room(m, o, x, 1)) {
             why = printed >= max_new ? END_LIMIT : END_CONTEXT;
             *unfed = next;
             break;
         }
-        logits = forward(m, o, next, (*pos)++);
+        logits = forward(m, o, x, next);
         st->decode_steps++;
         prev = next;
     }
@@ -554,6 +632,14 @@ static void print_ids(const int *ids, int n) {
     putchar('\n');
 }
 
+/* The context of a run: the model's sinks, and --evict's block or its default. */
+static Context new_context(const Model *m, const Options *opt) {
+    int sinks = m->options.sinks, after = m->config.seq_len - sinks;
+    int evict = opt->evict > 0 ? opt->evict : after / 4 > 0 ? after / 4 : 1;
+    return (Context){.sinks = sinks, .evict = evict < after ? evict : after,
+                     .shift = !opt->no_shift};
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Generation: echo the prompt, then continue it, as llama2.c does: -n counts positions,
  * prompt included, and a story ends when the model starts the next one (BOS). */
@@ -567,27 +653,30 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
         free(tokens);
         return;
     }
-    int steps = opt->steps == 0 || opt->steps > c->seq_len ? c->seq_len : (int)opt->steps;
+    /* -n 0 runs to the end of the context, and so does any -n with --no-shift */
+    int capped = opt->steps == 0 || (opt->no_shift && opt->steps > c->seq_len);
+    long long steps = capped ? c->seq_len : opt->steps;
     if (n_prompt > c->seq_len)
         die("%s: the prompt is %d tokens, more than the context of %d", opt->prompt_flag,
             n_prompt, c->seq_len);
     if (n_prompt > steps)
-        die("-n: %d positions cannot hold the prompt's %d tokens", steps, n_prompt);
+        die("-n: %lld positions cannot hold the prompt's %d tokens", steps, n_prompt);
 
     /* llama2.c's stories end with BOS (and llama2.c stops only there); models of our own
      * format end with EOS */
     int end_ids[1 + CONFIG_MAX_EOS] = {c->bos_id};
-    int n_end = 1;
-    for (int i = 0; i < c->n_eos && !m->is_llama2c; i++) end_ids[n_end++] = c->eos_ids[i];
+    int n_end = opt->ignore_eos ? 0 : 1;
+    for (int i = 0; i < c->n_eos && !m->is_llama2c && n_end; i++) end_ids[n_end++] = c->eos_ids[i];
 
     echo_tokens(o, tokens, 1, n_prompt);
-    int pos = 0, unfed;
-    int why = answer(m, o, s, st, tokens, n_prompt, &pos, steps - n_prompt + 1, end_ids, n_end,
+    Context x = new_context(m, opt);
+    int unfed;
+    int why = answer(m, o, s, st, &x, tokens, n_prompt, steps - n_prompt + 1, end_ids, n_end,
                      &unfed);
     putchar('\n');
     fflush(stdout);
     /* Hardening: say why the text stopped when the context, not the model, ended it. */
-    if ((why == END_LIMIT || why == END_CONTEXT) && pos >= c->seq_len)
+    if (why == END_CONTEXT || (why == END_LIMIT && capped && x.pos >= c->seq_len))
         fprintf(stderr, "run: the context of %d tokens is full\n", c->seq_len);
 
     /* the decode rate: llama2.c leaves out the first position, which pays for page faults;
@@ -631,13 +720,15 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
     end_ids[n_end++] = c->bos_id;
     int end_marker = chat_end_token(o->tokenizer, template_id);
     if (end_marker >= 0) end_ids[n_end++] = end_marker;
-    int max_new = opt->steps == 0 ? INT_MAX : (int)opt->steps;
+    if (opt->ignore_eos) n_end = 0;
+    long max_new = opt->steps == 0 ? LONG_MAX : (long)opt->steps;
     /* --print-tokens prints ids only */
     int at_terminal = isatty(STDIN_FILENO);
     int prompt = at_terminal && !opt->print_tokens, echo = !at_terminal && !opt->print_tokens;
     char *line = NULL;
     size_t cap = 0;
-    int pos = 0, unfed = -1;
+    int unfed = -1;
+    Context x = new_context(m, opt);
 
     for (int turn = 0;; turn++) {
         const char *user;
@@ -666,7 +757,9 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
         n_tokens += n;
         free(rendered);
 
-        if (pos + n_tokens >= c->seq_len) {
+        /* room for the turn and the answer's first token; older turns make way unless
+         * --no-shift, or unless the turn alone is longer than what follows the sinks */
+        if (!make_room(m, o, &x, n_tokens + 1)) {
             fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n",
                     c->seq_len);
             free(tokens);
@@ -674,7 +767,7 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
         }
         fputs("Assistant: ", stdout);
         o->skip_space = 1;
-        int why = answer(m, o, s, st, tokens, n_tokens, &pos, max_new, end_ids, n_end, &unfed);
+        int why = answer(m, o, s, st, &x, tokens, n_tokens, max_new, end_ids, n_end, &unfed);
         putchar('\n');
         fflush(stdout);
         free(tokens);
@@ -690,12 +783,26 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
 /* ------------------------------------------------------------------------------------------ */
 /* Perplexity: how well the model predicts a text. Each token after the first is scored by
  * the probability the model gave it, reading the tokens before it; the mean negative log of
- * those probabilities (nats per token) and its exponential, the perplexity, go to stdout. A
- * text longer than the context is read in windows of seq_len positions, each starting afresh
- * at position 0 on the last token of the window before, so every token is predicted once. */
+ * those probabilities (nats per token) and its exponential, the perplexity, go to stdout.
+ * Every token is predicted once. A text longer than the context is read (--ppl-mode):
+ *   chunks     in windows of seq_len positions, each starting afresh at position 0 on the
+ *              last token of the window before: a token sees 0 .. seq_len - 1 tokens;
+ *   stream     in one pass, the cache shifting as in generation (sinks, then the most recent
+ *              positions): what generating past the context sees;
+ *   recompute  each token from the seq_len tokens before it, run afresh at positions
+ *              0 .. seq_len - 1: a sliding window without any cache, seq_len times slower. */
 
-static void perplexity(Model *m, const Tokenizer *t, const char *path) {
+/* -log softmax(row)[target], as log-sum-exp minus the target's logit. */
+static double nll_of(const float *row, int vocab_size, int target) {
+    double max = row[0], sum = 0.0;
+    for (int v = 1; v < vocab_size; v++) max = row[v] > max ? row[v] : max;
+    for (int v = 0; v < vocab_size; v++) sum += exp(row[v] - max);
+    return max + log(sum) - row[target];
+}
+
+static void perplexity(Model *m, const Tokenizer *t, const Options *opt) {
     const Config *c = &m->config;
+    const char *path = opt->ppl_path;
     char *text = read_prompt_file("--ppl", path);
     int n;
     int *tokens = encode(t, text, 1, &n);
@@ -707,23 +814,41 @@ static void perplexity(Model *m, const Tokenizer *t, const char *path) {
 
     double nll = 0.0;
     long count = 0;
-    for (int start = 0; start < n - 1;) {
-        int len = n - start < c->seq_len ? n - start : c->seq_len;
-        for (int done = 0; done < len; done += batch) {
-            int k = len - done < batch ? len - done : batch;
-            if (!model_forward(m, tokens + start + done, k, done, logits))
+    if (opt->ppl_mode == PPL_STREAM) {
+        Context x = new_context(m, opt);
+        x.shift = 1;
+        for (int done = 0; done < n - 1;) { /* feeds tokens 0 .. n - 2, predicts 1 .. n - 1 */
+            make_room(m, NULL, &x, 1);
+            int k = n - 1 - done < batch ? n - 1 - done : batch;
+            k = k < c->seq_len - x.pos ? k : c->seq_len - x.pos;
+            if (!model_forward(m, tokens + done, k, x.pos, logits))
                 die("%s: a token is outside the model's vocabulary", path);
-            for (int i = 0; i < k && done + i + 1 < len; i++) {
-                /* -log softmax(row)[target], as log-sum-exp minus the target's logit */
-                const float *row = logits + (size_t)i * c->vocab_size;
-                double max = row[0], sum = 0.0;
-                for (int v = 1; v < c->vocab_size; v++) max = row[v] > max ? row[v] : max;
-                for (int v = 0; v < c->vocab_size; v++) sum += exp(row[v] - max);
-                nll += max + log(sum) - row[tokens[start + done + i + 1]];
-                count++;
-            }
+            x.pos += k;
+            for (int i = 0; i < k; i++, count++)
+                nll += nll_of(logits + (size_t)i * c->vocab_size, c->vocab_size, tokens[done + i + 1]);
+            done += k;
         }
-        start += len - 1;
+    } else {
+        /* chunks, and recompute's first window, where every token has all before it */
+        for (int start = 0; start < n - 1;) {
+            int len = n - start < c->seq_len ? n - start : c->seq_len;
+            for (int done = 0; done < len; done += batch) {
+                int k = len - done < batch ? len - done : batch;
+                if (!model_forward(m, tokens + start + done, k, done, logits))
+                    die("%s: a token is outside the model's vocabulary", path);
+                for (int i = 0; i < k && done + i + 1 < len; i++, count++)
+                    nll += nll_of(logits + (size_t)i * c->vocab_size, c->vocab_size,
+                                  tokens[start + done + i + 1]);
+            }
+            start += len - 1;
+            if (opt->ppl_mode == PPL_RECOMPUTE) break;
+        }
+        if (opt->ppl_mode == PPL_RECOMPUTE)
+            for (int target = c->seq_len; target < n; target++, count++) {
+                const float *row = model_forward(m, tokens + target - c->seq_len, c->seq_len, 0, NULL);
+                if (!row) die("%s: a token is outside the model's vocabulary", path);
+                nll += nll_of(row, c->vocab_size, tokens[target]);
+            }
     }
     printf("ppl: tokens=%ld nll=%.6f perplexity=%.6f\n", count, nll / count, exp(nll / count));
     free(logits), free(tokens), free(text);
@@ -749,7 +874,7 @@ int main(int argc, char **argv) {
 
     double load_start = now_seconds();
     Model model;
-    ModelOptions load = {.copy_weights = opt.no_mmap, .sinks = -1};
+    ModelOptions load = {.copy_weights = opt.no_mmap, .kv_type = opt.kv_type, .sinks = opt.sinks};
     if (model_load(&model, opt.checkpoint, &load, err) != 0) die("%s: %s", opt.checkpoint, err);
     const Config *c = &model.config;
 
@@ -771,7 +896,7 @@ int main(int argc, char **argv) {
     Stats stats = {.load_s = now_seconds() - load_start, .ttft_s = -1.0};
 
     if (opt.ppl_path) {
-        perplexity(&model, &tokenizer, opt.ppl_path);
+        perplexity(&model, &tokenizer, &opt);
         free(opt.stops);
         free(opt.prompt_file_text);
         tokenizer_free(&tokenizer);
@@ -815,9 +940,10 @@ int main(int argc, char **argv) {
             if (paths[i] && (!f || fclose(f) != 0))
                 die("%s: cannot write: %s", paths[i], strerror(errno));
         }
-        int positions = opt.chat || opt.steps == 0 || opt.steps > c->seq_len ? c->seq_len
-                                                                             : (int)opt.steps;
-        if (attn_recorder_init(&attn, c, positions, opt.attn_path || opt.attn_html_path,
+        /* generation past the context records as many positions as -n asks for */
+        long long positions = opt.chat || opt.steps == 0 ? c->seq_len
+                            : opt.no_shift && opt.steps > c->seq_len ? c->seq_len : opt.steps;
+        if (attn_recorder_init(&attn, c, (int)positions, opt.attn_path || opt.attn_html_path,
                                err) != 0)
             die("--attn: %s", err);
         model_observe_attention(&model, attn_observe, &attn);

@@ -19,11 +19,16 @@ def silu(x):
     return x / (1 + np.exp(-x))
 
 
-def causal_attention(q, k, v):
-    """q (heads, T, hd); k, v (heads, T, hd) -> (T, heads * hd)."""
+def causal_attention(q, k, v, sliding_window=None):
+    """q (heads, T, hd); k, v (heads, T, hd) -> (T, heads * hd). With a sliding window, as
+    transformers' masking_utils: kv_idx <= q_idx and kv_idx > q_idx - sliding_window."""
     heads, T, hd = q.shape
     scores = q @ k.transpose(0, 2, 1) / np.sqrt(hd)
-    scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+    q_idx, kv_idx = np.arange(T)[:, None], np.arange(T)[None, :]
+    mask = kv_idx <= q_idx
+    if sliding_window is not None:
+        mask &= kv_idx > q_idx - sliding_window
+    scores = np.where(mask, scores, -np.inf)
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     scores /= scores.sum(axis=-1, keepdims=True)
     return (scores @ v).transpose(1, 0, 2).reshape(T, heads * hd)
@@ -61,6 +66,21 @@ def inv_freq(config, hd):
     return np.where(medium, smoothed, scaled)
 
 
+def layer_windows(config):
+    """The sliding window of each layer (None: full attention), as the configuration classes
+    decide it: an explicit layer_types list; Qwen2's use_sliding_window with the layers from
+    max_window_layers on; else (Mistral) sliding_window for every layer."""
+    n, window = config["num_hidden_layers"], config.get("sliding_window")
+    if config.get("model_type") in ("qwen2", "qwen3"):
+        window = window if config.get("use_sliding_window") else None
+        types = config.get("layer_types") or [
+            "sliding_attention" if window is not None and i >= config.get("max_window_layers", n)
+            else "full_attention" for i in range(n)]
+    else:
+        types = config.get("layer_types") or ["sliding_attention"] * n
+    return [window if t == "sliding_attention" else None for t in types]
+
+
 def hf_logits(w, config, tokens):
     """w: {HF tensor name: float array}; config: the config.json dict. -> (T, vocab)."""
     w = {k: np.asarray(v, np.float64) for k, v in w.items()}
@@ -76,6 +96,7 @@ def hf_logits(w, config, tokens):
     emb = np.concatenate([freqs, freqs], axis=-1)  # (T, hd)
     cos, sin = np.cos(emb), np.sin(emb)
     x = w["model.embed_tokens.weight"][tokens]
+    windows = layer_windows(config)
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}.self_attn."
 
@@ -96,7 +117,7 @@ def hf_logits(w, config, tokens):
         rep = n_heads // n_kv  # repeat_kv: query head j uses key/value head j // rep
         k = np.broadcast_to(k[:, None], (n_kv, rep, T, hd)).reshape(n_heads, T, hd)
         v = np.broadcast_to(v[:, None], (n_kv, rep, T, hd)).reshape(n_heads, T, hd)
-        x = x + causal_attention(q, k, v) @ w[p + "o_proj.weight"].T
+        x = x + causal_attention(q, k, v, windows[i]) @ w[p + "o_proj.weight"].T
         p = f"model.layers.{i}."
         h = rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = h @ w[p + "mlp.gate_proj.weight"].T

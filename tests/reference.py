@@ -33,7 +33,7 @@ class Config:
 
     def __init__(self, dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
                  head_size=None, rope_theta=10000.0, norm_eps=1e-5, shared_classifier=True,
-                 bos_id=1, eos_id=2):
+                 bos_id=1, eos_id=2, sliding_window=0, windowed=None):
         self.dim = dim
         self.hidden_dim = hidden_dim
         self.n_layers = n_layers
@@ -52,6 +52,16 @@ class Config:
         # ("linear" or "llama3"), "factor" and for llama3 "low_freq_factor",
         # "high_freq_factor", "original_context".
         self.rope_scaling = None
+        # Sliding-window attention: a windowed layer's query at pos sees pos - window + 1..pos.
+        self.sliding_window = sliding_window
+        self.windowed = list(windowed) if windowed is not None else [1] * n_layers
+
+    def first_seen(self, layer, pos):
+        """The first position the query at pos sees in a layer: Hugging Face's mask keeps
+        kv > q - window, so a window of w sees w positions, the query's own included."""
+        if self.sliding_window and self.windowed[layer]:
+            return max(0, pos - self.sliding_window + 1)
+        return 0
 
     def __repr__(self):
         return "Config(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -234,7 +244,7 @@ class TllmFile:
             else:
                 value = struct.unpack_from(f"<{count}{METADATA_TYPES[kind]}", data, pos)
                 pos += 4 * count
-                value = value if key == "eos_ids" else value[0]
+                value = value if key in ("eos_ids", "sliding_window_layers") else value[0]
             assert key not in h, f"{path}: metadata key {key} twice"
             h[key] = value
             self.metadata_entries.append(dict(key=key, at=at, kind_at=value_at - 5,
@@ -359,6 +369,8 @@ def read_tllm(path):
                eos_id=h["eos_id"])
     kind, _, gs = f.tensors["token_embedding"]
     c.weight_type, c.group_size, c.chat_template = kind, gs, h["chat_template"]
+    c.sliding_window = h.get("sliding_window", 0)
+    c.windowed = list(h.get("sliding_window_layers", [1] * c.n_layers))
     c.eos_ids = h["eos_ids"]
     if "rope_scaling" in h:
         c.rope_scaling = {"type": h["rope_scaling"], "factor": h["rope_scaling_factor"]}
@@ -475,11 +487,12 @@ def softmax(x):
     return e / np.sum(e)
 
 
-def attention(q, keys, values, c, record=None):
-    """Grouped-query attention of the current position over positions 0..pos.
-    q is (n_heads * head_size); keys and values are (pos + 1, n_kv_heads * head_size), only the
-    positions seen so far, which is what makes it causal. Returns (n_heads * head_size).
-    If record is a list, each head's weights (pos + 1) are appended to it."""
+def attention(q, keys, values, c, record=None, first=0):
+    """Grouped-query attention of the current position over positions first..pos.
+    q is (n_heads * head_size); keys and values are (pos + 1 - first, n_kv_heads * head_size),
+    only the positions seen, which is what makes it causal (and windowed when first > 0).
+    Returns (n_heads * head_size). If record is a list, each head's weights over positions
+    0..pos are appended to it, 0 before first."""
     hs = c.head_size
     group = c.n_heads // c.n_kv_heads  # query heads sharing one key/value head
     out = np.empty(c.n_heads * hs)
@@ -490,7 +503,7 @@ def attention(q, keys, values, c, record=None):
         vh = values[:, kv * hs:(kv + 1) * hs]
         weights = softmax(kh @ qh / np.sqrt(hs))  # one weight per earlier position
         if record is not None:
-            record.append(weights)
+            record.append(np.concatenate([np.zeros(first), weights]))
         out[h * hs:(h + 1) * hs] = weights @ vh
     return out
 
@@ -576,8 +589,9 @@ class Transformer:
             self.key_cache[l, pos] = k
             self.value_cache[l, pos] = v
             heads = []
-            att = attention(q, self.key_cache[l, :pos + 1], self.value_cache[l, :pos + 1], c,
-                            heads)
+            lo = c.first_seen(l, pos)
+            att = attention(q, self.key_cache[l, lo:pos + 1], self.value_cache[l, lo:pos + 1], c,
+                            heads, lo)
             self.attention_weights[pos].append(heads)
             x = x + mv(layer["wo"], att)
             # Feedforward block, also pre-norm with a residual connection.
