@@ -477,6 +477,18 @@ typedef struct {
     double ttft_s;         /* start of the first prefill to the first sampled token; -1 */
 } Stats;
 
+/* The peak resident set of this process in KiB: Linux's VmHWM, which starts afresh at exec,
+ * where getrusage's ru_maxrss (fallback) also counts the parent that forked us before it. */
+static long peak_rss_kb(long fallback) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = fallback;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb;
+}
+
 static void print_stats(const Stats *st, const Model *m) {
     double prefill = st->prefill_s > 0 ? st->prompt_tokens / st->prefill_s : 0.0;
     double decode = st->decode_s > 0 ? st->decode_steps / st->decode_s : 0.0;
@@ -490,7 +502,7 @@ static void print_stats(const Stats *st, const Model *m) {
     fprintf(stderr, "decode_ms_per_token: %.3f\n", decode > 0 ? 1e3 / decode : 0.0);
     fprintf(stderr, "ttft_ms: %.1f\n", st->ttft_s > 0 ? st->ttft_s * 1e3 : 0.0);
     fprintf(stderr, "weights_gb_s: %.2f\n", model_weight_bytes(m) * decode / 1e9);
-    fprintf(stderr, "peak_rss_mb: %.1f\n", ru.ru_maxrss / 1024.0); /* Linux: in KiB */
+    fprintf(stderr, "peak_rss_mb: %.1f\n", peak_rss_kb(ru.ru_maxrss) / 1024.0);
 }
 
 /* ------------------------------------------------------------------------------------------ */

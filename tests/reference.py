@@ -15,6 +15,7 @@ Contents:
   rmsnorm, rope, attention, swiglu     the steps of the model
   Q8Matrix                             a Q8_0 matrix, whose product rounds x as the engine's
   Transformer.forward(token, pos)      the whole forward pass, returning the logits
+  StreamingTransformer                 the same past the context: attention sinks, eviction
   logits(config, weights, tokens)      the logits of every position of a token sequence
   greedy, Sampler                      choosing the next token exactly as llama2.c does
 """
@@ -595,6 +596,46 @@ class Transformer:
             self.attention_weights[pos].append(heads)
             x = x + mv(layer["wo"], att)
             # Feedforward block, also pre-norm with a residual connection.
+            xb = rmsnorm(x, layer["ffn_norm"], c.norm_eps)
+            x = x + swiglu(xb, layer, mv)
+        x = rmsnorm(x, w["final_norm"], c.norm_eps)
+        return mv(w["classifier"], x)
+
+
+class StreamingTransformer(Transformer):
+    """The model past its context as StreamingLLM defines it (Xiao et al. 2023), written apart
+    from the engine's way of doing it: the cache keeps keys before RoPE, and every step
+    rotates each cached key by its index in the cache, the query by its own. evict(sinks,
+    drop) forgets cached entries sinks .. sinks + drop - 1; what was computed for the others
+    stays, and they simply sit drop places lower. forward(token) runs at the next index.
+    (The engine instead keeps keys rotated and rotates them back by drop when evicting; RoPE
+    rotations compose, so the two agree up to rounding.)"""
+
+    def __init__(self, config, weights, matvec=matvec):
+        super().__init__(config, weights, matvec)
+        self.raw_keys = [[] for _ in range(config.n_layers)]  # per layer: (head dims) each
+        self.values = [[] for _ in range(config.n_layers)]
+
+    def evict(self, sinks, drop):
+        for l in range(self.c.n_layers):
+            del self.raw_keys[l][sinks:sinks + drop]
+            del self.values[l][sinks:sinks + drop]
+
+    def forward(self, token):
+        c, w, mv = self.c, self.w, self.matvec
+        pos = len(self.raw_keys[0])
+        assert pos < c.seq_len, "the cache is full: evict first"
+        x = w["token_embedding"][token].copy()
+        for l, layer in enumerate(w["layers"]):
+            xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
+            q = rope(mv(layer["wq"], xb), pos, c.head_size, c.rope_theta)
+            self.raw_keys[l].append(mv(layer["wk"], xb))
+            self.values[l].append(mv(layer["wv"], xb))
+            lo = c.first_seen(l, pos)
+            keys = np.array([rope(k, i, c.head_size, c.rope_theta)
+                             for i, k in enumerate(self.raw_keys[l])][lo:])
+            att = attention(q, keys, np.array(self.values[l][lo:]), c, None, lo)
+            x = x + mv(layer["wo"], att)
             xb = rmsnorm(x, layer["ffn_norm"], c.norm_eps)
             x = x + swiglu(xb, layer, mv)
         x = rmsnorm(x, w["final_norm"], c.norm_eps)

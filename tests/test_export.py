@@ -426,13 +426,10 @@ def test_export_errors_hf():
     for extra, key in unsupported:
         fx.write_hf_dir(folder, fx.hf_config(layers=1, vocab=32000, **extra), model)
         export_fails([out, "--hf", folder], cfg_path, [key])
-    # A window shorter than the context (4096) would be active: refused; --seq-len inside it
-    # is fine (test_families has the Qwen keys).
+    # A window that is not a positive integer (tests/test_sliding_window.py has the rest).
     fx.write_hf_dir(folder, fx.hf_config(layers=1, arch="MistralForCausalLM",
-                                         sliding_window=1024), model)
-    export_fails([out, "--hf", folder], folder, ["sliding_window", "1024"])
-    common.export(out, "--hf", folder, "--seq-len", 1024)
-    os.remove(out)
+                                         sliding_window="4096"), model)
+    export_fails([out, "--hf", folder], cfg_path, ["sliding_window"])
     # Only a byte-level BPE tokenizer.json.
     fx.write_hf_dir(folder, fx.hf_config(layers=1), None)
     with open(os.path.join(folder, "tokenizer.json"), "w") as f:

@@ -71,13 +71,14 @@ def small_model():
 # The context
 
 def test_generation_stops_when_the_context_is_full():
-    """-n 0 and -n beyond seq_len both stop at seq_len, with a message. Position seq_len is never
-    run: the engine would refuse it ("outside the model"), which would exit 1. (The test
-    tokenizer's EOS, id 2, could end a text early; at seed 7 none is drawn: the model and the
-    draws are deterministic, so the outcome is exactly this.)"""
+    """-n 0, and -n beyond seq_len with --no-shift, stop at seq_len, with a message. Position
+    seq_len is never run: the engine would refuse it ("outside the model"), which would exit 1.
+    (The test tokenizer's EOS, id 2, could end a text early; at seed 7 none is drawn: the model
+    and the draws are deterministic, so the outcome is exactly this. Without --no-shift, -n
+    beyond seq_len goes on: tests/test_past_context.py.)"""
     model = small_model()
-    for steps in ["0", "1000"]:
-        rc, out, err = run_engine([model, "-n", steps, "-s", "7", "-t", "1.0", "-i", "hello"])
+    for steps in [["-n", "0"], ["-n", "1000", "--no-shift"]]:
+        rc, out, err = run_engine([model, *steps, "-s", "7", "-t", "1.0", "-i", "hello"])
         line = assert_clean(rc, err, f"-n {steps}")
         assert line == "run: the context of 32 tokens is full", err
         assert out.startswith(b"hello") and out.endswith(b"\n"), out
@@ -95,10 +96,12 @@ def test_chat_one_megabyte_line():
 
 
 def test_chat_many_lines_fill_the_context():
-    """Many short turns: the chat ends when the context is full, never runs past it."""
+    """Many short turns with --no-shift: the chat ends when the context is full, never runs
+    past it."""
     model = small_model()
     turns = b"".join(b"hi %d\n" % i for i in range(200))
-    rc, out, err = run_engine([model, "-m", "chat", "-s", "3"], input=b"\n" + turns, timeout=60)
+    rc, out, err = run_engine([model, "-m", "chat", "-s", "3", "--no-shift"], input=b"\n" + turns,
+                              timeout=60)
     msg = assert_clean(rc, err, "many chat turns")
     assert "full" in msg, err[-300:]
 

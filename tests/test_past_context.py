@@ -1,0 +1,207 @@
+"""Generation past the context: attention sinks, eviction, and --ppl's ways to read a long text.
+
+  reference     the logits of a generation four times the context, and of one with a sliding
+                window layer, equal tests/reference.py's StreamingTransformer, which keeps keys
+                before RoPE and rotates them by their place in the cache (the engine instead
+                rotates them back when it evicts)
+  perplexity    --ppl-mode stream and recompute against numpy; on a text that fits the context
+                every mode gives the chunks number
+  long runs     5000 tokens of stories260K and a 300-turn chat through a pipe finish, with the
+                same peak memory as a run that just fills the context
+  the page      --attn-html and --attn of a run past the context mark sinks and evicted positions
+  bad input     --sinks at least the context, --kv-type and --ppl-mode unknown: one line, exit 1
+"""
+import json
+import os
+import re
+
+import numpy as np
+
+import checkpoints
+import common
+import reference
+from attnfile import read_attn
+from reference import Config
+
+TOLERANCE = 1e-4  # relative, as tests/test_forward.py
+
+
+def greedy_tokens(logits, prompt_ids):
+    """The tokens the engine ran: the prompt, then the argmax of each row before."""
+    tokens = list(prompt_ids)
+    while len(tokens) < len(logits):
+        tokens.append(int(np.argmax(logits[len(tokens) - 1])))
+    return tokens
+
+
+def replay_streaming(config, weights, tokens, sinks, evict):
+    """The StreamingTransformer's logits for tokens, evicting `evict` entries after the
+    sinks whenever the cache is full, as run does."""
+    model, rows = reference.StreamingTransformer(config, weights), []
+    for token in tokens:
+        if len(model.raw_keys[0]) == config.seq_len:
+            model.evict(sinks, evict)
+        rows.append(model.forward(token))
+    return np.array(rows)
+
+
+def check_stream(label, config, sinks, evict, steps, seed, extra=()):
+    args, config, weights = checkpoints.write_random_model(
+        common.tmp_path(f"past_{label}.bin"), config, seed)
+    logits_path = common.tmp_path(f"past_{label}.logits")
+    prompt = "the cat sat on the mat"
+    common.run_ok(args + ["-t", 0, "-n", steps, "-i", prompt, "--ignore-eos", "--logits",
+                          logits_path, "--sinks", sinks, "--evict", evict, *extra])
+    logits = common.read_logits(logits_path, config.vocab_size)
+    assert len(logits) == steps, f"{label}: {len(logits)} rows for -n {steps}"
+    tokens = greedy_tokens(logits, checkpoints.encode_prompt(prompt))
+    ref = replay_streaming(config, weights, tokens, sinks, evict)
+    errors = common.relative_errors(logits, ref)
+    worst = int(np.argmax(errors))
+    assert errors[worst] < TOLERANCE, (f"{label}: position {worst} (of {len(tokens)}, context "
+                                       f"{config.seq_len}) off by {errors[worst]:.3g}")
+
+
+def test_sinks_match_streaming_reference():
+    # 4 sinks, 7 positions evicted at a time: the context of 32 overflows 17 times in 150
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
+               seq_len=32)
+    check_stream("sinks", c, 4, 7, 150, seed=21)
+
+
+def test_window_only_and_token_eviction_match_reference():
+    # no sinks (a plain sliding window over the text), and one position at a time
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=1, vocab_size=300,
+               seq_len=24)
+    check_stream("nosinks", c, 0, 5, 100, seed=22)
+    check_stream("evict1", c, 3, 1, 80, seed=23, extra=["--no-prefill"])
+
+
+# ------------------------------------------------------------------------------------------
+# Perplexity
+
+def write_text(path, n_words, seed):
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "ran", "to", "big", "red", "dog"]
+    with open(path, "w") as f:
+        f.write(" ".join(rng.choice(words, n_words)))
+    return path
+
+
+def ppl(args, *extra):
+    p = common.run_ok(args + ["--ppl", *extra])
+    m = re.match(rb"ppl: tokens=(\d+) nll=([0-9.]+) perplexity=([0-9.]+)", p.stdout)
+    assert m, p.stdout
+    return int(m.group(1)), float(m.group(2))
+
+
+def test_ppl_modes_against_reference():
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
+               seq_len=24)
+    args, c, w = checkpoints.write_random_model(common.tmp_path("ppl_modes.bin"), c, 24)
+    short = write_text(common.tmp_path("ppl_short.txt"), 4, 1)  # fits the context
+    base = ppl(args, short)
+    for mode in ("stream", "recompute"):
+        assert ppl(args, short, "--ppl-mode", mode) == base, f"{mode} differs on a short text"
+
+    text = write_text(common.tmp_path("ppl_long.txt"), 24, 2)  # about 4 contexts
+    with open(text, "rb") as f:
+        ids = checkpoints.encode_prompt(f.read().decode())
+
+    def nll(rows, targets):
+        rows = np.asarray(rows, np.float64)
+        top = rows.max(axis=1)
+        lse = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
+        return float(np.mean(lse - rows[np.arange(len(targets)), targets]))
+
+    n, got = ppl(args, text, "--ppl-mode", "recompute")
+    L = c.seq_len
+    rows = list(reference.logits(c, w, ids[:L]))[:L - 1]
+    for target in range(L, len(ids)):  # each from the L tokens before it, afresh
+        rows.append(reference.logits(c, w, ids[target - L:target])[-1])
+    assert n == len(ids) - 1 and abs(got - nll(rows, ids[1:])) < 1e-4, (n, got)
+
+    for sinks in (0, 4):
+        n, got = ppl(args, text, "--ppl-mode", "stream", "--sinks", sinks, "--evict", 5)
+        rows = replay_streaming(c, w, ids[:-1], sinks, 5)
+        assert n == len(ids) - 1 and abs(got - nll(rows, ids[1:])) < 1e-4, (sinks, n, got)
+
+
+# ------------------------------------------------------------------------------------------
+# Long runs: nothing grows
+
+def peak_rss(stderr):
+    return float(re.search(rb"peak_rss_mb: ([0-9.]+)", stderr).group(1))
+
+
+def test_5000_tokens_with_sinks_memory_flat():
+    model, tok = common.stories()
+    runs = {}
+    for n in (600, 5000):
+        # one thread: stories260K is too small to share, and the machine may be busy
+        p = common.run_ok([model, "-z", tok, "-t", 1, "-s", 5, "-n", n, "--ignore-eos", "-v",
+                           "--threads", 1], timeout=120)
+        generated = int(re.search(rb"generated_tokens: (\d+)", p.stderr).group(1))
+        assert generated == n, f"-n {n}: {generated} tokens generated"
+        runs[n] = peak_rss(p.stderr)
+    print(f"     peak RSS: {runs[600]:.1f} MB after 600 tokens, {runs[5000]:.1f} MB after 5000")
+    assert runs[5000] <= runs[600] + 0.5, f"memory grew: {runs}"
+
+
+def test_300_turn_chat_through_a_pipe():
+    model, tok = common.stories()
+    runs = {}
+    for turns in (30, 300):
+        lines = "".join(f"tell me about the dog number {i}\n" for i in range(turns)).encode()
+        p = common.run_ok([model, "-z", tok, "-m", "chat", "-t", 0.8, "-s", 3, "-n", 30, "-v",
+                           "--threads", 1], input=lines, timeout=120)
+        answers = p.stdout.count(b"Assistant: ")
+        assert answers == turns, f"{answers} answers to {turns} turns"
+        assert b"full" not in p.stderr, p.stderr[-300:]
+        runs[turns] = peak_rss(p.stderr)
+    print(f"     peak RSS: {runs[30]:.1f} MB after 30 turns, {runs[300]:.1f} MB after 300")
+    assert runs[300] <= runs[30] + 0.5, f"memory grew: {runs}"
+
+
+# ------------------------------------------------------------------------------------------
+# What the attention page shows
+
+def test_attention_records_sinks_and_evictions():
+    model, tok = common.stories()
+    attn, page = common.tmp_path("past.attn"), common.tmp_path("past.html")
+    common.run_ok([model, "-z", tok, "-t", 0, "-n", 700, "--ignore-eos", "--evict", 100,
+                   "--attn", attn, "--attn-html", page, "--threads", 1], timeout=120)
+    rec = read_attn(attn)
+    assert rec.n == 700, rec.n
+    # the cache of 512 filled at text position 512: positions 4..103 went, then 104..203
+    for pos in (511, 512, 650):
+        gone = range(4, 104) if pos < 612 else range(4, 204)
+        for l, h in ((0, 0), (4, 7)):
+            w = rec.weights(l, h, pos)
+            assert abs(float(np.sum(w, dtype=np.float64)) - 1) < 1e-5
+            if pos >= 512:
+                assert not np.any(w[list(gone)]), f"row {pos} reads evicted positions"
+                assert np.all(w[:4] > 0), f"row {pos} does not read the sinks"
+            else:
+                assert np.all(w > 0), f"row {pos}: nothing is evicted yet"
+    with open(page, encoding="utf-8") as f:
+        html = f.read()
+    data = json.loads(re.search(r'"sinks": \d+, "evicted_at": \[[^\]]*\]', html).group(0)
+                      .join(["{", "}"]))
+    evicted = data["evicted_at"]
+    assert data["sinks"] == 4 and evicted[3] == -1 and evicted[4] == 512 and evicted[103] == 512
+    assert evicted[104] == 612 and evicted[204] == -1 and len(evicted) == 700, evicted[100:110]
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+
+def test_bad_flags_one_line():
+    model, tok = common.stories()
+    cases = [(["--sinks", "512"], "sink"), (["--sinks", "9999"], "sink"),
+             (["--kv-type", "f16"], "--kv-type"), (["--ppl-mode", "slide"], "--ppl-mode"),
+             (["--evict", "0"], "--evict"), (["--sinks", "-1"], "--sinks")]
+    for extra, name in cases:
+        p = common.run([model, "-z", tok, "-n", 10, *extra])
+        err = p.stderr.decode()
+        assert p.returncode == 1 and err.count("\n") == 1 and name in err, (extra, p.returncode, err)
