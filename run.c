@@ -179,7 +179,7 @@ static void usage(FILE *out) {
 "Diagnostics:\n"
 "  -v                 statistics on stderr after the run, as `key: value` lines: load_ms,\n"
 "                     prompt_tokens, prefill_tok_s, generated_tokens, decode_tok_s,\n"
-"                     decode_ms_per_token, ttft_ms, weights_gb_s, peak_rss_mb\n"
+"                     decode_ms_per_token, ttft_ms, weights_gb_s, peak_rss_mb, kv_cache_mb\n"
 "  --logits <file>    write the float32 logits of every position the model runs, in order\n"
 "  --ppl <file>       print the perplexity of the model on a text file (read as -f reads),\n"
 "                     as one line `ppl: tokens=N nll=X perplexity=Y`, and exit\n"
@@ -503,6 +503,7 @@ static void print_stats(const Stats *st, const Model *m) {
     fprintf(stderr, "ttft_ms: %.1f\n", st->ttft_s > 0 ? st->ttft_s * 1e3 : 0.0);
     fprintf(stderr, "weights_gb_s: %.2f\n", model_weight_bytes(m) * decode / 1e9);
     fprintf(stderr, "peak_rss_mb: %.1f\n", peak_rss_kb(ru.ru_maxrss) / 1024.0);
+    fprintf(stderr, "kv_cache_mb: %.3f\n", kv_cache_bytes(&m->state.kv) / 1048576.0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
