@@ -205,3 +205,28 @@ def test_bad_flags_one_line():
         p = common.run([model, "-z", tok, "-n", 10, *extra])
         err = p.stderr.decode()
         assert p.returncode == 1 and err.count("\n") == 1 and name in err, (extra, p.returncode, err)
+
+
+def test_attention_page_shows_sinks_and_evicted():
+    from test_attention import chromium
+    c = Config(dim=32, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=300,
+               seq_len=32)
+    args, _, _ = checkpoints.write_random_model(common.tmp_path("past_page.bin"), c, 25)
+    page = common.tmp_path("past_page.html")
+    common.run_ok(args + ["-t", 0.9, "-s", 2, "-n", 90, "-i", "the cat", "--ignore-eos",
+                          "--attn-html", page])
+    p = chromium(page + "#layer=1&head=2&query=80", "--dump-dom", "--virtual-time-budget=10000")
+    dom = p.stdout.decode("utf-8", errors="replace")
+    assert 'data-ready="1"' in dom, p.stderr.decode(errors="replace")[-2000:]
+    # 4 sinks; the cache of 32 is full at text positions 32, 39, ..., 88 and forgets 7 each
+    # time: 63 in all, and by query 80 positions 4..52, while it sees 53..80 and the sinks
+    assert "past the context: 4 sinks, 63 positions evicted" in dom, dom[:2000]
+    classes = {}
+    for attrs in re.findall(r"<span ([^>]*)>", dom):
+        pos, cls = re.search(r'title="position (\d+)', attrs), re.search(r'class="([^"]*)"', attrs)
+        if pos:
+            classes[int(pos.group(1))] = cls.group(1) if cls else ""
+    assert all("sink" in classes.get(p, "") for p in range(4)), classes
+    assert all("evicted" in classes.get(p, "") for p in range(4, 53)), classes
+    assert not any("evicted" in classes.get(p, "") for p in range(53, 81)), classes
+    assert "no longer sees 49 evicted positions" in dom
