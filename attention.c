@@ -495,14 +495,21 @@ static ALWAYS_INLINE void score_tile(float *S, const float *Q, int r0, const KvC
             for (int r = 0; r < R; r++) acc[r * P + j] = _mm512_fmadd_ps(qv[r], kv, acc[r * P + j]);
         }
     }
-    float sums[16];
-    _mm512_storeu_ps(sums, reduce16(acc));
-    for (int a = 0; a < 16; a++) {
-        int r = a / P, j = j0 + a % P;
-        if (j >= jb) continue;
-        float dot = sums[4 * (a % 4) + a / 4];
-        if (type == KV_Q8) dot *= c->key_scales[first + j];
-        S[(size_t)(r0 + r) * TILE + j] = dot * scale;
+    /* reduce16 leaves the sum of acc[a] in lane 4 (a % 4) + a / 4; each row's P scores are
+     * gathered into lanes 0 .. P - 1, scaled and stored */
+    __m512 sums = reduce16(acc), kscale = _mm512_set1_ps(scale); /* Q8: times each key's */
+    __mmask16 valid = mask16(jb - j0 < P ? jb - j0 : P);
+    if (type == KV_Q8)
+        kscale = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, c->key_scales + first + j0), kscale);
+    for (int r = 0; r < R; r++) {
+        __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        /* acc[r * P + j] for j = 0 .. 15 - r * P: lane 4 ((rP + j) % 4) + (rP + j) / 4 */
+        lanes = _mm512_permutexvar_epi32(_mm512_add_epi32(_mm512_set1_epi32(r * P),
+                                                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7,
+                                                                            8, 9, 10, 11, 12, 13,
+                                                                            14, 15)), lanes);
+        __m512 row = _mm512_mul_ps(_mm512_permutexvar_ps(lanes, sums), kscale);
+        _mm512_mask_storeu_ps(S + (size_t)(r0 + r) * TILE + j0, valid, row);
     }
 }
 

@@ -27,6 +27,12 @@ best of --repeat encodings (build/tokenize, as tests/test_tokenizer.py runs it) 
 tests/tokenizer_corpus.json, 100 KB of 'a' and 100 KB of spaces: inputs that a merge loop
 quadratic in the length would make slow.
 
+Long contexts: a case NAME:DTYPE:long runs prompts of 256, 1024 and 3072 tokens (a line each,
+ending with `prompt=N`), each followed by 128 generated tokens, on a model with a context of
+4096 (the TL7 shape: TinyLlama's attention, 32 query heads sharing 4 KV heads of 64, in 7
+layers). :kv-bf16 and :kv-q8 add `--kv-type bf16` or `q8` (`kv=bf16`, `kv=q8`); variants
+combine (TL7:q8_0:long:kv-q8).
+
 With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
 times each, and prints the medians and their ratio: the way to tell whether a change made the
 engine faster on a machine whose speed drifts.
@@ -50,16 +56,25 @@ CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0"
          # today's families (export.py's FAMILY_SHAPES): large tied vocabularies, Qwen2's
          # biases, Llama 3.2's RoPE scaling; the sampled case weighs top-p over 151936 logits
          "smollm2-135M:q8_0", "smollm2-135M:bf16", "qwen2.5-0.5B:q8_0", "qwen2.5-0.5B:bf16",
-         "qwen2.5-0.5B:q8_0:sample", "llama3.2-1B:q8_0", "llama3.2-1B:bf16"]
+         "qwen2.5-0.5B:q8_0:sample", "llama3.2-1B:q8_0", "llama3.2-1B:bf16",
+         # long contexts: TinyLlama's attention at 256, 1024 and 3072 positions, per KV type
+         "TL7:q8_0:long", "TL7:q8_0:long:kv-bf16", "TL7:q8_0:long:kv-q8"]
 VARIANTS = {"no-mmap": (["--no-mmap"], " mmap=no"),
-            "sample": (["-t", "1", "-p", "0.9", "-s", "1"], " sampling=t1,p0.9")}
+            "sample": (["-t", "1", "-p", "0.9", "-s", "1"], " sampling=t1,p0.9"),
+            "kv-bf16": (["--kv-type", "bf16"], " kv=bf16"),
+            "kv-q8": (["--kv-type", "q8"], " kv=q8"),
+            "long": ([], "")}
 SEQ_LEN = 512
+LONG_SEQ_LEN = 4096
+LONG_PROMPTS = (256, 1024, 3072)
 PROMPT_TOKENS = 256
 NEW_TOKENS = 128
-# 254 lone UTF-8 continuation bytes: invalid as text, so each one becomes its own byte-fallback
-# token, whatever merges the model's tokenizer has. With BOS and the leading space that
-# SentencePiece-style encoding adds, exactly 256 tokens (checked against -v below).
-PROMPT = bytes(0x80 + i % 64 for i in range(PROMPT_TOKENS - 2))
+def prompt(tokens):
+    """tokens - 2 lone UTF-8 continuation bytes: invalid as text, so each one becomes its own
+    byte-fallback token, whatever merges the model's tokenizer has. With BOS and the leading
+    space that SentencePiece-style encoding adds, exactly `tokens` tokens (checked against -v
+    below)."""
+    return bytes(0x80 + i % 64 for i in range(tokens - 2))
 
 
 def tokenizer_line(repeat):
@@ -81,23 +96,24 @@ def tokenizer_line(repeat):
     return f"bench tokenizer=llama2 bytes={n} encode_ms={best * 1000:.1f} mb_s={n / best / 1e6:.1f}"
 
 
-def model_path(name, dtype):
+def model_path(name, dtype, seq_len=SEQ_LEN):
     """The cached random model, exported first if missing."""
-    path = os.path.join(BENCH_DIR, f"{name}-{dtype}.bin")
+    path = os.path.join(BENCH_DIR, f"{name}-{dtype}" + (f"-{seq_len}" if seq_len != SEQ_LEN else "")
+                        + ".bin")
     if not os.path.exists(path):
         os.makedirs(BENCH_DIR, exist_ok=True)
         tmp = path + ".tmp"
         subprocess.run([PYTHON, os.path.join(ROOT, "export.py"), tmp, "--random", name,
-                        "--dtype", dtype, "--seq-len", str(SEQ_LEN)], check=True,
+                        "--dtype", dtype, "--seq-len", str(seq_len)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.replace(tmp, path)
     return path
 
 
-def run_once(path, threads, flags, run=RUN):
+def run_once(path, threads, flags, run=RUN, prompt_tokens=PROMPT_TOKENS):
     """One generation with -v; returns its statistics as a dict of floats."""
-    args = [run, path, "-t", "0", "-n", str(PROMPT_TOKENS + NEW_TOKENS), "-i", PROMPT, "-v",
-            "--threads", str(threads)] + flags
+    args = [run, path, "-t", "0", "-n", str(prompt_tokens + NEW_TOKENS), "-i",
+            prompt(prompt_tokens), "-v", "--threads", str(threads)] + flags
     p = subprocess.run(args, capture_output=True, timeout=600)
     if p.returncode != 0:
         sys.exit(f"bench: {path}: run exited {p.returncode}: {p.stderr.decode(errors='replace')}")
@@ -109,9 +125,9 @@ def run_once(path, threads, flags, run=RUN):
                 stats[key] = float(value)
             except ValueError:
                 pass
-    if stats.get("prompt_tokens") != PROMPT_TOKENS:
+    if stats.get("prompt_tokens") != prompt_tokens:
         sys.exit(f"bench: {path}: the prompt was {stats.get('prompt_tokens')} tokens, "
-                 f"not {PROMPT_TOKENS}")
+                 f"not {prompt_tokens}")
     return stats
 
 
@@ -125,13 +141,13 @@ def stream_gb_s(threads):
         return 0.0
 
 
-def compare(path, threads, flags, other, repeat):
+def compare(path, threads, flags, other, repeat, prompt_tokens=PROMPT_TOKENS):
     """--against: ./run and another binary, alternately, repeat times each; the medians and
     their ratios, as one line. Both see the same drift of the machine."""
     ours, theirs = [], []
     for _ in range(repeat):
-        ours.append(run_once(path, threads, flags))
-        theirs.append(run_once(path, threads, flags, other))
+        ours.append(run_once(path, threads, flags, prompt_tokens=prompt_tokens))
+        theirs.append(run_once(path, threads, flags, other, prompt_tokens))
     line = []
     for key in ("prefill_tok_s", "decode_tok_s"):
         a = statistics.median(r[key] for r in ours)
@@ -151,19 +167,24 @@ def main():
         sys.exit("bench: ./run is missing: run `make` first")
     print(tokenizer_line(opts.repeat), flush=True)
     for case in opts.cases.split(","):
-        name, dtype, *variant = case.split(":")
-        if len(variant) > 1 or (variant and variant[0] not in VARIANTS):
+        name, dtype, *variants = case.split(":")
+        if any(v not in VARIANTS for v in variants):
             sys.exit(f"bench: {case}: the variants are {', '.join(VARIANTS)}")
-        flags, suffix = VARIANTS[variant[0]] if variant else ([], "")
-        path = model_path(name, dtype)
-        for threads in [int(t) for t in opts.threads.split(",")]:
+        flags, suffix = [], ""
+        for v in variants:
+            flags, suffix = flags + VARIANTS[v][0], suffix + VARIANTS[v][1]
+        long = "long" in variants
+        path = model_path(name, dtype, LONG_SEQ_LEN if long else SEQ_LEN)
+        for threads, tokens in [(int(t), n) for t in opts.threads.split(",")
+                                for n in (LONG_PROMPTS if long else (PROMPT_TOKENS,))]:
+            tail = suffix + (f" prompt={tokens}" if long else "")
             if opts.against:
                 print(f"compare model={name} dtype={dtype} threads={threads} "
-                      + compare(path, threads, flags, opts.against, opts.repeat) + suffix,
+                      + compare(path, threads, flags, opts.against, opts.repeat, tokens) + tail,
                       flush=True)
                 continue
             stream = stream_gb_s(threads)
-            runs = [run_once(path, threads, flags) for _ in range(opts.repeat)]
+            runs = [run_once(path, threads, flags, prompt_tokens=tokens) for _ in range(opts.repeat)]
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
             best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
@@ -176,7 +197,7 @@ def main():
                   f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
                   f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)} "
-                  f"stream_gb_s={stream:.1f}" + suffix, flush=True)
+                  f"stream_gb_s={stream:.1f}" + tail, flush=True)
 
 
 if __name__ == "__main__":
