@@ -32,7 +32,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     } else if (rc == ARGS_OK) {
         if (!o.checkpoint || !(o.temperature >= 0.0f) || !(o.topp >= 0.0f && o.topp <= 1.0f) ||
             !(o.min_p >= 0.0f && o.min_p <= 1.0f) || o.top_k < 0 || o.steps < 0 ||
-            o.n_stops > argc || (o.prompt && o.prompt_file))
+            o.n_stops > argc || (o.prompt && o.prompt_file) || o.kv_type < KV_F32 ||
+            o.kv_type > KV_Q8 || o.sinks < -1 || o.evict < 0 || o.ppl_mode < PPL_CHUNKS ||
+            o.ppl_mode > PPL_RECOMPUTE)
             abort();
         for (int i = 0; i < o.n_stops; i++)
             if (o.stops[i][0] == '\0') abort();

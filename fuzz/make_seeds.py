@@ -151,6 +151,8 @@ def main(out):
         [b"m.bin", b"--attn", b"a.bin", b"--attn-html", b"a.html", b"--attn-top", b"3",
          b"--attn-layer", b"0"],
         [b"m.bin", b"--threads", b"2", b"--ppl", b"story.txt", b"--no-prefill", b"--no-mmap"],
+        [b"m.bin", b"--kv-type", b"q8", b"--sinks", b"4", b"--evict", b"64", b"--ppl-mode",
+         b"stream", b"--ignore-eos", b"--no-shift"],
         [b"m.bin", b"-t", b"-1"], [b"m.bin", b"-p", b"1.5"], [b"m.bin", b"-s", b"x"],
         [b"m.bin", b"-i"], [b"m.bin", b"--bogus"], [b"m.bin", b"-m", b"dance"], [b"--help"],
         [b"--version"], [b"-n", b"1e99"], [b"m.bin", b"-f", b"a", b"-i", b"b"]]]
