@@ -103,18 +103,21 @@ size_t kv_vector_bytes(int type, int head_size) {
 static size_t elem_bytes(int type) { return type == KV_F32 ? 4 : type == KV_BF16 ? 2 : 1; }
 
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
-                  int seq_len, const int *window, int chunk, int sinks) {
+                  int seq_len, const int *window, int chunk, int sinks, const float *freq) {
     *c = (KvCache){.type = type, .n_layers = n_layers, .n_kv_heads = n_kv_heads,
                    .head_size = head_size, .seq_len = seq_len, .sinks = sinks};
     c->window = calloc(n_layers, sizeof(int));
     c->ring = calloc(n_layers, sizeof(int));
     c->base = calloc(n_layers, sizeof(int));
     c->first = calloc(n_layers, sizeof(size_t));
-    if (!c->window || !c->ring || !c->base || !c->first) {
+    c->first_slot = calloc(n_layers, sizeof(size_t));
+    c->freq = malloc((size_t)(head_size / 2 + 1) * sizeof(float));
+    if (!c->window || !c->ring || !c->base || !c->first || !c->first_slot || !c->freq) {
         kv_cache_free(c);
         return -1;
     }
-    size_t vectors = 0;
+    memcpy(c->freq, freq, (size_t)(head_size / 2) * sizeof(float));
+    size_t vectors = 0, slots = 0;
     for (int l = 0; l < n_layers; l++) {
         int full = seq_len - sinks, w = window ? window[l] : 0;
         c->window[l] = w;
@@ -122,16 +125,19 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
          * ring keeps window + chunk - 1 positions */
         c->ring[l] = w > 0 && (long)w + chunk - 1 < full ? w + chunk - 1 : full;
         c->first[l] = vectors;
+        c->first_slot[l] = slots;
         vectors += (size_t)n_kv_heads * (sinks + c->ring[l]);
+        slots += (size_t)sinks + c->ring[l];
     }
+    c->shift = calloc(slots, sizeof(int));
     c->keys = calloc(vectors, elem_bytes(type) * head_size);
     c->values = calloc(vectors, elem_bytes(type) * head_size);
     if (type == KV_Q8) {
         c->key_scales = calloc(vectors, sizeof(float));
         c->value_scales = calloc(vectors, sizeof(float));
     }
-    /* per thread: the query rows and their accumulators, a tile of scores, three numbers per
-     * row (running max, running sum, rescale); at least two vectors for kv_cache_evict */
+    /* per thread: the query rows, turned (below), their accumulators, a tile of scores, three
+     * numbers per row (running max, running sum, rescale), a cos and sin per pair */
 #ifdef _OPENMP
     c->threads = omp_get_max_threads();
 #else
@@ -139,10 +145,10 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
 #endif
     c->max_rows = 8192 / head_size;
     c->max_rows = c->max_rows < 4 ? 4 : c->max_rows > MAX_ROWS ? MAX_ROWS : c->max_rows;
-    c->scratch_floats = round64((size_t)c->max_rows * (2 * head_size + TILE + 3) * sizeof(float)) /
-                        sizeof(float);
+    c->scratch_floats = round64(((size_t)c->max_rows * (3 * head_size + TILE + 3) + head_size) *
+                                sizeof(float)) / sizeof(float);
     c->scratch = calloc((size_t)c->threads * c->scratch_floats, sizeof(float));
-    if (!c->keys || !c->values || !c->scratch ||
+    if (!c->keys || !c->values || !c->scratch || !c->shift ||
         (type == KV_Q8 && (!c->key_scales || !c->value_scales))) {
         kv_cache_free(c);
         return -1;
@@ -153,6 +159,7 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
 void kv_cache_free(KvCache *c) {
     free(c->keys), free(c->values), free(c->key_scales), free(c->value_scales);
     free(c->window), free(c->ring), free(c->base), free(c->first), free(c->scratch);
+    free(c->first_slot), free(c->shift), free(c->freq);
     memset(c, 0, sizeof *c);
 }
 
@@ -172,6 +179,21 @@ static int slot_of(const KvCache *c, int layer, int pos) {
 /* The index of the vector in slot `slot` of KV head h of a layer. */
 static size_t vector_index(const KvCache *c, int layer, int h, int slot) {
     return c->first[layer] + (size_t)h * (c->sinks + c->ring[layer]) + slot;
+}
+
+/* The shift of slot `slot` of a layer (KvCache). */
+static int *shift_of(const KvCache *c, int layer, int slot) {
+    return c->shift + c->first_slot[layer] + slot;
+}
+
+/* Rotates each pair of v (head_size) by s positions' worth of RoPE: R(s) v. */
+static void turn(float *v, const float *freq, int head_size, int s) {
+    for (int i = 0; i < head_size / 2; i++) {
+        float angle = (float)s * freq[i], cs = cosf(angle), sn = sinf(angle);
+        float v0 = v[2 * i], v1 = v[2 * i + 1];
+        v[2 * i] = v0 * cs - v1 * sn;
+        v[2 * i + 1] = v0 * sn + v1 * cs;
+    }
 }
 
 static float bf16_to_f32(uint16_t h) {
@@ -224,6 +246,7 @@ void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n
     size_t hs = (size_t)c->head_size;
     for (int t = 0; t < n; t++) {
         int slot = slot_of(c, layer, pos + t);
+        *shift_of(c, layer, slot) = 0;
         for (int h = 0; h < c->n_kv_heads; h++) {
             size_t at = vector_index(c, layer, h, slot), from = ((size_t)t * c->n_kv_heads + h) * hs;
             put_vector(c, 0, at, k + from);
@@ -233,29 +256,19 @@ void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n
 }
 
 void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, int value) {
-    get_vector(out, c, value, vector_index(c, layer, head, slot_of(c, layer, pos)));
+    int slot = slot_of(c, layer, pos), s = *shift_of(c, layer, slot);
+    get_vector(out, c, value, vector_index(c, layer, head, slot));
+    if (!value && s) turn(out, c->freq, c->head_size, -s);
 }
 
 /* Each layer's ring turns by drop, which gives position p the slot position p + drop had;
- * then the keys of the positions that moved are turned back by drop positions. */
-void kv_cache_evict(KvCache *c, const float *freq, int drop, int len) {
-    int hs = c->head_size, new_len = len - drop;
-    float *row = c->scratch, *cos = row + hs, *sin = cos + hs / 2;
-    rope_angles(cos, sin, freq, -drop, 1, hs);
+ * the keys of the positions that moved are from now on read turned back by drop more. */
+void kv_cache_evict(KvCache *c, int drop, int len) {
+    int new_len = len - drop;
     for (int l = 0; l < c->n_layers; l++) {
         c->base[l] = (int)(((long)c->base[l] + drop) % c->ring[l]);
         int from = new_len - c->ring[l] > c->sinks ? new_len - c->ring[l] : c->sinks;
-        for (int p = from; p < new_len; p++)
-            for (int h = 0; h < c->n_kv_heads; h++) {
-                size_t i = vector_index(c, l, h, slot_of(c, l, p));
-                if (c->type == KV_F32) { /* in place */
-                    rope((float *)c->keys + i * hs, cos, sin, 1, 1, hs);
-                } else {
-                    get_vector(row, c, 0, i);
-                    rope(row, cos, sin, 1, 1, hs);
-                    put_vector(c, 0, i, row);
-                }
-            }
+        for (int p = from; p < new_len; p++) *shift_of(c, l, slot_of(c, l, p)) += drop;
     }
 }
 
@@ -270,11 +283,17 @@ static int first_seen(const KvCache *c, int layer, int pos) {
     return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
 }
 
-/* q . (vector i of the keys), in plain C from the stored numbers. */
-static float dot_key(const KvCache *c, size_t i, const float *q) {
+/* q . (vector i of the keys), in plain C from the stored numbers; a key that moved (shift s,
+ * KvCache) is first turned back by s, in scratch. */
+static float dot_key(const KvCache *c, size_t i, int s, const float *q) {
     int hs = c->head_size;
     float sum = 0.0f;
-    if (c->type == KV_F32) {
+    if (s) {
+        float *k = c->scratch;
+        get_vector(k, c, 0, i);
+        turn(k, c->freq, hs, -s);
+        for (int d = 0; d < hs; d++) sum += q[d] * k[d];
+    } else if (c->type == KV_F32) {
         const float *k = (const float *)c->keys + i * hs;
         for (int d = 0; d < hs; d++) sum += q[d] * k[d];
     } else if (c->type == KV_BF16) {
@@ -310,8 +329,10 @@ static void attend_ref(float *out, float *scores, const float *q, const KvCache 
     int lo = first_seen(c, layer, pos);
     float norm = sqrtf((float)c->head_size);
     for (int t = 0; t < lo; t++) scores[t] = 0.0f;
-    for (int t = lo; t <= pos; t++)
-        scores[t] = dot_key(c, vector_index(c, layer, kv, slot_of(c, layer, t)), q) / norm;
+    for (int t = lo; t <= pos; t++) {
+        int slot = slot_of(c, layer, t);
+        scores[t] = dot_key(c, vector_index(c, layer, kv, slot), *shift_of(c, layer, slot), q) / norm;
+    }
     softmax_ref(scores + lo, pos - lo + 1);
     if (!out) return;
     for (int d = 0; d < c->head_size; d++) out[d] = 0.0f;
@@ -611,21 +632,33 @@ static float max_row_fast(const float *s, int a, int b) {
 
 /* ----- one work item ----- */
 
-/* Where the tile of a layer that starts at position t ends: at the next multiple of TILE, at
- * the end of the sink slots, or where the ring wraps, whichever comes first. */
-static int tile_end(const KvCache *c, int layer, int t) {
+/* Where the tile of a layer that starts at position t ends (at most at `last`): at the next
+ * multiple of TILE, at the end of the sink slots, where the ring wraps, or where the keys'
+ * shift changes, whichever comes first. Its positions then have contiguous slots and one
+ * shift. */
+static int tile_end(const KvCache *c, int layer, int t, int last) {
     int end = (t / TILE + 1) * TILE;
-    if (t < c->sinks) return end < c->sinks ? end : c->sinks;
-    int ring = c->ring[layer];
-    int wrap = t + ring - (int)(((long)t - c->sinks + c->base[layer]) % ring);
-    return end < wrap ? end : wrap;
+    end = end < last + 1 ? end : last + 1;
+    if (t < c->sinks) {
+        end = end < c->sinks ? end : c->sinks;
+    } else {
+        int ring = c->ring[layer];
+        int wrap = t + ring - (int)(((long)t - c->sinks + c->base[layer]) % ring);
+        end = end < wrap ? end : wrap;
+    }
+    const int *shift = shift_of(c, layer, slot_of(c, layer, t));
+    for (int j = 1; j < end - t; j++)
+        if (shift[j] != shift[0]) return t + j;
+    return end;
 }
 
 static void attend_item(float *out, const float *q, const KvCache *c, int layer, int pos,
                         int n_heads, Item it, float *scratch) {
     int hs = c->head_size, group = n_heads / c->n_kv_heads, rows = it.nq * it.ng;
-    float *Q = scratch, *O = Q + (size_t)c->max_rows * hs, *S = O + (size_t)c->max_rows * hs;
-    float *m = S + (size_t)c->max_rows * TILE, *l = m + c->max_rows, *alpha = l + c->max_rows;
+    float *Q = scratch, *Qt = Q + (size_t)c->max_rows * hs, *O = Qt + (size_t)c->max_rows * hs;
+    float *S = O + (size_t)c->max_rows * hs, *m = S + (size_t)c->max_rows * TILE;
+    float *l = m + c->max_rows, *alpha = l + c->max_rows, *cs = alpha + c->max_rows;
+    float *sn = cs + hs / 2;
     RowRange range[MAX_ROWS];
     size_t stride = (size_t)n_heads * hs; /* from one token's queries to the next */
     for (int r = 0; r < rows; r++) {
@@ -637,18 +670,30 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
     }
     float scale = 1.0f / sqrtf((float)hs);
     size_t head = vector_index(c, layer, it.kv, 0);
-    int hi = range[rows - 1].hi; /* queries are in order: the last sees furthest */
+    int hi = range[rows - 1].hi, turned = 0; /* queries are in order: the last sees furthest */
     for (int t = range[0].lo; t <= hi;) {
-        int end = tile_end(c, layer, t);
-        end = end < hi + 1 ? end : hi + 1;
-        size_t first = head + slot_of(c, layer, t); /* the tile's positions are contiguous */
+        int end = tile_end(c, layer, t, hi), slot = slot_of(c, layer, t);
+        size_t first = head + slot; /* the tile's positions are contiguous */
+        /* keys that moved down by s (evictions) are read as they are, with the queries turned
+         * by s instead: q . R(-s) k = R(s) q . k, RoPE being a rotation */
+        int moved = *shift_of(c, layer, slot);
+        const float *Qs = Q;
+        if (moved) {
+            if (moved != turned) {
+                rope_angles(cs, sn, c->freq, moved, 1, hs);
+                memcpy(Qt, Q, (size_t)rows * hs * sizeof(float));
+                for (int r = 0; r < rows; r++) rope(Qt + (size_t)r * hs, cs, sn, 1, 1, hs);
+                turned = moved;
+            }
+            Qs = Qt;
+        }
         int a[MAX_ROWS], b[MAX_ROWS], ja = end - t, jb = 0;
         for (int r = 0; r < rows; r++) { /* the part of the tile each row sees */
             a[r] = (range[r].lo > t ? range[r].lo : t) - t;
             b[r] = (range[r].hi + 1 < end ? range[r].hi + 1 : end) - t;
             if (a[r] < b[r]) ja = a[r] < ja ? a[r] : ja, jb = b[r] > jb ? b[r] : jb;
         }
-        SCORES(S, Q, rows, c, first, ja, jb, scale);
+        SCORES(S, Qs, rows, c, first, ja, jb, scale);
         for (int r = 0; r < rows; r++) { /* the running softmax, row by row */
             if (a[r] >= b[r]) continue;
             float *s = S + (size_t)r * TILE, mx = MAX_ROW(s, a[r], b[r]);

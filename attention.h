@@ -48,7 +48,7 @@ void rope_frequencies(float *freq, int head_size, float theta, const RopeScaling
 
 /* cos, sin (n, head_size / 2) = the RoPE angles of positions pos .. pos + n - 1: pair i of
  * position p turns by p * freq[i]. Computed once per position, shared by every layer. A
- * negative pos turns backwards (kv_cache_evict). */
+ * negative pos turns backwards. */
 void rope_angles(float *cos, float *sin, const float *freq, int pos, int n, int head_size);
 
 /* Rotates each adjacent pair (2i, 2i+1) of every head of vec (n, n_heads, head_size), token t
@@ -80,6 +80,10 @@ typedef struct {
     int *ring;       /* (n_layers) slots for the positions from `sinks` on */
     int *base;       /* (n_layers) how far the ring has turned (kv_cache_evict) */
     size_t *first;   /* (n_layers) the index of the layer's first vector */
+    size_t *first_slot; /* (n_layers) the index of the layer's first slot in shift */
+    int *shift;      /* (for each layer, sinks + ring[layer]) positions the key in each slot
+                      * has moved down since it was stored; the same for every KV head */
+    float *freq;     /* (head_size / 2) RoPE's turn per position of each pair */
     /* The vectors, (for each layer: n_kv_heads, sinks + ring[layer], head_size), of `type`:
      * one head's slots are contiguous, so attention streams through them in order */
     void *keys, *values;
@@ -92,10 +96,10 @@ typedef struct {
 
 /* Allocates a cache of `type` for seq_len positions, zeroed. window (n_layers) gives each
  * layer's sliding window (0: none), or is NULL for none at all; chunk is the most positions
- * one call stores (model_forward's chunk); sinks as above, below seq_len. Returns 0, or -1 if
- * memory ran out. */
+ * one call stores (model_forward's chunk); sinks as above, below seq_len; freq (head_size / 2)
+ * is the model's rope_frequencies, copied. Returns 0, or -1 if memory ran out. */
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
-                  int seq_len, const int *window, int chunk, int sinks);
+                  int seq_len, const int *window, int chunk, int sinks, const float *freq);
 void kv_cache_free(KvCache *c);
 
 /* Bytes the keys and values take. */
@@ -109,16 +113,16 @@ size_t kv_vector_bytes(int type, int head_size);
 void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n, int pos);
 
 /* The key or value (head_size) of position pos of a layer's KV head, as a float vector:
- * what attention reads (converted back from the cache's type). */
+ * what attention reads (converted back from the cache's type; a key rotated back by its
+ * slot's shift). */
 void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, int value);
 
 /* The cache holds positions 0 .. len - 1. Drops positions sinks .. sinks + drop - 1 of every
- * layer and renumbers the later ones drop lower, rotating their keys back by drop positions
- * (RoPE rotations compose, so a key then looks as if computed at its new position): the
- * cache then holds len - drop positions, and the next one goes at len - drop. freq
- * (head_size / 2) is the model's rope_frequencies. A bf16 or Q8 key is converted back after
- * its rotation, which rounds it again (docs/ATTENTION.md says how much that costs). */
-void kv_cache_evict(KvCache *c, const float *freq, int drop, int len);
+ * layer and renumbers the later ones drop lower: their keys are from now on read rotated
+ * back by drop more positions (RoPE rotations compose, so a key then looks as if computed at
+ * its new position). The cache then holds len - drop positions, and the next one goes at
+ * len - drop. Nothing is moved or rounded again: a bf16 or Q8 key stays as it was stored. */
+void kv_cache_evict(KvCache *c, int drop, int len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Attention */

@@ -131,8 +131,10 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     int *window = calloc(c->n_layers, sizeof(int));
     for (int l = 0; window && l < c->n_layers; l++)
         window[l] = c->windowed[l] ? c->sliding_window : 0;
-    int kv_ok = window && kv_cache_init(&s->kv, o->kv_type, c->n_layers, c->n_kv_heads,
-                                        c->head_size, c->seq_len, window, (int)n, o->sinks) == 0;
+    if (s->rope_freq) rope_frequencies(s->rope_freq, c->head_size, c->rope_theta, &c->rope_scaling);
+    int kv_ok = window && s->rope_freq &&
+                kv_cache_init(&s->kv, o->kv_type, c->n_layers, c->n_kv_heads, c->head_size,
+                              c->seq_len, window, (int)n, o->sinks, s->rope_freq) == 0;
     free(window);
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
         !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok ||
@@ -140,7 +142,6 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * (size_t)c->n_layers * c->seq_len * c->n_kv_heads *
                     kv_vector_bytes(o->kv_type, c->head_size) >> 20);
-    rope_frequencies(s->rope_freq, c->head_size, c->rope_theta, &c->rope_scaling);
     return 0;
 }
 
@@ -318,7 +319,7 @@ size_t model_weight_bytes(const Model *m) {
 int model_evict(Model *m, int drop, int len) {
     KvCache *kv = &m->state.kv;
     if (len > m->config.seq_len || drop < 1 || drop > len - kv->sinks) return -1;
-    kv_cache_evict(kv, m->state.rope_freq, drop, len);
+    kv_cache_evict(kv, drop, len);
     return len - drop;
 }
 
