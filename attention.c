@@ -92,6 +92,9 @@ void rope(float *vec, const float *cos, const float *sin, int n, int n_heads, in
 /* The most query rows (query heads x queries) one work item takes together: their
  * accumulators, head_size floats each, stay in L1 too. */
 #define MAX_ROWS 32
+/* Keys are stored in blocks of this many, number-major (KvCache): the scores of 16
+ * positions are 16 lanes of one vector, with no sum across lanes. */
+#define KEY_BLOCK 16
 
 size_t kv_vector_bytes(int type, int head_size) {
     return type == KV_F32 ? 4 * (size_t)head_size
@@ -102,6 +105,11 @@ size_t kv_vector_bytes(int type, int head_size) {
 /* Bytes of the numbers of one vector, without its scale. */
 static size_t elem_bytes(int type) { return type == KV_F32 ? 4 : type == KV_BF16 ? 2 : 1; }
 
+/* Slots of one KV head's keys in a layer: its slots rounded up to whole blocks. */
+static size_t key_slots(const KvCache *c, int layer) {
+    return ((size_t)c->sinks + c->ring[layer] + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK;
+}
+
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
                   int seq_len, const int *window, int chunk, int sinks, const float *freq) {
     *c = (KvCache){.type = type, .n_layers = n_layers, .n_kv_heads = n_kv_heads,
@@ -111,13 +119,15 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
     c->base = calloc(n_layers, sizeof(int));
     c->first = calloc(n_layers, sizeof(size_t));
     c->first_slot = calloc(n_layers, sizeof(size_t));
+    c->first_key = calloc(n_layers, sizeof(size_t));
     c->freq = malloc((size_t)(head_size / 2 + 1) * sizeof(float));
-    if (!c->window || !c->ring || !c->base || !c->first || !c->first_slot || !c->freq) {
+    if (!c->window || !c->ring || !c->base || !c->first || !c->first_slot || !c->first_key ||
+        !c->freq) {
         kv_cache_free(c);
         return -1;
     }
     memcpy(c->freq, freq, (size_t)(head_size / 2) * sizeof(float));
-    size_t vectors = 0, slots = 0;
+    size_t vectors = 0, slots = 0, keys = 0;
     for (int l = 0; l < n_layers; l++) {
         int full = seq_len - sinks, w = window ? window[l] : 0;
         c->window[l] = w;
@@ -126,14 +136,16 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
         c->ring[l] = w > 0 && (long)w + chunk - 1 < full ? w + chunk - 1 : full;
         c->first[l] = vectors;
         c->first_slot[l] = slots;
+        c->first_key[l] = keys;
         vectors += (size_t)n_kv_heads * (sinks + c->ring[l]);
         slots += (size_t)sinks + c->ring[l];
+        keys += (size_t)n_kv_heads * key_slots(c, l);
     }
     c->shift = calloc(slots, sizeof(int));
-    c->keys = calloc(vectors, elem_bytes(type) * head_size);
+    c->keys = calloc(keys, elem_bytes(type) * head_size);
     c->values = calloc(vectors, elem_bytes(type) * head_size);
     if (type == KV_Q8) {
-        c->key_scales = calloc(vectors, sizeof(float));
+        c->key_scales = calloc(keys, sizeof(float));
         c->value_scales = calloc(vectors, sizeof(float));
     }
     /* per thread: the query rows, turned (below), their accumulators, a tile of scores, three
@@ -159,15 +171,15 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
 void kv_cache_free(KvCache *c) {
     free(c->keys), free(c->values), free(c->key_scales), free(c->value_scales);
     free(c->window), free(c->ring), free(c->base), free(c->first), free(c->scratch);
-    free(c->first_slot), free(c->shift), free(c->freq);
+    free(c->first_slot), free(c->first_key), free(c->shift), free(c->freq);
     memset(c, 0, sizeof *c);
 }
 
 size_t kv_cache_bytes(const KvCache *c) {
     size_t vectors = 0;
     for (int l = 0; l < c->n_layers; l++)
-        vectors += (size_t)c->n_kv_heads * (c->sinks + c->ring[l]);
-    return 2 * vectors * kv_vector_bytes(c->type, c->head_size);
+        vectors += (size_t)c->n_kv_heads * (c->sinks + c->ring[l] + key_slots(c, l));
+    return vectors * kv_vector_bytes(c->type, c->head_size);
 }
 
 /* The slot of position pos in a layer (KvCache says why the ring). */
@@ -176,9 +188,23 @@ static int slot_of(const KvCache *c, int layer, int pos) {
     return c->sinks + (int)(((long)pos - c->sinks + c->base[layer]) % c->ring[layer]);
 }
 
-/* The index of the vector in slot `slot` of KV head h of a layer. */
+/* The index of the value in slot `slot` of KV head h of a layer. */
 static size_t vector_index(const KvCache *c, int layer, int h, int slot) {
     return c->first[layer] + (size_t)h * (c->sinks + c->ring[layer]) + slot;
+}
+
+/* The index of the key in that slot; each head's keys start at a whole block. */
+static size_t key_index(const KvCache *c, int layer, int h, int slot) {
+    return c->first_key[layer] + (size_t)h * key_slots(c, layer) + slot;
+}
+
+/* Where number d of vector i lies, counted in numbers from the start of the values or keys:
+ * a value's numbers follow one another; a key's are KEY_BLOCK apart, in the block of
+ * KEY_BLOCK keys it belongs to. */
+static size_t at(const KvCache *c, int value, size_t i, int d) {
+    if (value) return i * c->head_size + d;
+    return (i & ~(size_t)(KEY_BLOCK - 1)) * c->head_size + (size_t)d * KEY_BLOCK +
+           (i & (KEY_BLOCK - 1));
 }
 
 /* The shift of slot `slot` of a layer (KvCache). */
@@ -211,34 +237,34 @@ static uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
 }
 
-/* Writes x (head_size) into vector i of keys (value = 0) or values, in the cache's type. */
+/* Writes x (head_size) into vector i of keys (value = 0, i a key_index) or values (i a
+ * vector_index), in the cache's type. */
 static void put_vector(KvCache *c, int value, size_t i, const float *x) {
     int hs = c->head_size;
-    char *base = value ? c->values : c->keys;
+    void *base = value ? c->values : c->keys;
     if (c->type == KV_F32) {
-        memcpy(base + i * hs * 4, x, (size_t)hs * sizeof(float));
+        for (int d = 0; d < hs; d++) ((float *)base)[at(c, value, i, d)] = x[d];
     } else if (c->type == KV_BF16) {
-        uint16_t *out = (uint16_t *)base + i * hs;
-        for (int d = 0; d < hs; d++) out[d] = f32_to_bf16(x[d]);
+        for (int d = 0; d < hs; d++) ((uint16_t *)base)[at(c, value, i, d)] = f32_to_bf16(x[d]);
     } else { /* one scale for the whole vector: Q8_0's rule with a group of head_size */
         float *scales = value ? c->value_scales : c->key_scales;
-        quantize_q8((int8_t *)base + i * hs, scales + i, x, hs, hs);
+        int8_t *q = (int8_t *)c->scratch; /* kv_cache_store runs outside attention */
+        quantize_q8(q, scales + i, x, hs, hs);
+        for (int d = 0; d < hs; d++) ((int8_t *)base)[at(c, value, i, d)] = q[d];
     }
 }
 
 /* out (head_size) = vector i of keys or values, as floats. */
 static void get_vector(float *out, const KvCache *c, int value, size_t i) {
     int hs = c->head_size;
-    const char *base = value ? c->values : c->keys;
+    const void *base = value ? c->values : c->keys;
     if (c->type == KV_F32) {
-        memcpy(out, base + i * hs * 4, (size_t)hs * sizeof(float));
+        for (int d = 0; d < hs; d++) out[d] = ((const float *)base)[at(c, value, i, d)];
     } else if (c->type == KV_BF16) {
-        const uint16_t *in = (const uint16_t *)base + i * hs;
-        for (int d = 0; d < hs; d++) out[d] = bf16_to_f32(in[d]);
+        for (int d = 0; d < hs; d++) out[d] = bf16_to_f32(((const uint16_t *)base)[at(c, value, i, d)]);
     } else {
-        const int8_t *in = (const int8_t *)base + i * hs;
         float scale = (value ? c->value_scales : c->key_scales)[i];
-        for (int d = 0; d < hs; d++) out[d] = in[d] * scale;
+        for (int d = 0; d < hs; d++) out[d] = ((const int8_t *)base)[at(c, value, i, d)] * scale;
     }
 }
 
@@ -248,16 +274,17 @@ void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n
         int slot = slot_of(c, layer, pos + t);
         *shift_of(c, layer, slot) = 0;
         for (int h = 0; h < c->n_kv_heads; h++) {
-            size_t at = vector_index(c, layer, h, slot), from = ((size_t)t * c->n_kv_heads + h) * hs;
-            put_vector(c, 0, at, k + from);
-            put_vector(c, 1, at, v + from);
+            size_t from = ((size_t)t * c->n_kv_heads + h) * hs;
+            put_vector(c, 0, key_index(c, layer, h, slot), k + from);
+            put_vector(c, 1, vector_index(c, layer, h, slot), v + from);
         }
     }
 }
 
 void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, int value) {
     int slot = slot_of(c, layer, pos), s = *shift_of(c, layer, slot);
-    get_vector(out, c, value, vector_index(c, layer, head, slot));
+    get_vector(out, c, value, value ? vector_index(c, layer, head, slot)
+                                    : key_index(c, layer, head, slot));
     if (!value && s) turn(out, c->freq, c->head_size, -s);
 }
 
@@ -283,26 +310,14 @@ static int first_seen(const KvCache *c, int layer, int pos) {
     return w > 0 && pos - w + 1 > 0 ? pos - w + 1 : 0;
 }
 
-/* q . (vector i of the keys), in plain C from the stored numbers; a key that moved (shift s,
- * KvCache) is first turned back by s, in scratch. */
+/* q . (key i), in plain C: the key as attention reads it (kv_cache_read), in scratch: its
+ * numbers as floats, turned back by s if it moved down (shift s, KvCache). */
 static float dot_key(const KvCache *c, size_t i, int s, const float *q) {
     int hs = c->head_size;
-    float sum = 0.0f;
-    if (s) {
-        float *k = c->scratch;
-        get_vector(k, c, 0, i);
-        turn(k, c->freq, hs, -s);
-        for (int d = 0; d < hs; d++) sum += q[d] * k[d];
-    } else if (c->type == KV_F32) {
-        const float *k = (const float *)c->keys + i * hs;
-        for (int d = 0; d < hs; d++) sum += q[d] * k[d];
-    } else if (c->type == KV_BF16) {
-        const uint16_t *k = (const uint16_t *)c->keys + i * hs;
-        for (int d = 0; d < hs; d++) sum += q[d] * bf16_to_f32(k[d]);
-    } else {
-        const int8_t *k = (const int8_t *)c->keys + i * hs;
-        for (int d = 0; d < hs; d++) sum += q[d] * (k[d] * c->key_scales[i]);
-    }
+    float sum = 0.0f, *k = c->scratch;
+    get_vector(k, c, 0, i);
+    if (s) turn(k, c->freq, hs, -s);
+    for (int d = 0; d < hs; d++) sum += q[d] * k[d];
     return sum;
 }
 
@@ -331,7 +346,7 @@ static void attend_ref(float *out, float *scores, const float *q, const KvCache 
     for (int t = 0; t < lo; t++) scores[t] = 0.0f;
     for (int t = lo; t <= pos; t++) {
         int slot = slot_of(c, layer, t);
-        scores[t] = dot_key(c, vector_index(c, layer, kv, slot), *shift_of(c, layer, slot), q) / norm;
+        scores[t] = dot_key(c, key_index(c, layer, kv, slot), *shift_of(c, layer, slot), q) / norm;
     }
     softmax_ref(scores + lo, pos - lo + 1);
     if (!out) return;
@@ -393,22 +408,25 @@ typedef struct {
 
 /* S (rows, TILE) [r][j] = scale * Q[r] . k_(j), for j in ja .. jb - 1, where k_(j) is vector
  * `first + j` of the keys. */
+/* S (rows, TILE) [r][j] = scale * Q[r] . k_(j), for j in ja .. jb - 1, where k_(j) is key
+ * `first + j`. */
 static void scores_plain(float *S, const float *Q, int rows, const KvCache *c, size_t first,
                          int ja, int jb, float scale) {
+    int hs = c->head_size;
     for (int r = 0; r < rows; r++)
         for (int j = ja; j < jb; j++) {
             float dot = 0.0f;
             size_t i = first + j;
-            int hs = c->head_size;
             if (c->type == KV_F32) {
-                const float *k = (const float *)c->keys + i * hs;
-                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * k[d];
+                const float *k = c->keys;
+                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * k[at(c, 0, i, d)];
             } else if (c->type == KV_BF16) {
-                const uint16_t *k = (const uint16_t *)c->keys + i * hs;
-                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * bf16_to_f32(k[d]);
+                const uint16_t *k = c->keys;
+                for (int d = 0; d < hs; d++)
+                    dot += Q[(size_t)r * hs + d] * bf16_to_f32(k[at(c, 0, i, d)]);
             } else {
-                const int8_t *k = (const int8_t *)c->keys + i * hs;
-                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * (float)k[d];
+                const int8_t *k = c->keys;
+                for (int d = 0; d < hs; d++) dot += Q[(size_t)r * hs + d] * (float)k[at(c, 0, i, d)];
                 dot *= c->key_scales[i];
             }
             S[(size_t)r * TILE + j] = dot * scale;
@@ -465,8 +483,9 @@ static float max_row_plain(const float *s, int a, int b) {
 #else
 /* ----- AVX-512 ----- */
 
-/* 16 numbers of a cached vector from index d on (those the mask selects; the rest 0) as
- * floats. type is a constant at every call, so each type gets its own loops. */
+/* 16 numbers of a cached vector (or the d-th numbers of a block of 16 keys) from index d on,
+ * those the mask selects (the rest 0), as floats. type is a constant at every call, so each
+ * type gets its own loops. */
 static ALWAYS_INLINE __m512 load16(const void *vec, int type, int d, __mmask16 m) {
     if (type == KV_F32) return _mm512_maskz_loadu_ps(m, (const float *)vec + d);
     if (type == KV_BF16) {
@@ -477,74 +496,65 @@ static ALWAYS_INLINE __m512 load16(const void *vec, int type, int d, __mmask16 m
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
 }
 
-/* The sums of the 16 lanes of each of a[0..15]: lane 4k + m of the result is the sum of
- * a[4m + k]. Every sum is taken in the same order, (lanes of 128-bit quarters 0+2 and 1+3,
- * then those two) within each lane, then (0+2) + (1+3): which accumulator holds which score
- * changes no score's bits. 15 additions and 30 shuffles for 16 sums, where 16 separate
- * reductions would take 64 of each. */
-static ALWAYS_INLINE __m512 reduce16(const __m512 a[16]) {
-    __m512 h[8], q[4];
-    for (int i = 0; i < 8; i++)
-        h[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
-                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
-    for (int i = 0; i < 4; i++)
-        q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
-                             _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
-    __m512 s0 = _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x44), _mm512_shuffle_ps(q[0], q[1], 0xEE));
-    __m512 s1 = _mm512_add_ps(_mm512_shuffle_ps(q[2], q[3], 0x44), _mm512_shuffle_ps(q[2], q[3], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_ps(s0, s1, 0x88), _mm512_shuffle_ps(s0, s1, 0xDD));
-}
-
-/* Scores of R rows x P positions (R * P = 16) from j0 on: 16 accumulators, one reduction.
- * Positions past jb repeat the last one and are not stored. */
-static ALWAYS_INLINE void score_tile(float *S, const float *Q, int r0, const KvCache *c,
-                                     size_t first, int j0, int jb, float scale, int type,
-                                     int R, int P) {
+/* The scores of R rows against NB blocks of 16 keys from block `blk` on (the keys of slots
+ * blk .. blk + 16 NB - 1 of the head, counted from `first`'s block): for each number d of
+ * the head, one vector of 16 keys' d-th numbers times row r's q[d], added into the row's
+ * accumulator; each lane is its own score, summed over d in order, whatever R and NB are.
+ * R * NB = 8 independent chains keep the multiply-adds in flight. Lanes outside ja .. jb - 1
+ * (and blocks past it, which repeat the last) are computed but not stored. */
+static ALWAYS_INLINE void score_blocks(float *S, const float *Q, int r0, const KvCache *c,
+                                       size_t first, size_t blk, int ja, int jb, float scale,
+                                       int type, int R, int NB) {
     int hs = c->head_size;
-    size_t row_bytes = elem_bytes(type) * hs;
-    const char *k[16];
-    for (int j = 0; j < P; j++)
-        k[j] = (const char *)c->keys + (first + min_int(j0 + j, jb - 1)) * row_bytes;
-    __m512 acc[16];
-    for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
-    for (int d = 0; d < hs; d += 16) {
-        __mmask16 m = mask16(hs - d);
-        __m512 qv[4];
-        for (int r = 0; r < R; r++) qv[r] = _mm512_maskz_loadu_ps(m, Q + (size_t)(r0 + r) * hs + d);
-        for (int j = 0; j < P; j++) {
-            __m512 kv = load16(k[j], type, d, m);
-            for (int r = 0; r < R; r++) acc[r * P + j] = _mm512_fmadd_ps(qv[r], kv, acc[r * P + j]);
+    size_t esize = elem_bytes(type), last = (first + jb - 1) & ~(size_t)(KEY_BLOCK - 1);
+    const char *kb[8];
+    for (int b = 0; b < NB; b++) {
+        size_t at_blk = blk + (size_t)b * KEY_BLOCK;
+        kb[b] = (const char *)c->keys + (at_blk < last ? at_blk : last) * hs * esize;
+    }
+    __m512 acc[8];
+    for (int a = 0; a < R * NB; a++) acc[a] = _mm512_setzero_ps();
+    for (int d = 0; d < hs; d++) {
+        __m512 kv[8];
+        for (int b = 0; b < NB; b++) kv[b] = load16(kb[b] + (size_t)d * KEY_BLOCK * esize, type, 0, 0xFFFF);
+        for (int r = 0; r < R; r++) {
+            __m512 qd = _mm512_set1_ps(Q[(size_t)(r0 + r) * hs + d]);
+            for (int b = 0; b < NB; b++) acc[r * NB + b] = _mm512_fmadd_ps(qd, kv[b], acc[r * NB + b]);
         }
     }
-    /* reduce16 leaves the sum of acc[a] in lane 4 (a % 4) + a / 4; each row's P scores are
-     * gathered into lanes 0 .. P - 1, scaled and stored */
-    __m512 sums = reduce16(acc), kscale = _mm512_set1_ps(scale); /* Q8: times each key's */
-    __mmask16 valid = mask16(jb - j0 < P ? jb - j0 : P);
-    if (type == KV_Q8)
-        kscale = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, c->key_scales + first + j0), kscale);
-    for (int r = 0; r < R; r++) {
-        __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        /* acc[r * P + j] for j = 0 .. 15 - r * P: lane 4 ((rP + j) % 4) + (rP + j) / 4 */
-        lanes = _mm512_permutexvar_epi32(_mm512_add_epi32(_mm512_set1_epi32(r * P),
-                                                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7,
-                                                                            8, 9, 10, 11, 12, 13,
-                                                                            14, 15)), lanes);
-        __m512 row = _mm512_mul_ps(_mm512_permutexvar_ps(lanes, sums), kscale);
-        _mm512_mask_storeu_ps(S + (size_t)(r0 + r) * TILE + j0, valid, row);
+    for (int b = 0; b < NB; b++) {
+        size_t at_blk = blk + (size_t)b * KEY_BLOCK;
+        /* the lanes of this block inside ja .. jb - 1, as positions j = lane + offset */
+        long offset = (long)at_blk - (long)first, lo = ja - offset, hi = jb - offset;
+        if (hi <= 0 || lo >= KEY_BLOCK) continue;
+        __mmask16 m = (__mmask16)(mask16(hi > KEY_BLOCK ? KEY_BLOCK : (int)hi) &
+                                  ~(lo > 0 ? mask16((int)lo) : 0));
+        __m512 k = _mm512_set1_ps(scale);
+        if (type == KV_Q8) k = _mm512_mul_ps(_mm512_loadu_ps(c->key_scales + at_blk), k);
+        for (int r = 0; r < R; r++) /* lanes before j = 0 are masked: S - 15 stays in scratch */
+            _mm512_mask_storeu_ps(S + (size_t)(r0 + r) * TILE + offset, m,
+                                  _mm512_mul_ps(acc[r * NB + b], k));
     }
 }
 
-/* The scores of rows 0..rows-1 for j in ja .. jb - 1: blocks of 4 rows x 4 positions, the
- * rows left over as 2 x 8 or 1 x 16. */
+/* The scores of rows 0..rows-1 for j in ja .. jb - 1: eight rows a block of keys at a time,
+ * or fewer rows over more blocks. */
 static ALWAYS_INLINE void scores_type(float *S, const float *Q, int rows, const KvCache *c,
                                       size_t first, int ja, int jb, float scale, int type) {
+    size_t from = (first + ja) & ~(size_t)(KEY_BLOCK - 1), to = first + jb;
     int r0 = 0;
+    for (; r0 + 8 <= rows; r0 += 8)
+        for (size_t blk = from; blk < to; blk += KEY_BLOCK)
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 8, 1);
     for (; r0 + 4 <= rows; r0 += 4)
-        for (int j = ja; j < jb; j += 4) score_tile(S, Q, r0, c, first, j, jb, scale, type, 4, 4);
+        for (size_t blk = from; blk < to; blk += 2 * KEY_BLOCK)
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 4, 2);
     for (; r0 + 2 <= rows; r0 += 2)
-        for (int j = ja; j < jb; j += 8) score_tile(S, Q, r0, c, first, j, jb, scale, type, 2, 8);
+        for (size_t blk = from; blk < to; blk += 4 * KEY_BLOCK)
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 2, 4);
     for (; r0 < rows; r0++)
-        for (int j = ja; j < jb; j += 16) score_tile(S, Q, r0, c, first, j, jb, scale, type, 1, 16);
+        for (size_t blk = from; blk < to; blk += 8 * KEY_BLOCK)
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 1, 8);
 }
 
 static void scores_fast(float *S, const float *Q, int rows, const KvCache *c, size_t first,
@@ -669,11 +679,12 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
         m[r] = -INFINITY, l[r] = 0.0f;
     }
     float scale = 1.0f / sqrtf((float)hs);
-    size_t head = vector_index(c, layer, it.kv, 0);
+    size_t keys = key_index(c, layer, it.kv, 0), values = vector_index(c, layer, it.kv, 0);
     int hi = range[rows - 1].hi, turned = 0; /* queries are in order: the last sees furthest */
     for (int t = range[0].lo; t <= hi;) {
         int end = tile_end(c, layer, t, hi), slot = slot_of(c, layer, t);
-        size_t first = head + slot; /* the tile's positions are contiguous */
+        /* the tile's positions have contiguous slots: keys and values from these on */
+        size_t first_key = keys + slot, first = values + slot;
         /* keys that moved down by s (evictions) are read as they are, with the queries turned
          * by s instead: q . R(-s) k = R(s) q . k, RoPE being a rotation */
         int moved = *shift_of(c, layer, slot);
@@ -693,7 +704,7 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
             b[r] = (range[r].hi + 1 < end ? range[r].hi + 1 : end) - t;
             if (a[r] < b[r]) ja = a[r] < ja ? a[r] : ja, jb = b[r] > jb ? b[r] : jb;
         }
-        SCORES(S, Qs, rows, c, first, ja, jb, scale);
+        SCORES(S, Qs, rows, c, first_key, ja, jb, scale);
         for (int r = 0; r < rows; r++) { /* the running softmax, row by row */
             if (a[r] >= b[r]) continue;
             float *s = S + (size_t)r * TILE, mx = MAX_ROW(s, a[r], b[r]);

@@ -79,13 +79,17 @@ typedef struct {
     int *window;     /* (n_layers) how many positions a query sees, itself included; 0: all */
     int *ring;       /* (n_layers) slots for the positions from `sinks` on */
     int *base;       /* (n_layers) how far the ring has turned (kv_cache_evict) */
-    size_t *first;   /* (n_layers) the index of the layer's first vector */
+    size_t *first;   /* (n_layers) the index of the layer's first value */
+    size_t *first_key; /* (n_layers) the index of the layer's first key */
     size_t *first_slot; /* (n_layers) the index of the layer's first slot in shift */
     int *shift;      /* (for each layer, sinks + ring[layer]) positions the key in each slot
                       * has moved down since it was stored; the same for every KV head */
     float *freq;     /* (head_size / 2) RoPE's turn per position of each pair */
-    /* The vectors, (for each layer: n_kv_heads, sinks + ring[layer], head_size), of `type`:
-     * one head's slots are contiguous, so attention streams through them in order */
+    /* The vectors, of `type`: one head's slots are contiguous, so attention streams through
+     * them in order. values (for each layer: n_kv_heads, sinks + ring[layer], head_size).
+     * keys (for each layer: n_kv_heads, the slots rounded up to blocks of 16 (blocks,
+     * head_size, 16)): number d of 16 keys in a row, so that q . k of 16 positions is one
+     * vector of 16 lanes, each its own sum, with nothing to add across lanes. */
     void *keys, *values;
     float *key_scales, *value_scales; /* KV_Q8: one per vector, else NULL */
     /* attention's working memory: threads blocks of scratch_floats (attention.c) */

@@ -108,7 +108,7 @@ def test_top_k_and_min_p():
 # Statistics
 
 STATS_KEYS = ["load_ms", "prompt_tokens", "prefill_tok_s", "generated_tokens", "decode_tok_s",
-              "decode_ms_per_token", "ttft_ms", "weights_gb_s", "peak_rss_mb"]
+              "decode_ms_per_token", "ttft_ms", "weights_gb_s", "peak_rss_mb", "kv_cache_mb"]
 
 
 def test_stats():
@@ -127,6 +127,8 @@ def test_stats():
     assert abs(values["decode_ms_per_token"] * values["decode_tok_s"] / 1000 - 1) < 0.02, values
     assert values["ttft_ms"] > 0, values  # how long is for make bench, not a test
     assert 0 < values["peak_rss_mb"] < 1000, values
+    # f32 keys and values of 5 layers x 4 KV heads x 512 positions x 8 numbers
+    assert values["kv_cache_mb"] == 0.625, values
     # GB/s is bytes per token times tokens per second: 260K float32 weights is ~1 MB a token
     ratio = values["weights_gb_s"] * 1e9 / values["decode_tok_s"]
     assert 0.5e6 < ratio < 1.5e6, values
