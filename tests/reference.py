@@ -628,11 +628,19 @@ class StreamingTransformer(Transformer):
         x = w["token_embedding"][token].copy()
         for l, layer in enumerate(w["layers"]):
             xb = rmsnorm(x, layer["attn_norm"], c.norm_eps)
-            q = rope(mv(layer["wq"], xb), pos, c.head_size, c.rope_theta)
-            self.raw_keys[l].append(mv(layer["wk"], xb))
-            self.values[l].append(mv(layer["wv"], xb))
+            q, k, v = mv(layer["wq"], xb), mv(layer["wk"], xb), mv(layer["wv"], xb)
+            if "bq" in layer:
+                q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
+            if "q_norm" in layer:
+                q = np.concatenate([rmsnorm(h, layer["q_norm"], c.norm_eps)
+                                    for h in q.reshape(-1, c.head_size)])
+                k = np.concatenate([rmsnorm(h, layer["k_norm"], c.norm_eps)
+                                    for h in k.reshape(-1, c.head_size)])
+            q = rope(q, pos, c.head_size, c.rope_theta, c.rope_scaling)
+            self.raw_keys[l].append(k)
+            self.values[l].append(v)
             lo = c.first_seen(l, pos)
-            keys = np.array([rope(k, i, c.head_size, c.rope_theta)
+            keys = np.array([rope(k, i, c.head_size, c.rope_theta, c.rope_scaling)
                              for i, k in enumerate(self.raw_keys[l])][lo:])
             att = attention(q, keys, np.array(self.values[l][lo:]), c, None, lo)
             x = x + mv(layer["wo"], att)

@@ -5,7 +5,8 @@
                 engine's convention with the window), within 1e-4: windows smaller than the
                 prompt, and a window of 1; positions far past the ring, so that it wraps
                 many times
-  layers        which layers are windowed: Mistral all, Qwen2 from max_window_layers on, or an
+  layers        which layers are windowed: Mistral all, Qwen2 from max_window_layers on (a
+                Qwen2 model with a full layer and windowed ones, against Hugging Face), or an
                 explicit layer_types; export.py's reading against hf_reference's
   metadata      export.py writes the keys; the loader refuses a window larger than the context
                 and malformed layer flags, one line, exit 1
@@ -81,14 +82,15 @@ def test_window_of_one():
     assert h["sliding_window"] == 1
 
 
-def test_some_layers_windowed():
-    # layer_types, as newer config.json files spell it per layer: the engine keeps a full
-    # cache for layer 0 and a ring for layers 1 and 2
-    config = fx.hf_config(layers=3, heads=4, kv_heads=2, arch="MistralForCausalLM",
-                          sliding_window=7, layer_types=["full_attention", "sliding_attention",
-                                                         "sliding_attention"])
-    h = engine_vs_references("layers", config, 128, 100)
-    assert h["sliding_window_layers"] == (0, 1, 1), h
+def test_qwen2_some_layers_windowed():
+    # Qwen2 with use_sliding_window: only the layers from max_window_layers (1) on are
+    # windowed, so the engine keeps a full cache for layer 0 and rings for layers 1 and 2;
+    # Qwen2's q, k and v biases come along
+    config = fx.hf_config(layers=3, heads=4, kv_heads=2, arch="Qwen2ForCausalLM")
+    config.update(model_type="qwen2", use_sliding_window=True, max_window_layers=1,
+                  sliding_window=7)
+    h = engine_vs_references("qwen2", config, 128, 100)
+    assert h["sliding_window"] == 7 and h["sliding_window_layers"] == (0, 1, 1), h
 
 
 def test_which_layers_are_windowed():
@@ -106,7 +108,7 @@ def test_which_layers_are_windowed():
               * 2), (32, (0, 1, 0, 1))),
     ]
     for config, want in cases:
-        got = export.hf_sliding_window(config, 4, "config.json")
+        got = export.hf_sliding_window(config, config["model_type"], 4, "config.json")
         assert got == want, (config, got, want)
         hf = layer_windows(config)
         flags = want[1] or (1,) * 4 if want[0] else (0,) * 4
