@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     Model model;
     Tokenizer tok;
     Sampler sampler;
-    if (model_load(&model, path, 0, err) != 0) {
+    if (model_load(&model, path, NULL, err) != 0) { /* NULL: the default options */
         fprintf(stderr, "%s: %s\n", path, err);
         return 1;
     }
