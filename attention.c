@@ -142,6 +142,10 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
         keys += (size_t)n_kv_heads * key_slots(c, l);
     }
     c->shift = calloc(slots, sizeof(int));
+    /* cos and sin of each shift's angles, filled by kv_cache_evict for the shifts it makes
+     * (calloc's pages cost nothing until then) */
+    c->turns = calloc((size_t)seq_len * head_size, sizeof(float));
+    c->turned = calloc((size_t)seq_len, 1);
     c->keys = calloc(keys, elem_bytes(type) * head_size);
     c->values = calloc(vectors, elem_bytes(type) * head_size);
     if (type == KV_Q8) {
@@ -149,7 +153,7 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
         c->value_scales = calloc(vectors, sizeof(float));
     }
     /* per thread: the query rows, turned (below), their accumulators, a tile of scores, three
-     * numbers per row (running max, running sum, rescale), a cos and sin per pair */
+     * numbers per row (running max, running sum, rescale) */
 #ifdef _OPENMP
     c->threads = omp_get_max_threads();
 #else
@@ -160,7 +164,7 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
     c->scratch_floats = round64(((size_t)c->max_rows * (3 * head_size + TILE + 3) + head_size) *
                                 sizeof(float)) / sizeof(float);
     c->scratch = calloc((size_t)c->threads * c->scratch_floats, sizeof(float));
-    if (!c->keys || !c->values || !c->scratch || !c->shift ||
+    if (!c->keys || !c->values || !c->scratch || !c->shift || !c->turns || !c->turned ||
         (type == KV_Q8 && (!c->key_scales || !c->value_scales))) {
         kv_cache_free(c);
         return -1;
@@ -172,6 +176,7 @@ void kv_cache_free(KvCache *c) {
     free(c->keys), free(c->values), free(c->key_scales), free(c->value_scales);
     free(c->window), free(c->ring), free(c->base), free(c->first), free(c->scratch);
     free(c->first_slot), free(c->first_key), free(c->shift), free(c->freq);
+    free(c->turns), free(c->turned);
     memset(c, 0, sizeof *c);
 }
 
@@ -295,7 +300,16 @@ void kv_cache_evict(KvCache *c, int drop, int len) {
     for (int l = 0; l < c->n_layers; l++) {
         c->base[l] = (int)(((long)c->base[l] + drop) % c->ring[l]);
         int from = new_len - c->ring[l] > c->sinks ? new_len - c->ring[l] : c->sinks;
-        for (int p = from; p < new_len; p++) *shift_of(c, l, slot_of(c, l, p)) += drop;
+        for (int p = from; p < new_len; p++) {
+            int *s = shift_of(c, l, slot_of(c, l, p));
+            *s += drop;
+            if (!c->turned[*s]) { /* attention turns queries by these angles */
+                rope_angles(c->turns + (size_t)*s * c->head_size,
+                            c->turns + (size_t)*s * c->head_size + c->head_size / 2, c->freq, *s,
+                            1, c->head_size);
+                c->turned[*s] = 1;
+            }
+        }
     }
 }
 
@@ -538,24 +552,25 @@ static ALWAYS_INLINE void score_blocks(float *S, const float *Q, int r0, const K
 }
 
 /* The scores of rows 0..rows-1 for j in ja .. jb - 1: eight rows a block of keys at a time,
- * or fewer rows over more blocks. */
+ * or fewer rows over more blocks while there are that many, the last blocks one at a time. */
+#define SCORE_ROWS(R, NB)                                                                      \
+    for (; r0 + R <= rows; r0 += R) {                                                           \
+        size_t blk = from;                                                                      \
+        for (; blk + (NB - 1) * KEY_BLOCK < to; blk += NB * KEY_BLOCK)                          \
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, R, NB);                  \
+        for (; blk < to; blk += KEY_BLOCK)                                                      \
+            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, R, 1);                   \
+    }
 static ALWAYS_INLINE void scores_type(float *S, const float *Q, int rows, const KvCache *c,
                                       size_t first, int ja, int jb, float scale, int type) {
     size_t from = (first + ja) & ~(size_t)(KEY_BLOCK - 1), to = first + jb;
     int r0 = 0;
-    for (; r0 + 8 <= rows; r0 += 8)
-        for (size_t blk = from; blk < to; blk += KEY_BLOCK)
-            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 8, 1);
-    for (; r0 + 4 <= rows; r0 += 4)
-        for (size_t blk = from; blk < to; blk += 2 * KEY_BLOCK)
-            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 4, 2);
-    for (; r0 + 2 <= rows; r0 += 2)
-        for (size_t blk = from; blk < to; blk += 4 * KEY_BLOCK)
-            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 2, 4);
-    for (; r0 < rows; r0++)
-        for (size_t blk = from; blk < to; blk += 8 * KEY_BLOCK)
-            score_blocks(S, Q, r0, c, first, blk, ja, jb, scale, type, 1, 8);
+    SCORE_ROWS(8, 1)
+    SCORE_ROWS(4, 2)
+    SCORE_ROWS(2, 4)
+    SCORE_ROWS(1, 8)
 }
+#undef SCORE_ROWS
 
 static void scores_fast(float *S, const float *Q, int rows, const KvCache *c, size_t first,
                         int ja, int jb, float scale) {
@@ -667,8 +682,7 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
     int hs = c->head_size, group = n_heads / c->n_kv_heads, rows = it.nq * it.ng;
     float *Q = scratch, *Qt = Q + (size_t)c->max_rows * hs, *O = Qt + (size_t)c->max_rows * hs;
     float *S = O + (size_t)c->max_rows * hs, *m = S + (size_t)c->max_rows * TILE;
-    float *l = m + c->max_rows, *alpha = l + c->max_rows, *cs = alpha + c->max_rows;
-    float *sn = cs + hs / 2;
+    float *l = m + c->max_rows, *alpha = l + c->max_rows;
     RowRange range[MAX_ROWS];
     size_t stride = (size_t)n_heads * hs; /* from one token's queries to the next */
     for (int r = 0; r < rows; r++) {
@@ -691,7 +705,7 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
         const float *Qs = Q;
         if (moved) {
             if (moved != turned) {
-                rope_angles(cs, sn, c->freq, moved, 1, hs);
+                const float *cs = c->turns + (size_t)moved * hs, *sn = cs + hs / 2;
                 memcpy(Qt, Q, (size_t)rows * hs * sizeof(float));
                 for (int r = 0; r < rows; r++) rope(Qt + (size_t)r * hs, cs, sn, 1, 1, hs);
                 turned = moved;

@@ -85,6 +85,9 @@ typedef struct {
     int *shift;      /* (for each layer, sinks + ring[layer]) positions the key in each slot
                       * has moved down since it was stored; the same for every KV head */
     float *freq;     /* (head_size / 2) RoPE's turn per position of each pair */
+    float *turns;    /* (seq_len, head_size) cos and sin of the angles of shift s (row s: head_size
+                      * / 2 cosines, then the sines), where turned[s] says they are filled */
+    unsigned char *turned;
     /* The vectors, of `type`: one head's slots are contiguous, so attention streams through
      * them in order. values (for each layer: n_kv_heads, sinks + ring[layer], head_size).
      * keys (for each layer: n_kv_heads, the slots rounded up to blocks of 16 (blocks,

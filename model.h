@@ -33,7 +33,12 @@
  *
  * Some families add steps, each taken only when the model file has its tensors: biases on
  * q, k and v (Qwen2), and an RMSNorm of each query and key head before RoPE (Qwen3). RoPE may
- * be stretched to a longer context (Llama 3.1's scaling).
+ * be stretched to a longer context (Llama 3.1's scaling), and some layers may see only the
+ * last sliding_window positions (Mistral, Qwen2), keeping only those in their cache.
+ *
+ * The cache holds seq_len positions. Past them, model_evict forgets the oldest after the
+ * first few (attention sinks) and the positions are renumbered, so a text can go on for ever
+ * in the memory of its context (docs/ATTENTION.md, "Past the context").
  *
  * Out of scope: training, mixture of experts, anything but the CPU.
  *
