@@ -666,7 +666,8 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
         free(tokens);
         return;
     }
-    /* -n 0 runs to the end of the context, and so does any -n with --no-shift */
+    /* -n 0 runs to the end of the context, and so does any -n with --no-shift (then, and
+     * when -n ends right there, the message below says so) */
     int capped = opt->steps == 0 || (opt->no_shift && opt->steps > c->seq_len);
     long long steps = capped ? c->seq_len : opt->steps;
     if (n_prompt > c->seq_len)
@@ -689,7 +690,7 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     putchar('\n');
     fflush(stdout);
     /* Hardening: say why the text stopped when the context, not the model, ended it. */
-    if (why == END_CONTEXT || (why == END_LIMIT && capped && x.pos >= c->seq_len))
+    if (why == END_CONTEXT || (why == END_LIMIT && x.dropped == 0 && x.pos >= c->seq_len))
         fprintf(stderr, "run: the context of %d tokens is full\n", c->seq_len);
 
     /* the decode rate: llama2.c leaves out the first position, which pays for page faults;
