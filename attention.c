@@ -397,10 +397,11 @@ void attention_ref(float *out, float *att, const float *q, const KvCache *c, int
  * adds its own e^(score - m') and weighted values. At the end the output is divided by l.
  * Only a tile of scores exists at any time, never a whole row.
  *
- * Tiles are cut at multiples of TILE of the absolute position (and where the slots wrap), and
- * every row's arithmetic is its own, so a query's numbers are the same whichever rows and
- * queries share its work item, and a prompt gives the logits of token-by-token decoding bit
- * for bit. The SIMD kernels keep that: each score and each output element sees the same
+ * Tiles are cut at multiples of TILE of the absolute position (and where the slots wrap or
+ * the keys' shift changes: kv_cache_evict), and every row's arithmetic is its own, so a
+ * query's numbers are the same whichever rows and queries share its work item, and a prompt
+ * gives the logits of token-by-token decoding bit for bit; the threads only decide who does
+ * an item. The SIMD kernels keep that: each score and each output element sees the same
  * operations in the same order in every case. */
 
 /* One unit of work: some query heads of one KV head for some queries of the chunk. */
