@@ -58,7 +58,7 @@ static int check_config(const Config *c, char err[ERR_MAX]) {
         if (c->eos_ids[i] < 0 || c->eos_ids[i] >= c->vocab_size)
             return fail(err, "eos_ids[%d] = %d is outside the vocabulary of %d", i,
                         c->eos_ids[i], c->vocab_size);
-    if (c->chat_template < TEMPLATE_NONE || c->chat_template > TEMPLATE_ZEPHYR)
+    if (c->chat_template < TEMPLATE_NONE || c->chat_template >= TEMPLATE_COUNT)
         return fail(err, "chat_template = %d is unknown", c->chat_template);
     return 0;
 }
@@ -320,6 +320,10 @@ static int read_v1(ModelFile *f, const unsigned char *b, size_t size, char err[E
     uint64_t tok_off = read_u64(b + 80), tok_size = read_u64(b + 88);
     uint64_t weights_off = read_u64(b + 96), file_size = read_u64(b + 104);
     if (check_config(c, err)) return -1;
+    /* version 1 numbers the four templates there were while it was current */
+    if (c->chat_template > TEMPLATE_ZEPHYR)
+        return fail(err, "chat_template = %d is unknown (0..3 in a version-1 file)",
+                    c->chat_template);
     if (type == WEIGHT_Q8_0) {
         if (gs != 32 && gs != 64) return fail(err, "Q8_0 group_size = %d is not 32 or 64", gs);
     } else if (type != WEIGHT_F32 && type != WEIGHT_BF16) {
@@ -444,7 +448,9 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
         c->n_eos = (int)count;
         for (uint32_t i = 0; i < count; i++) c->eos_ids[i] = (int32_t)read_u32(v + 4 * i);
     } else if (!strcmp(key, "tokenizer_kind")) {
-        if (i0 != 1) return fail(err, "metadata tokenizer_kind = %d is unknown (1 = BPE)", i0);
+        if (i0 != TOKENIZER_SENTENCEPIECE && i0 != TOKENIZER_BYTE_BPE)
+            return fail(err, "metadata tokenizer_kind = %d is unknown (1 = SentencePiece-style "
+                        "BPE, 2 = byte-level BPE)", i0);
         f->tokenizer_kind = i0;
     } else if (!strcmp(key, "rope_scaling")) {
         RopeScaling *r = &c->rope_scaling;
@@ -476,7 +482,8 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
         name[count] = '\0';
         c->chat_template = chat_template_id(name);
         if (c->chat_template < 0)
-            return fail(err, "metadata chat_template '%s' is unknown (llama2, chatml or zephyr)",
+            return fail(err, "metadata chat_template '%s' is unknown (llama2, chatml, zephyr, "
+                        "llama3, llama3.1, llama3.2, qwen2.5, qwen3 or smollm2)",
                         memchr(name, '\0', count) ? "?" : name);
     }
     return 0;

@@ -107,6 +107,7 @@ typedef struct {
     int top_k;
     long long seed, steps;
     int template_id;            /* --template, or -1: the model file's */
+    int think;                  /* --think: Qwen3 thinks before it answers */
     const char **stops;         /* --stop, n_stops of them */
     int n_stops;
     int verbose, print_tokens;
@@ -160,9 +161,11 @@ static void usage(FILE *out) {
 "Chat (-m chat): each line of stdin is a user turn, until end of input (Ctrl-D); empty lines\n"
 "are skipped. The conversation stays in the KV cache; when it is full the oldest turns are\n"
 "forgotten as above (with --no-shift the chat ends there).\n"
-"  -y <text>          system prompt, default none\n"
-"  --template <name>  llama2, chatml or zephyr; overrides the model file's template;\n"
-"                     default the file's, else llama2\n"
+"  -y <text>          system prompt, default none (qwen2.5 and smollm2: their own)\n"
+"  --template <name>  llama2, chatml, zephyr, llama3, llama3.1, llama3.2, qwen2.5, qwen3 or\n"
+"                     smollm2; overrides the model file's template; default the file's,\n"
+"                     else llama2 (a file with a byte-level tokenizer must name one)\n"
+"  --think            qwen3: let the model think first (default: the empty <think> block)\n"
 "  -i, -f             the first user turn\n"
 "\n"
 "Model:\n"
@@ -301,8 +304,10 @@ static int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
         } else if (!strcmp(a, "--template")) {
             o->template_id = chat_template_id(v);
             if (o->template_id < 0)
-                return fail(err, "--template: unknown template '%s' (llama2, chatml or "
-                                 "zephyr)", v);
+                return fail(err, "--template: unknown template '%s' (llama2, chatml, zephyr, "
+                                 "llama3, llama3.1, llama3.2, qwen2.5, qwen3 or smollm2)", v);
+        } else if (!strcmp(a, "--think")) {
+            o->think = 1;
         } else if (!strcmp(a, "-v")) {
             o->verbose = 1;
         } else if (!strcmp(a, "--logits")) {
@@ -447,11 +452,12 @@ static void output_end(Output *o) {
     utf8_stream_reset(&o->utf8);
 }
 
-/* Prints tokens[from..n) as the echo of a prompt, outside the stop strings' reach. */
-static void echo_tokens(Output *o, const int *tokens, int from, int n) {
-    for (int i = from; i < n; i++) {
+/* Prints tokens[0..n) as the echo of a prompt, outside the stop strings' reach. */
+static void echo_tokens(Output *o, const int *tokens, int n) {
+    for (int i = 0; i < n; i++) {
         int len;
-        const char *piece = tokenizer_decode(o->tokenizer, tokens[i - 1], tokens[i], &len);
+        const char *piece = tokenizer_decode(o->tokenizer, i ? tokens[i - 1] : -1, tokens[i],
+                                             &len);
         if (!piece) continue;
         char buf[len + 8];
         write_text(buf, utf8_stream_feed(&o->utf8, piece, (size_t)len, buf));
@@ -631,11 +637,14 @@ static int answer(Model *m, Output *o, Sampler *s, Stats *st, Context *x, const 
     return why;
 }
 
-/* Encodes text into a new array; *n receives the count. */
-static int *encode(const Tokenizer *t, const char *text, int bos, int *n) {
-    int *tokens = malloc((strlen(text) + 3) * sizeof(int));
+/* Encodes text as a prompt (TOKENIZER_PROMPT: what Hugging Face's encode(text) gives, so
+ * SentencePiece's BOS and Llama 3's <|begin_of_text|> come first) into a new array, with room
+ * for one more id; *n receives the count. */
+static int *encode_prompt(const Tokenizer *t, const char *text, int *n) {
+    size_t len = strlen(text), cap = tokenizer_max_tokens(t, len) + 1;
+    int *tokens = cap < (size_t)INT_MAX / sizeof(int) ? malloc(cap * sizeof(int)) : NULL;
     if (!tokens) die("out of memory encoding the prompt");
-    *n = tokenizer_encode(t, text, bos, 0, tokens);
+    *n = tokenizer_encode_text(t, text, len, TOKENIZER_PROMPT, tokens);
     if (*n < 0) die("out of memory encoding the prompt");
     return tokens;
 }
@@ -653,6 +662,16 @@ static Context new_context(const Model *m, const Options *opt) {
                      .shift = !opt->no_shift};
 }
 
+/* The ids that end a text: the model's EOS ids; with a SentencePiece tokenizer BOS too, since
+ * llama2.c's stories end when the model starts the next one (and llama2.c stops only there). */
+static int end_ids_of(const Model *m, const Tokenizer *t, int *end_ids) {
+    const Config *c = &m->config;
+    int n = 0;
+    if (t->kind == TOKENIZER_SENTENCEPIECE) end_ids[n++] = c->bos_id;
+    for (int i = 0; i < c->n_eos && !m->is_llama2c; i++) end_ids[n++] = c->eos_ids[i];
+    return n;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Generation: echo the prompt, then continue it, as llama2.c does: -n counts positions,
  * prompt included, and a story ends when the model starts the next one (BOS). */
@@ -660,12 +679,15 @@ static Context new_context(const Model *m, const Options *opt) {
 static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt) {
     const Config *c = &m->config;
     int n_prompt;
-    int *tokens = encode(o->tokenizer, opt->prompt ? opt->prompt : "", 1, &n_prompt);
+    int *tokens = encode_prompt(o->tokenizer, opt->prompt ? opt->prompt : "", &n_prompt);
     if (opt->print_tokens) {
         print_ids(tokens, n_prompt);
         free(tokens);
         return;
     }
+    /* A tokenizer that adds nothing to a text (Qwen, SmolLM2) leaves an empty prompt without
+     * a token to start from: the model's BOS starts it, as it does a SentencePiece prompt. */
+    if (n_prompt == 0) tokens[n_prompt++] = c->bos_id;
     /* -n 0 runs to the end of the context, and so does any -n with --no-shift (then, and
      * when -n ends right there, the message below says so) */
     int capped = opt->steps == 0 || (opt->no_shift && opt->steps > c->seq_len);
@@ -676,13 +698,10 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     if (n_prompt > steps)
         die("-n: %lld positions cannot hold the prompt's %d tokens", steps, n_prompt);
 
-    /* llama2.c's stories end with BOS (and llama2.c stops only there); models of our own
-     * format end with EOS */
-    int end_ids[1 + CONFIG_MAX_EOS] = {c->bos_id};
-    int n_end = opt->ignore_eos ? 0 : 1;
-    for (int i = 0; i < c->n_eos && !m->is_llama2c && n_end; i++) end_ids[n_end++] = c->eos_ids[i];
+    int end_ids[1 + CONFIG_MAX_EOS];
+    int n_end = opt->ignore_eos ? 0 : end_ids_of(m, o->tokenizer, end_ids);
 
-    echo_tokens(o, tokens, 1, n_prompt);
+    echo_tokens(o, tokens, n_prompt);
     Context x = new_context(m, opt);
     int unfed;
     int why = answer(m, o, s, st, &x, tokens, n_prompt, steps - n_prompt + 1, end_ids, n_end,
@@ -727,12 +746,14 @@ static int read_turn(char **line, size_t *cap, int prompt, int echo) {
     }
 }
 
-static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt, int template_id) {
+static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
+                 const ChatSettings *settings) {
     const Config *c = &m->config;
-    int end_ids[CONFIG_MAX_EOS + 2], n_end = 0;
-    for (int i = 0; i < c->n_eos; i++) end_ids[n_end++] = c->eos_ids[i];
-    end_ids[n_end++] = c->bos_id;
-    int end_marker = chat_end_token(o->tokenizer, template_id);
+    /* an answer ends at EOS, at the template's end marker, and (as a story does) at BOS */
+    int end_ids[CONFIG_MAX_EOS + 2];
+    int n_end = end_ids_of(m, o->tokenizer, end_ids);
+    for (int i = 0; i < c->n_eos && m->is_llama2c; i++) end_ids[n_end++] = c->eos_ids[i];
+    int end_marker = chat_end_token(o->tokenizer, settings->template_id);
     if (end_marker >= 0) end_ids[n_end++] = end_marker;
     if (opt->ignore_eos) n_end = 0;
     long max_new = opt->steps == 0 ? LONG_MAX : (long)opt->steps;
@@ -755,7 +776,7 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
             break;
         }
         int n;
-        int *rendered = chat_encode_turn(o->tokenizer, template_id, opt->system, user, turn == 0, &n);
+        int *rendered = chat_encode_turn(o->tokenizer, settings, user, turn == 0, &n);
         if (!rendered) die("out of memory rendering the chat turn");
         if (opt->print_tokens) {
             print_ids(rendered, n);
@@ -819,7 +840,7 @@ static void perplexity(Model *m, const Tokenizer *t, const Options *opt) {
     const char *path = opt->ppl_path;
     char *text = read_prompt_file("--ppl", path);
     int n;
-    int *tokens = encode(t, text, 1, &n);
+    int *tokens = encode_prompt(t, text, &n);
     if (n < 2) die("%s: no text to predict", path);
     if (c->seq_len < 2) die("%s: a context of one position cannot predict anything", path);
     int batch = 64; /* positions per model_forward call: bounds the logits buffer */
@@ -920,15 +941,28 @@ int main(int argc, char **argv) {
 
     long long seed = opt.seed != 0 ? opt.seed : (long long)time(NULL);
     Sampler sampler;
-    SamplerSettings settings = {.temperature = opt.temperature, .topp = opt.topp,
+    SamplerSettings sampling = {.temperature = opt.temperature, .topp = opt.topp,
                                 .top_k = opt.top_k, .min_p = opt.min_p, .seed = (uint64_t)seed};
-    if (sampler_init(&sampler, c->vocab_size, settings) != 0) die("out of memory");
+    if (sampler_init(&sampler, c->vocab_size, sampling) != 0) die("out of memory");
 
     /* The template: --template wins over the model file's, and llama2.c files, which name
-     * none, get Llama 2's. */
+     * none, get Llama 2's. A byte-level tokenizer comes from a family of its own, whose
+     * template Llama 2's certainly is not: without one, chat is refused. */
     int template_id = opt.template_id >= 0             ? opt.template_id
                       : c->chat_template != TEMPLATE_NONE ? c->chat_template
                                                           : TEMPLATE_LLAMA2;
+    if (opt.chat && opt.template_id < 0 && c->chat_template == TEMPLATE_NONE &&
+        tokenizer.kind == TOKENIZER_BYTE_BPE)
+        die("%s: the model file names no chat template; give one with --template (see --help)",
+            opt.checkpoint);
+    /* Llama 3.2's template dates its system message today, as transformers renders it */
+    char today[32];
+    time_t now = time(NULL);
+    struct tm local;
+    if (!localtime_r(&now, &local) || !strftime(today, sizeof today, "%d %b %Y", &local))
+        today[0] = '\0';
+    ChatSettings chat_settings = {.template_id = template_id, .system = opt.system,
+                                  .think = opt.think, .date = today[0] ? today : NULL};
     /* ChatML on a vocabulary without <|im_end|>: the model spells the marker out, so it is a
      * stop string. (The tokens of it before the last one are already in the KV cache when the
      * next turn adds the template's own <|im_end|>: a wart of text markers, not undone.) */
@@ -966,7 +1000,7 @@ int main(int argc, char **argv) {
         out.attn_layer = opt.attn_layer >= 0 ? opt.attn_layer : c->n_layers - 1;
     }
 
-    if (opt.chat) chat(&model, &out, &sampler, &stats, &opt, template_id);
+    if (opt.chat) chat(&model, &out, &sampler, &stats, &opt, &chat_settings);
     else generate(&model, &out, &sampler, &stats, &opt);
 
     if (opt.verbose && !opt.print_tokens) print_stats(&stats, &model);

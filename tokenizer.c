@@ -346,6 +346,17 @@ int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int kind,
         if (vocab_size <= 0) return fail(err, "vocab_size %d is not positive", vocab_size);
         if (data == NULL) return fail(err, "tokenizer section is empty");
         if (bpe_load(t, data, size, vocab_size, err) != 0) return -1;
+        /* the model's BOS and EOS must be tokens: an id without one could be neither
+         * encoded nor recognised as special */
+        const char *which = bos_id >= 0 && !bpe_has_token(t, bos_id)   ? "bos_id"
+                            : eos_id >= 0 && !bpe_has_token(t, eos_id) ? "eos_id"
+                                                                       : NULL;
+        if (which) {
+            int id = which[0] == 'b' ? bos_id : eos_id;
+            tokenizer_free(t);
+            return fail(err, "the model's %s %d is no token of its byte-level BPE tokenizer",
+                        which, id);
+        }
         t->bos_id = bos_id;
         t->eos_id = eos_id;
         return 0;

@@ -67,8 +67,9 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, int bos_id, i
 /* Loads a tokenizer section of a model file, of the given kind (models/FORMAT.md):
  * TOKENIZER_SENTENCEPIECE, a u32 piece count (which must equal vocab_size) then the
  * tokenizer.bin layout; or TOKENIZER_BYTE_BPE, whose tokens may be fewer than vocab_size (the
- * rest of the model's ids have no text). Every byte is validated; the data can be freed after
- * the call. Returns 0, or -1 with the reason in err. */
+ * rest of the model's ids have no text), and where bos_id and eos_id, unless -1, must be
+ * tokens. Every byte is validated; the data can be freed after the call. Returns 0, or -1
+ * with the reason in err. */
 int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int kind, int vocab_size,
                           int bos_id, int eos_id, char err[ERR_MAX]);
 

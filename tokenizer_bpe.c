@@ -596,6 +596,11 @@ const char *bpe_decode(const Tokenizer *t, int token, int *len) {
     return t->pieces[token];
 }
 
+int bpe_has_token(const Tokenizer *t, int token) {
+    const ByteBpe *b = t->bpe;
+    return token >= 0 && token < b->n_tokens && b->flags[token] != 0;
+}
+
 int bpe_is_special(const Tokenizer *t, int token) {
     const ByteBpe *b = t->bpe;
     return token >= 0 && token < b->n_tokens && (b->flags[token] & TOKEN_SPECIAL) != 0;

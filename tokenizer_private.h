@@ -53,6 +53,7 @@ size_t bpe_max_tokens(const Tokenizer *t, size_t len);
 int bpe_encode(const Tokenizer *t, const char *text, size_t len, int mode, int *tokens);
 const char *bpe_decode(const Tokenizer *t, int token, int *len);
 int bpe_is_special(const Tokenizer *t, int token);
+int bpe_has_token(const Tokenizer *t, int token); /* 1 if the section gives token bytes */
 int bpe_lookup_added(const Tokenizer *t, const char *bytes, int len);
 
 #endif

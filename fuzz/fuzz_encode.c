@@ -10,7 +10,9 @@
  * Encoded as chat text and decoded, they must come back as they went in, less only what the
  * tokenizer changes on purpose (Qwen's NFC; the bytes SmolLM2 has no token for), with no
  * special token among the ids; a prompt's ids must lie inside the vocabulary; every
- * pre-tokenizer's pieces must cover the text in order.
+ * pre-tokenizer's pieces must cover the text in order. As a chat turn (and system prompt) of
+ * a template (each input picks one), with either tokenizer kind, they must yield ids inside the vocabulary and
+ * exactly the special tokens the template itself writes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +126,33 @@ static void byte_bpe(int k, const char *text, size_t len) {
     free(back);
 }
 
+/* The number of special tokens among ids[0..n). */
+static int count_special(const Tokenizer *t, const int *ids, int n) {
+    int count = 0;
+    for (int i = 0; i < n; i++) count += tokenizer_is_special(t, ids[i]);
+    return count;
+}
+
+/* text (NUL-terminated) as the user turn, and on odd sizes the system prompt too, of one
+ * template: every id inside the vocabulary, and no more special tokens than the template
+ * writes around a plain "x", so typed text never became a marker. */
+static void chat_turn(const Tokenizer *t, int template_id, const char *text, size_t size) {
+    ChatSettings s = {.template_id = template_id, .system = size & 1 ? text : NULL,
+                      .think = (size & 4) != 0, .date = size & 8 ? text : NULL};
+    ChatSettings plain = s;
+    if (plain.system && plain.system[0]) plain.system = "x"; /* "" is no system prompt */
+    if (plain.date) plain.date = "x";
+    int first = (size & 2) != 0, n_turn, n_plain;
+    int *turn = chat_encode_turn(t, &s, text, first, &n_turn);
+    int *base = chat_encode_turn(t, &plain, "x", first, &n_plain);
+    if (!turn || !base) abort();
+    for (int i = 0; i < n_turn; i++)
+        if (turn[i] < 0 || turn[i] >= t->vocab_size) abort();
+    if (count_special(t, turn, n_turn) != count_special(t, base, n_plain)) abort();
+    free(turn);
+    free(base);
+}
+
 /* Every pre-tokenizer cuts text into non-empty pieces that cover it in order. */
 static void check_pieces(const char *text, size_t len) {
     size_t *ends = malloc((len ? len : 1) * sizeof *ends), n_pieces;
@@ -164,17 +193,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
         check_utf8(out, utf8_stream_feed(&s, piece, (size_t)len, (char *)out));
     }
 
-    /* the same text as a chat turn in every template, as system prompt and as user turn */
-    for (int template_id = TEMPLATE_LLAMA2; template_id <= TEMPLATE_ZEPHYR; template_id++) {
-        int n_turn;
-        int *turn = chat_encode_turn(&tokenizer, template_id, size & 1 ? text : NULL, text,
-                                     (size & 2) != 0, &n_turn);
-        if (!turn) abort();
-        for (int i = 0; i < n_turn; i++)
-            if (turn[i] < 0 || turn[i] >= tokenizer.vocab_size) abort();
-        free(turn);
+    /* the same text as a chat turn (and system prompt) of one template, chosen by the size
+     * so each input costs one rendering per tokenizer */
+    int template_id = TEMPLATE_LLAMA2 + (int)(size / 16 % (TEMPLATE_COUNT - TEMPLATE_LLAMA2));
+    chat_turn(&tokenizer, template_id, text, size);
+    for (int k = 0; k < N_FAMILIES; k++) {
+        byte_bpe(k, (const char *)data, size);
+        chat_turn(&tokenizers[k], template_id, text, size);
     }
-    for (int k = 0; k < N_FAMILIES; k++) byte_bpe(k, (const char *)data, size);
     check_pieces((const char *)data, size);
     free(text);
     free(tokens);

@@ -74,7 +74,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     memcpy(buf, data + 2, size);
     Tokenizer t;
     char err[ERR_MAX];
-    if (tokenizer_load_memory(&t, buf, size, kind, vocab_size, 1, 2, err) == 0) {
+    if (tokenizer_load_memory(&t, buf, size, kind, vocab_size,
+                              kind == TOKENIZER_SENTENCEPIECE ? 1 : -1,
+                              kind == TOKENIZER_SENTENCEPIECE ? 2 : -1, err) == 0) {
         free(buf); /* the tokenizer must not point into the section */
         buf = NULL;
         if (kind == TOKENIZER_SENTENCEPIECE) sentencepiece(&t);

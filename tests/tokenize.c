@@ -45,6 +45,11 @@
 #include "tokenizer.h"
 #include "unicode.h"
 
+/* The BOS and EOS ids a section is loaded with: SentencePiece's 1 and 2; a byte-level BPE
+ * section stands alone here, with no model to name them. */
+#define BOS(kind) ((kind) == TOKENIZER_SENTENCEPIECE ? 1 : -1)
+#define EOS(kind) ((kind) == TOKENIZER_SENTENCEPIECE ? 2 : -1)
+
 /* Reads the whole of f into a NUL-terminated buffer. Returns it (free it), or NULL. */
 static char *read_all(FILE *f, size_t *size) {
     size_t cap = 1 << 16, n = 0;
@@ -194,7 +199,7 @@ static int check_mode(int kind, int vocab_size) {
         char *data = read_record(len);
         Tokenizer t;
         char err[ERR_MAX];
-        if (tokenizer_load_memory(&t, data, (size_t)len, kind, vocab_size, 1, 2, err) == 0) {
+        if (tokenizer_load_memory(&t, data, (size_t)len, kind, vocab_size, BOS(kind), EOS(kind), err) == 0) {
             printf("ok\n");
             tokenizer_free(&t);
         } else {
@@ -348,7 +353,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: out of memory\n", path);
             return 1;
         }
-        rc = tokenizer_load_memory(&t, data, size, kind, vocab_size, 1, 2, err);
+        rc = tokenizer_load_memory(&t, data, size, kind, vocab_size, BOS(kind), EOS(kind), err);
         free(data); /* the tokenizer keeps copies of everything it needs */
     } else {
         rc = tokenizer_load(&t, path, vocab_size, 1, 2, err);
