@@ -69,7 +69,10 @@ V1_HEADER_FORMAT = "<4s9I2fI2i5I4Q"  # every field up to file_size; zero padding
 ALIGN = 64
 MAX_EOS = 8  # the loader's CONFIG_MAX_EOS
 WEIGHT_TYPES = {"f32": 0, "bf16": 1, "q8_0": 2}
-TEMPLATES = {"none": 0, "llama2": 1, "chatml": 2, "zephyr": 3}
+# chat.h's TEMPLATE_* numbers; a version-1 file holds the first four only
+TEMPLATES = {"none": 0, "llama2": 1, "chatml": 2, "zephyr": 3, "llama3": 4, "llama3.1": 5,
+             "llama3.2": 6, "qwen2.5": 7, "qwen3": 8, "smollm2": 9}
+V1_TEMPLATES = 4
 TOKENIZER_SENTENCEPIECE_BPE = 1
 ROPE_SCALINGS = ("linear", "llama3")
 # Per-layer vectors (always f32) besides the norms: the optional tensors of FORMAT.md.
@@ -422,9 +425,11 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
     if format_version == 1 and (overrides or len(cfg.eos_ids) > 1):
         raise ExportError(out_path, "version 1 files hold one weight type and one EOS")
     if format_version == 1 and (cfg.qkv_bias or cfg.qk_norm or cfg.rope_scaling or
-                                tok.kind != TOKENIZER_SENTENCEPIECE_BPE):
-        raise ExportError(out_path, "version 1 files hold no biases, q/k norms, RoPE scaling "
-                                    "or byte-level tokenizer: use --format-version 2")
+                                tok.kind != TOKENIZER_SENTENCEPIECE_BPE or
+                                cfg.chat_template >= V1_TEMPLATES):
+        raise ExportError(out_path, "version 1 files hold no biases, q/k norms, RoPE scaling, "
+                                    "byte-level tokenizer or chat templates after zephyr: use "
+                                    "--format-version 2")
     if format_version == 1 and window_entries(cfg):
         raise ExportError(out_path, "version 1 files have no sliding window: use "
                                     "--format-version 2")
@@ -547,6 +552,16 @@ class Tokenizer:
     bos_id: int = -1
     eos_id: int = -1
     unk_id: int = -1
+    ids: frozenset = None  # kind 2: the ids below n_tokens that have a token
+
+
+def check_special_ids(tok, bos, eos_ids, path):
+    """Raises an ExportError unless BOS and every EOS id is a token of tok (a model's special
+    ids outside its tokenizer could never be recognised)."""
+    for what, i in [("bos_id", bos)] + [("eos_id", e) for e in eos_ids]:
+        if not (0 <= i < tok.n_tokens and (tok.ids is None or i in tok.ids)):
+            raise ExportError(path, f"{what} {i} is no token of the tokenizer "
+                                    f"({tok.n_tokens} ids)")
 
 
 def sentencepiece_tokenizer(pieces, bos_id=-1, eos_id=-1, unk_id=-1):
@@ -669,6 +684,13 @@ def bytes_to_unicode():
 
 
 BYTE_OF_CHAR = {c: b for b, c in bytes_to_unicode().items()}
+
+
+def gpt2_bytes(text):
+    """The bytes a token in GPT-2's byte alphabet stands for, or None if it is not in it."""
+    if not all(c in BYTE_OF_CHAR for c in text):
+        return None
+    return bytes(BYTE_OF_CHAR[c] for c in text)
 
 
 @dataclass
@@ -1210,8 +1232,9 @@ def hf_special_ids(folder, hf, cfg_path, tok):
     """(bos_id, eos_ids) of a Hugging Face model. The tokenizer's own ids come first (some
     config.json files name <unk> as BOS, as the JackFram Llama-68M one does, and the text is
     encoded by the tokenizer); config.json's and generation_config.json's eos_token_id (an id
-    or a list: Llama 3's <|end_of_text|>, <|eot_id|>, <|eom_id|>) are added after it, except
-    the tokenizer's <unk> and its BOS."""
+    or a list: Llama 3's <|end_of_text|>, <|eot_id|>, <|eom_id|>; Qwen's <|im_end|> and
+    <|endoftext|>) are added after it, except, for a sentencepiece tokenizer, its <unk> and
+    its BOS (a byte-level one has no <unk>, and Qwen's BOS is also an EOS)."""
     gen_path = os.path.join(folder, "generation_config.json")
     gen = {}
     if os.path.isfile(gen_path):
@@ -1230,7 +1253,8 @@ def hf_special_ids(folder, hf, cfg_path, tok):
     for ids in (hf_ids(hf.get("eos_token_id"), "eos_token_id", cfg_path),
                 hf_ids(gen.get("eos_token_id"), "eos_token_id", gen_path)):
         for i in ids:
-            if i not in eos and (tok.eos_id < 0 or i not in (tok.unk_id, bos)):
+            sentencepiece = tok.kind == TOKENIZER_SENTENCEPIECE_BPE and tok.eos_id >= 0
+            if i not in eos and not (sentencepiece and i in (tok.unk_id, bos)):
                 eos.append(i)
     if not eos:
         raise ExportError(cfg_path, "no eos_token_id, and the tokenizer names no EOS")
@@ -1353,17 +1377,24 @@ def rope_halves_to_pairs(w, n_heads, head_size):
 
 def read_hf_tokenizer(folder):
     """The tokenizer of a Hugging Face directory as a Tokenizer: a sentencepiece
-    tokenizer.model (kind 1). A byte-level BPE tokenizer.json alone needs the engine's second
-    tokenizer kind, which it does not have yet."""
+    tokenizer.model (kind 1) when there is one (Llama 2 and Mistral ship it beside their
+    tokenizer.json), else the byte-level BPE of tokenizer.json and tokenizer_config.json
+    (kind 2: Llama 3, Qwen2/3, SmolLM2), whose BOS and EOS are tokenizer_config.json's."""
     sp_path = os.path.join(folder, "tokenizer.model")
-    if not os.path.isfile(sp_path):
-        json_path = os.path.join(folder, "tokenizer.json")
-        if os.path.isfile(json_path):
-            raise ExportError(json_path, "a tokenizer.json without tokenizer.model (byte-level "
-                                         "BPE) is not supported: the engine needs sentencepiece")
-        raise ExportError(folder, "no tokenizer.model")
-    pieces, bos, eos, unk = read_sentencepiece(sp_path, with_unk=True)
-    return sentencepiece_tokenizer(pieces, bos, eos, unk)
+    if os.path.isfile(sp_path):
+        pieces, bos, eos, unk = read_sentencepiece(sp_path, with_unk=True)
+        return sentencepiece_tokenizer(pieces, bos, eos, unk)
+    if not os.path.exists(os.path.join(folder, "tokenizer.json")):
+        raise ExportError(folder, "no tokenizer.model or tokenizer.json")
+    return byte_bpe_tokenizer(read_byte_bpe(folder))
+
+
+def byte_bpe_tokenizer(bpe):
+    """A Tokenizer of kind 2 from a ByteBpe."""
+    return Tokenizer(TOKENIZER_BYTE_BPE, byte_bpe_section(bpe), len(bpe.tokens),
+                     -1 if bpe.bos_id is None else bpe.bos_id,
+                     -1 if bpe.eos_id is None else bpe.eos_id,
+                     ids=frozenset(i for i, (flags, _) in enumerate(bpe.tokens) if flags))
 
 
 def load_hf(folder):
@@ -1391,6 +1422,8 @@ def load_hf(folder):
     tok = read_hf_tokenizer(folder)
     template = infer_template(folder)
     bos, eos = hf_special_ids(folder, hf, cfg_path, tok)
+    if tok.kind == TOKENIZER_BYTE_BPE:
+        check_special_ids(tok, bos, eos, cfg_path)
     for key in ("rope_theta", "rms_norm_eps"):
         value = hf.get(key, 0.0)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -1735,9 +1768,12 @@ class GgufFile:
 # (NEOX RoPE), so they are permuted here as in load_hf.
 GGUF_ARCHS = {"llama": (True, False, False), "qwen2": (False, True, False),
               "qwen3": (False, False, True)}
-# tokenizer.ggml.pre of a byte-level BPE vocabulary -> the engine's pre-tokenizer
-GGUF_PRETOKENIZERS = {"gpt-2": "gpt2", "default": "gpt2", "llama-bpe": "llama3",
-                      "llama3": "llama3", "qwen2": "qwen2", "smollm": "smollm2"}
+# tokenizer.ggml.pre of a byte-level BPE vocabulary (llama.cpp's names) -> the engine's
+# pre-tokenizer. llama.cpp's "default" (an older file without the key) is none of these.
+GGUF_PRETOKENIZERS = {"gpt-2": "gpt2", "llama-bpe": "llama3", "qwen2": "qwen2",
+                      "smollm": "smollm2"}
+# llama.cpp's token types (tokenizer.ggml.token_type)
+GGUF_NORMAL, GGUF_UNKNOWN, GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED, GGUF_BYTE = range(1, 7)
 GGUF_LAYER_TENSORS = {"attn_norm.weight": "attn_norm", "attn_q.weight": "wq",
                       "attn_k.weight": "wk", "attn_v.weight": "wv", "attn_output.weight": "wo",
                       "ffn_norm.weight": "ffn_norm", "ffn_gate.weight": "w1",
@@ -1746,34 +1782,45 @@ GGUF_LAYER_TENSORS = {"attn_norm.weight": "attn_norm", "attn_q.weight": "wq",
                       "attn_k_norm.weight": "k_norm"}
 
 
+# The text by which each family's own template is told from plain ChatML: its default
+# system prompt, or Qwen3's switch for the <think> block (chat.c renders what each one does).
+CHATML_FAMILIES = (
+    ("qwen2.5", ("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",)),
+    ("qwen3", ("enable_thinking", "<think>")),
+    ("smollm2", ("You are a helpful AI assistant named SmolLM, trained by Hugging Face",)),
+)
+
+
 def template_of_text(text):
-    """Our chat template name for a Jinja chat template's text: llama2, chatml, zephyr or
-    none, by the markers each format writes."""
-    for marker, name in (("[INST]", "llama2"), ("<|im_start|>", "chatml"),
-                         ("<|user|>", "zephyr")):
-        if marker in str(text):
-            return name
+    """Our chat template name for a Jinja chat template's text, by what each format writes:
+    llama2 ([INST]); Llama 3's headers (<|start_header_id|>): llama3, or with the dated system
+    message ("Cutting Knowledge Date") llama3.2 when it asks for today's date (strftime_now)
+    and llama3.1 otherwise; ChatML (<|im_start|>): qwen2.5, qwen3 or smollm2 by the text of
+    their own (CHATML_FAMILIES), else chatml; zephyr (<|user|>). Anything else is none: run
+    then asks for --template rather than guess (the engine renders only the formats it knows,
+    and a wrong template is a model talking nonsense without an error)."""
+    text = str(text)
+    if "[INST]" in text:
+        return "llama2"
+    if "<|start_header_id|>" in text and "<|end_header_id|>" in text:
+        if "Cutting Knowledge Date" in text:
+            return "llama3.2" if "strftime_now" in text else "llama3.1"
+        return "llama3"
+    if "<|im_start|>" in text:
+        for name, marks in CHATML_FAMILIES:
+            if all(m in text for m in marks):
+                return name
+        return "chatml"
+    if "<|user|>" in text:
+        return "zephyr"
     return "none"
-
-
-@dataclass
-class GgufBpe:
-    """A byte-level BPE vocabulary from GGUF metadata (tokenizer.ggml.model gpt2): tokens in
-    GPT-2's byte alphabet, their llama.cpp token types (1 normal, 3 control, 4 user-defined,
-    ...), merges as "left right" strings in rank order, and the pre-tokenizer's name."""
-    tokens: list
-    token_types: list
-    merges: list
-    pretokenizer: str
-    bos_id: int
-    eos_id: int
 
 
 def gguf_tokenizer(g):
     """The Tokenizer of a GGUF file's tokenizer.ggml.* metadata: a SentencePiece-style llama
     vocabulary (tokens, scores, byte pieces <0xXX>) becomes kind 1, with the pieces as llama2.c's
-    tokenizer.py writes them; a gpt2 byte-level BPE one is read (read_gguf_bpe) and refused
-    until the engine has the second tokenizer kind."""
+    tokenizer.py writes them; a gpt2 byte-level BPE one (tokens, merges, pre-tokenizer) kind 2
+    (read_gguf_bpe)."""
     model = g.get("tokenizer.ggml.model", str)
     tokens = g.get("tokenizer.ggml.tokens", list)
     if not all(isinstance(t, str) for t in tokens):
@@ -1781,13 +1828,10 @@ def gguf_tokenizer(g):
     bos = g.get("tokenizer.ggml.bos_token_id", int, -1)
     eos = g.get("tokenizer.ggml.eos_token_id", int, -1)
     if model == "gpt2":
-        bpe = read_gguf_bpe(g, tokens, bos, eos)
-        raise ExportError(g.path, f"tokenizer.ggml.model gpt2 (byte-level BPE, pre-tokenizer "
-                                  f"{bpe.pretokenizer}) needs the engine's second tokenizer "
-                                  f"kind, which this engine does not have yet")
+        return byte_bpe_tokenizer(read_gguf_bpe(g, tokens, bos, eos))
     if model != "llama":
-        raise ExportError(g.path, f"tokenizer.ggml.model {model!r} is not supported (llama, "
-                                  f"or gpt2 once the engine reads byte-level BPE)")
+        raise ExportError(g.path, f"tokenizer.ggml.model {model!r} is not supported (llama "
+                                  f"or gpt2)")
     scores = g.get("tokenizer.ggml.scores", np.ndarray, None)
     if scores is None:
         scores = np.zeros(len(tokens), np.float32)
@@ -1804,30 +1848,80 @@ def gguf_tokenizer(g):
 
 
 def read_gguf_bpe(g, tokens, bos, eos):
-    """A gpt2 tokenizer's vocabulary, merges and pre-tokenizer from GGUF metadata, checked:
-    every merge is two tokens whose concatenation is a token, and the pre-tokenizer is one the
-    engine implements (refused by name otherwise)."""
-    pre = g.get("tokenizer.ggml.pre", str, "default")
+    """A gpt2 tokenizer from GGUF metadata as the section stores it (a ByteBpe), the way
+    llama.cpp's convert_hf_to_gguf.py wrote it from tokenizer.json: normal tokens in GPT-2's
+    byte alphabet (turned back into bytes), control tokens (special added tokens) and
+    user-defined ones (other added tokens) as their text, unused ids ("[PAD151669]") without a
+    token; merges as "left right" in rank order; the pre-tokenizer by llama.cpp's name, one of
+    GGUF_PRETOKENIZERS or refused by name. What tokenizer.json says and GGUF does not comes from
+    the family the pre-tokenizer names: Llama 3 ignores merges for a piece that is a token,
+    Qwen2 normalizes to NFC. add_bos_token / add_eos_token put BOS / EOS around a prompt."""
+    pre = g.get("tokenizer.ggml.pre", str, None)
     if pre not in GGUF_PRETOKENIZERS:
         raise ExportError(g.path, f"tokenizer.ggml.pre {pre!r} is not supported (only "
-                                  f"{', '.join(GGUF_PRETOKENIZERS)})")
+                                  f"{', '.join(GGUF_PRETOKENIZERS)})" if pre is not None else
+                                  "tokenizer.ggml.pre is missing: which byte-level "
+                                  "pre-tokenizer the vocabulary needs is unknown")
+    pretokenizer = GGUF_PRETOKENIZERS[pre]
     types = g.get("tokenizer.ggml.token_type", np.ndarray, None)
-    types = [1] * len(tokens) if types is None else [int(t) for t in types]
+    types = [GGUF_NORMAL] * len(tokens) if types is None else [int(t) for t in types]
     if len(types) != len(tokens):
         raise ExportError(g.path, f"tokenizer.ggml.token_type has {len(types)} entries for "
                                   f"{len(tokens)} tokens")
-    merges = g.get("tokenizer.ggml.merges", list)
-    known = set(tokens)
-    for rank, m in enumerate(merges):
+    if not 0 < len(tokens) <= LIMITS["vocab_size"]:
+        raise ExportError(g.path, f"tokenizer.ggml.tokens holds {len(tokens)} tokens "
+                                  f"(1..{LIMITS['vocab_size']})")
+    table, bpe_id, added = [], {}, {}
+    for i, (text, kind) in enumerate(zip(tokens, types)):
+        if kind in (GGUF_NORMAL, GGUF_BYTE):
+            raw = gpt2_bytes(text)
+            if raw is None:
+                raise ExportError(g.path, f"token {i} ({text[:40]!r}) is not in GPT-2's byte "
+                                          f"alphabet: not a byte-level vocabulary")
+            if raw in bpe_id:
+                raise ExportError(g.path, f"tokens {bpe_id[raw]} and {i} are the same bytes")
+            bpe_id[raw] = i
+            flags = BPE_TOKEN
+        elif kind in (GGUF_CONTROL, GGUF_USER_DEFINED):
+            raw = text.encode("utf-8", "surrogatepass")
+            if text in added:
+                raise ExportError(g.path, f"added tokens {added[text]} and {i} have the same "
+                                          f"text {text[:40]!r}")
+            added[text] = i
+            flags = ADDED_TOKEN | (SPECIAL_TOKEN if kind == GGUF_CONTROL else 0)
+        elif kind == GGUF_UNUSED:
+            table.append((0, b""))
+            continue
+        else:
+            raise ExportError(g.path, f"token {i} ({text[:40]!r}) has token type {kind}: not "
+                                      f"supported in a gpt2 vocabulary (1 normal, 3 control, "
+                                      f"4 user-defined, 5 unused, 6 byte)")
+        if not 0 < len(raw) <= BPE_MAX_TOKEN_BYTES:
+            raise ExportError(g.path, f"token {i} is {len(raw)} bytes "
+                                      f"(1..{BPE_MAX_TOKEN_BYTES})")
+        table.append((flags, raw))
+    while table and table[-1][0] == 0:  # padding rows of the embedding: ids without a token
+        table.pop()
+    if not table:
+        raise ExportError(g.path, "tokenizer.ggml.tokens holds no token")
+    pairs = []
+    for rank, m in enumerate(g.get("tokenizer.ggml.merges", list)):
         parts = m.split(" ") if isinstance(m, str) else []
-        if len(parts) != 2 or not all(parts) or parts[0] not in known or \
-                parts[1] not in known or parts[0] + parts[1] not in known:
+        raws = [gpt2_bytes(part) for part in parts]
+        if len(parts) != 2 or not all(raws) or raws[0] not in bpe_id or \
+                raws[1] not in bpe_id or raws[0] + raws[1] not in bpe_id:
             raise ExportError(g.path, f"tokenizer.ggml.merges[{rank}] = {str(m)[:40]!r} is not "
                                       f"two tokens whose concatenation is a token")
+        pairs.append((bpe_id[raws[0]], bpe_id[raws[1]]))
     for name, i in (("bos", bos), ("eos", eos)):
-        if not -1 <= i < len(tokens):
+        if i != -1 and not (0 <= i < len(table) and table[i][0]):
             raise ExportError(g.path, f"tokenizer.ggml.{name}_token_id {i} is not a token")
-    return GgufBpe(tokens, types, merges, GGUF_PRETOKENIZERS[pre], bos, eos)
+    prefix = [bos] if g.get("tokenizer.ggml.add_bos_token", bool, False) and bos >= 0 else []
+    suffix = [eos] if g.get("tokenizer.ggml.add_eos_token", bool, False) and eos >= 0 else []
+    return ByteBpe(table, pairs, PRETOKENIZERS[pretokenizer],
+                   BPE_NORMALIZERS["NFC" if pretokenizer == "qwen2" else None],
+                   IGNORE_MERGES if pretokenizer == "llama3" else 0, prefix, suffix,
+                   bos if bos >= 0 else None, eos if eos >= 0 else None)
 
 
 def fit_llama3_scaling(factors, cfg, path):
@@ -1897,6 +1991,7 @@ def load_gguf(path):
             eos.append(extra)
     if not eos:
         raise ExportError(path, "metadata tokenizer.ggml.eos_token_id is missing")
+    check_special_ids(tok, tok.bos_id if tok.bos_id >= 0 else eos[0], eos, path)
     eps = g.get(f"{arch}.attention.layer_norm_rms_epsilon", float)
     theta = g.get(f"{arch}.rope.freq_base", float, 10000.0)
     cfg = Config(dim=dim, hidden_dim=meta_int("feed_forward_length"),

@@ -12,6 +12,7 @@ Contents:
                                        writer)
   field_offsets, TLLM_FIELDS, ...      where each header field lies, for tests that break it
   read_tokenizer, decode               llama2.c's tokenizer.bin, and its decoding rules
+  read_byte_bpe_section                the byte-level BPE tokenizer section (kind 2)
   rmsnorm, rope, attention, swiglu     the steps of the model
   Q8Matrix                             a Q8_0 matrix, whose product rounds x as the engine's
   Transformer.forward(token, pos)      the whole forward pass, returning the logits
@@ -133,6 +134,11 @@ VECTORS = ("attn_norm", "ffn_norm", "final_norm", "bq", "bk", "bv", "q_norm", "k
 OPTIONAL_LAYER_TENSORS = ("bq", "bk", "bv", "q_norm", "k_norm")
 
 
+# chat.h's numbers of the chat_template names (version 1 stores 0..3)
+TEMPLATE_NUMBERS = {None: 0, "llama2": 1, "chatml": 2, "zephyr": 3, "llama3": 4, "llama3.1": 5,
+                    "llama3.2": 6, "qwen2.5": 7, "qwen3": 8, "smollm2": 9}
+
+
 def align64(n):
     return (n + 63) // 64 * 64
 
@@ -174,9 +180,10 @@ class TllmFile:
     header (dict: every header field, the hyperparameters by their FORMAT.md names, eos_id
     being the first of eos_ids, shared_classifier, chat_template as its number and
     tokenizer_kind), data (the whole file), tokenizer_section (bytes), pieces [(bytes,
-    score)], and tensors: per name, (weight type, the stored arrays, group size); value(name)
-    gives the tensor dequantised. For version 2 also metadata_entries and directory_entries:
-    where each entry lies in the file (dicts, in file order), for tests that break one."""
+    score)] of a kind-1 tokenizer or bpe (read_byte_bpe_section's dict) of a kind-2 one, and
+    tensors: per name, (weight type, the stored arrays, group size); value(name) gives the
+    tensor dequantised. For version 2 also metadata_entries and directory_entries: where each
+    entry lies in the file (dicts, in file order), for tests that break one."""
 
     def __init__(self, path):
         data = self.data = read_bytes(path)
@@ -189,9 +196,14 @@ class TllmFile:
             self._read_v1(path, data)
         section = self.tokenizer_section
         h = self.header
-        if h.get("tokenizer_kind", 1) != 1:  # other kinds are read by their own tests
-            self.pieces = None
+        self.pieces = self.bpe = None
+        if h.get("tokenizer_kind", 1) == 2:
+            self.bpe = read_byte_bpe_section(section, h["vocab_size"])
+            for i in (h["bos_id"],) + tuple(h["eos_ids"]):  # the model's ids must be tokens
+                assert i < self.bpe["n_tokens"] and self.bpe["tokens"][i][0], \
+                    f"{path}: special id {i} is no token of the section"
             return
+        assert h.get("tokenizer_kind", 1) == 1, f"{path}: tokenizer_kind {h['tokenizer_kind']}"
         n, max_len = struct.unpack_from("<II", section, 0)
         assert n == h["vocab_size"], f"{path}: {n} pieces for vocab_size {h['vocab_size']}"
         pieces, scores = read_tokenizer(section, n, counted=True)
@@ -253,8 +265,7 @@ class TllmFile:
                                               end=pos, kind=kind, count=count))
         assert pos == end, f"{path}: metadata ends at {pos}, its section at {end}"
         h["eos_id"] = h["eos_ids"][0]
-        h["chat_template"] = {None: 0, "llama2": 1, "chatml": 2, "zephyr": 3}[
-            h.get("chat_template")]
+        h["chat_template"] = TEMPLATE_NUMBERS[h.get("chat_template")]
         self.tokenizer_section = data[tok_at:tok_at + tok_len]
         self.tensors, entries = {}, []
         pos, end = dir_at + 4, dir_at + dir_len
@@ -420,6 +431,40 @@ def read_tokenizer(path_or_bytes, vocab_size, counted=False):
         scores.append(score)
         at += 8 + n
     return pieces, scores
+
+
+def read_byte_bpe_section(section, vocab_size):
+    """A byte-level BPE tokenizer section (FORMAT.md, "Tokenizer section, kind 2"), every field
+    checked: {"n_tokens", "pre_tokenizer", "normalizer", "options", "prefix", "suffix", "tokens":
+    [(flags, bytes)] per id, "merges": [(left, right)] in rank order}."""
+    n_tokens, n_merges, pre, normalizer, options, n_prefix, n_suffix = \
+        struct.unpack_from("<7I", section, 0)
+    assert 1 <= n_tokens <= vocab_size, f"n_tokens {n_tokens} for vocab_size {vocab_size}"
+    assert 1 <= pre <= 4 and normalizer <= 1 and options & ~3 == 0, (pre, normalizer, options)
+    assert n_prefix <= 16 and n_suffix <= 16 and n_merges <= 1 << 24
+    pos = 28
+    affix = struct.unpack_from(f"<{n_prefix + n_suffix}I", section, pos)
+    pos += 4 * (n_prefix + n_suffix)
+    tokens = []
+    for _ in range(n_tokens):
+        flags, length = struct.unpack_from("<2I", section, pos)
+        raw = section[pos + 8:pos + 8 + length]
+        assert len(raw) == length <= 1024 and flags < 16, (flags, length)
+        assert (flags == 0) == (length == 0), f"token {len(tokens)}: flags {flags}, {length} bytes"
+        assert flags & 12 == 0 or flags & 2, f"token {len(tokens)}: special or normalized, not added"
+        tokens.append((flags, raw))
+        pos += 8 + length
+    assert len(section) == pos + 8 * n_merges, "the merges do not end the section"
+    merges = [tuple(m) for m in np.frombuffer(section, "<u4", 2 * n_merges, pos).reshape(-1, 2)
+              .tolist()]
+    bpe = {raw: i for i, (flags, raw) in enumerate(tokens) if flags & 1}
+    for left, right in merges:
+        assert tokens[left][0] & 1 and tokens[right][0] & 1 and \
+            tokens[left][1] + tokens[right][1] in bpe, f"merge {left} {right}"
+    assert all(i < n_tokens and tokens[i][0] for i in affix), f"prefix/suffix {affix}"
+    return {"n_tokens": n_tokens, "pre_tokenizer": pre, "normalizer": normalizer,
+            "options": options, "prefix": list(affix[:n_prefix]),
+            "suffix": list(affix[n_prefix:]), "tokens": tokens, "merges": merges}
 
 
 def decode(pieces, prev_token, token, bos_id=1):
