@@ -8,16 +8,16 @@
 // request: {"dir": DIR holding tokenizer.json and tokenizer_config.json,
 //           "template": the chat_template text,
 //           "chats": [{"messages": [{"role", "content"}, ...], "add_generation_prompt": bool,
-//                      "vars": {name: value, ...}, "today": "30 Nov 2025" or absent,
-//                      "typed": [string, ...]}, ...],
+//                      "vars": {name: value, ...}, "typed": [string, ...]}, ...],
 //           "texts": [string, ...]}
 // reply:   {"rendered": [text per chat], "ids": [[id, ...] per chat],
 //           "text_ids": [[id, ...] per text]}
 //
 // vars are passed to the template beside messages, add_generation_prompt and the
 // tokenizer_config.json's special tokens (bos_token, eos_token, ...): enable_thinking, for
-// instance. today, when given, is what strftime_now("%d %b %Y") returns (Llama 3.2's template
-// dates its system message with it; without it the library's own clock and locale decide).
+// instance. strftime_now, with which Llama 3.2's template dates its system message, is the
+// library's own: the local clock, and month names in the default locale (run this with
+// LC_ALL=C for English ones, as transformers' Python writes them).
 //
 // typed: text a user typed, which must stay text. Hugging Face encodes a rendered chat whole,
 // so special-token text inside a message becomes that token; the engine's promise is that typed
@@ -97,10 +97,6 @@ const rendered = [], ids = [];
 for (const chat of request.chats) {
   const vars = { ...special_vars, ...(chat.vars || {}), messages: chat.messages,
                  add_generation_prompt: chat.add_generation_prompt };
-  if (chat.today) vars.strftime_now = (format) => {
-    if (format !== "%d %b %Y") throw new Error(`strftime_now(${format}): only %d %b %Y is known`);
-    return chat.today;
-  };
   const text = template.render(vars);
   rendered.push(text);
   if (!chat.typed || chat.typed.length === 0) {

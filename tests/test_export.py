@@ -430,12 +430,14 @@ def test_export_errors_hf():
     fx.write_hf_dir(folder, fx.hf_config(layers=1, arch="MistralForCausalLM",
                                          sliding_window="4096"), model)
     export_fails([out, "--hf", folder], cfg_path, ["sliding_window"])
-    # Only a byte-level BPE tokenizer.json.
+    # No tokenizer at all; a tokenizer.json (byte-level BPE, read without tokenizer.model)
+    # that lacks its vocabulary.
     fx.write_hf_dir(folder, fx.hf_config(layers=1), None)
+    export_fails([out, "--hf", folder], folder, ["no tokenizer.model or tokenizer.json"])
     with open(os.path.join(folder, "tokenizer.json"), "w") as f:
         json.dump({"model": {"type": "BPE"}}, f)
     export_fails([out, "--hf", folder], os.path.join(folder, "tokenizer.json"),
-                 ["tokenizer.json", "tokenizer.model"])
+                 ["model has no \"vocab\""])
     # Broken safetensors: truncated data, a header length past the end, a bad dtype.
     fx.write_hf_dir(folder, fx.hf_config(layers=1), model)
     st = os.path.join(folder, "model.safetensors")

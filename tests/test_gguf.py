@@ -1,7 +1,9 @@
 """export.py --gguf: llama.cpp's real stories260K.gguf against the llama2.c checkpoint it was
 made from, GGUF files of the llama, qwen2 and qwen3 architectures written by tests/gguf_writer.py
 (F32, F16, BF16 and Q8_0 tensors, a SentencePiece vocabulary) against the Hugging Face
-reference, a byte-level BPE vocabulary, and broken files."""
+reference, byte-level BPE vocabularies (the real Qwen3 and Llama 3 tokenizers as llama.cpp's
+converter writes them) against tokenizers.js, and broken files."""
+import json
 import os
 import struct
 
@@ -11,6 +13,7 @@ import common
 import export_fixtures as fx
 import gguf_writer as gw
 import reference
+import test_bpe_tokenizer as bpe
 import test_families as tf
 from common import read_bytes, shared_model, tmp_path
 from hf_reference import hf_logits
@@ -94,10 +97,13 @@ def sentencepiece_vocab():
             np.array([sp.get_score(i) for i in range(n)], np.float32), np.array(types, np.int32))
 
 
-def gguf_from_hf(path, arch, seed, types=None, version=3, **meta_changes):
-    """Writes a GGUF of architecture arch from a random Hugging Face model; returns (config,
-    {HF name: the values as stored}, writer's stored values, data start)."""
-    config = ARCHS[arch]
+def gguf_from_hf(path, arch, seed, types=None, version=3, config=None, vocab=None,
+                 **meta_changes):
+    """Writes a GGUF of architecture arch from a random Hugging Face model (config, default
+    ARCHS[arch]) with a vocabulary (tokenizer.* metadata, default the Llama 2 sentencepiece
+    one); returns (config, {HF name: the values as stored}, writer's stored values, data
+    start)."""
+    config = config or ARCHS[arch]
     folder = tmp_path(f"gguf_src_{arch}")
     hf = fx.write_hf_dir(folder, config, None, "F32", seed=seed)
     n_heads, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
@@ -137,16 +143,23 @@ def gguf_from_hf(path, arch, seed, types=None, version=3, **meta_changes):
             f"{arch}.attention.head_count": n_heads, f"{arch}.attention.head_count_kv": n_kv,
             f"{arch}.attention.key_length": hd, f"{arch}.attention.value_length": hd,
             f"{arch}.rope.dimension_count": hd, f"{arch}.rope.freq_base": config["rope_theta"],
-            f"{arch}.attention.layer_norm_rms_epsilon": config["rms_norm_eps"],
-            "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": token_types,
-            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
-            "tokenizer.ggml.unknown_token_id": 0,
-            "tokenizer.chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}"}
+            f"{arch}.attention.layer_norm_rms_epsilon": config["rms_norm_eps"]}
+    meta.update(vocab or {
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": token_types,
+        "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+        "tokenizer.chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}"})
     meta.update(meta_changes)
     stored, start = gw.write_gguf(path, [(k, v) for k, v in meta.items() if v is not None],
                                   tensors, version=version)
     return config, as_stored, stored, start
+
+
+def sentencepiece_greedy(model):
+    """test_families.engine_greedy for a model with the Llama 2 vocabulary."""
+    prompt = [1] + common.sentencepiece().encode(tf.PROMPT)
+    return tf.engine_greedy(model, prompt, 32000)
 
 
 def test_gguf_architectures_match_hf():
@@ -170,7 +183,7 @@ def test_gguf_architectures_match_hf():
         if arch == "llama":
             assert (h["rope_scaling"], h["rope_scaling_factor"], h["rope_original_context"]) \
                 == ("llama3", 8.0, 8192), h
-        _, logits, seq = tf.engine_greedy(out)
+        _, logits, seq = sentencepiece_greedy(out)
         ref = hf_logits(hf, config, seq[:-1])
         err = common.relative_errors(logits, ref)
         assert err.max() < 1e-5, f"{arch}: rel error {err.max():.2e} at {int(err.argmax())}"
@@ -200,7 +213,7 @@ def test_gguf_q8_0_copied_exactly():
             if arch == "qwen3" and ours.endswith("wk"):  # halves to pairs, head by head
                 want = export.rope_halves_to_pairs(want, want.shape[0] // hd, hd)
             assert np.array_equal(f.value(ours), want), f"{arch} {ours} is not the GGUF's Q8_0"
-        _, logits, seq = tf.engine_greedy(out)
+        _, logits, seq = sentencepiece_greedy(out)
         c, w, _ = reference.read_tllm(out)
         mirror = reference.logits(c, w, seq[:8])  # Q8Matrix: rounds x as the engine
         assert common.relative_error(logits[:8], mirror) < 1e-5, arch  # 2.2e-7 seen
@@ -208,57 +221,139 @@ def test_gguf_q8_0_copied_exactly():
         assert np.median(errors) < 0.07 and errors.max() < 0.2, (arch, errors.max())
 
 
-def bpe_vocab():
-    """A small GPT-2 style byte-level vocabulary: the 256 byte characters, a few merges."""
-    table = export_bytes_to_unicode()
-    tokens = [table[b] for b in range(256)]
-    merges = []
-    for left, right in (("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r")):
-        merges.append(f"{left} {right}")
-        tokens.append(left + right)
-    return tokens + ["<|endoftext|>"], merges
-
-
-def export_bytes_to_unicode():
-    """GPT-2's byte alphabet: printable bytes stand for themselves, the rest from U+0100 on."""
-    keep = list(range(33, 127)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    table, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
+def llama_cpp_vocab(tokenizer, vocab_size):
+    """A tokenizer.json (../shared/tokenizers/NAME) as llama.cpp's convert_hf_to_gguf.py writes
+    a byte-level BPE vocabulary (written from its description, not from export.py): one token
+    for every id below the model's vocab_size; a vocabulary token as its text in GPT-2's byte
+    alphabet, type 1 (normal); an added token as its text, type 3 (control) if it is special or
+    looks special (<|...|>), else 4 (user-defined); an id without a token "[PAD<id>]", type 5
+    (unused); merges as "left right". Returns (tokens, types, merges)."""
+    with open(os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    text_of = {i: text for text, i in tj["model"]["vocab"].items()}
+    added = {a["id"]: a for a in tj["added_tokens"]}
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i in added:
+            text = added[i]["content"]
+            looks_special = text.startswith("<|") and text.endswith("|>")
+            types.append(3 if added[i]["special"] or looks_special else 4)
+        elif i in text_of:
+            text = text_of[i]
+            types.append(1)
         else:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
+            text = f"[PAD{i}]"
+            types.append(5)
+        tokens.append(text)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    return tokens, np.array(types, np.int32), merges
+
+
+# name: (architecture, tokenizer, vocab_size, tokenizer.ggml.pre, add_bos, bos, eos, eot,
+#        the chat template (tokenizer_config.json's) and its name)
+BPE_GGUFS = {
+    "qwen3": ("qwen3", "qwen3", 151936, "qwen2", False, 151643, 151645, None, "qwen3"),
+    "llama3": ("llama", "llama3", 128256, "llama-bpe", True, 128000, 128001, 128009, "llama3"),
+}
+
+
+def bpe_gguf(name):
+    """(GGUF path, its export's path) of a small random model of BPE_GGUFS[name] with the real
+    tokenizer as llama.cpp writes it, made once and kept in build/tests/cache/ under a digest
+    of what they depend on."""
+    arch, tokenizer, vocab_size, pre, add_bos, bos, eos, eot, _ = BPE_GGUFS[name]
+    key = tf.digest("export.py", os.path.join(bpe.HERE, "test_gguf.py"),
+                    os.path.join(bpe.HERE, "gguf_writer.py"),
+                    os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer.json"), name)
+    path = tmp_path(os.path.join("cache", f"bpe-{name}-{key}.gguf"))
+    out = path[:-5] + ".bin"
+    if not os.path.isfile(out):
+        tokens, types, merges = llama_cpp_vocab(tokenizer, vocab_size)
+        with open(os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer_config.json"),
+                  encoding="utf-8") as f:
+            template = json.load(f)["chat_template"]
+        vocab = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
+                 "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+                 "tokenizer.ggml.merges": merges, "tokenizer.ggml.bos_token_id": bos,
+                 "tokenizer.ggml.eos_token_id": eos, "tokenizer.ggml.add_bos_token": add_bos,
+                 "tokenizer.chat_template": template}
+        if eot is not None:
+            vocab["tokenizer.ggml.eot_token_id"] = eot
+        config = dict(ARCHS[arch], hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=16, vocab_size=vocab_size,
+                      tie_word_embeddings=True)
+        gguf_from_hf(path, arch, seed=3, types={"token_embd": gw.F16}, config=config,
+                     vocab=vocab)
+        common.export(out + ".tmp", "--gguf", path, "--seq-len", 64)
+        os.replace(out + ".tmp", out)
+    return path, out
 
 
 def test_gguf_bpe_vocabulary():
-    """A gpt2 vocabulary is read (tokens, types, merges, the pre-tokenizer by name) and then
-    refused in one line: the engine has no byte-level BPE tokenizer yet. An unknown
-    pre-tokenizer or a merge of unknown tokens is refused by name."""
-    tokens, merges = bpe_vocab()
-    path = tmp_path("bpe.gguf")
-    meta = [("general.architecture", "qwen2"), ("tokenizer.ggml.model", "gpt2"),
-            ("tokenizer.ggml.pre", "qwen2"), ("tokenizer.ggml.tokens", tokens),
-            ("tokenizer.ggml.token_type", np.array([1] * (len(tokens) - 1) + [3], np.int32)),
-            ("tokenizer.ggml.merges", merges), ("tokenizer.ggml.eos_token_id", len(tokens) - 1)]
-    gw.write_gguf(path, meta, [])
-    g = export.GgufFile(path)
-    bpe = export.read_gguf_bpe(g, tokens, -1, len(tokens) - 1)
-    assert bpe.pretokenizer == "qwen2" and bpe.merges == merges and bpe.tokens == tokens
-    assert bpe.token_types[-1] == 3 and bpe.eos_id == len(tokens) - 1
-    out = tmp_path("bpe.bin")
-    export_fails([out, "--gguf", path], path, ["tokenizer.ggml.model gpt2", "qwen2",
-                                               "second tokenizer kind"])
-    for change, words in ((("tokenizer.ggml.pre", "falcon"), ["falcon", "not supported"]),
-                          (("tokenizer.ggml.merges", merges + ["x yz"]), ["merges[5]"])):
-        gw.write_gguf(path, [m if m[0] != change[0] else change for m in meta], [])
-        try:
-            export.read_gguf_bpe(export.GgufFile(path), tokens, -1, -1)
-        except export.ExportError as e:
-            assert all(w in e.reason for w in words), e.reason
+    """A gpt2 vocabulary as llama.cpp writes it becomes the byte-level tokenizer: the real
+    Qwen3 and Llama 3 vocabularies (pre-tokenizers qwen2 and llama-bpe) encode prompts exactly
+    as tokenizers.js encodes them with tokenizer.json (add_bos_token puts Llama 3's
+    <|begin_of_text|> first); the ids without a token (Qwen's rows past 151668) are left out;
+    added tokens keep their kind; EOS, EOT and the chat template come from the metadata. (The
+    one difference from tokenizer.json is llama.cpp's own: tokens that look special, such as
+    Qwen's <|fim_prefix|>, are control tokens in GGUF.)"""
+    texts = ["Hello world", "<|im_start|>user\nHi<|im_end|>", "na\u00efve caf\u00e9, 12345!",
+             "  two  spaces\tand a tab\n\nx", "\u4f60\u597d\uff0c\u4e16\u754c"]
+    for name, (_, tokenizer, vocab_size, _, _, bos, eos, eot, template) in BPE_GGUFS.items():
+        _, out = bpe_gguf(name)
+        f = TllmFile(out)
+        h = f.header
+        want_eos = (eos, eot) if eot is not None else (eos,)
+        assert (h["tokenizer_kind"], h["vocab_size"], h["bos_id"], h["eos_ids"]) == \
+            (2, vocab_size, bos, want_eos), (name, h)
+        assert h["chat_template"] == reference.TEMPLATE_NUMBERS[template], (name, h)
+        n_tokens = {"qwen3": 151669, "llama3": 128256}[name]
+        assert f.bpe["n_tokens"] == n_tokens, (name, f.bpe["n_tokens"])
+        assert f.bpe["prefix"] == ([128000] if name == "llama3" else []), f.bpe["prefix"]
+        if name == "qwen3":
+            assert f.bpe["tokens"][151667] == (2, b"<think>"), f.bpe["tokens"][151667]
+            assert f.bpe["tokens"][151645] == (6, b"<|im_end|>"), f.bpe["tokens"][151645]
+            assert f.bpe["normalizer"] == 1 and f.bpe["options"] == 0
         else:
-            assert False, f"{change} was accepted"
+            assert f.bpe["options"] == 1 and f.bpe["normalizer"] == 0  # ignore_merges
+        want, _ = bpe.reference_cached(tokenizer, [t.encode() for t in texts], "generate")
+        for text, ids in zip(texts, want):
+            p = common.run_ok([out, "-i", text, "--print-tokens"])
+            assert p.stdout.decode().split() == [str(i) for i in ids], (name, text, p.stdout, ids)
+
+
+def test_gguf_bpe_bad_vocabularies():
+    """An unknown or missing pre-tokenizer, a merge of unknown tokens, a token outside GPT-2's
+    byte alphabet, an unknown token type and an EOS without a token are refused in one line
+    naming the file and the problem."""
+    tokens = [export.bytes_to_unicode()[b] for b in range(256)] + ["he", "ll", "<|end|>"]
+    types = np.array([1] * 258 + [3], np.int32)
+    merges = ["h e", "l l"]
+    config = dict(ARCHS["qwen2"], vocab_size=len(tokens), hidden_size=32, intermediate_size=64,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    good = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": merges, "tokenizer.ggml.eos_token_id": 258}
+    path, out = tmp_path("bpe_bad.gguf"), tmp_path("bpe_bad.bin")
+    gguf_from_hf(path, "qwen2", seed=1, config=config, vocab=good)
+    common.export(out, "--gguf", path)
+    assert TllmFile(out).bpe["n_tokens"] == 259
+    os.remove(out)
+    cases = [
+        ({"tokenizer.ggml.pre": "falcon"}, ["tokenizer.ggml.pre 'falcon'", "not supported"]),
+        ({"tokenizer.ggml.pre": None}, ["tokenizer.ggml.pre is missing"]),
+        ({"tokenizer.ggml.merges": merges + ["x yz"]}, ["merges[2]", "'x yz'"]),
+        ({"tokenizer.ggml.tokens": tokens[:257] + ["l\u00001"] + tokens[258:]},
+         ["token 257", "byte alphabet"]),
+        ({"tokenizer.ggml.token_type": np.array([1] * 258 + [2], np.int32)},
+         ["token 258", "token type 2"]),
+        ({"tokenizer.ggml.eos_token_id": 400}, ["eos_token_id 400"]),
+    ]
+    for change, words in cases:
+        vocab = {k: v for k, v in dict(good, **change).items() if v is not None}
+        gguf_from_hf(path, "qwen2", seed=1, config=config, vocab=vocab)
+        export_fails([out, "--gguf", path], path, words)
+    assert not os.path.exists(out)
 
 
 def test_gguf_bad_files():
