@@ -69,7 +69,30 @@ def tllm_seeds(out):
                     "8,12,1,2,1,259,8", "--seed", "1"], check=True, capture_output=True)
     with open(path, "rb") as f:
         seeds.append(f.read()[4:])
+    seeds.append(bpe_tllm_seed(out))
     return seeds
+
+
+def bpe_tllm_seed(out):
+    """A tiny TLLM file (without its magic) with a byte-level BPE tokenizer (kind 2): 259
+    tokens, an added <s> and <|im_end|>, a vocabulary 3 rows larger, Qwen3's chat template."""
+    import numpy as np
+    path = os.path.join(out, "tiny_bpe_tllm.json")
+    with open(path, "w") as f:
+        json.dump(tiny_json([("a", "b"), ("ab", "c")], added=[("<s>", True), ("<|im_end|>", True)]),
+                  f)
+    tok = export.byte_bpe_tokenizer(export.read_byte_bpe(path))
+    cfg = export.Config(dim=8, hidden_dim=12, n_layers=1, n_heads=2, n_kv_heads=1, head_size=4,
+                        vocab_size=tok.n_tokens + 3, seq_len=8, bos_id=tok.n_tokens - 2,
+                        eos_ids=(tok.n_tokens - 1, tok.n_tokens - 2),
+                        chat_template=export.TEMPLATES["qwen3"], qk_norm=True)
+    rng = np.random.default_rng(0)
+    tensors = ((name, rng.standard_normal(shape).astype(np.float32))
+               for name, shape, _ in export.tensor_layout(cfg))
+    path = os.path.join(out, "tiny_bpe_tllm.bin")
+    export.write_tllm(path, cfg, tok, tensors, "f32", None, "seed")
+    with open(path, "rb") as f:
+        return f.read()[4:]
 
 
 BPE_FAMILIES = {"llama3": 128256, "qwen3": 151936, "smollm2": 49152, "gpt2": 50257}

@@ -523,8 +523,10 @@ def test_engine_refuses_hostile_family_files():
         "an unknown chat template": (patched(qwen3, b"\x05\x00\x00\x00qwen3",
                                              b"\x05\x00\x00\x00qwen4"), ["chat_template"]),
     }
+    cases.update(hostile_tokenizers(qwen2, llama))
     bad = tmp_path("family_hostile.bin")
     for what, (content, words) in cases.items():
+        assert content != common.read_bytes(qwen2), what
         with open(bad, "wb") as f:
             f.write(content)
         p = common.run([bad, "-t", "0", "-n", 4])
@@ -532,3 +534,42 @@ def test_engine_refuses_hostile_family_files():
         assert p.returncode == 1, f"{what}: exit {p.returncode}, stderr {err}"
         assert len(err) == 1 and bad in err[0], f"{what}: want one line naming {bad}: {err}"
         assert all(w in err[0] for w in words), f"{what}: {err[0]!r} lacks {words}"
+
+
+def hostile_tokenizers(qwen2, llama):
+    """Model files whose byte-level tokenizer section (FORMAT.md, kind 2) lies, each with the
+    words its one-line refusal must hold: {what: (file bytes, words)}."""
+    _, _, smollm2 = export_family("smollm2")
+    small = common.read_bytes(smollm2)
+
+    def section(data):
+        """(offset, size) of the tokenizer section, from the version-2 header."""
+        return struct.unpack_from("<2Q", data, 32)
+
+    def put(data, at, fmt, *values):
+        return data[:at] + struct.pack(fmt, *values) + data[at + struct.calcsize(fmt):]
+
+    def meta(data, key, value):
+        """data with the int32 metadata key set to value."""
+        at = data.index(bytes([len(key)]) + key.encode()) + 1 + len(key) + 5
+        return put(data, at, "<i", value)
+
+    tok, size = section(small)
+    lead = common.read_bytes(llama)
+    ltok, _ = section(lead)
+    first_token = tok + 28  # SmolLM2's section has no prefix or suffix ids
+    return {
+        "more tokens than rows": (put(small, tok, "<I", 49153), ["n_tokens = 49153"]),
+        "a prefix id past the tokens": (put(lead, ltok + 28, "<I", 128300),
+                                        ["prefix token 128300"]),
+        "a merge of an id past the tokens": (put(small, tok + size - 8, "<I", 0xFFFFFFF0),
+                                             ["merge"]),
+        "a token with unknown flags": (put(small, first_token, "<I", 0x10), ["flags"]),
+        "the section cut short": (put(small, 40, "<Q", size - 4), ["merges"]),
+        "a BOS without a token (Qwen's spare rows)": (meta(common.read_bytes(qwen2), "bos_id",
+                                                           151700), ["bos_id 151700"]),
+        "an EOS without a token": (meta(common.read_bytes(qwen2), "eos_ids", 151800),
+                                   ["eos_id 151800"]),
+        "kind 1 read from a byte-level section": (meta(small, "tokenizer_kind", 1),
+                                                  ["tokenizer"]),
+    }
