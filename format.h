@@ -32,7 +32,7 @@ typedef struct {
     int n_tensors;
     const void *tokenizer;      /* the embedded tokenizer section, or NULL */
     size_t tokenizer_size;
-    int tokenizer_kind;         /* 1: SentencePiece-style BPE (FORMAT.md) */
+    int tokenizer_kind;         /* TOKENIZER_SENTENCEPIECE or TOKENIZER_BYTE_BPE (FORMAT.md) */
     int is_llama2c;             /* llama2.c files end their stories with BOS, not EOS */
 } ModelFile;
 
