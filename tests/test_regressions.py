@@ -106,8 +106,8 @@ def test_metadata_string_at_end():
     format.c read every value as a 4-byte int before looking at its key, 3 bytes past the
     end of the input (ASan: heap-buffer-overflow in read_u32 from set_key). It now reads an
     int only for an int key, and refuses the template by name."""
-    refused = (1, "run: {path}: metadata chat_template 'x' is unknown (llama2, chatml or "
-                  "zephyr)")
+    refused = (1, "run: {path}: metadata chat_template 'x' is unknown (llama2, chatml, zephyr, "
+                  "llama3, llama3.1, llama3.2, qwen2.5, qwen3 or smollm2)")
     replay_checkpoint("metadata_string_at_end", embedded=refused, with_tok512=refused)
 
 
