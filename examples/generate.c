@@ -60,24 +60,29 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    /* The prompt after BOS, echoed; then all of it through the network in one call. */
-    int *tokens = malloc((strlen(prompt) + 3) * sizeof *tokens);
-    int n = tokens ? tokenizer_encode(&tok, prompt, 1, 0, tokens) : -1;
+    /* The prompt as Hugging Face's encode(text) gives it (BOS first for SentencePiece and
+     * Llama 3; a tokenizer that adds nothing starts an empty prompt from BOS), echoed (BOS and
+     * other special tokens print as nothing); then all of it through the network in one call. */
+    size_t len = strlen(prompt);
+    int *tokens = malloc((tokenizer_max_tokens(&tok, len) + 1) * sizeof *tokens);
+    int n = tokens ? tokenizer_encode_text(&tok, prompt, len, TOKENIZER_PROMPT, tokens) : -1;
+    if (n == 0) tokens[n++] = c->bos_id;
     if (n < 1 || n > steps || steps > c->seq_len) {
         fprintf(stderr, "the prompt must fit in STEPS, and STEPS in the context (%d)\n",
                 c->seq_len);
         return 1;
     }
     Utf8Stream utf8 = {0};
-    for (int i = 1; i < n; i++) print_token(&tok, &utf8, tokens[i - 1], tokens[i]);
+    for (int i = 0; i < n; i++) print_token(&tok, &utf8, i ? tokens[i - 1] : -1, tokens[i]);
     float *logits = model_forward(&model, tokens, n, 0, NULL);
 
     /* Then one token at a time, each fed back at the next position, until the model ends
-     * the text (BOS starts the next story; a model may have several end tokens) or the steps
-     * are used up. */
+     * the text (a model may have several end tokens; with a SentencePiece tokenizer, BOS
+     * starts the next story) or the steps are used up. */
     int prev = tokens[n - 1];
     for (int pos = n;; pos++) {
-        int next = sampler_sample(&sampler, logits), end = next == c->bos_id;
+        int next = sampler_sample(&sampler, logits);
+        int end = tok.kind == TOKENIZER_SENTENCEPIECE && next == c->bos_id;
         for (int i = 0; i < c->n_eos; i++) end |= next == c->eos_ids[i];
         if (end) break;
         print_token(&tok, &utf8, prev, next);
