@@ -169,6 +169,7 @@ def main(out):
     seeds["args"] = [b"\0".join(a) for a in [
         [b"m.bin", b"-n", b"12", b"-t", b"0.8", b"-p", b"0.9", b"-s", b"42", b"-i", b"Once"],
         [b"m.bin", b"-m", b"chat", b"-y", b"sys", b"--template", b"chatml", b"--stop", b"x"],
+        [b"m.bin", b"-m", b"chat", b"--template", b"qwen3", b"--think", b"--template", b"llama3.2"],
         [b"m.bin", b"-k", b"40", b"--min-p", b"0.05", b"-z", b"tok.bin", b"-v", b"--logits", b"l"],
         [b"m.bin", b"-f", b"p.txt", b"--print-tokens"], [b"m.bin", b"-n", b"12abc"],
         [b"m.bin", b"--attn", b"a.bin", b"--attn-html", b"a.html", b"--attn-top", b"3",
