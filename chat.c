@@ -39,7 +39,8 @@
  * empty thinking block (or the model's thoughts) that a fresh rendering would leave out; and
  * the Llama 3 templates trim an answer, where the cache holds it as the model wrote it. These
  * are the only differences: the user turns, and everything the model reads before its first
- * answer, are exactly the template's.
+ * answer, are exactly the template's (until the conversation outgrows the context and run
+ * makes room by evicting its oldest positions, when the cache holds less than any rendering).
  *
  * Special tokens. A marker such as <|im_start|> is one token when the vocabulary has it (a
  * piece of a SentencePiece vocabulary, an added token of a byte-level one), and plain text
