@@ -5,6 +5,8 @@
  * Nothing here runs unless run.c hands attn_observe to model_observe_attention.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -33,6 +35,12 @@ int attn_recorder_init(AttnRecorder *r, const Config *c, int max_positions, int 
     r->seq_len = c->seq_len;
     r->keep_all = keep_all;
     r->max_positions = max_positions < 1 ? 1 : max_positions; /* past seq_len: shifting */
+    /* keep_all takes L * H * P * (P + 1) / 2 floats: refuse what would overflow size_t */
+    double want = (double)r->n_layers * r->n_heads * r->max_positions *
+                  (r->max_positions + 1.0) / 2 * sizeof(float);
+    if (keep_all && want > (double)(SIZE_MAX / 2))
+        return fail(err, "recording %d positions would take %.0f GB: record fewer with -n",
+                    max_positions, want / 1e9);
     size_t floats = keep_all ? rows_before(r, r->max_positions)
                              : (size_t)c->n_layers * c->n_heads * c->seq_len;
     r->rows = calloc(floats, sizeof(float)); /* rows never recorded read as zeros */
@@ -94,7 +102,24 @@ void attn_record_evict(AttnRecorder *r, int sinks, int drop) {
     r->dropped += drop;
 }
 
+/* Makes room for the tokens of positions up to pos in a recorder of the newest rows only,
+ * whose rows take the same memory however long the text grows. Returns 0, or -1 when it
+ * cannot (then the position goes unrecorded). */
+static int grow_tokens(AttnRecorder *r, int pos) {
+    int cap = r->max_positions;
+    while (cap <= pos) cap = cap > INT_MAX / 2 ? INT_MAX : 2 * cap;
+    int *tokens = realloc(r->tokens, (size_t)cap * sizeof(int));
+    if (tokens) r->tokens = tokens;
+    int *evicted = tokens ? realloc(r->evicted_at, (size_t)cap * sizeof(int)) : NULL;
+    if (!evicted) return -1;
+    r->evicted_at = evicted;
+    for (int i = r->max_positions; i < cap; i++) r->tokens[i] = r->evicted_at[i] = -1;
+    r->max_positions = cap;
+    return 0;
+}
+
 void attn_record_token(AttnRecorder *r, int pos, int token) {
+    if (pos >= r->max_positions && !r->keep_all) grow_tokens(r, pos);
     if (pos < 0 || pos >= r->max_positions) return;
     r->tokens[pos] = token;
     if (pos + 1 > r->n_positions) r->n_positions = pos + 1;
@@ -109,6 +134,7 @@ int attn_kv_head(const AttnRecorder *r, int head) {
 }
 
 int attn_top(const AttnRecorder *r, int layer, int pos, int k, int *positions, float *weights) {
+    if (pos < 0 || pos >= r->n_positions || pos >= r->max_positions) return 0; /* unrecorded */
     /* a kept row is by text position; the newest row alone is by cache position */
     int last = r->keep_all ? pos : r->newest_cache;
     if (k > last + 1) k = last + 1;
@@ -181,6 +207,11 @@ int attn_format_top(char *out, size_t size, const AttnRecorder *r, const Tokeniz
     Line l = {.buf = out, .size = size};
     if (size == 0) return 0;
     out[0] = '\0';
+    if (pos < 0 || pos >= r->n_positions || pos >= r->max_positions) {
+        line_printf(&l, "attn L%d %d: not recorded (the recorder holds positions 0..%d)",
+                    layer, pos, r->max_positions - 1);
+        return (int)l.used;
+    }
     if (k > pos + 1) k = pos + 1;
     int positions[k], len;
     float weights[k];

@@ -137,7 +137,8 @@ static void usage(FILE *out) {
 "  -i <text>          prompt, default none (the model starts from BOS)\n"
 "  -f <file>          read the prompt from a file, '-' for stdin; one final newline is dropped\n"
 "  -n <int>           generate: positions to run, prompt included (as llama2.c), default 256;\n"
-"                     chat: most tokens in one answer, default 256; 0 = up to the context end\n"
+"                     chat: most tokens in one answer, default 256; 0 = no limit\n"
+"                     (generate: -n 0, and with --no-shift any -n, ends with the context)\n"
 "  --stop <text>      stop once the output contains text, which is not printed; repeatable\n"
 "  --ignore-eos       go on past the model's end tokens (they are fed like any other)\n"
 "  -m <mode>          generate or chat, default generate\n"
@@ -672,6 +673,13 @@ static int end_ids_of(const Model *m, const Tokenizer *t, int *end_ids) {
     return n;
 }
 
+/* The positions generate runs, prompt included: -n, but the context's length for -n 0,
+ * and at most it with --no-shift. */
+static long long generate_positions(const Options *o, const Config *c) {
+    int capped = o->steps == 0 || (o->no_shift && o->steps > c->seq_len);
+    return capped ? c->seq_len : o->steps;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Generation: echo the prompt, then continue it, as llama2.c does: -n counts positions,
  * prompt included, and a story ends when the model starts the next one (BOS). */
@@ -688,10 +696,8 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     /* A tokenizer that adds nothing to a text (Qwen, SmolLM2) leaves an empty prompt without
      * a token to start from: the model's BOS starts it, as it does a SentencePiece prompt. */
     if (n_prompt == 0) tokens[n_prompt++] = c->bos_id;
-    /* -n 0 runs to the end of the context, and so does any -n with --no-shift (then, and
-     * when -n ends right there, the message below says so) */
-    int capped = opt->steps == 0 || (opt->no_shift && opt->steps > c->seq_len);
-    long long steps = capped ? c->seq_len : opt->steps;
+    /* (when -n ends right at the context, the message below says so) */
+    long long steps = generate_positions(opt, c);
     if (n_prompt > c->seq_len)
         die("%s: the prompt is %d tokens, more than the context of %d", opt->prompt_flag,
             n_prompt, c->seq_len);
@@ -988,9 +994,9 @@ int main(int argc, char **argv) {
             if (paths[i] && (!f || fclose(f) != 0))
                 die("%s: cannot write: %s", paths[i], strerror(errno));
         }
-        /* generation past the context records as many positions as -n asks for */
-        long long positions = opt.chat || opt.steps == 0 ? c->seq_len
-                            : opt.no_shift && opt.steps > c->seq_len ? c->seq_len : opt.steps;
+        /* generation records every position it runs; a chat's length is not known, so its
+         * files hold the first seq_len positions (--attn-top alone follows any length) */
+        long long positions = opt.chat ? c->seq_len : generate_positions(&opt, c);
         if (attn_recorder_init(&attn, c, (int)positions, opt.attn_path || opt.attn_html_path,
                                err) != 0)
             die("--attn: %s", err);

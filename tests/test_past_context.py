@@ -209,6 +209,32 @@ def test_attention_records_sinks_and_evictions():
     assert evicted[104] == 612 and evicted[204] == -1 and len(evicted) == 700, evicted[100:110]
 
 
+def test_attn_top_in_a_chat_past_the_context():
+    """A chat runs past seq_len: --attn-top alone follows it (its recorder keeps only the
+    newest rows, so its token list grows), while with --attn, whose file holds the first
+    seq_len positions, the lines past them say so (a review found the reader going past the
+    recorder's buffers here)."""
+    model = "models/stories260K.tllm"
+    args = [model, "-m", "chat", "-t", 0, "-n", 600, "--ignore-eos", "--attn-top", 2]
+    p = common.run_ok(args, input=b"Hello\n", timeout=120)
+    tops = [l for l in p.stderr.decode().splitlines() if l.startswith("attn L4 ")]
+    positions = [int(l.split()[2].split(":")[0]) for l in tops]
+    later = [l for l, pos in zip(tops, positions) if pos >= 512]
+    assert max(positions) > 600 and all("@" in l for l in later), tops[-3:]
+    with_file = args + ["--attn", common.tmp_path("chat_past.attn")]
+    err = common.run_ok(with_file, input=b"Hello\n", timeout=120).stderr.decode()
+    past = [l for l in err.splitlines() if l.startswith("attn L4 ") and "not recorded" in l]
+    assert past and all(int(l.split()[2].split(":")[0]) >= 512 for l in past), past[:2]
+
+
+def test_attn_of_too_many_positions_refused():
+    """The recorder's size would overflow size_t: refused in one line before anything runs."""
+    p = common.run(["models/stories260K.tllm", "-n", 960383883, "--attn",
+                    common.tmp_path("huge.attn")])
+    err = p.stderr.decode()
+    assert p.returncode == 1 and err.count("\n") == 1 and "--attn" in err, err
+
+
 # ------------------------------------------------------------------------------------------
 # Bad input
 
