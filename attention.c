@@ -295,8 +295,21 @@ void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, i
 
 /* Each layer's ring turns by drop, which gives position p the slot position p + drop had;
  * the keys of the positions that moved are from now on read turned back by drop more. */
-void kv_cache_evict(KvCache *c, int drop, int len) {
+int kv_cache_evict(KvCache *c, int drop, int len) {
     int new_len = len - drop;
+    if (len > c->seq_len || drop < 1 || drop > len - c->sinks) return -1;
+    /* A key moves down at most from where it was stored (below seq_len) to the first place
+     * after the sinks; a len larger than the cache's own would push shifts past that, and
+     * past the table of turns: refused before anything changes. */
+    for (int l = 0; l < c->n_layers; l++) {
+        int base = c->base[l], bad = 0;
+        c->base[l] = (int)(((long)base + drop) % c->ring[l]); /* as the loop below turns it */
+        int from = new_len - c->ring[l] > c->sinks ? new_len - c->ring[l] : c->sinks;
+        for (int p = from; p < new_len; p++)
+            bad |= *shift_of(c, l, slot_of(c, l, p)) + drop >= c->seq_len;
+        c->base[l] = base;
+        if (bad) return -1;
+    }
     for (int l = 0; l < c->n_layers; l++) {
         c->base[l] = (int)(((long)c->base[l] + drop) % c->ring[l]);
         int from = new_len - c->ring[l] > c->sinks ? new_len - c->ring[l] : c->sinks;
@@ -311,6 +324,7 @@ void kv_cache_evict(KvCache *c, int drop, int len) {
             }
         }
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

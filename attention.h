@@ -128,8 +128,10 @@ void kv_cache_read(float *out, const KvCache *c, int layer, int head, int pos, i
  * layer and renumbers the later ones drop lower: their keys are from now on read rotated
  * back by drop more positions (RoPE rotations compose, so a key then looks as if computed at
  * its new position). The cache then holds len - drop positions, and the next one goes at
- * len - drop. Nothing is moved or rounded again: a bf16 or Q8 key stays as it was stored. */
-void kv_cache_evict(KvCache *c, int drop, int len);
+ * len - drop. Nothing is moved or rounded again: a bf16 or Q8 key stays as it was stored.
+ * Returns 0, or -1 (and changes nothing) if drop is not in 1 .. len - sinks or len is more
+ * than the cache has held. */
+int kv_cache_evict(KvCache *c, int drop, int len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Attention */

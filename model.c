@@ -318,9 +318,7 @@ size_t model_weight_bytes(const Model *m) {
 
 int model_evict(Model *m, int drop, int len) {
     KvCache *kv = &m->state.kv;
-    if (len > m->config.seq_len || drop < 1 || drop > len - kv->sinks) return -1;
-    kv_cache_evict(kv, drop, len);
-    return len - drop;
+    return kv_cache_evict(kv, drop, len) == 0 ? len - drop : -1;
 }
 
 void model_observe_attention(Model *m, AttnObserver *fn, void *ctx) {

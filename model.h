@@ -206,7 +206,7 @@ float *model_forward(Model *m, const int *tokens, int n, int pos, float *all_log
  * sinks .. sinks + drop - 1 (attention.h, kv_cache_evict) and renumbers the later ones, so the
  * next token goes at position len - drop. The sink positions and the last len - sinks - drop
  * stay, with what they computed. Returns len - drop, or -1 if drop is not in
- * 1 .. len - sinks. */
+ * 1 .. len - sinks or len is more than the cache holds (nothing changes then). */
 int model_evict(Model *m, int drop, int len);
 
 /* From now on, fn(ctx, ...) sees the attention weights of every layer and position the model

@@ -706,6 +706,13 @@ static void test_evict(void) {
         CHECK(worst_move <= allowed, "type %d: a moved vector is off by %g", type, worst_move);
         CHECK(worst_attention <= 1e-5f, "type %d: after eviction attention is off the reference "
               "by %g", type, worst_attention);
+        /* a caller that keeps saying the cache is full when it is not: the shifts would run
+         * past the table of turns, so the evictions are refused, and nothing moves */
+        CHECK(kv_cache_evict(&kv, 0, len) < 0 && kv_cache_evict(&kv, len, len) < 0 &&
+              kv_cache_evict(&kv, 1, s.seq + 1) < 0, "type %d: an impossible eviction was done", type);
+        int refused = 0;
+        for (int i = 0; i < 40; i++) refused += kv_cache_evict(&kv, 50, s.seq) < 0;
+        CHECK(refused > 0, "type %d: stale lengths pushed shifts past seq_len unrefused", type);
         kv_cache_free(&kv);
     }
 }
