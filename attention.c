@@ -435,8 +435,6 @@ typedef struct {
 
 #if !defined(USE_AVX512)
 
-/* S (rows, TILE) [r][j] = scale * Q[r] . k_(j), for j in ja .. jb - 1, where k_(j) is vector
- * `first + j` of the keys. */
 /* S (rows, TILE) [r][j] = scale * Q[r] . k_(j), for j in ja .. jb - 1, where k_(j) is key
  * `first + j`. */
 static void scores_plain(float *S, const float *Q, int rows, const KvCache *c, size_t first,

@@ -438,10 +438,16 @@ static int set_key(ModelFile *f, int k, const unsigned char *v, uint32_t count,
     const char *key = key_rules[k].key;
     /* only int and float values are 4 bytes long: a string may be shorter */
     int32_t i0 = key_rules[k].type == VALUE_STRING ? 0 : (int32_t)read_u32(v);
+    static const char *const int_keys[] = {"dim", "hidden_dim", "n_layers", "n_heads",
+                                           "n_kv_heads", "head_size", "vocab_size", "seq_len"};
     int *ints[] = {&c->dim, &c->hidden_dim, &c->n_layers, &c->n_heads, &c->n_kv_heads,
                    &c->head_size, &c->vocab_size, &c->seq_len};
-    if (k < 8) *ints[k] = i0;
-    else if (!strcmp(key, "rope_theta")) c->rope_theta = read_f32(v);
+    for (int i = 0; i < 8; i++)
+        if (!strcmp(key, int_keys[i])) {
+            *ints[i] = i0;
+            return 0;
+        }
+    if (!strcmp(key, "rope_theta")) c->rope_theta = read_f32(v);
     else if (!strcmp(key, "norm_eps")) c->norm_eps = read_f32(v);
     else if (!strcmp(key, "bos_id")) c->bos_id = i0;
     else if (!strcmp(key, "eos_ids")) {
@@ -665,11 +671,13 @@ static int read_directory(ModelFile *f, Reader r, const unsigned char *b, size_t
         }
         /* packed: each tensor at the first multiple of 64 after the one before, so no byte of
          * the file goes unaccounted for */
-        if (at >= end + ALIGN) {
+        int nonzero = 0;
+        for (size_t j = end; j < at && j < end + ALIGN; j++) nonzero |= b[j];
+        if (at >= end + ALIGN || nonzero) {
             const char *name = sorted[i]->name;
             free(sorted);
-            return fail(err, "tensor '%s' starts %zu bytes after the data before it (at most 63)",
-                        name, at - end);
+            return fail(err, "tensor '%s' starts %zu bytes after the data before it (at most 63, "
+                        "all zero)", name, at - end);
         }
         end = at + sorted[i]->bytes;
     }

@@ -294,6 +294,11 @@ int model_load_memory(Model *m, const void *data, size_t size, const ModelOption
     memset(m, 0, sizeof *m);
     m->options = with_defaults(opt);
     if (size == 0) return fail(err, "empty file");
+    /* the weights are read as floats where they lie (a file's tensors start at multiples of
+     * 64 from its first byte) */
+    if ((uintptr_t)data % sizeof(float) != 0)
+        return fail(err, "the model's bytes are not aligned to %zu bytes in memory",
+                    sizeof(float));
     m->mapping = data;
     m->mapping_size = size;
     return load_mapped(m, err);

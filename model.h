@@ -42,11 +42,13 @@
  *
  * Out of scope: training, mixture of experts, anything but the CPU.
  *
- * Files: model.c (loading, the forward pass), attention.c (RoPE, KV cache, attention),
- * matmul*.c (the weight types and their products), kernels.c (rmsnorm, softmax, SwiGLU),
- * tokenizer.c (BPE), sampler.c (choosing the next token), chat.c (chat templates), attnviz.c
- * (recording attention), run.c (the command line). The file formats are described in
- * models/FORMAT.md. Errors follow error.h: the library never prints and never exits.
+ * Files: model.c (loading, the forward pass), format.c (reading and checking model files),
+ * attention.c (RoPE, KV cache, attention), matmul*.c (the weight types and their products),
+ * kernels.c (rmsnorm, softmax, SwiGLU), tokenizer.c, tokenizer_bpe.c, pretokenizer.c and
+ * unicode.c (the two kinds of BPE, and the Unicode they need), sampler.c (choosing the next
+ * token), chat.c (chat templates), attnviz.c (recording attention), run.c (the command line).
+ * The file formats are described in models/FORMAT.md. Errors follow error.h: the library
+ * never prints and never exits.
  */
 #ifndef MODEL_H
 #define MODEL_H
@@ -187,7 +189,8 @@ typedef struct {
 int model_load(Model *m, const char *path, const ModelOptions *opt, char err[ERR_MAX]);
 
 /* The same for a checkpoint already in memory: data is used in place, stays the caller's and
- * must outlive the model. Returns 0, or -1 with the reason in err. */
+ * must outlive the model, and must be aligned to 4 bytes at least (64 is best: tensors start
+ * at multiples of 64 from the file's start). Returns 0, or -1 with the reason in err. */
 int model_load_memory(Model *m, const void *data, size_t size, const ModelOptions *opt,
                       char err[ERR_MAX]);
 
