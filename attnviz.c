@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "attnviz.h"
+#include "unicode.h"
 
 /* The HTML viewer, attnviz.html, as a C string: the Makefile generates this header. */
 #include "build/attnviz_html.h"
@@ -167,8 +168,6 @@ const char *attn_piece(const AttnRecorder *r, const Tokenizer *t, int pos, int *
 /* ------------------------------------------------------------------------------------------ */
 /* --attn-top: one line of text per generated token */
 
-static int utf8_sequence(const unsigned char *s, size_t n);
-
 /* A line of text being built in a caller's buffer; appends past its end are dropped. */
 typedef struct {
     char *buf;
@@ -191,7 +190,7 @@ static void line_quoted(Line *l, const char *bytes, int len) {
     const unsigned char *s = (const unsigned char *)bytes;
     line_printf(l, "'");
     for (int i = 0; i < len;) {
-        int n = utf8_sequence(s + i, (size_t)(len - i));
+        int n = utf8_valid_length(s + i, (size_t)(len - i));
         if (n > 1) line_printf(l, "%.*s", n, bytes + i); /* one whole multi-byte character */
         else if (n == 1 && s[i] == '\n') line_printf(l, "\\n");
         else if (n == 1 && (s[i] == '\'' || s[i] == '\\')) line_printf(l, "\\%c", s[i]);
@@ -295,27 +294,13 @@ int attn_write(const AttnRecorder *r, const Tokenizer *t, const char *path, char
 
 static const char DATA_MARKER[] = "/*ATTN_DATA*/null";
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if it is not one. */
-static int utf8_sequence(const unsigned char *s, size_t n) {
-    int len = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2
-            : s[0] >= 0xE0 && s[0] <= 0xEF ? 3 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    if (len == 0 || (size_t)len > n) return 0;
-    for (int i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    /* no overlong forms, no UTF-16 surrogates, nothing past U+10FFFF */
-    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] >= 0xA0) ||
-        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] >= 0x90))
-        return 0;
-    return len;
-}
-
 /* Writes bytes as a JSON string that is also safe inside <script>: no raw '<', and any byte
  * that is not valid UTF-8 becomes U+FFFD. */
 static void put_json_string(FILE *f, const char *bytes, int len) {
     const unsigned char *s = (const unsigned char *)bytes;
     fputc('"', f);
     for (int i = 0; i < len;) {
-        int n = utf8_sequence(s + i, (size_t)(len - i));
+        int n = utf8_valid_length(s + i, (size_t)(len - i));
         if (n == 0) {
             fputs("\\ufffd", f);
             i++;

@@ -150,27 +150,22 @@ static int scan_pieces(Reader r, int want, int max_len, int *n_read, size_t *byt
     for (int i = 0; i < want; i++) {
         if (reader_left(&r) == 0) return 1;
         if (reader_left(&r) < 8) {
-            snprintf(err, ERR_MAX, "truncated at piece %d", i);
-            return -1;
+            return fail(err, "truncated at piece %d", i);
         }
         float score = reader_f32(&r);
         int32_t len = reader_i32(&r);
         if (!isfinite(score)) {
-            snprintf(err, ERR_MAX, "piece %d has a score that is not a finite number", i);
-            return -1;
+            return fail(err, "piece %d has a score that is not a finite number", i);
         }
         if (len < 0) {
-            snprintf(err, ERR_MAX, "piece %d has a negative length (%d)", i, (int)len);
-            return -1;
+            return fail(err, "piece %d has a negative length (%d)", i, (int)len);
         }
         if (len > max_len) {
-            snprintf(err, ERR_MAX, "piece %d is %d bytes, longer than max_token_length %d", i,
-                     (int)len, max_len);
-            return -1;
+            return fail(err, "piece %d is %d bytes, longer than max_token_length %d", i,
+                        (int)len, max_len);
         }
         if ((size_t)len > reader_left(&r)) {
-            snprintf(err, ERR_MAX, "truncated at piece %d", i);
-            return -1;
+            return fail(err, "truncated at piece %d", i);
         }
         r.off += (size_t)len;
         *bytes += (size_t)len;
@@ -216,8 +211,7 @@ static int build_tokenizer(Tokenizer *t, Reader r, int vocab_size, int max_len,
     }
     if (!t->pieces || !t->scores || !t->arena) {
         tokenizer_free(t);
-        snprintf(err, ERR_MAX, "out of memory for %d pieces", vocab_size);
-        return -1;
+        return fail(err, "out of memory for %d pieces", vocab_size);
     }
 
     char *dst = t->arena;
@@ -245,43 +239,35 @@ static int parse_body(Tokenizer *t, const unsigned char *data, size_t size, int 
                       int vocab_size, char err[ERR_MAX]) {
     memset(t, 0, sizeof *t);
     if (vocab_size <= 0) {
-        snprintf(err, ERR_MAX, "vocab_size %d is not positive", vocab_size);
-        return -1;
+        return fail(err, "vocab_size %d is not positive", vocab_size);
     }
     if (count >= 0 && count != vocab_size) {
-        snprintf(err, ERR_MAX, "tokenizer has %d pieces but the model needs %d", count,
-                 vocab_size);
-        return -1;
+        return fail(err, "tokenizer has %d pieces but the model needs %d", count,
+                    vocab_size);
     }
     Reader r = {data, size, 0};
     if (reader_left(&r) < 4) {
-        snprintf(err, ERR_MAX, "truncated before max_token_length");
-        return -1;
+        return fail(err, "truncated before max_token_length");
     }
     int32_t max_len = reader_i32(&r);
     if (max_len < 0) {
-        snprintf(err, ERR_MAX, "max_token_length %d is negative", (int)max_len);
-        return -1;
+        return fail(err, "max_token_length %d is negative", (int)max_len);
     }
     if (max_len > MAX_PIECE_LEN) {
-        snprintf(err, ERR_MAX, "max_token_length %d is above the limit of %d bytes",
-                 (int)max_len, MAX_PIECE_LEN);
-        return -1;
+        return fail(err, "max_token_length %d is above the limit of %d bytes",
+                    (int)max_len, MAX_PIECE_LEN);
     }
     int n_read;
     size_t piece_bytes;
     int rc = scan_pieces(r, vocab_size, max_len, &n_read, &piece_bytes, err);
     if (rc < 0) return -1;
     if (rc == 1) {
-        if (count >= 0) snprintf(err, ERR_MAX, "truncated at piece %d", n_read);
-        else snprintf(err, ERR_MAX, "tokenizer has %d pieces but the model needs %d", n_read,
-                      vocab_size);
-        return -1;
+        if (count >= 0) return fail(err, "truncated at piece %d", n_read);
+        return fail(err, "tokenizer has %d pieces but the model needs %d", n_read, vocab_size);
     }
     size_t used = 4 + 8 * (size_t)vocab_size + piece_bytes;
     if (count >= 0 && used != size) {
-        snprintf(err, ERR_MAX, "%zu unexpected bytes after the last piece", size - used);
-        return -1;
+        return fail(err, "%zu unexpected bytes after the last piece", size - used);
     }
     return build_tokenizer(t, r, vocab_size, max_len, piece_bytes, err);
 }
@@ -294,27 +280,23 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, int bos_id, i
     memset(t, 0, sizeof *t);
     int fd = open(path, O_RDONLY | O_NONBLOCK); /* O_NONBLOCK: a FIFO is refused, not waited on */
     if (fd < 0) {
-        snprintf(err, ERR_MAX, "cannot open: %s", strerror(errno));
-        return -1;
+        return fail(err, "cannot open: %s", strerror(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        snprintf(err, ERR_MAX, "not a regular file");
-        return -1;
+        return fail(err, "not a regular file");
     }
     if ((unsigned long long)st.st_size > MAX_TOKENIZER_FILE) {
         close(fd);
-        snprintf(err, ERR_MAX, "%lld bytes is too large for a tokenizer (limit %zu)",
-                 (long long)st.st_size, MAX_TOKENIZER_FILE);
-        return -1;
+        return fail(err, "%lld bytes is too large for a tokenizer (limit %zu)",
+                    (long long)st.st_size, MAX_TOKENIZER_FILE);
     }
     size_t size = (size_t)st.st_size, got = 0;
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) {
         close(fd);
-        snprintf(err, ERR_MAX, "out of memory reading the tokenizer file");
-        return -1;
+        return fail(err, "out of memory reading the tokenizer file");
     }
     while (got < size) {
         ssize_t n = read(fd, buf + got, size - got);
@@ -325,8 +307,7 @@ int tokenizer_load(Tokenizer *t, const char *path, int vocab_size, int bos_id, i
     close(fd);
     int rc;
     if (got < size) {
-        snprintf(err, ERR_MAX, "read error after %zu of %zu bytes", got, size);
-        rc = -1;
+        rc = fail(err, "read error after %zu of %zu bytes", got, size);
     } else {
         rc = parse_body(t, buf, size, -1, vocab_size, err);
         t->bos_id = bos_id;
@@ -366,14 +347,12 @@ int tokenizer_load_memory(Tokenizer *t, const void *data, size_t size, int kind,
                     kind);
     Reader r = {data, size, 0};
     if (data == NULL || reader_left(&r) < 4) {
-        snprintf(err, ERR_MAX, "tokenizer section is too short for its piece count");
-        return -1;
+        return fail(err, "tokenizer section is too short for its piece count");
     }
     uint32_t count = reader_u32(&r);
     if (count > (uint32_t)0x7fffffff) {
-        snprintf(err, ERR_MAX, "tokenizer has %u pieces but the model needs %d", (unsigned)count,
-                 vocab_size);
-        return -1;
+        return fail(err, "tokenizer has %u pieces but the model needs %d", (unsigned)count,
+                    vocab_size);
     }
     if (parse_body(t, r.data + r.off, reader_left(&r), (int)count, vocab_size, err) != 0)
         return -1;
