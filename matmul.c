@@ -1,9 +1,12 @@
 /*
  * matmul.c - the products of every weight type, shared out among the threads.
  *
- * Each product is cut into units of a few rows (the tile height of its weight type), and the
- * threads share out the units of all the products of one call. The arithmetic is the weight
- * type's own (matmul_<type>.c); this file only decides who computes which rows.
+ * Each product is cut into units of a few rows (the tile height of its weight type) by up to
+ * MATMUL_TOKENS tokens, and the threads share out the units of all the products of one call.
+ * The arithmetic is the weight type's own (matmul_<type>.c); this file only prepares the
+ * input once and decides who computes which rows for which tokens. A (row, token) output is
+ * computed the same way whichever unit holds it, so neither the number of threads nor the
+ * size of a chunk changes a bit of it.
  */
 #include <stdio.h>
 
@@ -12,45 +15,54 @@
 
 static const WeightType *const types[WEIGHT_TYPES] = {
     [WEIGHT_F32] = &weight_f32, [WEIGHT_BF16] = &weight_bf16, [WEIGHT_Q8_0] = &weight_q8_0,
+    [WEIGHT_Q4_0] = &weight_q4_0,
 };
 
 const WeightType *weight_type(int type) {
     return type >= 0 && type < WEIGHT_TYPES ? types[type] : NULL;
 }
 
-/* Whether two matrices read their input the same way, so one quantization serves both. */
+size_t matmul_scratch_bytes(const Tensor *w, int n) {
+    return (size_t)n * weight_type(w->type)->input_stride(w, n);
+}
+
+/* Whether two matrices read their input the same way, so one preparation serves both. */
 static int same_input(const Tensor *a, const Tensor *b) {
     return a->type == b->type && a->group_size == b->group_size && a->cols == b->cols &&
            !a->packed == !b->packed;
 }
 
+static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS; }
+
 /* The work of matmul_many, shared out among the threads of the team that calls it (one
- * thread when called outside a parallel region). */
+ * thread when called outside a parallel region). Units run row-block-major, so a thread's
+ * units of one row block follow each other and its weights stay in the cache while the
+ * token groups pass. */
 static void matmul_team(const Product *p, int count, int units, int per, const float *x, int n,
-                        int8_t *xq, float *xq_scale) {
+                        void *scratch) {
     const Tensor *w = p[0].w;
     const WeightType *type = weight_type(w->type);
-    int cols = w->cols, groups = w->group_size ? (cols + w->group_size - 1) / w->group_size : 0;
-    if (type->quantize) { /* x is quantized once for all the products, its tokens shared out */
+    size_t stride = type->input_stride(w, n);
+    int groups = token_groups(n);
+    if (stride) { /* x is prepared once for all the products, its token groups shared out */
         #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++)
-            type->quantize(xq + (size_t)t * cols, xq_scale + (size_t)t * groups,
-                           x + (size_t)t * cols, w);
+        for (int g = 0; g < groups; g++) type->prepare(scratch, x, n, g * MATMUL_TOKENS, w);
     }
     #pragma omp for schedule(static)
-    for (int u = 0; u < units; u++) {
-        int i = 0, first = u; /* unit u is unit `first` of product i */
+    for (int u = 0; u < units * groups; u++) {
+        int i = 0, first = u / groups; /* row unit `first` of product i */
         while (first >= (p[i].w->rows + per - 1) / per) first -= (p[i].w->rows + per - 1) / per, i++;
-        int r0 = first * per;
-        type->product(p[i].y, p[i].w, x, xq, xq_scale, n, r0, min_int(per, p[i].w->rows - r0));
+        int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
+        const void *in = stride ? (const char *)scratch + t0 * stride : NULL;
+        type->product(p[i].y + (size_t)t0 * p[i].w->rows, p[i].w, x + (size_t)t0 * w->cols, in,
+                      min_int(MATMUL_TOKENS, n - t0), r0, min_int(per, p[i].w->rows - r0));
     }
 }
 
-void matmul_many(const Product *p, int count, const float *x, int n, int8_t *xq,
-                 float *xq_scale) {
+void matmul_many(const Product *p, int count, const float *x, int n, void *scratch) {
     for (int i = 1; i < count; i++)
         if (!same_input(p[0].w, p[i].w)) { /* mixed types: one product at a time */
-            for (int k = 0; k < count; k++) matmul_many(p + k, 1, x, n, xq, xq_scale);
+            for (int k = 0; k < count; k++) matmul_many(p + k, 1, x, n, scratch);
             return;
         }
     int per = weight_type(p[0].w->type)->unit_rows(p[0].w), units = 0;
@@ -63,25 +75,23 @@ void matmul_many(const Product *p, int count, const float *x, int n, int8_t *xq,
      * tenth of stories260K's decode time, where no product is large enough to share. */
     if (work >= PARALLEL_MIN_WORK) {
         #pragma omp parallel
-        matmul_team(p, count, units, per, x, n, xq, xq_scale);
+        matmul_team(p, count, units, per, x, n, scratch);
     } else {
-        matmul_team(p, count, units, per, x, n, xq, xq_scale);
+        matmul_team(p, count, units, per, x, n, scratch);
     }
 }
 
-void matmul(float *y, const Tensor *w, const float *x, int n, int8_t *xq, float *xq_scale) {
+void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch) {
     Product p = {y, w};
-    matmul_many(&p, 1, x, n, xq, xq_scale);
+    matmul_many(&p, 1, x, n, scratch);
 }
 
-void matmul_ref(float *y, const Tensor *w, const float *x, int n, int8_t *xq, float *xq_scale) {
+void matmul_ref(float *y, const Tensor *w, const float *x, int n, void *scratch) {
     const WeightType *type = weight_type(w->type);
-    int groups = w->group_size ? (w->cols + w->group_size - 1) / w->group_size : 0;
-    if (type->quantize)
-        for (int t = 0; t < n; t++)
-            quantize_q8_ref(xq + (size_t)t * w->cols, xq_scale + (size_t)t * groups,
-                            x + (size_t)t * w->cols, w->cols, w->group_size);
-    type->product_ref(y, w, x, xq, xq_scale, n, 0, w->rows);
+    if (type->prepare_ref)
+        for (int g = 0; g < token_groups(n); g++)
+            type->prepare_ref(scratch, x, n, g * MATMUL_TOKENS, w);
+    type->product_ref(y, w, x, type->prepare_ref ? scratch : NULL, n, 0, w->rows);
 }
 
 const char *matmul_isa(void) {

@@ -1,23 +1,210 @@
 /*
  * matmul_f32.c - float32 weights: stored as they are, four bytes a weight.
  *
- * How the fast product works (the plan the bf16 type follows too): the output is cut into
- * tiles of TILE_R weight rows x TILE_T tokens. A tile keeps one vector accumulator per
- * (row, token) in registers; each step loads one vector of each of its rows and each of its
- * tokens and does TILE_R x TILE_T multiply-adds. So a weight vector loaded from memory serves
- * TILE_T tokens, and an activation vector TILE_R rows: while decoding (one token) the tile is
- * TILE_R x 1 and the speed is set by memory bandwidth; for a prompt chunk the weights are
- * streamed once per chunk instead of once per token, and the speed is set by the arithmetic.
- * Every (row, token) accumulator sees the same sequence of operations whatever the tile
- * shape, so a prompt chunk gives bit for bit the numbers that token-by-token decoding gives.
+ * The definition (product_ref): each output is one chain of fused multiply-adds along its row,
+ * in column order, from +0:
+ *
+ *     acc = 0; for j = 0 .. cols - 1: acc = fmaf(W[r][j], x[j], acc); y[r] = acc
+ *
+ * A chain per output is what a vector lane computes when the lane owns a row, so the fast
+ * kernels need no horizontal sums, and decoding, prompt chunks of any size, any split among
+ * threads and every build with FMA give exactly these numbers. (The plain C build has no FMA
+ * instruction to count on, and fmaf through the C library is seven times slower than a
+ * multiply and an add; it rounds the exact product and sum through a double instead, which
+ * is the reference's number except in rare double-rounding cases: tests/test_kernels.c
+ * holds it within a tolerance.)
+ *
+ * How the fast product works: at load time pack rearranges the matrix into superblocks of 32
+ * rows, column after column: for column j, 32 consecutive floats hold W[r][j] for the 32 rows
+ * (zero for padding rows past the end). One vector load then brings one column of 16 (AVX-512)
+ * or 8 (AVX2) rows, each lane accumulating its own row:
+ * - decoding (one token): per column, x[j] broadcast and one FMA per vector of the superblock.
+ *   The superblock is one sequential stream from memory, and its vectors are independent
+ *   chains, so the loads run ahead; a thread takes a contiguous range of superblocks.
+ * - a prompt chunk: the tile is a superblock by up to TILE_T tokens, TILE_T x (32 / lanes)
+ *   accumulators in registers; per column the weight vectors are loaded once and each meets
+ *   every token's x[j]. For that the chunk's activations are first laid out column by column
+ *   per group of MATMUL_TOKENS tokens (prepare: xp[j * tn + t]), so that the tokens' values of
+ *   a column share a cache line and come as broadcast operands of the FMAs.
+ * Measured in the research for this layout (BENCHMARKS.md): 94-95% of the FMA peak for the
+ * prompt tile, where row-major tiles of any shape stayed near 63%, and decoding at the
+ * machine's read bandwidth.
+ *
+ * Attention's products with the KV cache (matvec_f32, vecmat_f32) live here too, at the end:
+ * they read the cache row-major, as it is, on one thread.
  */
+#include <math.h>
 #include <string.h>
 
 #include "matmul.h"
 #include "simd.h"
 
+#define F32_SB 32 /* rows per superblock */
+
 /* ------------------------------------------------------------------------------------------ */
-/* The reference: one row, one output, summed left to right. */
+/* The reference */
+
+static void product_ref(float *y, const Tensor *w, const float *x, const void *in, int n,
+                        int r0, int nr) {
+    int cols = w->cols;
+    for (int t = 0; t < n; t++)
+        for (int r = r0; r < r0 + nr; r++) {
+            const float *row = (const float *)w->data + (size_t)r * cols;
+            const float *xt = x + (size_t)t * cols;
+            float acc = 0.0f;
+            for (int j = 0; j < cols; j++) acc = fmaf(row[j], xt[j], acc);
+            y[(size_t)t * w->rows + r] = acc;
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The packed layout and the prepared input */
+
+#if defined(USE_AVX512) || defined(USE_AVX2)
+
+#define SB_VECS (F32_SB / VEC_LANES)         /* vectors per column of a superblock */
+#if defined(USE_AVX512)
+#define TILE_T 8                             /* 2 x 8 accumulators of the 32 registers */
+#else
+#define TILE_T 2                             /* 4 x 2 of the 16 */
+#endif
+
+static size_t packed_size(const Tensor *w) {
+    return (size_t)(w->rows + F32_SB - 1) / F32_SB * F32_SB * w->cols * sizeof(float);
+}
+
+static void pack(Tensor *t, void *mem) {
+    int rows = t->rows, cols = t->cols, blocks = (rows + F32_SB - 1) / F32_SB;
+    const float *w = t->data;
+    float *dst = mem;
+    /* a superblock at a time, both threads at once: this is most of an f32 model's load */
+    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
+    for (int b = 0; b < blocks; b++) {
+        float *out = dst + (size_t)b * cols * F32_SB;
+        for (int i = 0; i < F32_SB; i++) {
+            int r = b * F32_SB + i;
+            const float *row = w + (size_t)r * cols;
+            for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = r < rows ? row[j] : 0.0f;
+        }
+    }
+    t->packed = mem;
+}
+
+/* A prompt chunk's input takes cols floats per token (64-aligned); decoding reads x. */
+static size_t chunk_stride(const Tensor *w) { return round64((size_t)w->cols * sizeof(float)); }
+
+static size_t input_stride(const Tensor *w, int n) {
+    return w->packed && n > 1 ? chunk_stride(w) : 0;
+}
+
+/* Tokens t0 .. t0 + tn - 1 column by column: xp[j * tn + t]. */
+static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {
+    int cols = w->cols, tn = min_int(MATMUL_TOKENS, n - t0);
+    float *xp = (float *)((char *)in + (size_t)t0 * chunk_stride(w));
+    for (int t = 0; t < tn; t++) {
+        const float *xt = x + (size_t)(t0 + t) * cols;
+        for (int j = 0; j < cols; j++) xp[(size_t)j * tn + t] = xt[j];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tile: one superblock (wb, its first row at y) by T tokens whose inputs are xp[j * xs + t];
+ * outputs for `left` rows (the rest are padding). T is a compile-time constant at every call,
+ * so the accumulators live in registers. */
+static ALWAYS_INLINE void tile(float *y, const float *wb, const float *xp, int xs, int T,
+                               int cols, int rows, int left) {
+    VecF acc[SB_VECS][TILE_T];
+    for (int q = 0; q < SB_VECS; q++)
+        for (int t = 0; t < T; t++) acc[q][t] = vec_zero();
+    for (int j = 0; j < cols; j++, xp += xs, wb += F32_SB) {
+        VecF wv[SB_VECS];
+        for (int q = 0; q < SB_VECS; q++) wv[q] = vec_load(wb + q * VEC_LANES);
+        for (int t = 0; t < T; t++) {
+            VecF xb = vec_set1(xp[t]);
+            for (int q = 0; q < SB_VECS; q++) acc[q][t] = vec_fma(wv[q], xb, acc[q][t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int q = 0; q < SB_VECS; q++)
+            vec_store_first(y + (size_t)t * rows + q * VEC_LANES, acc[q][t], left - q * VEC_LANES);
+}
+
+/* Superblocks b0 .. b1 - 1 for the tn tokens of one group, inputs xp[j * tn + t] (a single
+ * token's input is x itself), in tiles of up to TILE_T tokens. */
+static void superblocks(float *y, const float *packed, const float *xp, int tn, int rows,
+                        int cols, int b0, int b1) {
+    for (int b = b0; b < b1; b++) {
+        const float *wb = packed + (size_t)b * cols * F32_SB;
+        int left = rows - b * F32_SB;
+        for (int t = 0; t < tn; t += TILE_T) {
+            float *yt = y + (size_t)t * rows + b * F32_SB;
+            switch (min_int(TILE_T, tn - t)) {
+#if TILE_T >= 8
+            case 8: tile(yt, wb, xp + t, tn, 8, cols, rows, left); break;
+            case 7: tile(yt, wb, xp + t, tn, 7, cols, rows, left); break;
+            case 6: tile(yt, wb, xp + t, tn, 6, cols, rows, left); break;
+            case 5: tile(yt, wb, xp + t, tn, 5, cols, rows, left); break;
+            case 4: tile(yt, wb, xp + t, tn, 4, cols, rows, left); break;
+            case 3: tile(yt, wb, xp + t, tn, 3, cols, rows, left); break;
+#endif
+            case 2: tile(yt, wb, xp + t, tn, 2, cols, rows, left); break;
+            default: tile(yt, wb, xp + t, tn, 1, cols, rows, left); break;
+            }
+        }
+    }
+}
+
+/* Rows r0 .. r0 + nr - 1 (whole superblocks but for the matrix's last) for n tokens. */
+static void product(float *y, const Tensor *w, const float *x, const void *in, int n, int r0,
+                    int nr) {
+    if (!w->packed) { /* not rearranged (a caller of the kernels that did not pack) */
+        product_ref(y, w, x, in, n, r0, nr);
+        return;
+    }
+    int b0 = r0 / F32_SB, b1 = (r0 + nr + F32_SB - 1) / F32_SB, rows = w->rows, cols = w->cols;
+    if (!in) { /* decoding: x itself is a token's input */
+        for (int t = 0; t < n; t++)
+            superblocks(y + (size_t)t * rows, w->packed, x + (size_t)t * cols, 1, rows, cols, b0,
+                        b1);
+        return;
+    }
+    size_t stride = chunk_stride(w) / sizeof(float);
+    for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS)
+        superblocks(y + (size_t)t0 * rows, w->packed, (const float *)in + t0 * stride,
+                    min_int(MATMUL_TOKENS, n - t0), rows, cols, b0, b1);
+}
+
+static int unit_rows(const Tensor *w) { return w->packed ? F32_SB : 1; }
+
+#else /* plain C: the stored layout, row by row */
+
+static size_t packed_size(const Tensor *w) { return 0; }
+static void pack(Tensor *t, void *mem) {}
+static size_t input_stride(const Tensor *w, int n) { return 0; }
+static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {}
+
+/* The reference's chain with each step rounded through a double: the product of two floats
+ * is exact in a double, so only the sum is rounded twice (see the top of the file). */
+static void product(float *y, const Tensor *w, const float *x, const void *in, int n, int r0,
+                    int nr) {
+    int cols = w->cols;
+    for (int t = 0; t < n; t++)
+        for (int r = r0; r < r0 + nr; r++) {
+            const float *row = (const float *)w->data + (size_t)r * cols;
+            const float *xt = x + (size_t)t * cols;
+            float acc = 0.0f;
+            for (int j = 0; j < cols; j++) acc = (float)((double)row[j] * xt[j] + acc);
+            y[(size_t)t * w->rows + r] = acc;
+        }
+}
+
+static int unit_rows(const Tensor *w) { return 1; }
+
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attention's products with the KV cache: rows of a few dozen floats, read as they lie, on the
+ * calling thread. Each row is summed in 16 (AVX-512) or 8 (AVX2) lanes, then across them. */
 
 void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols) {
     for (int i = 0; i < rows; i++) {
@@ -28,46 +215,7 @@ void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols
     }
 }
 
-static void product_ref(float *y, const Tensor *w, const float *x, const int8_t *xq,
-                        const float *xq_scale, int n, int r0, int nr) {
-    for (int t = 0; t < n; t++)
-        matvec_f32_ref(y + (size_t)t * w->rows + r0, (const float *)w->data + (size_t)r0 * w->cols,
-                       x + (size_t)t * w->cols, nr, w->cols);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Tiles. A tile computes y[t * rows + r] for R rows x T tokens (R <= TILE_R, T <= TILE_T,
- * compile-time constants at every call so the loops unroll and the accumulators live in
- * registers). w points at the tile's first row, x at its first token, y at its first output.
- * Both w and x have a stride of cols; y has a stride of rows. */
-
 #if defined(USE_AVX512)
-
-#define TILE_R 4
-#define TILE_T 4
-
-/* 16 columns per step. */
-static ALWAYS_INLINE void f32_step(__m512 acc[TILE_R][TILE_T], const float *w, const float *x,
-                                   int j, __mmask16 m, int R, int T, int cols) {
-    __m512 wv[TILE_R];
-    for (int r = 0; r < R; r++) wv[r] = _mm512_maskz_loadu_ps(m, w + (size_t)r * cols + j);
-    for (int t = 0; t < T; t++) {
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * cols + j);
-        for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-}
-
-static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
-                                   int rows, int cols) {
-    __m512 acc[TILE_R][TILE_T];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
-    int j = 0;
-    for (; j + 16 <= cols; j += 16) f32_step(acc, w, x, j, 0xFFFF, R, T, cols);
-    if (j < cols) f32_step(acc, w, x, j, mask16(cols - j), R, T, cols);
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = _mm512_reduce_add_ps(acc[r][t]);
-}
 
 /* The sums of the 16 lanes of a, b, c and d, added in the order _mm512_reduce_add_ps adds
  * them (halves, then quarters, then lanes 0+2 and 1+3 of a quarter, then those two), so the
@@ -84,83 +232,63 @@ static ALWAYS_INLINE __m128 reduce_add4(__m512 a, __m512 b, __m512 c, __m512 d) 
     return _mm512_castps512_ps128(_mm512_permutexvar_ps(lane0, v)); /* lane 0 of each quarter */
 }
 
-#elif defined(USE_AVX2)
-
-#define TILE_R AVX2_TILE_R
-#define TILE_T AVX2_TILE_T
-
-static ALWAYS_INLINE void tile_f32(float *y, const float *w, const float *x, int R, int T,
-                                   int rows, int cols) {
-    tile_float_avx2(y, w, 0, x, R, T, rows, cols);
-}
-
-#endif
-
-#if defined(USE_AVX512) || defined(USE_AVX2)
-
-/* The tiles covering rows r0 .. r0 + nr - 1 (nr <= TILE_R) for all n tokens. Tiles of the full
- * size first; leftover tokens go one at a time, leftover rows one at a time. A single token
- * (decoding) goes one row at a time: one core streams weights from memory at about 23 GB/s
- * through one row, but only 10-15 GB/s through four interleaved rows (measured here on 32000 x
- * 768 floats), and with one token there is nothing for the tile to share anyway. */
-static void f32_rows(float *y, const float *w, const float *x, int n, int rows, int cols,
-                     int r0, int nr) {
-    const float *wr = w + (size_t)r0 * cols;
-    int t = 0;
-    if (nr == TILE_R && n > 1) {
-        for (; t + TILE_T <= n; t += TILE_T)
-            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, TILE_T, rows,
-                     cols);
-        for (; t < n; t++)
-            tile_f32(y + (size_t)t * rows + r0, wr, x + (size_t)t * cols, TILE_R, 1, rows, cols);
-    } else {
-        for (; t < n; t++)
-            for (int r = 0; r < nr; r++)
-                tile_f32(y + (size_t)t * rows + r0 + r, wr + (size_t)r * cols,
-                         x + (size_t)t * cols, 1, 1, rows, cols);
-    }
-}
-
 /* Attention scores: rows are cached keys, a few dozen floats each, so the horizontal sum of
- * each row's accumulator costs as much as its multiply-adds. Four rows share it (AVX-512). */
+ * each row's accumulator costs as much as its multiply-adds. Four rows share it. */
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
     int r0 = 0;
-#if defined(USE_AVX512)
     for (; r0 + 4 <= rows; r0 += 4) {
-        __m512 acc[4][TILE_T];
-        for (int r = 0; r < 4; r++) acc[r][0] = _mm512_setzero_ps();
-        const float *wr = w + (size_t)r0 * cols;
-        int j = 0;
-        for (; j + 16 <= cols; j += 16) f32_step(acc, wr, x, j, 0xFFFF, 4, 1, cols);
-        if (j < cols) f32_step(acc, wr, x, j, mask16(cols - j), 4, 1, cols);
-        _mm_storeu_ps(y + r0, reduce_add4(acc[0][0], acc[1][0], acc[2][0], acc[3][0]));
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                         _mm512_setzero_ps()};
+        for (int j = 0; j < cols; j += 16) {
+            __mmask16 m = mask16(cols - j);
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+            for (int r = 0; r < 4; r++)
+                acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + (size_t)(r0 + r) * cols + j),
+                                         xv, acc[r]);
+        }
+        _mm_storeu_ps(y + r0, reduce_add4(acc[0], acc[1], acc[2], acc[3]));
     }
-#endif
-    for (; r0 < rows; r0 += TILE_R)
-        f32_rows(y, w, x, 1, rows, cols, r0, min_int(TILE_R, rows - r0));
+    for (; r0 < rows; r0++) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int j = 0; j < cols; j += 16) {
+            __mmask16 m = mask16(cols - j);
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + (size_t)r0 * cols + j),
+                                  _mm512_maskz_loadu_ps(m, x + j), acc);
+        }
+        y[r0] = _mm512_reduce_add_ps(acc);
+    }
 }
 
-static void product(float *y, const Tensor *w, const float *x, const int8_t *xq,
-                    const float *xq_scale, int n, int r0, int nr) {
-    f32_rows(y, w->data, x, n, w->rows, w->cols, r0, nr);
+#elif defined(USE_AVX2)
+
+/* The first n (< 8) floats at p, the rest zero: the short last step of a row. */
+static ALWAYS_INLINE __m256 load_f32_part(const float *p, int n) {
+    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
 }
 
-#else /* plain C: the reference, a row at a time */
+void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int j = 0; j < cols; j += 8) {
+            int k = cols - j;
+            const float *wr = w + (size_t)r * cols + j;
+            __m256 wv = k >= 8 ? _mm256_loadu_ps(wr) : load_f32_part(wr, k);
+            __m256 xv = k >= 8 ? _mm256_loadu_ps(x + j) : load_f32_part(x + j, k);
+            acc = _mm256_fmadd_ps(wv, xv, acc);
+        }
+        y[r] = hsum256(acc);
+    }
+}
 
-#define TILE_R 1
+#else
 
 void matvec_f32(float *y, const float *w, const float *x, int rows, int cols) {
     matvec_f32_ref(y, w, x, rows, cols);
 }
 
-static void product(float *y, const Tensor *w, const float *x, const int8_t *xq,
-                    const float *xq_scale, int n, int r0, int nr) {
-    product_ref(y, w, x, xq, xq_scale, n, r0, nr);
-}
-
 #endif
 
-/* ------------------------------------------------------------------------------------------ */
 /* Attention's weighted sum of values */
 
 void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols) {
@@ -218,14 +346,11 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
     memcpy(out, (const float *)w->data + (size_t)row * w->cols, (size_t)w->cols * sizeof(float));
 }
 
-static size_t packed_size(const Tensor *w) { return 0; }
-static void pack(Tensor *w, void *mem) {}
-static int unit_rows(const Tensor *w) { return TILE_R; }
-
 const WeightType weight_f32 = {
     .name = "f32", .file_bytes = file_bytes, .bind = bind,
-    .dequantize_row = dequantize_row, .packed_size = packed_size, .pack = pack,
-    .unit_rows = unit_rows, .product = product, .product_ref = product_ref,
+    .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
+    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .product = product,
+    .product_ref = product_ref,
 #if defined(USE_AVX512)
     .isa = "avx512",
 #elif defined(USE_AVX2)

@@ -121,13 +121,65 @@ static void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const
     }
 }
 
-static void product_ref(float *y, const Tensor *w, const float *x, const int8_t *xq,
-                        const float *xq_scale, int n, int r0, int nr) {
-    int cols = w->cols, gs = w->group_size, groups = (cols + gs - 1) / gs;
-    for (int t = 0; t < n; t++)
-        matvec_q8_ref(y + (size_t)t * w->rows + r0, (const int8_t *)w->data + (size_t)r0 * cols,
-                      w->scales + (size_t)r0 * groups, xq + (size_t)t * cols,
-                      xq_scale + (size_t)t * groups, nr, cols, gs);
+/* ------------------------------------------------------------------------------------------ */
+/* The prepared input: per group of MATMUL_TOKENS tokens (tn in the last), their int8 values
+ * (tn, cols), then from the next multiple of 64 their scales (tn, groups). */
+
+static int groups_of(const Tensor *w) { return (w->cols + w->group_size - 1) / w->group_size; }
+
+static size_t input_stride(const Tensor *w, int n) {
+    return round64((size_t)w->cols) + round64((size_t)groups_of(w) * sizeof(float));
+}
+
+/* The values and scales of the group of tokens t0 .. t0 + tn - 1. */
+static void group_input(const void *in, const Tensor *w, int t0, int tn, const int8_t **xq,
+                        const float **xs) {
+    const char *base = (const char *)in + (size_t)t0 * input_stride(w, 0);
+    *xq = (const int8_t *)base;
+    *xs = (const float *)(base + round64((size_t)tn * w->cols));
+}
+
+/* Quantizes tokens t0 .. of x with `quantize` (quantize_q8 or its reference); flip: 0x80 to
+ * be added (XORed) to every value, for the packed kernel (see below). */
+static void prepare_with(void (*quantize)(int8_t *, float *, const float *, int, int),
+                         int flip, void *in, const float *x, int n, int t0, const Tensor *w) {
+    int cols = w->cols, groups = groups_of(w), tn = min_int(MATMUL_TOKENS, n - t0);
+    const int8_t *cq;
+    const float *cs;
+    group_input(in, w, t0, tn, &cq, &cs);
+    int8_t *xq = (int8_t *)cq;
+    float *xs = (float *)cs;
+    for (int t = 0; t < tn; t++) {
+        int8_t *q = xq + (size_t)t * cols;
+        quantize(q, xs + (size_t)t * groups, x + (size_t)(t0 + t) * cols, cols, w->group_size);
+        if (flip)
+            for (int j = 0; j < cols; j++) q[j] = (int8_t)(q[j] ^ 0x80);
+    }
+}
+
+static void prepare_ref(void *in, const float *x, int n, int t0, const Tensor *w) {
+    prepare_with(quantize_q8_ref, 0, in, x, n, t0, w);
+}
+
+/* One token's activations the way product reads them: quantized, plus 128 when packed. */
+static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {
+    prepare_with(quantize_q8, w->packed != NULL, in, x, n, t0, w);
+}
+
+static void product_ref(float *y, const Tensor *w, const float *x, const void *in, int n,
+                        int r0, int nr) {
+    int cols = w->cols, gs = w->group_size, groups = groups_of(w);
+    for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
+        int tn = min_int(MATMUL_TOKENS, n - t0);
+        const int8_t *xq;
+        const float *xs;
+        group_input(in, w, t0, tn, &xq, &xs);
+        for (int t = 0; t < tn; t++)
+            matvec_q8_ref(y + (size_t)(t0 + t) * w->rows + r0,
+                          (const int8_t *)w->data + (size_t)r0 * cols,
+                          w->scales + (size_t)r0 * groups, xq + (size_t)t * cols,
+                          xs + (size_t)t * groups, nr, cols, gs);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -424,23 +476,30 @@ static void q8_rows(float *y, const int8_t *w, const float *w_scale, const int8_
 
 #endif
 
-/* Rows r0 .. r0 + nr - 1 of a Q8_0 product for all n tokens, x already quantized. */
-static void product(float *y, const Tensor *w, const float *x, const int8_t *xq,
-                    const float *xq_scale, int n, int r0, int nr) {
+/* Rows r0 .. r0 + nr - 1 of a Q8_0 product for n tokens, x already quantized. */
+static void product(float *y, const Tensor *w, const float *x, const void *in, int n, int r0,
+                    int nr) {
+    for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
+        int tn = min_int(MATMUL_TOKENS, n - t0);
+        const int8_t *xq;
+        const float *xs;
+        group_input(in, w, t0, tn, &xq, &xs);
+        float *yt = y + (size_t)t0 * w->rows;
 #if defined(USE_VNNI)
-    if (w->packed) {
-        q8_packed_block(y, w->packed, (const uint8_t *)xq, xq_scale, n, w->rows, w->cols,
-                        w->group_size, r0 / Q8_BLOCK);
-        return;
-    }
+        if (w->packed) {
+            q8_packed_block(yt, w->packed, (const uint8_t *)xq, xs, tn, w->rows, w->cols,
+                            w->group_size, r0 / Q8_BLOCK);
+            continue;
+        }
 #endif
 #if defined(USE_AVX2_Q8)
-    if (q8_fast_group(w->group_size)) {
-        q8_rows(y, w->data, w->scales, xq, xq_scale, n, w->rows, w->cols, w->group_size, r0, nr);
-        return;
-    }
+        if (q8_fast_group(w->group_size)) {
+            q8_rows(yt, w->data, w->scales, xq, xs, tn, w->rows, w->cols, w->group_size, r0, nr);
+            continue;
+        }
 #endif
-    product_ref(y, w, x, xq, xq_scale, n, r0, nr);
+        product_ref(yt, w, x, (const char *)in + (size_t)t0 * input_stride(w, n), tn, r0, nr);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -463,13 +522,6 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
     for (int j = 0; j < cols; j++) out[j] = src[j] * scales[j / gs];
 }
 
-/* One token's activations the way product reads them: quantized, plus 128 when packed. */
-static void quantize(int8_t *xq, float *xq_scale, const float *x, const Tensor *w) {
-    quantize_q8(xq, xq_scale, x, w->cols, w->group_size);
-    if (w->packed) /* the packed kernel takes x + 128, see above */
-        for (int j = 0; j < w->cols; j++) xq[j] = (int8_t)(xq[j] ^ 0x80);
-}
-
 static int unit_rows(const Tensor *w) {
 #if defined(USE_VNNI)
     if (w->packed) return Q8_BLOCK;
@@ -482,8 +534,9 @@ static int unit_rows(const Tensor *w) {
 
 const WeightType weight_q8_0 = {
     .name = "q8_0", .file_bytes = file_bytes, .bind = bind,
-    .dequantize_row = dequantize_row, .quantize = quantize, .packed_size = packed_size,
-    .pack = pack, .unit_rows = unit_rows, .product = product, .product_ref = product_ref,
+    .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
+    .prepare_ref = prepare_ref, .packed_size = packed_size, .pack = pack,
+    .unit_rows = unit_rows, .product = product, .product_ref = product_ref,
 #if defined(USE_VNNI)
     .isa = "avx512vnni",
 #elif defined(USE_AVX2_Q8)

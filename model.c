@@ -1,12 +1,11 @@
 /*
  * model.c - loading a checkpoint and the forward pass.
  *
- * A checkpoint is memory-mapped read-only and f32 and bf16 weights are used in place: loading
- * costs no copy, and the operating system pages weights in as the forward pass touches them.
- * On builds with VNNI, Q8_0 matrices are rearranged at load time for the int8 kernel, and
- * `run --no-mmap` copies f32 and bf16 ones ("Where the weight matrices live", below).
- * format.c reads the file (our own TLLM files, models/FORMAT.md, and llama2.c's "version 0"
- * checkpoints) into named tensors; here they become the weights.
+ * A checkpoint is memory-mapped read-only. At load time each weight matrix is rearranged for
+ * this build's kernel into memory of the engine's own, or, where the stored layout serves
+ * (the plain C build), used in place ("Where the weight matrices live", below). format.c reads
+ * the file (our own TLLM files, models/FORMAT.md, and llama2.c's "version 0" checkpoints) into
+ * named tensors; here they become the weights.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <errno.h>
@@ -85,12 +84,12 @@ static int bind_weights(Model *m, const ModelFile *f, char err[ERR_MAX]) {
 static void free_state(RunState *s) {
     free(s->x), free(s->xb), free(s->xb2), free(s->hb), free(s->hb2);
     free(s->q), free(s->k), free(s->v), free(s->rope_freq), free(s->rope_cos), free(s->rope_sin);
-    free(s->att), free(s->logits), free(s->xq), free(s->xq_scale);
+    free(s->att), free(s->logits), free(s->xp);
     kv_cache_free(&s->kv);
 }
 
-/* Whether any weight matrix quantizes its input (then the state needs xq). */
-static int quantizes_input(const Model *m);
+/* Bytes of the largest scratch any weight matrix's product takes for n tokens. */
+static size_t scratch_bytes(Model *m, int n);
 
 /* Allocates every activation buffer and the KV cache. Returns 0, or -1 if memory ran out. */
 static int alloc_state(Model *m, char err[ERR_MAX]) {
@@ -114,13 +113,9 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->rope_sin = calloc(n * (c->head_size / 2), sizeof(float));
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
-    int quant_ok = 1;
-    if (quantizes_input(m)) { /* the smallest group (32) has the most scales */
-        size_t widest = xb_dim > (size_t)c->hidden_dim ? xb_dim : (size_t)c->hidden_dim;
-        s->xq = calloc(n * widest, 1);
-        s->xq_scale = calloc(n * (widest / 32 + 1), sizeof(float));
-        quant_ok = s->xq && s->xq_scale;
-    }
+    size_t scratch = scratch_bytes(m, (int)n);
+    int quant_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
+    if (!quant_ok) s->xp = NULL;
     ModelOptions *o = &m->options;
     if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
     if (o->sinks < 0) /* the default, but always leaving one position to evict */
@@ -163,22 +158,26 @@ static size_t tensor_bytes(const Tensor *w) {
     return weight_type(w->type)->file_bytes(w->rows, w->cols, w->group_size);
 }
 
-static int quantizes_input(const Model *m) {
-    for (int i = 0; i < matrix_count(m); i++)
-        if (weight_type(matrix((Model *)m, i)->type)->quantize) return 1;
-    return 0;
+static size_t scratch_bytes(Model *m, int n) {
+    size_t most = 0;
+    for (int i = 0; i < matrix_count(m); i++) {
+        size_t bytes = matmul_scratch_bytes(matrix(m, i), n);
+        if (bytes > most) most = bytes;
+    }
+    return most;
 }
 
-/* Where the weight matrices live. By default f32 and bf16 matrices are read where they lie,
- * in the mapping. Two things move matrices into memory of the engine's own, the arena, in
- * 2 MB pages where Linux offers them (the hardware prefetcher stops at every 4 KB page
- * boundary, and decoding streams whole matrices): a weight type that rearranges its matrices
- * for this build's kernel (Q8_0 with VNNI, matmul_q8_0.c says why), and, with copy_weights
- * (run --no-mmap), every other matrix, which is copied: decoding a model larger than the
- * cache gets about 10% faster, loading slower (BENCHMARKS.md). The mapped pages of a moved
- * matrix are handed back to the kernel at once, so that memory use does not count them
- * twice; were they read again (the token embedding shares the classifier's), they would
- * come back from the file. */
+/* Where the weight matrices live. Every type's kernel wants its matrices in a layout of its
+ * own (matmul_<type>.c says why): rows interleaved so that one vector load serves 16 or 32
+ * rows, each lane one row's sum. So at load time each matrix is rearranged into the arena,
+ * memory of the engine's own in 2 MB pages where Linux offers them (the hardware prefetcher
+ * stops at every 4 KB page boundary, and decoding streams whole matrices), and the mapped
+ * pages it came from are handed back to the kernel at once, so that memory use does not count
+ * them twice; were they read again (the token embedding shares the classifier's), they would
+ * come back from the file. That costs a copy of the weights at load time (BENCHMARKS.md:
+ * about 0.2 s for 110M in f32) and makes every matrix one stream in 2 MB pages.
+ * A matrix whose stored layout serves (every one in the plain C build) stays in the mapping,
+ * unless copy_weights (run --no-mmap) asks for a copy into the arena. */
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -355,7 +354,7 @@ static void attention_block(Model *m, int l, int n, int pos) {
     /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
     rmsnorm(s->xb, s->x, lw->attn_norm, n, dim, p->norm_eps);
     Product qkv[3] = {{s->q, &lw->wq}, {s->k, &lw->wk}, {s->v, &lw->wv}};
-    matmul_many(qkv, 3, s->xb, n, s->xq, s->xq_scale);
+    matmul_many(qkv, 3, s->xb, n, s->xp);
     if (lw->bq) { /* Qwen2: q_proj, k_proj and v_proj have biases */
         add_bias(s->q, lw->bq, n, p->n_heads * hs);
         add_bias(s->k, lw->bk, n, p->n_kv_heads * hs);
@@ -386,7 +385,7 @@ static void attention_block(Model *m, int l, int n, int pos) {
     }
 
     /* x = x + wo(xb) */
-    matmul(s->xb2, &lw->wo, s->xb, n, s->xq, s->xq_scale);
+    matmul(s->xb2, &lw->wo, s->xb, n, s->xp);
     add(s->x, s->xb2, n * dim);
 }
 
@@ -400,9 +399,9 @@ static void feedforward_block(Model *m, int l, int n) {
     rmsnorm(s->xb, s->x, lw->ffn_norm, n, p->dim, p->norm_eps);
     /* x = x + w2(silu(w1(xb)) * w3(xb)) */
     Product up[2] = {{s->hb, &lw->w1}, {s->hb2, &lw->w3}};
-    matmul_many(up, 2, s->xb, n, s->xq, s->xq_scale);
+    matmul_many(up, 2, s->xb, n, s->xp);
     swiglu(s->hb, s->hb, s->hb2, n * p->hidden_dim);
-    matmul(s->xb2, &lw->w2, s->hb, n, s->xq, s->xq_scale);
+    matmul(s->xb2, &lw->w2, s->hb, n, s->xp);
     add(s->x, s->xb2, n * p->dim);
 }
 
@@ -417,7 +416,7 @@ static void classify(Model *m, int n, float *all_logits) {
     float *x = s->x + (size_t)first * p->dim;
     rmsnorm(x, x, m->weights.final_norm, rows, p->dim, p->norm_eps);
     float *out = all_logits ? all_logits : s->logits;
-    matmul(out, &m->weights.classifier, x, rows, s->xq, s->xq_scale);
+    matmul(out, &m->weights.classifier, x, rows, s->xp);
     if (all_logits)
         memcpy(s->logits, all_logits + (size_t)(n - 1) * p->vocab_size,
                p->vocab_size * sizeof(float));

@@ -90,7 +90,7 @@ typedef struct {
 
 /* ------------------------------------------------------------------------------------------ */
 /* Weights: pointers into the read-only file mapping, or into the model's arena for matrices
- * moved out of it at load time (model.c says when); nothing here owns memory. */
+ * rearranged at load time (model.c says when); nothing here owns memory. */
 
 /* Optional tensors, found in some families only, are NULL when absent. */
 typedef struct {
@@ -137,10 +137,10 @@ typedef struct {
     float *rope_sin; /* (chunk_len, head_size / 2) sines */
     float *att;    /* (n_heads, seq_len) the reference attention's weights (run --attn) */
     float *logits; /* (vocab_size) of the last position */
-    /* Types that quantize x before their product (Q8_0), else NULL: (chunk_len, widest input)
-     * int8 values and one scale per group of them. */
-    int8_t *xq;
-    float *xq_scale;
+    /* The input of a product as its weight type's kernel reads it (quantized, rounded or
+     * laid out column by column: matmul.h), for chunk_len tokens of the widest input; NULL
+     * if no matrix needs it. */
+    void *xp;
     KvCache kv;    /* the keys and values of the positions the model can still see */
 } RunState;
 
@@ -153,8 +153,8 @@ typedef void AttnObserver(void *ctx, int layer, int pos, const float *weights, i
 
 /* What the caller chooses at load time; a zeroed struct (or NULL) gives the defaults. */
 typedef struct {
-    int copy_weights; /* 1: f32 and bf16 matrices copied into memory in 2 MB pages (run
-                       * --no-mmap): faster decoding, slower loading */
+    int copy_weights; /* 1: matrices no kernel rearranges at load (only the plain C build
+                       * has any) copied into memory in 2 MB pages too (run --no-mmap) */
     int kv_type;      /* KV_F32 (default), KV_BF16 or KV_Q8 (attention.h) */
     int sinks;        /* positions kept at the start when the context overflows
                        * (model_evict), below seq_len; -1: MODEL_DEFAULT_SINKS, or fewer

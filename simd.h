@@ -3,8 +3,8 @@
  * the kernel files share. Internal to the kernels: nothing outside them includes it.
  *
  * Fast paths are chosen at build time from the compiler's predefined macros (-march=native
- * defines them for the machine it runs on): AVX-512 (F, BW, VL; VNNI for int8), else AVX2
- * with FMA, else the plain C reference. `make portable` builds the plain one.
+ * defines them for the machine it runs on): AVX-512 (F, BW, VL; VNNI for int8, BF16 for
+ * bf16), else AVX2 with FMA, else plain C. `make portable` builds the plain one.
  */
 #ifndef SIMD_H
 #define SIMD_H
@@ -20,6 +20,9 @@
 #define USE_AVX512 1
 #if defined(__AVX512VNNI__)
 #define USE_VNNI 1
+#endif
+#if defined(__AVX512BF16__)
+#define USE_AVX512_BF16 1
 #endif
 #elif defined(__AVX2__) && defined(__FMA__)
 #define USE_AVX2 1
@@ -79,59 +82,35 @@ static ALWAYS_INLINE float hsum256(__m256 v) {
 }
 #endif
 
-#if defined(USE_AVX2)
-#include <string.h>
-
-#define AVX2_TILE_R 4
-#define AVX2_TILE_T 2
-
-/* The first n (< 8) floats at p, the rest zero: the short last step of a row. */
-static ALWAYS_INLINE __m256 load_f32_part(const float *p, int n) {
-    __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
-    return _mm256_maskload_ps(p, keep);
+/* Vectors of floats for the kernels written once for both instruction sets (matmul_f32.c,
+ * matmul_bf16.c): VEC_LANES floats, loads from 64-byte aligned memory. */
+#if defined(USE_AVX512)
+typedef __m512 VecF;
+#define VEC_LANES 16
+static ALWAYS_INLINE VecF vec_zero(void) { return _mm512_setzero_ps(); }
+static ALWAYS_INLINE VecF vec_load(const float *p) { return _mm512_load_ps(p); }
+static ALWAYS_INLINE VecF vec_set1(float f) { return _mm512_set1_ps(f); }
+static ALWAYS_INLINE VecF vec_fma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
+/* The first n lanes of v (all if n >= VEC_LANES, none if n <= 0) into p. */
+static ALWAYS_INLINE void vec_store_first(float *p, VecF v, int n) {
+    if (n > 0) _mm512_mask_storeu_ps(p, mask16(n), v);
 }
-
-/* n bf16 (n <= 8) at p, the rest zero, widened to f32 (matmul_bf16.c says why). */
-static ALWAYS_INLINE __m256 load_bf16(const uint16_t *p, int n) {
-    __m128i h;
+#elif defined(USE_AVX2)
+typedef __m256 VecF;
+#define VEC_LANES 8
+static ALWAYS_INLINE VecF vec_zero(void) { return _mm256_setzero_ps(); }
+static ALWAYS_INLINE VecF vec_load(const float *p) { return _mm256_load_ps(p); }
+static ALWAYS_INLINE VecF vec_set1(float f) { return _mm256_set1_ps(f); }
+static ALWAYS_INLINE VecF vec_fma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
+static ALWAYS_INLINE void vec_store_first(float *p, VecF v, int n) {
     if (n >= 8) {
-        h = _mm_loadu_si128((const __m128i *)p);
-    } else {
-        uint16_t buf[8] = {0};
-        memcpy(buf, p, n * sizeof *p);
-        h = _mm_loadu_si128((const __m128i *)buf);
+        _mm256_storeu_ps(p, v);
+    } else if (n > 0) {
+        __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_maskstore_ps(p, keep, v);
     }
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-
-/* The AVX2 tile of f32 and bf16 weights (matmul_f32.c says how tiles work): the two differ
- * only in how a weight vector is loaded; bf16 is a compile-time constant at every call, so
- * each type gets its own copy of the loop. */
-static ALWAYS_INLINE void tile_float_avx2(float *y, const void *w, int bf16, const float *x,
-                                          int R, int T, int rows, int cols) {
-    __m256 acc[AVX2_TILE_R][AVX2_TILE_T];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    for (int j = 0; j < cols; j += 8) {
-        int n = cols - j;
-        __m256 wv[AVX2_TILE_R];
-        for (int r = 0; r < R; r++) {
-            size_t at = (size_t)r * cols + j;
-            if (bf16) wv[r] = load_bf16((const uint16_t *)w + at, n);
-            else wv[r] = n >= 8 ? _mm256_loadu_ps((const float *)w + at)
-                                : load_f32_part((const float *)w + at, n);
-        }
-        for (int t = 0; t < T; t++) {
-            __m256 xv = n >= 8 ? _mm256_loadu_ps(x + (size_t)t * cols + j)
-                               : load_f32_part(x + (size_t)t * cols + j, n);
-            for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[(size_t)t * rows + r] = hsum256(acc[r][t]);
-}
-
 #endif
 
 #endif

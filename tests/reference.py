@@ -14,7 +14,8 @@ Contents:
   read_tokenizer, decode               llama2.c's tokenizer.bin, and its decoding rules
   read_byte_bpe_section                the byte-level BPE tokenizer section (kind 2)
   rmsnorm, rope, attention, swiglu     the steps of the model
-  Q8Matrix                             a Q8_0 matrix, whose product rounds x as the engine's
+  Q8Matrix, BF16Matrix                 Q8_0/Q4_0 and bf16 matrices, whose products round x as
+                                       the engine's do
   Transformer.forward(token, pos)      the whole forward pass, returning the logits
   StreamingTransformer                 the same past the context: attention sinks, eviction
   logits(config, weights, tokens)      the logits of every position of a token sequence
@@ -128,7 +129,10 @@ def read_llama2c(path, dtype=np.float64):
                    classifier=classifier)
 
 
-WEIGHT_F32, WEIGHT_BF16, WEIGHT_Q8_0 = 0, 1, 2
+WEIGHT_F32, WEIGHT_BF16, WEIGHT_Q8_0, WEIGHT_Q4_0 = 0, 1, 2, 3
+# Q4_0's block of 32 weights along a row: an fp16 scale d, then 16 bytes whose byte i holds
+# weight i in its low nibble and weight i + 16 in its high one; a weight is (nibble - 8) d.
+Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 # The per-layer vectors of FORMAT.md (one row, always f32), the optional ones after the norms.
 VECTORS = ("attn_norm", "ffn_norm", "final_norm", "bq", "bk", "bv", "q_norm", "k_norm")
 OPTIONAL_LAYER_TENSORS = ("bq", "bk", "bv", "q_norm", "k_norm")
@@ -298,12 +302,18 @@ class TllmFile:
 
     @staticmethod
     def _stored(data, pos, shape, wt, gs):
-        """The arrays a tensor is stored as: its values (and Q8_0's scales)."""
+        """The arrays a tensor is stored as: its values (and Q8_0's scales); Q4_0's blocks (rows,
+        ceil(cols / 32)) with the shape."""
         n = int(np.prod(shape))
         if wt == WEIGHT_F32:
             return np.frombuffer(data, "<f4", n, pos).reshape(shape)
         if wt == WEIGHT_BF16:
             return np.frombuffer(data, "<u2", n, pos).reshape(shape)
+        if wt == WEIGHT_Q4_0:
+            assert gs == 32, f"Q4_0 with group size {gs}"
+            blocks = -(-shape[1] // 32)  # the last may be partly past the row's end
+            return np.frombuffer(data, Q4_0_BLOCK, shape[0] * blocks, pos).reshape(
+                shape[0], blocks), shape
         assert wt == WEIGHT_Q8_0 and gs in (32, 64), f"weight type {wt}, group size {gs}"
         q = np.frombuffer(data, "<i1", n, pos).reshape(shape)
         per_row = -(-shape[1] // gs)  # the last group of a row may be shorter
@@ -312,6 +322,8 @@ class TllmFile:
 
     def shape(self, name):
         kind, stored, _ = self.tensors[name]
+        if kind == WEIGHT_Q4_0:
+            return stored[1]
         return (stored[0] if kind == WEIGHT_Q8_0 else stored).shape
 
     def layout(self):
@@ -350,6 +362,12 @@ class TllmFile:
             return np.array(stored, dtype=dtype)
         if kind == WEIGHT_BF16:
             return (stored.astype(np.uint32) << 16).view(np.float32).astype(dtype)
+        if kind == WEIGHT_Q4_0:  # nibbles 0..15 of each block in weight order, minus 8, times d
+            blocks, (rows, cols) = stored
+            qs = blocks["qs"].astype(np.int16)
+            q = np.concatenate([qs & 15, qs >> 4], axis=2) - 8
+            w = q.astype(dtype) * blocks["d"].astype(dtype)[:, :, None]
+            return w.reshape(rows, -1)[:, :cols]
         q, scales = stored
         group = np.arange(q.shape[1]) // gs  # scale of each column
         return q.astype(dtype) * scales[:, group]
@@ -362,14 +380,16 @@ def tensor_bytes(shape, wt, gs):
         return 4 * n
     if wt == WEIGHT_BF16:
         return 2 * n
+    if wt == WEIGHT_Q4_0:
+        return 18 * shape[0] * -(-shape[1] // 32)
     return align64(n) + 4 * shape[0] * -(-shape[1] // gs)
 
 
 def read_tllm(path):
     """Reads a TLLM file (through TllmFile) of any weight types, dequantised to float64.
     Returns (Config, weights, tokenizer_section) with weights as read_llama2c returns them,
-    except that each Q8_0 matrix is a Q8Matrix (its product rounds the input as the engine
-    does), and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body).
+    except that each matrix whose type rounds the input of its product (Q8_0 and Q4_0 to
+    int8, bf16 to bf16) is a Q8Matrix or a BF16Matrix that does so as the engine does,, and the tokenizer section as raw bytes (a u32 count, then the tokenizer.bin body).
     The Config also has the token embedding's weight_type and group_size, and the file's
     chat_template and eos_ids."""
     f = TllmFile(path)
@@ -396,7 +416,9 @@ def read_tllm(path):
 
     def matrix(name):
         kind, _, group_size = f.tensors[name]
-        return Q8Matrix(value(name), group_size) if kind == WEIGHT_Q8_0 else value(name)
+        if kind in (WEIGHT_Q8_0, WEIGHT_Q4_0):
+            return Q8Matrix(value(name), group_size)
+        return BF16Matrix(value(name)) if kind == WEIGHT_BF16 else value(name)
 
     # The embedding is only looked up, a row at a time, so it stays an array; as the shared
     # classifier it is a matrix like any other.
@@ -583,10 +605,10 @@ def quantize_groups(x, group_size):
 
 
 class Q8Matrix:
-    """A Q8_0 matrix as the engine multiplies it: an integer dot product of the int8 weights
-    with the input quantized the same way (matmul_q8_0.c). values is already q * scale, so
-    quantizing x is the only extra rounding, and `W @ x` gives the engine's sum up to float32
-    rounding."""
+    """A Q8_0 or Q4_0 matrix as the engine multiplies it: an integer dot product of the int8
+    (or 4-bit) weights with the input quantized to int8 per group (matmul_q8_0.c,
+    matmul_q4_0.c). values is already q * scale, so quantizing x is the only extra rounding,
+    and `W @ x` gives the engine's sum up to float32 rounding."""
 
     def __init__(self, values, group_size):
         self.values, self.group_size = values, group_size
@@ -596,12 +618,34 @@ class Q8Matrix:
         return self.values @ quantize_groups(x, self.group_size)
 
 
+def round_bf16(x):
+    """x rounded as the engine's bf16 kernel rounds its input (matmul_bf16.c): to bf16, to
+    nearest with ties to even on the float32 bits; zeros and denormals become zero."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32)
+    r[(u & 0x7F800000) == 0] = 0
+    return r.view(np.float32).astype(np.float64)
+
+
+class BF16Matrix:
+    """A bf16 matrix as the engine multiplies it: its input rounded to bf16 as well as the
+    weights (matmul_bf16.c), so every product is exact and the engine's sum differs by float32
+    rounding only."""
+
+    def __init__(self, values):
+        self.values = values
+        self.shape = values.shape
+
+    def __matmul__(self, x):
+        return self.values @ round_bf16(x)
+
+
 class Transformer:
     """A checkpoint plus its KV cache. forward(token, pos) must be called with pos = 0, 1, 2...
     in order, as the engine is; it returns the logits, (vocab_size) float64.
 
-    matvec computes every W x: the plain product by default, which on a Q8Matrix (a Q8_0
-    matrix of read_tllm) also rounds x to int8, as the engine does.
+    matvec computes every W x: the plain product by default, which on a Q8Matrix or a
+    BF16Matrix (matrices of read_tllm) also rounds x as the engine does.
 
     After each forward, attention_weights[pos][layer][head] holds that head's weights over
     positions 0..pos."""

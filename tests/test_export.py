@@ -42,7 +42,8 @@ def export_fails(args, path, words, env=None):
 
 def reference_logits(path, tokens):
     """tests/reference.py's logits for tokens on a TLLM file, with the engine's convention:
-    RoPE rotates adjacent pairs, and on Q8_0 each matvec's input is rounded to int8 too."""
+    RoPE rotates adjacent pairs, and each matvec's input is rounded as the engine rounds it
+    (int8 for Q8_0, bf16 for bf16)."""
     c, w, _ = reference.read_tllm(path)
     return reference.logits(c, w, tokens)
 

@@ -335,31 +335,32 @@ def test_family_f32_logits_and_greedy_text_match_hf():
 
 
 def test_family_bf16_and_q8_0_within_bounds():
-    """bf16 and Q8_0 against the f32 Hugging Face reference within stated bounds, and Q8_0
-    against tests/reference.py on the same file (the weights as stored, each matvec's input
-    rounded to int8 like the engine).
+    """bf16 and Q8_0 against the f32 Hugging Face reference within stated bounds, and against
+    tests/reference.py on the same file (the weights as stored, each matvec's input rounded
+    like the engine: to bf16, or to int8 per group).
 
-    bf16: the directories hold BF16 weights, as published checkpoints do, so the bf16 export is
-    lossless: within 1e-5 of the HF reference everywhere.
-    Q8_0: within 1e-5 of its mirror over the first 2 positions. Later, somewhere among the
-    activations rounded to int8, a value that float32 and float64 put on either side of a half
-    step rounds differently, the changed key and value stay in the cache, and these random
-    models are chaotic enough that the logits move by 1e-2 from there on (measured: SmolLM2's
-    shape here from position 2, and from position 3 against a mirror that rounds its input in
-    float32 like the engine: the inputs themselves differ by float32 rounding). Against the HF
-    reference the rounding of weights (max|w| / 254 per group of 64) and activations moves the
-    logits of these random models (sharp attention: q and k are drawn large) by a few per cent
-    of their range at the median position, more at the worst; bounds 0.07 and 0.2."""
+    Against reference.py: within 1e-5 over the first 2 positions. Later, somewhere among the
+    activations rounded to int8 or bf16, a value that float32 and float64 put on either side
+    of a half step rounds differently, the changed key and value stay in the cache, and these
+    random models are chaotic enough that the logits move by 1e-2 from there on (measured:
+    SmolLM2's shape in Q8_0 from position 2, and from position 3 against a mirror that rounds
+    its input in float32 like the engine: the inputs themselves differ by float32 rounding).
+    Against the HF reference: the directories hold BF16 weights, as published checkpoints do,
+    so the bf16 export is lossless, but the engine rounds every matvec's input to bf16
+    (matmul_bf16.c): median 4e-3 to 9e-3 of the logits' range, worst 2.7e-2 (measured);
+    bounds 0.015 and 0.05. Q8_0's rounding of weights (max|w| / 254 per group of 64) and
+    activations moves the logits of these random models (sharp attention: q and k are drawn
+    large) by a few per cent of their range at the median position, more at the worst;
+    bounds 0.07 and 0.2."""
     for name in FAMILIES:
         for dtype in ("bf16", "q8_0"):
             config, stored, out, _, logits, seq = family_greedy(name, dtype)
-            if dtype == "q8_0":
-                c, w, _ = reference.read_tllm(out)
-                mirror = reference.logits(c, w, seq[:2])  # Q8Matrix: rounds x as the engine
-                err = common.relative_error(logits[:2], mirror)
-                assert err < 1e-5, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
+            c, w, _ = reference.read_tllm(out)
+            mirror = reference.logits(c, w, seq[:2])  # rounds each x as the engine does
+            err = common.relative_error(logits[:2], mirror)
+            assert err < 1e-5, f"{name} {dtype}: engine vs reference.py: rel error {err:.2e}"
             errors = common.relative_errors(logits, hf_reference(config, stored, seq, name))
-            median, worst = (1e-5, 1e-5) if dtype == "bf16" else (0.07, 0.2)
+            median, worst = (0.015, 0.05) if dtype == "bf16" else (0.07, 0.2)
             assert np.median(errors) < median and errors.max() < worst, \
                 f"{name} {dtype}: vs the f32 HF reference: median {np.median(errors):.2e}, " \
                 f"max {errors.max():.2e}"

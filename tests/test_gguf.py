@@ -165,9 +165,14 @@ def sentencepiece_greedy(model):
 def test_gguf_architectures_match_hf():
     """llama (its q and k permuted by llama.cpp, llama3 scaling as rope_freqs), qwen2 (biases,
     unpermuted) and qwen3 (q/k norms, head_dim 32 with 4 heads of a 64-wide model), with F32,
-    F16, BF16 matrices: logits within 1e-5 of the HF reference at every position (measured:
-    at most 3.6e-6) and the reference's greedy continuation; each matrix keeps its type (F16
-    widened to f32)."""
+    F16, BF16 matrices, each keeping its type (F16 widened to f32). The engine rounds the input
+    of each BF16 matrix to bf16 (matmul_bf16.c), so: against tests/reference.py on the same file
+    (which rounds alike) median within 1e-3 and every position within 1e-2 (measured: median
+    3e-7 to 1.4e-4, worst 2.3e-3: where float32 and float64 put an activation on either side of
+    a bf16 half step the two round it differently, and a position moves by ~1e-3), and the
+    greedy continuation is the reference's; against the HF reference, which computes in
+    float32 throughout, median within 0.01 and worst within 0.05 (measured 2.4e-3 to 5.6e-3
+    and 2.8e-2)."""
     for version, arch in ((3, "llama"), (2, "qwen2"), (3, "qwen3")):
         path = tmp_path(f"test_{arch}.gguf")
         config, hf, _, _ = gguf_from_hf(path, arch, seed=len(arch), version=version)
@@ -184,11 +189,17 @@ def test_gguf_architectures_match_hf():
             assert (h["rope_scaling"], h["rope_scaling_factor"], h["rope_original_context"]) \
                 == ("llama3", 8.0, 8192), h
         _, logits, seq = sentencepiece_greedy(out)
-        ref = hf_logits(hf, config, seq[:-1])
-        err = common.relative_errors(logits, ref)
-        assert err.max() < 1e-5, f"{arch}: rel error {err.max():.2e} at {int(err.argmax())}"
+        c, w, _ = reference.read_tllm(out)
+        mirror = reference.logits(c, w, seq[:-1])
+        err = common.relative_errors(logits, mirror)
+        assert np.median(err) < 1e-3 and err.max() < 1e-2, (
+            f"{arch}: vs reference.py: median {np.median(err):.2e}, max {err.max():.2e} at "
+            f"{int(err.argmax())}")
         n_prompt = len(common.sentencepiece().encode(tf.PROMPT)) + 1
-        assert seq[n_prompt:] == [int(np.argmax(r)) for r in ref[n_prompt - 1:]], arch
+        assert seq[n_prompt:] == [int(np.argmax(r)) for r in mirror[n_prompt - 1:]], arch
+        err = common.relative_errors(logits, hf_logits(hf, config, seq[:-1]))
+        assert np.median(err) < 0.01 and err.max() < 0.05, (
+            f"{arch}: vs HF: median {np.median(err):.2e}, max {err.max():.2e}")
 
 
 def test_gguf_q8_0_copied_exactly():

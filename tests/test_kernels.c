@@ -8,7 +8,8 @@
  * builds.
  *
  *   test_kernels           run the tests
- *   test_kernels --bench   time the bf16 matvec two ways (see BENCHMARKS.md)
+ *   test_kernels --bench   the matmul kernels alone, per weight type: a prompt chunk and a
+ *                          decoding step (see BENCHMARKS.md; threads as OMP_NUM_THREADS)
  */
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +18,9 @@
 #include <time.h>
 
 #include <stdint.h>
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "attention.h"
 #include "kernels.h"
@@ -129,32 +133,89 @@ static void test_exp_kernels_vs_ref(void) {
               g[i], out[i], want[i]);
 }
 
+/* y = x W^T through matmul (ref = 0) or matmul_ref (ref = 1), with scratch of its own. */
+static void run_matmul(float *y, const Tensor *t, const float *x, int n, int ref) {
+    size_t bytes = matmul_scratch_bytes(t, n);
+    void *scratch = NULL;
+    if (bytes && posix_memalign(&scratch, 64, bytes) != 0) abort();
+    if (ref) matmul_ref(y, t, x, n, scratch);
+    else matmul(y, t, x, n, scratch);
+    free(scratch);
+}
+
+/* The rearranged copy of w for this build's kernel (which VNNI builds must make for Q8_0 and
+ * Q4_0), or NULL if the stored layout serves. Free it when done with the tensor. */
+static void *pack(Tensor *t) {
+    const WeightType *type = weight_type(t->type);
+    size_t size = type->packed_size(t);
+    CHECK(size > 0 || !strstr(type->isa, "vnni"), "a VNNI build did not pack %s", type->name);
+    void *mem = NULL;
+    if (size > 0 && posix_memalign(&mem, 64, size) == 0) type->pack(t, mem);
+    return mem;
+}
+
+/* An fp16 value from a float in the normal range of fp16 (truncated: any value will do). */
+static uint16_t f32_to_half(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    int e = (int)((u >> 23) & 0xFF) - 127 + 15;
+    return (uint16_t)((u >> 16 & 0x8000) | (e << 10) | (u >> 13 & 0x3FF));
+}
+
 static void test_matvec_by_hand(void) {
     float w[6] = {1, 2, 3, 4, 5, 6}, x[3] = {1, 0.5f, -1}, y[2];
-    Tensor t = {.data = w, .type = WEIGHT_F32, .rows = 2, .cols = 3};
-    matmul(y, &t, x, 1, NULL, NULL);
-    CHECK(y[0] == -1.0f && y[1] == 0.5f, "f32: %g %g, want -1 0.5", y[0], y[1]);
+    for (int packed = 0; packed <= 1; packed++) {
+        Tensor t = {.data = w, .type = WEIGHT_F32, .rows = 2, .cols = 3};
+        void *mem = packed ? pack(&t) : NULL;
+        run_matmul(y, &t, x, 1, 0);
+        CHECK(y[0] == -1.0f && y[1] == 0.5f, "f32: %g %g, want -1 0.5", y[0], y[1]);
+        free(mem);
 
-    uint16_t wb[6]; /* small integers are exact in bf16 */
-    for (int i = 0; i < 6; i++) wb[i] = f32_to_bf16(w[i]);
-    Tensor tb = {.data = wb, .type = WEIGHT_BF16, .rows = 2, .cols = 3};
-    matmul(y, &tb, x, 1, NULL, NULL);
-    CHECK(y[0] == -1.0f && y[1] == 0.5f, "bf16: %g %g, want -1 0.5", y[0], y[1]);
+        uint16_t wb[6]; /* small integers are exact in bf16, and so are x's values */
+        for (int i = 0; i < 6; i++) wb[i] = f32_to_bf16(w[i]);
+        Tensor tb = {.data = wb, .type = WEIGHT_BF16, .rows = 2, .cols = 3};
+        mem = packed ? pack(&tb) : NULL;
+        run_matmul(y, &tb, x, 1, 0);
+        CHECK(y[0] == -1.0f && y[1] == 0.5f, "bf16: %g %g, want -1 0.5", y[0], y[1]);
+        free(mem);
+    }
 
     /* Q8_0, group 32, one group per row: weights q * 0.5; x's max 1 maps to 127 and 0.5 to
      * 63.5, which rounds to 64: x becomes 1, 64/127, -1. */
     int8_t wq[6] = {2, 4, 6, 8, 10, 12};
     float ws[2] = {0.5f, 0.5f};
-    int8_t xq[3];
-    float xs[1];
     Tensor tq = {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = 32, .rows = 2,
                  .cols = 3};
-    matmul(y, &tq, x, 1, xq, xs);
-    CHECK(xq[0] == 127 && xq[1] == 64 && xq[2] == -127, "xq = %d %d %d", xq[0], xq[1], xq[2]);
+    run_matmul(y, &tq, x, 1, 0);
     float want0 = (2 * 127 + 4 * 64 - 6 * 127) * 0.5f / 127.0f;
     float want1 = (8 * 127 + 10 * 64 - 12 * 127) * 0.5f / 127.0f;
     CHECK(close_to(y[0], want0, 1e-6f) && close_to(y[1], want1, 1e-6f),
           "q8: %g %g, want %g %g", y[0], y[1], want0, want1);
+
+    /* Q4_0: one row of 40 weights, two blocks (d = 0.5 and 0.25; byte i low nibble = weight
+     * i, high nibble = weight i + 16): the first block all nibble 9 (+0.5) but weight 16
+     * nibble 0 (-4); the second block's 8 weights nibble 6 (-0.5), its padding nibble 8. x is
+     * 1 everywhere (each value quantized to 127, scale 1/127). */
+    uint8_t q4[36] = {0};
+    uint16_t d0 = f32_to_half(0.5f), d1 = f32_to_half(0.25f);
+    q4[0] = (uint8_t)d0, q4[1] = (uint8_t)(d0 >> 8);
+    q4[18] = (uint8_t)d1, q4[19] = (uint8_t)(d1 >> 8);
+    for (int i = 0; i < 16; i++) q4[2 + i] = 0x99, q4[20 + i] = i < 8 ? 0x86 : 0x88;
+    q4[2] = 0x09; /* weight 16: nibble 0 */
+    float ones[40], y4[1];
+    for (int i = 0; i < 40; i++) ones[i] = 1.0f;
+    Tensor t4 = {.data = q4, .type = WEIGHT_Q4_0, .group_size = 32, .rows = 1, .cols = 40};
+    float want = 31 * 0.5f + -4.0f + 8 * -0.5f; /* 7.5 */
+    for (int packed = 0; packed <= 1; packed++) {
+        void *mem = packed ? pack(&t4) : NULL;
+        run_matmul(y4, &t4, ones, 1, 0);
+        CHECK(close_to(y4[0], want, 1e-5f), "q4_0: %g, want %g", y4[0], want);
+        free(mem);
+    }
+    float row[40];
+    weight_q4_0.dequantize_row(row, &t4, 0);
+    CHECK(row[0] == 0.5f && row[16] == -4.0f && row[32] == -0.5f && row[39] == -0.5f,
+          "q4_0 dequantized: %g %g %g %g", row[0], row[16], row[32], row[39]);
 }
 
 /* The fast quantizer must agree bit for bit with the reference, ties and all. */
@@ -202,17 +263,17 @@ static void test_quantize_q8(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* Every fast path against the reference, on sizes that leave partial vectors everywhere */
 
-static const int ROWS[] = {1, 3, 4, 5, 37, 70};
-static const int COLS[] = {1, 7, 16, 17, 64, 100, 172, 291};
-static const int TOKENS[] = {1, 2, 3, 5, 7, 11};
+static const int ROWS[] = {1, 5, 17, 33, 70};
+static const int COLS[] = {1, 7, 17, 33, 100, 291};
+/* chunks of one token, a tile's width (8), one more, and past a second tile */
+static const int TOKENS[] = {1, 2, 8, 9, 19};
 
-/* The fast kernels sum in a different order than the reference, so they may differ by float
+/* The kernels that sum in another order than the reference may differ from it by float
  * rounding: a few ulps of the sum of |terms|. 1e-5 of that sum is ample for sums of up to a
  * few hundred terms and far below any real bug. */
 #define SUM_TOLERANCE 1e-5f
 
-/* Compares y (n, rows) with n reference matvecs (computed here); mag (n, rows) is the sum of
- * |terms| of each output. Returns the number of outputs out of tolerance. */
+/* The number of the count outputs y further than tolerance x mag from ref. */
 static int compare(const float *y, const float *ref, const float *mag, int count) {
     int bad = 0;
     for (int i = 0; i < count; i++)
@@ -220,142 +281,231 @@ static int compare(const float *y, const float *ref, const float *mag, int count
     return bad;
 }
 
-/* f32 and bf16 weights against their plain references. bf16 weights are random floats
- * rounded to bf16, and w holds them widened back (exactly), for the sums of |terms|. */
-static void test_matmul_float_types_vs_ref(void) {
-    for (int bf16 = 0; bf16 <= 1; bf16++)
+/* The number of outputs whose bits differ (NaN equal to NaN). */
+static int differ(const float *y, const float *ref, int count) {
+    int bad = 0;
+    for (int i = 0; i < count; i++)
+        bad += memcmp(&y[i], &ref[i], 4) != 0 && !(isnan(y[i]) && isnan(ref[i]));
+    return bad;
+}
+
+/* A weight matrix of any type with random weights, and what it owns. */
+typedef struct {
+    Tensor t;
+    void *data, *scales, *packed;
+    float *values; /* (rows, cols) the weights as floats, for the sums of |terms| */
+} TestMatrix;
+
+/* kind: WEIGHT_* type; gs: Q8_0's group size; tiny: for bf16, weights and activations near
+ * and below the smallest normal float (denormal products and sums). */
+static TestMatrix test_matrix(int kind, int gs, int rows, int cols, int tiny) {
+    TestMatrix m = {.t = {.type = kind, .rows = rows, .cols = cols}};
+    size_t n = (size_t)rows * cols;
+    m.values = random_floats(n);
+    if (kind == WEIGHT_F32) {
+        m.data = m.values, m.values = malloc(n * sizeof(float));
+        memcpy(m.values, m.data, n * sizeof(float));
+    } else if (kind == WEIGHT_BF16) {
+        uint16_t *w = m.data = malloc(n * sizeof(uint16_t));
+        for (size_t i = 0; i < n; i++) {
+            w[i] = f32_to_bf16(m.values[i] * (tiny && i % 3 == 0 ? 1e-19f : 1.0f));
+            if (tiny && i % 11 == 0) w[i] = (uint16_t)(w[i] & 0x807F); /* denormal */
+            m.values[i] = bf16_to_f32(w[i]);
+        }
+    } else if (kind == WEIGHT_Q8_0) {
+        int groups = (cols + gs - 1) / gs;
+        int8_t *q = m.data = malloc(n);
+        float *s = m.scales = malloc(sizeof(float) * rows * groups);
+        for (size_t i = 0; i < n; i++) q[i] = (int8_t)((int)(next_u32() % 255) - 127);
+        for (int i = 0; i < rows * groups; i++) s[i] = 0.01f + 0.01f * (uniform() + 1);
+        for (size_t i = 0; i < n; i++) m.values[i] = q[i] * s[i / cols * groups + i % cols / gs];
+        m.t.scales = s, m.t.group_size = gs;
+    } else { /* Q4_0: random nibbles, scales of 2^-7 .. 2^-4 */
+        int blocks = (cols + 31) / 32;
+        uint8_t *b = m.data = malloc((size_t)rows * blocks * 18);
+        for (size_t i = 0; i < (size_t)rows * blocks * 18; i++) b[i] = (uint8_t)next_u32();
+        for (int i = 0; i < rows * blocks; i++) {
+            float d = (1.0f + (next_u32() % 1000) / 1000.0f) / (float)(8 << next_u32() % 4);
+            uint16_t h = f32_to_half(d);
+            b[18 * i] = (uint8_t)h, b[18 * i + 1] = (uint8_t)(h >> 8);
+        }
+        m.t.group_size = 32;
+        m.t.data = m.data;
+        for (int r = 0; r < rows; r++)
+            weight_q4_0.dequantize_row(m.values + (size_t)r * cols, &m.t, r);
+    }
+    m.t.data = m.data;
+    return m;
+}
+
+static void free_matrix(TestMatrix *m) {
+    free(m->data), free(m->scales), free(m->packed), free(m->values);
+}
+
+static const char *type_name(const Tensor *t) { return weight_type(t->type)->name; }
+
+/* Whether this build's product of t gives the reference's bits: all but the plain build's
+ * f32 (no FMA to count on) and Q8_0 in its stored layout on AVX2 (sums across lanes). */
+static int exact_path(const Tensor *t) {
+    const char *isa = weight_type(t->type)->isa;
+    if (t->type == WEIGHT_F32) return strcmp(isa, "plain") != 0;
+    if (t->type == WEIGHT_Q8_0) return t->packed || !strcmp(isa, "plain");
+    return 1;
+}
+
+/* matmul against matmul_ref for n tokens of x: bit for bit where the path is exact, else
+ * within the tolerance; and a chunk gives what its tokens give one at a time, bit for bit. */
+static void check_matmul(const TestMatrix *m, const float *x, int n, const char *what) {
+    const Tensor *t = &m->t;
+    int rows = t->rows, cols = t->cols;
+    float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
+    float *one = malloc(sizeof(float) * rows), *mag = calloc((size_t)n * rows, sizeof(float));
+    run_matmul(y, t, x, n, 0);
+    run_matmul(ref, t, x, n, 1);
+    if (exact_path(t)) {
+        int bad = differ(y, ref, n * rows);
+        CHECK(bad == 0, "%s %s rows %d cols %d tokens %d: %d outputs not the reference's",
+              type_name(t), what, rows, cols, n, bad);
+    } else {
+        for (int k = 0; k < n; k++)
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++)
+                    mag[k * rows + i] += fabsf(m->values[(size_t)i * cols + j] * x[k * cols + j]);
+        int bad = compare(y, ref, mag, n * rows);
+        CHECK(bad == 0, "%s %s rows %d cols %d tokens %d: %d outputs differ", type_name(t),
+              what, rows, cols, n, bad);
+    }
+    int same = 1;
+    for (int k = 0; k < n && n > 1; k++) {
+        run_matmul(one, t, x + (size_t)k * cols, 1, 0);
+        same &= memcmp(one, y + (size_t)k * rows, sizeof(float) * rows) == 0;
+    }
+    CHECK(same, "%s %s rows %d cols %d: a chunk of %d tokens differs from single tokens",
+          type_name(t), what, rows, cols, n);
+    free(y), free(ref), free(one), free(mag);
+}
+
+static void test_matmul_vs_ref(void) {
+    static const int KINDS[][2] = {{WEIGHT_F32, 0}, {WEIGHT_BF16, 0}, {WEIGHT_Q8_0, 32},
+                                   {WEIGHT_Q8_0, 64}, {WEIGHT_Q8_0, 48}, {WEIGHT_Q4_0, 32}};
+    for (int k = 0; k < COUNT(KINDS); k++)
         for (int a = 0; a < COUNT(ROWS); a++)
             for (int b = 0; b < COUNT(COLS); b++)
                 for (int c = 0; c < COUNT(TOKENS); c++) {
                     int rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
-                    float *w = random_floats((size_t)rows * cols);
-                    float *x = random_floats((size_t)n * cols);
-                    uint16_t *wb = malloc(sizeof(uint16_t) * rows * cols);
-                    for (int i = 0; i < rows * cols; i++) {
-                        wb[i] = f32_to_bf16(w[i]);
-                        if (bf16) w[i] = bf16_to_f32(wb[i]);
-                    }
-                    float *y = malloc(sizeof(float) * n * rows);
-                    float *ref = malloc(sizeof(float) * n * rows);
-                    float *mag = calloc((size_t)n * rows, sizeof(float));
-                    Tensor t = {.data = bf16 ? (void *)wb : (void *)w,
-                                .type = bf16 ? WEIGHT_BF16 : WEIGHT_F32, .rows = rows, .cols = cols};
-                    matmul(y, &t, x, n, NULL, NULL);
-                    matmul_ref(ref, &t, x, n, NULL, NULL);
-                    for (int k = 0; k < n; k++) {
-                        const float *xk = x + (size_t)k * cols;
-                        for (int i = 0; i < rows; i++)
-                            for (int j = 0; j < cols; j++)
-                                mag[k * rows + i] += fabsf(w[i * cols + j] * xk[j]);
-                    }
-                    int bad = compare(y, ref, mag, n * rows);
-                    CHECK(bad == 0, "%s rows %d cols %d tokens %d: %d outputs differ",
-                          bf16 ? "bf16" : "f32", rows, cols, n, bad);
-                    if (!bf16) { /* the serial matvec of attention: matmul's sums, bit for bit */
-                        float *v = malloc(sizeof(float) * rows);
-                        matvec_f32(v, w, x, rows, cols);
-                        CHECK(memcmp(v, y, sizeof(float) * rows) == 0, "matvec_f32 rows %d cols %d",
-                              rows, cols);
-                        free(v);
-                    }
-                    free(w), free(wb), free(x), free(y), free(ref), free(mag);
-                }
-}
-
-/* The rearranged copy of a Q8_0 matrix on VNNI builds (which must make one), or NULL. Free
- * it when done with the tensor. */
-static void *pack(Tensor *t) {
-    const WeightType *type = weight_type(t->type);
-    size_t size = type->packed_size(t);
-    CHECK(size > 0 || !strstr(type->isa, "vnni"), "a VNNI build did not pack");
-    void *mem = NULL;
-    if (size > 0 && posix_memalign(&mem, 64, size) == 0) type->pack(t, mem);
-    return mem;
-}
-
-static void test_matmul_q8_vs_ref(void) {
-    static const int GROUPS[] = {32, 64, 48}; /* 48: the AVX2 path falls back to the reference */
-    for (int gi = 0; gi < COUNT(GROUPS); gi++)
-        for (int a = 0; a < COUNT(ROWS); a++)
-            for (int b = 0; b < COUNT(COLS); b++)
-                for (int c = 0; c < COUNT(TOKENS); c++) {
-                    int gs = GROUPS[gi], rows = ROWS[a], cols = COLS[b], n = TOKENS[c];
-                    int groups = (cols + gs - 1) / gs;
-                    int8_t *w = malloc((size_t)rows * cols);
-                    float *ws = malloc(sizeof(float) * rows * groups);
-                    for (int i = 0; i < rows * cols; i++) w[i] = (int8_t)((int)(next_u32() % 255) - 127);
-                    for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f + 0.01f * (uniform() + 1);
+                    TestMatrix m = test_matrix(KINDS[k][0], KINDS[k][1], rows, cols, 0);
                     float *x = random_floats((size_t)n * cols);
                     if (cols > 40) /* a zero group: scale 0, must not turn into NaN */
-                        for (int j = 0; j < (gs < cols ? gs : cols); j++) x[j] = 0.0f;
-                    int8_t *xq = malloc((size_t)n * cols), *xq2 = malloc((size_t)n * cols);
-                    float *xs = malloc(sizeof(float) * n * groups), *xs2 = malloc(sizeof(float) * n * groups);
-                    float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
-                    float *mag = calloc((size_t)n * rows, sizeof(float));
-                    Tensor t = {.data = w, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs,
-                                .rows = rows, .cols = cols};
-                    matmul(y, &t, x, n, xq, xs);
-                    matmul_ref(ref, &t, x, n, xq2, xs2);
-                    for (int k = 0; k < n; k++) {
-                        int8_t *q = xq2 + (size_t)k * cols;
-                        float *s = xs2 + (size_t)k * groups;
-                        for (int i = 0; i < rows; i++)
-                            for (int j = 0; j < cols; j++)
-                                mag[k * rows + i] += fabsf(w[i * cols + j] * ws[i * groups + j / gs] *
-                                                           q[j] * s[j / gs]);
-                    }
-                    CHECK(memcmp(xq, xq2, (size_t)n * cols) == 0 &&
-                          memcmp(xs, xs2, sizeof(float) * n * groups) == 0,
-                          "group %d cols %d: matmul quantized x differently", gs, cols);
-                    int bad = compare(y, ref, mag, n * rows);
-                    CHECK(bad == 0, "group %d rows %d cols %d tokens %d: %d outputs differ", gs,
-                          rows, cols, n, bad);
-                    /* the rearranged weights of VNNI builds: each row adds up its groups in
-                     * the reference's order, so the numbers are the reference's, bit for bit */
-                    void *packed = pack(&t);
-                    if (packed) {
-                        matmul(y, &t, x, n, xq, xs);
-                        CHECK(memcmp(y, ref, sizeof(float) * n * rows) == 0,
-                              "packed: group %d rows %d cols %d tokens %d: not the reference's",
-                              gs, rows, cols, n);
-                        free(packed);
-                    }
-                    free(w), free(ws), free(x), free(xq), free(xq2), free(xs), free(xs2);
-                    free(y), free(ref), free(mag);
+                        for (int j = 0; j < 32; j++) x[j] = 0.0f;
+                    check_matmul(&m, x, n, "stored");
+                    m.packed = pack(&m.t);
+                    if (m.packed) check_matmul(&m, x, n, "packed");
+                    free_matrix(&m);
+                    free(x);
                 }
 }
 
-/* A chunk of tokens must give exactly what the tokens give one at a time: that is what makes
- * batched prefill agree with token-by-token decoding. */
-static void test_matmul_chunk_equals_single(void) {
-    int rows = 37, cols = 291, n = 7, gs = 32, groups = (cols + gs - 1) / gs;
-    float *w = random_floats((size_t)rows * cols), *x = random_floats((size_t)n * cols);
-    uint16_t *wb = malloc(sizeof(uint16_t) * rows * cols);
-    int8_t *wq = malloc((size_t)rows * cols), *xq = malloc((size_t)n * cols);
-    float *ws = malloc(sizeof(float) * rows * groups), *xs = malloc(sizeof(float) * n * groups);
-    for (int i = 0; i < rows * cols; i++) {
-        wb[i] = f32_to_bf16(w[i]);
-        wq[i] = (int8_t)((int)(next_u32() % 255) - 127);
+/* A random float of magnitude about 2^-lo .. 2^-hi, either sign (denormal below 2^-126). */
+static float tiny_float(int lo, int hi) {
+    int k = hi + (int)(next_u32() % (uint32_t)(lo - hi + 1));
+    return ldexpf(uniform() + (next_u32() & 1 ? 1.0f : -1.0f), -k);
+}
+
+/* bf16 where vdpbf16ps's rounding and flushing show: weights and activations whose products
+ * and sums fall near and below the smallest normal float (2^-126), some denormal weights and
+ * activations (read as zero), mixed with ordinary values in other rows and tokens; chunk sizes
+ * past a tile, and a matrix big enough to be shared among threads. */
+static void test_matmul_bf16_edges(void) {
+    static const int SHAPES[][3] = {{37, 291, 11}, {70, 64, 3}, {300, 700, 9}};
+    for (int s = 0; s < COUNT(SHAPES); s++) {
+        int rows = SHAPES[s][0], cols = SHAPES[s][1], n = SHAPES[s][2];
+        TestMatrix m = test_matrix(WEIGHT_BF16, 0, rows, cols, 0);
+        uint16_t *w = m.data;
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++) {
+                size_t i = (size_t)r * cols + j;
+                if (r % 4 == 0) w[i] = f32_to_bf16(tiny_float(76, 62));
+                if (r % 4 == 1) w[i] = f32_to_bf16(tiny_float(64, 62));
+                if (j % 17 == 5) w[i] = (uint16_t)(next_u32() & 0x807F); /* denormal */
+                m.values[i] = bf16_to_f32(w[i]);
+            }
+        float *x = random_floats((size_t)n * cols);
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < cols; j++) {
+                float *v = &x[(size_t)t * cols + j];
+                if (t % 3 == 0) *v = tiny_float(76, 62);
+                if (t % 3 == 1) *v = tiny_float(64, 62);
+                if (j % 13 == 3) *v = tiny_float(130, 127); /* below and around 2^-126 */
+            }
+        check_matmul(&m, x, n, "tiny");
+        m.packed = pack(&m.t);
+        if (m.packed) check_matmul(&m, x, n, "packed, tiny");
+        free_matrix(&m);
+        free(x);
     }
-    for (int i = 0; i < rows * groups; i++) ws[i] = 0.01f;
-    Tensor tensors[4] = {
-        {.data = w, .type = WEIGHT_F32, .rows = rows, .cols = cols},
-        {.data = wb, .type = WEIGHT_BF16, .rows = rows, .cols = cols},
-        {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs, .rows = rows, .cols = cols},
-        {.data = wq, .scales = ws, .type = WEIGHT_Q8_0, .group_size = gs, .rows = rows, .cols = cols}};
-    void *packed = pack(&tensors[3]);
-    float *chunk = malloc(sizeof(float) * n * rows), *one = malloc(sizeof(float) * rows);
-    for (int k = 0; k < 4; k++) {
-        matmul(chunk, &tensors[k], x, n, xq, xs);
-        int same = 1;
-        for (int t = 0; t < n; t++) {
-            matmul(one, &tensors[k], x + (size_t)t * cols, 1, xq, xs);
-            same &= memcmp(one, chunk + (size_t)t * rows, sizeof(float) * rows) == 0;
+}
+
+/* Every type on a matrix large enough to be shared among the threads, in units of rows by
+ * token groups: the threads must not change a bit. */
+static void test_matmul_threads(void) {
+    static const int KINDS[][2] = {{WEIGHT_F32, 0}, {WEIGHT_BF16, 0}, {WEIGHT_Q8_0, 64},
+                                   {WEIGHT_Q4_0, 32}};
+    for (int k = 0; k < COUNT(KINDS); k++) {
+        int rows = 300, cols = 700, n = 21;
+        TestMatrix m = test_matrix(KINDS[k][0], KINDS[k][1], rows, cols, 0);
+        float *x = random_floats((size_t)n * cols);
+        m.packed = pack(&m.t);
+        check_matmul(&m, x, n, m.packed ? "packed, shared" : "shared");
+        free_matrix(&m);
+        free(x);
+    }
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+/* The activations' rounding as the reference states it, against vcvtne2ps2bf16 itself: a
+ * one-column bf16 matrix of weight 1 gives each activation's rounded value (the reference's
+ * sum of one exact product). Random bit patterns, and values near every exponent, zeros,
+ * denormals, infinities and NaN. */
+static void test_bf16_rounding_vs_instruction(void) {
+    uint16_t one = f32_to_bf16(1.0f);
+    Tensor t = {.data = &one, .type = WEIGHT_BF16, .rows = 1, .cols = 1};
+    int bad = 0, n = 1 << 16;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) {
+        uint32_t u = i < n / 2 ? next_u32()
+                               : (next_u32() & 0x807FFFFFu) | (uint32_t)(i % 256) << 23;
+        memcpy(&x[i], &u, 4);
+    }
+    run_matmul(y, &t, x, n, 1);
+    for (int i = 0; i < n; i += 32) {
+        uint16_t h[32];
+        _mm512_storeu_si512(h, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16),
+                                                            _mm512_loadu_ps(x + i)));
+        for (int k = 0; k < 32; k++) { /* (a zero of either sign: +0 + -0 is +0) */
+            float want = bf16_to_f32(h[k]);
+            bad += !(want == y[i + k] || (isnan(want) && isnan(y[i + k])));
         }
-        CHECK(same, "weight type %d: a chunk of %d tokens differs from single tokens", k, n);
     }
-    free(packed);
-    free(w), free(x), free(wb), free(wq), free(xq), free(ws), free(xs), free(chunk), free(one);
+    CHECK(bad == 0, "%d of %d activations rounded otherwise than vcvtne2ps2bf16", bad, n);
+    free(x), free(y);
+}
+#endif
+
+/* Attention's scores: the rows of the cache summed in lanes, within the tolerance. */
+static void test_matvec_f32_vs_ref(void) {
+    for (int a = 0; a < COUNT(ROWS); a++)
+        for (int b = 0; b < COUNT(COLS); b++) {
+            int rows = ROWS[a], cols = COLS[b];
+            float *w = random_floats((size_t)rows * cols), *x = random_floats(cols);
+            float *y = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
+            float *mag = calloc(rows, sizeof(float));
+            matvec_f32(y, w, x, rows, cols);
+            matvec_f32_ref(ref, w, x, rows, cols);
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++) mag[i] += fabsf(w[(size_t)i * cols + j] * x[j]);
+            CHECK(compare(y, ref, mag, rows) == 0, "rows %d cols %d", rows, cols);
+            free(w), free(x), free(y), free(ref), free(mag);
+        }
 }
 
 static void test_vecmat_vs_ref(void) {
@@ -718,8 +868,10 @@ static void test_evict(void) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* --bench: bf16 by widening to f32 (what matmul does) vs vdpbf16ps, which rounds the
- * activations to bf16 first. One thread, one matrix, best of several runs. */
+/* --bench: each weight type's kernels alone, packed as the engine packs them: a 64-token
+ * chunk through a 2048 x 768 matrix (the arithmetic: weights and activations in the cache),
+ * and one token through 32000 x 768 (decoding: the weights streamed from memory). Best of
+ * several runs, on the threads OpenMP gives. */
 
 static double now(void) {
     struct timespec ts;
@@ -727,58 +879,35 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-#include <immintrin.h>
-/* y = W x with W bf16 (rows, cols), cols a multiple of 32, via vdpbf16ps. */
-static void matvec_dpbf16(float *y, const uint16_t *w, const float *x, uint16_t *xb, int rows,
-                          int cols) {
-    for (int j = 0; j < cols; j += 32) /* the activations to bf16, once per matvec */
-        _mm512_storeu_si512(xb + j, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16),
-                                                                 _mm512_loadu_ps(x + j)));
-    for (int i = 0; i < rows; i++) {
-        __m512 acc = _mm512_setzero_ps();
-        const uint16_t *row = w + (size_t)i * cols;
-        for (int j = 0; j < cols; j += 32)
-            acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(row + j),
-                                   (__m512bh)_mm512_loadu_si512(xb + j));
-        y[i] = _mm512_reduce_add_ps(acc);
-    }
-}
-#endif
-
 static void bench(void) {
-    static const int shapes[][2] = {{2048, 768}, {32000, 768}};
-    for (int s = 0; s < 2; s++) {
-        int rows = shapes[s][0], cols = shapes[s][1];
-        uint16_t *w = malloc(sizeof(uint16_t) * rows * cols), *xb = malloc(sizeof(uint16_t) * cols);
-        for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = f32_to_bf16(uniform() * 0.05f);
-        float *x = random_floats(cols), *y = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
-        Tensor t = {.data = w, .type = WEIGHT_BF16, .rows = rows, .cols = cols};
-        matmul_ref(ref, &t, x, 1, NULL, NULL);
-        double best = 1e9, err = 0;
-        for (int rep = 0; rep < 20; rep++) {
-            double t0 = now();
-            matmul(y, &t, x, 1, NULL, NULL);
-            best = fmin(best, now() - t0);
+    static const int KINDS[][2] = {{WEIGHT_F32, 0}, {WEIGHT_BF16, 0}, {WEIGHT_Q8_0, 64},
+                                   {WEIGHT_Q4_0, 32}};
+    printf("kernels: %s\n", matmul_isa());
+    for (int k = 0; k < COUNT(KINDS); k++)
+        for (int decode = 0; decode <= 1; decode++) {
+            int rows = decode ? 32000 : 2048, cols = 768, n = decode ? 1 : 64;
+            TestMatrix m = test_matrix(KINDS[k][0], KINDS[k][1], rows, cols, 0);
+            m.packed = pack(&m.t);
+            float *x = random_floats((size_t)n * cols), *y = malloc(sizeof(float) * n * rows);
+            void *scratch = NULL;
+            size_t bytes = matmul_scratch_bytes(&m.t, n);
+            if (bytes && posix_memalign(&scratch, 64, bytes) != 0) abort();
+            double best = 1e9;
+            for (int rep = 0; rep < (decode ? 30 : 10); rep++) {
+                double t0 = now();
+                matmul(y, &m.t, x, n, scratch);
+                best = fmin(best, now() - t0);
+            }
+            size_t stored = weight_type(m.t.type)->file_bytes(rows, cols, m.t.group_size);
+            if (decode)
+                printf("bench %-5s decode  %5d x %d: %8.1f us, %6.1f GB/s of weights\n",
+                       type_name(&m.t), rows, cols, best * 1e6, stored / best / 1e9);
+            else
+                printf("bench %-5s prefill %5d x %d x %d: %8.1f us, %6.1f G multiply-adds/s\n",
+                       type_name(&m.t), rows, cols, n, best * 1e6,
+                       (double)rows * cols * n / best / 1e9);
+            free_matrix(&m), free(x), free(y), free(scratch);
         }
-        for (int i = 0; i < rows; i++) err = fmax(err, fabsf(y[i] - ref[i]));
-        double gbs = rows * (double)cols * 2 / best / 1e9;
-        printf("bench bf16 widen+fma rows=%d cols=%d: %.1f us, %.1f GB/s, max|err| %.2g\n", rows,
-               cols, best * 1e6, gbs, err);
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-        best = 1e9, err = 0;
-        for (int rep = 0; rep < 20; rep++) {
-            double t0 = now();
-            matvec_dpbf16(y, w, x, xb, rows, cols);
-            best = fmin(best, now() - t0);
-        }
-        for (int i = 0; i < rows; i++) err = fmax(err, fabsf(y[i] - ref[i]));
-        gbs = rows * (double)cols * 2 / best / 1e9;
-        printf("bench bf16 vdpbf16ps  rows=%d cols=%d: %.1f us, %.1f GB/s, max|err| %.2g\n", rows,
-               cols, best * 1e6, gbs, err);
-#endif
-        free(w), free(xb), free(x), free(y), free(ref);
-    }
 }
 
 int main(int argc, char **argv) {
@@ -793,9 +922,13 @@ int main(int argc, char **argv) {
     test_exp_kernels_vs_ref();
     test_quantize_q8();
     test_quantize_q8_vs_ref();
-    test_matmul_float_types_vs_ref();
-    test_matmul_q8_vs_ref();
-    test_matmul_chunk_equals_single();
+    test_matmul_vs_ref();
+    test_matmul_bf16_edges();
+    test_matmul_threads();
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+    test_bf16_rounding_vs_instruction();
+#endif
+    test_matvec_f32_vs_ref();
     test_vecmat_vs_ref();
     test_rope();
     test_attention_by_hand();
