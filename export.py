@@ -2,7 +2,7 @@
 """Converts a checkpoint into the engine's own model file (TLLM, see models/FORMAT.md).
 
 Usage:
-  export.py OUT.bin SOURCE [--dtype f32|bf16|q8_0] [--group-size 32|64] [--seq-len N]
+  export.py OUT.bin SOURCE [--dtype f32|bf16|q8_0|q4_0] [--group-size 32|64] [--seq-len N]
                            [--seed N] [--template NAME]
 
 SOURCE is one of:
@@ -17,12 +17,12 @@ SOURCE is one of:
                                --tokenizer tokenizer.bin (default: tok<vocab>.bin or tokenizer.bin
                                next to the checkpoint, whichever has exactly vocab_size pieces)
   --gguf FILE.gguf             a llama.cpp GGUF file (version 2 or 3) of architecture llama,
-                               qwen2 or qwen3 with F32, F16, BF16 or Q8_0 tensors and its
+                               qwen2 or qwen3 with F32, F16, BF16, Q8_0 or Q4_0 tensors and its
                                SentencePiece-style (llama) vocabulary or its byte-level BPE
                                (gpt2) one, whose tokenizer.ggml.pre must be gpt-2, llama-bpe,
                                qwen2 or smollm; EOS, EOT and EOM ids and the chat template from
                                its metadata; without --dtype every matrix keeps its type (F16
-                               widened to f32, Q8_0 copied exactly)
+                               widened to f32, Q8_0 and Q4_0 copied exactly)
   --pt FILE.pt --tokenizer T   a llama2.c training checkpoint (needs PyTorch); T is a
                                tokenizer.bin or a sentencepiece .model
   --random SHAPE               random weights: 260K, 15M, 42M, 110M, 135M, TL7, the family
@@ -39,8 +39,11 @@ SOURCE is one of:
 
 Options:
   --dtype       how weight matrices are stored: f32 (default), bf16 (the upper half of each
-                float32, rounded to nearest even) or q8_0 (int8 with one float32 scale per group
-                of --group-size weights along a row). Norm weights always stay f32.
+                float32, rounded to nearest even), q8_0 (int8 with one float32 scale per group
+                of --group-size weights along a row) or q4_0 (llama.cpp's 4-bit blocks of 32,
+                each scale chosen by least squares; the token embedding stays q8_0). Norm
+                weights always stay f32.
+  --tensor-dtype PATTERN=DTYPE  another type for the matrices whose names match (repeatable).
   --group-size  Q8_0 group size. Default: 64 when every matrix width (dim, hidden_dim and
                 n_heads * head_size) is a multiple of 64, else 32. A row whose width is not a
                 multiple ends with a shorter group (models/FORMAT.md).
@@ -78,7 +81,7 @@ V1_HEADER_SIZE = 256
 V1_HEADER_FORMAT = "<4s9I2fI2i5I4Q"  # every field up to file_size; zero padding follows
 ALIGN = 64
 MAX_EOS = 8  # the loader's CONFIG_MAX_EOS
-WEIGHT_TYPES = {"f32": 0, "bf16": 1, "q8_0": 2}
+WEIGHT_TYPES = {"f32": 0, "bf16": 1, "q8_0": 2, "q4_0": 3}
 # chat.h's TEMPLATE_* numbers; a version-1 file holds the first four only
 TEMPLATES = {"none": 0, "llama2": 1, "chatml": 2, "zephyr": 3, "llama3": 4, "llama3.1": 5,
              "llama3.2": 6, "qwen2.5": 7, "qwen3": 8, "smollm2": 9}
@@ -273,6 +276,73 @@ def to_q8_0(x, group_size):
     return np.ascontiguousarray(q), scales
 
 
+# Q4_0 as llama.cpp stores it (ggml's block_q4_0): per 32 weights along a row an fp16 scale d
+# and 16 bytes, byte i holding weight i in its low nibble and weight i + 16 in its high one; a
+# weight is (nibble - 8) d.
+Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+# How to_q4_0 tries scales: -(8 + k / 10) / max over a block, k = -Q4_0_TRIES .. Q4_0_TRIES
+Q4_0_TRIES = 9
+
+
+def to_q4_0(x, rule="lsq"):
+    """(rows, cols) float32 -> (rows, ceil(cols / 32)) Q4_0_BLOCK blocks. A row whose width is
+    not a multiple of 32 is padded with zeros (which quantize to nibble 8, zero).
+
+    rule "llama": llama.cpp's quantize_row_q4_0_ref: d = m / -8, m the block's value of
+    largest magnitude (so m itself is exactly -8 d), nibble = min(15, trunc(x / d + 8.5)).
+    rule "lsq" (the default, models/FORMAT.md says why): a least-squares choice of d per block:
+    for each trial scale s = -(8 + k / 10) / m, the levels q = clamp(round(x s), -8, 7), and
+    for them the d that minimises the squared error, sum(x q) / sum(q q); the best trial wins,
+    and the levels are taken again for d as fp16 stores it."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, cols = x.shape
+    n_blocks = -(-cols // 32)
+    padded = np.zeros((rows, n_blocks * 32), dtype=np.float32)
+    padded[:, :cols] = x
+    g = padded.reshape(rows, n_blocks, 32)
+    at = np.abs(g).argmax(axis=2)[..., None]
+    m = np.take_along_axis(g, at, axis=2)[..., 0]  # signed, largest magnitude
+    if rule == "llama":
+        d = (m / np.float32(-8)).astype(np.float32)
+        inv = np.zeros_like(d)
+        np.divide(np.float32(1), d, out=inv, where=d != 0)
+        nib = np.minimum(15, (g * inv[..., None] + np.float32(8.5)).astype(np.int8))
+        d16 = d.astype(np.float16)
+    else:
+        best_score = np.full(m.shape, -1.0)
+        best_d = np.zeros(m.shape, dtype=np.float64)
+        safe_m = np.where(m != 0, m, 1).astype(np.float64)
+        g64 = g.astype(np.float64)
+        for k in range(-Q4_0_TRIES, Q4_0_TRIES + 1):
+            s = -(8 + k / 10) / safe_m
+            q = np.clip(np.rint(g64 * s[..., None]), -8, 7)
+            sum_xq, sum_qq = (g64 * q).sum(axis=2), (q * q).sum(axis=2)
+            # the squared error of the best d for q is sum(x x) - sum(x q)^2 / sum(q q)
+            score = np.divide(sum_xq * sum_xq, sum_qq, out=np.zeros_like(sum_xq),
+                              where=sum_qq > 0)
+            better = score > best_score
+            best_score = np.where(better, score, best_score)
+            best_d = np.where(better, np.divide(sum_xq, sum_qq, out=np.zeros_like(sum_xq),
+                                                where=sum_qq > 0), best_d)
+        d16 = best_d.astype(np.float16)
+        d = d16.astype(np.float64)
+        q = np.divide(g64, d[..., None], out=np.zeros_like(g64), where=d[..., None] != 0)
+        nib = (np.clip(np.rint(q), -8, 7) + 8).astype(np.int8)
+    nib = nib.astype(np.uint8)
+    blocks = np.zeros((rows, n_blocks), dtype=Q4_0_BLOCK)
+    blocks["d"] = d16
+    blocks["qs"] = nib[..., :16] | (nib[..., 16:] << 4)
+    return blocks
+
+
+def q4_0_values(blocks, cols):
+    """The float32 values of (rows, n) Q4_0 blocks, the first cols of each row."""
+    qs = blocks["qs"].astype(np.int16)
+    q = np.concatenate([qs & 15, qs >> 4], axis=2) - 8
+    w = q.astype(np.float32) * blocks["d"].astype(np.float32)[..., None]
+    return w.reshape(blocks.shape[0], -1)[:, :cols]
+
+
 def choose_group_size(cfg, requested):
     """The Q8_0 group size: the requested one, else 64 when every matrix width (dim,
     hidden_dim, n_heads * head_size) is a multiple of 64, else 32. A width that is not a
@@ -331,7 +401,8 @@ def tensor_types(cfg, dtype, group_size, overrides):
     dtype unless a (glob pattern, dtype) of overrides names them (the last match wins)."""
     types = {}
     for name, shape, is_norm in tensor_layout(cfg):
-        chosen = dtype
+        # Q4_0 keeps the token embedding in Q8_0 (models/FORMAT.md says why)
+        chosen = "q8_0" if dtype == "q4_0" and name == "token_embedding" else dtype
         for pattern, override in overrides:
             if fnmatch.fnmatchcase(name, pattern):
                 chosen = override
@@ -339,6 +410,8 @@ def tensor_types(cfg, dtype, group_size, overrides):
             types[name] = (WEIGHT_TYPES["f32"], 0)
         elif chosen == "q8_0":
             types[name] = (WEIGHT_TYPES["q8_0"], choose_group_size(cfg, group_size))
+        elif chosen == "q4_0":
+            types[name] = (WEIGHT_TYPES["q4_0"], 32)
         else:
             types[name] = (WEIGHT_TYPES[chosen], 0)
     return types
@@ -351,6 +424,8 @@ def stored_size(shape, weight_type, group_size):
         return 4 * rows * cols
     if weight_type == WEIGHT_TYPES["bf16"]:
         return 2 * rows * cols
+    if weight_type == WEIGHT_TYPES["q4_0"]:
+        return Q4_0_BLOCK.itemsize * rows * -(-cols // 32)
     return -(-rows * cols // ALIGN) * ALIGN + 4 * rows * -(-cols // group_size)
 
 
@@ -432,6 +507,8 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
                                        f"the model's vocab_size {cfg.vocab_size}")
     layout = tensor_layout(cfg)
     types = tensor_types(cfg, dtype, group_size, overrides)
+    if format_version == 1 and any(t == WEIGHT_TYPES["q4_0"] for t, _ in types.values()):
+        raise ExportError(out_path, "version 1 files hold no Q4_0: use --format-version 2")
     if format_version == 1 and (overrides or len(cfg.eos_ids) > 1):
         raise ExportError(out_path, "version 1 files hold one weight type and one EOS")
     if format_version == 1 and (cfg.qkv_bias or cfg.qk_norm or cfg.rope_scaling or
@@ -527,6 +604,21 @@ def write_model(out_path, cfg, pieces, arrays, dtype="f32", group_size=None,
                overrides)
 
 
+@dataclass
+class Q4Blocks:
+    """A matrix a source already stores in Q4_0 (GGUF): (rows, ceil(cols / 32)) Q4_0_BLOCK
+    blocks. Written as they are (byte for byte) when the file's type for it is Q4_0."""
+    blocks: np.ndarray
+    cols: int
+
+    @property
+    def shape(self):
+        return (self.blocks.shape[0], self.cols)
+
+    def dequantize(self):
+        return q4_0_values(self.blocks, self.cols)
+
+
 def write_tensor(f, array, weight_type, group_size):
     """Writes one tensor in the given encoding (FORMAT.md, "How a tensor is stored"); a
     Quantized one of the same encoding exactly as it is, any other converted from its values."""
@@ -537,11 +629,18 @@ def write_tensor(f, array, weight_type, group_size):
             f.write(np.ascontiguousarray(array.scales, dtype="<f4").tobytes())
             return
         array = array.dequantize()
+    if isinstance(array, Q4Blocks):
+        if weight_type == WEIGHT_TYPES["q4_0"]:
+            f.write(np.ascontiguousarray(array.blocks).tobytes())
+            return
+        array = array.dequantize()
     x = np.ascontiguousarray(array, dtype="<f4")
     if weight_type == WEIGHT_TYPES["f32"]:
         f.write(x.tobytes())
     elif weight_type == WEIGHT_TYPES["bf16"]:
         f.write(to_bf16(x).astype("<u2").tobytes())
+    elif weight_type == WEIGHT_TYPES["q4_0"]:
+        f.write(to_q4_0(x).tobytes())
     else:
         q, scales = to_q8_0(x, group_size)
         f.write(q.tobytes())
@@ -1613,13 +1712,19 @@ def gguf_q8_0(raw, shape):
     return Quantized(q, blocks["scale"].astype(np.float32).reshape(rows, -1), 32)
 
 
+def gguf_q4_0(raw, shape):
+    """Blocks of 32 values along a row, ggml's block_q4_0: the engine's Q4_0, kept as blocks."""
+    rows = int(np.prod(shape[:-1]))
+    return Q4Blocks(np.frombuffer(raw, Q4_0_BLOCK).reshape(rows, -1), shape[-1])
+
+
 # ggml's tensor types: id -> (name, values per block, bytes per block, reader or None). Only
 # those with a reader are read; every other is refused by name. The dtype a read tensor keeps
 # when --dtype is not given is GGML_KEEP's.
 GGML_TYPES = {
     0: ("F32", 1, 4, gguf_f32), 1: ("F16", 1, 2, gguf_f16), 30: ("BF16", 1, 2, gguf_bf16),
-    8: ("Q8_0", 32, 34, gguf_q8_0),
-    2: ("Q4_0", 32, 18, None), 3: ("Q4_1", 32, 20, None), 6: ("Q5_0", 32, 22, None),
+    8: ("Q8_0", 32, 34, gguf_q8_0), 2: ("Q4_0", 32, 18, gguf_q4_0),
+    3: ("Q4_1", 32, 20, None), 6: ("Q5_0", 32, 22, None),
     7: ("Q5_1", 32, 24, None), 9: ("Q8_1", 32, 36, None), 10: ("Q2_K", 256, 84, None),
     11: ("Q3_K", 256, 110, None), 12: ("Q4_K", 256, 144, None), 13: ("Q5_K", 256, 176, None),
     14: ("Q6_K", 256, 210, None), 15: ("Q8_K", 256, 292, None), 16: ("IQ2_XXS", 256, 66, None),
@@ -1629,7 +1734,7 @@ GGML_TYPES = {
     26: ("I32", 1, 4, None), 27: ("I64", 1, 8, None), 28: ("F64", 1, 8, None),
     29: ("IQ1_M", 256, 56, None), 34: ("TQ1_0", 256, 54, None), 35: ("TQ2_0", 256, 66, None),
 }
-GGML_KEEP = {"F32": "f32", "F16": "f32", "BF16": "bf16", "Q8_0": "q8_0"}
+GGML_KEEP = {"F32": "f32", "F16": "f32", "BF16": "bf16", "Q8_0": "q8_0", "Q4_0": "q4_0"}
 
 
 class GgufFile:
@@ -1747,7 +1852,8 @@ class GgufFile:
         return [self.value(item, key, depth + 1) for _ in range(count)]
 
     def read(self, name):
-        """A tensor's values: float32, or Quantized for Q8_0; other types refused by name."""
+        """A tensor's values: float32, Quantized for Q8_0 or Q4Blocks for Q4_0; other types
+        refused by name."""
         type_name, shape, offset, nbytes = self.tensors[name]
         reader = next(t[3] for t in GGML_TYPES.values() if t[0] == type_name)
         if reader is None:
@@ -2055,7 +2161,7 @@ def load_gguf(path):
     def tensors():
         for name, shape, is_vector in tensor_layout(cfg):
             x = g.read(by_ours[name])
-            if is_vector and isinstance(x, Quantized):
+            if is_vector and isinstance(x, (Quantized, Q4Blocks)):
                 x = x.dequantize()
             if len(shape) == 1:
                 x = x.reshape(-1)
@@ -2093,6 +2199,8 @@ def permute_rows(x, order):
     straddle rows), so its q and scales move together."""
     if isinstance(x, Quantized):
         return Quantized(x.q[order], x.scales[order], x.group_size)
+    if isinstance(x, Q4Blocks):
+        return Q4Blocks(x.blocks[order], x.cols)
     return x[order]
 
 
@@ -2228,9 +2336,9 @@ def parse_args(argv):
         args.overrides.append((pattern, dtype))
     if args.overrides and args.format_version == 1:
         p.error("--tensor-dtype needs --format-version 2")
-    quantized = args.dtype == "q8_0" or any(d == "q8_0" for _, d in args.overrides)
+    quantized = args.dtype in ("q8_0", "q4_0") or any(d == "q8_0" for _, d in args.overrides)
     if args.group_size and not quantized and not args.gguf:
-        p.error("--group-size only applies to --dtype q8_0")
+        p.error("--group-size only applies to Q8_0 matrices (--dtype q8_0, or q4_0's embedding)")
     if (args.hf or args.gguf) and args.tokenizer:
         p.error("--hf and --gguf read the tokenizer from their source; drop --tokenizer")
     return args

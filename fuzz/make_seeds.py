@@ -64,11 +64,13 @@ def tllm_seeds(out):
                                 group_size, format_version=version, overrides=overrides)
         with open(path, "rb") as f:
             seeds.append(f.read()[4:])
-    path = os.path.join(out, "tiny_tllm_export.bin")
-    subprocess.run([sys.executable, os.path.join(HERE, "..", "export.py"), path, "--random",
-                    "8,12,1,2,1,259,8", "--seed", "1"], check=True, capture_output=True)
-    with open(path, "rb") as f:
-        seeds.append(f.read()[4:])
+    for dtype in ("f32", "q4_0"):
+        path = os.path.join(out, f"tiny_tllm_export_{dtype}.bin")
+        subprocess.run([sys.executable, os.path.join(HERE, "..", "export.py"), path, "--random",
+                        "8,12,1,2,1,259,8", "--seed", "1", "--dtype", dtype], check=True,
+                       capture_output=True)
+        with open(path, "rb") as f:
+            seeds.append(f.read()[4:])
     seeds.append(bpe_tllm_seed(out))
     return seeds
 

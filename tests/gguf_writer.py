@@ -2,12 +2,13 @@
 (magic, u32 version, u64 tensor count, u64 metadata count), typed key/value metadata, tensor
 infos (name, dimensions fastest-varying first, ggml type, offset), then the data from the next
 multiple of the alignment, each tensor aligned. Only what the tests need: scalars, strings,
-arrays of numbers and strings; F32, F16, BF16 and Q8_0 tensors, or raw bytes of any type."""
+arrays of numbers and strings; F32, F16, BF16, Q8_0 and Q4_0 tensors, or raw bytes of any
+type."""
 import struct
 
 import numpy as np
 
-F32, F16, Q8_0, Q4_K, BF16 = 0, 1, 8, 12, 30
+F32, F16, Q4_0, Q8_0, Q4_K, BF16 = 0, 1, 2, 8, 12, 30
 
 
 def _string(s):
@@ -46,6 +47,24 @@ def q8_0_blocks(x):
     return blocks.tobytes(), (q.astype(np.float32) * df).reshape(rows, cols)
 
 
+def q4_0_blocks(x):
+    """Q4_0 as ggml stores it (block_q4_0), with ggml's reference quantizer: per 32 values
+    along a row, m the value of largest magnitude, d = m / -8 as fp16, and 16 bytes whose
+    byte i holds min(15, trunc(x_i / d + 8.5)) in its low nibble and the same of x_{i+16} in
+    its high one. Returns (bytes, the values they stand for as float32: (nibble - 8) d)."""
+    rows, cols = x.shape
+    g = x.reshape(rows, cols // 32, 32).astype(np.float32)
+    m = np.take_along_axis(g, np.abs(g).argmax(axis=2)[..., None], axis=2)[..., 0]
+    d = (m / np.float32(-8)).astype(np.float32)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
+    nib = np.minimum(15, (g * inv[..., None] + np.float32(8.5)).astype(np.int32))
+    blocks = np.zeros((rows, cols // 32), dtype=[("d", "<f2"), ("qs", "u1", 16)])
+    blocks["d"] = d.astype(np.float16)
+    blocks["qs"] = (nib[..., :16] | nib[..., 16:] << 4).astype(np.uint8)
+    values = (nib - 8).astype(np.float32) * blocks["d"].astype(np.float32)[..., None]
+    return blocks.tobytes(), values.reshape(rows, cols)
+
+
 def encode(x, kind):
     """(bytes, the values stored as float32) of array x as ggml type kind."""
     x = np.asarray(x, np.float32)
@@ -57,6 +76,8 @@ def encode(x, kind):
     if kind == BF16:
         b = (x.view(np.uint32) >> 16).astype("<u2")  # truncation: any bf16 value will do
         return b.tobytes(), (b.astype(np.uint32) << 16).view(np.float32)
+    if kind == Q4_0:
+        return q4_0_blocks(x)
     assert kind == Q8_0
     return q8_0_blocks(x)
 

@@ -232,6 +232,41 @@ def test_gguf_q8_0_copied_exactly():
         assert np.median(errors) < 0.07 and errors.max() < 0.2, (arch, errors.max())
 
 
+def test_gguf_q4_0_copied_exactly():
+    """Q4_0 matrices (every one, the embedding too) stay the engine's Q4_0, byte for byte (the
+    GGUF's blocks are the file's), also in llama's and qwen3's permuted q and k rows; the
+    engine then matches its mirror, tests/reference.py on the stored values with each input
+    rounded to int8 per 32, over the first 8 positions (median within 1e-5, each within 3e-3,
+    as test_families), and the HF reference on the Q4_0 values within median 0.06, worst 0.15
+    (measured: 0.013-0.025 and 0.027-0.058 on these random models)."""
+    q4 = {k: gw.Q4_0 for k in MIXED}
+    for arch in ("llama", "qwen3"):
+        path = tmp_path(f"test_{arch}_q4.gguf")
+        config, hf, _, _ = gguf_from_hf(path, arch, seed=6, types=q4)
+        out = tmp_path(f"gguf_{arch}_q4.bin")
+        common.export(out, "--gguf", path, "--seq-len", 256)
+        f = TllmFile(out)
+        g = export.GgufFile(path)
+        hd = config.get("head_dim") or 16
+        for ours, theirs in (("layers.1.w2", "blk.1.ffn_down.weight"),
+                             ("layers.0.wk", "blk.0.attn_k.weight"),
+                             ("layers.1.wq", "blk.1.attn_q.weight"),
+                             ("token_embedding", "token_embd.weight")):
+            kind, (blocks, shape), gs = f.tensors[ours]
+            assert (kind, gs) == (3, 32), (ours, kind, gs)
+            want = export.gguf_bytes(g, theirs).view(export.Q4_0_BLOCK).reshape(shape[0], -1)
+            if arch == "qwen3" and ours.endswith(("wq", "wk")):  # halves to pairs, by head
+                want = want[export.rope_halves_to_pairs(np.arange(shape[0]), shape[0] // hd, hd)]
+            assert blocks.tobytes() == want.tobytes(), f"{arch} {ours} is not the GGUF's Q4_0"
+        _, logits, seq = sentencepiece_greedy(out)
+        c, w, _ = reference.read_tllm(out)
+        mirror = reference.logits(c, w, seq[:8])
+        err = common.relative_errors(logits[:8], mirror)
+        assert np.median(err) < 1e-5 and err.max() < 3e-3, (arch, np.median(err), err.max())
+        errors = common.relative_errors(logits, hf_logits(hf, config, seq[:-1]))
+        assert np.median(errors) < 0.06 and errors.max() < 0.15, (arch, errors.max())
+
+
 def llama_cpp_vocab(tokenizer, vocab_size):
     """A tokenizer.json (../shared/tokenizers/NAME) as llama.cpp's convert_hf_to_gguf.py writes
     a byte-level BPE vocabulary (written from its description, not from export.py): one token
