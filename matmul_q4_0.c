@@ -150,7 +150,9 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
 #if defined(USE_VNNI)
 
 #define Q4_ROWS 16
+#ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 8192 /* bytes; 4-16 KB all reached the bandwidth, 8 KB best */
+#endif
 
 /* Bytes of one block of rows: the nibbles (256 per group), then the scales (32 per group). */
 static size_t rows_block_bytes(int cols) {

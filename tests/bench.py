@@ -4,6 +4,7 @@
 For each case, one line on stdout:
 
   bench model=NAME dtype=DTYPE threads=T prefill_tok_s=X decode_tok_s=Y ttft_ms=Z ...
+        stream_gb_s=S fma_gflop_s=F decode_bw=B prefill_fma=P
 
 prefill_tok_s: a 256-token prompt, timed alone (the classifier runs for its last position
 only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). Both come from
@@ -11,14 +12,25 @@ only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). 
 generated token; load_ms + ttft_ms is the time from start to first token), weights_gb_s
 (weight bytes per token x decode tok/s) and peak_rss_mb. stream_gb_s is the machine's read
 bandwidth with T threads, taken just before the case (`build/machine_limits --stream T`): on
-a shared machine it drifts, and decoding a large model is bound by it. Each case runs
---repeat times and reports the best run of each number: the machine is shared, and
-interference only ever slows a run down.
+a shared machine it drifts, and decoding a large model is bound by it; fma_gflop_s likewise the
+machine's float32 multiply-add peak (`--fma T`), which bounds a prompt. Each number is then
+put as the fraction of its bound it reached, so that a regression shows as a ratio whatever
+the machine's mood:
+  decode_bw    (weight bytes + KV cache bytes read per token) x decode tok/s / stream_gb_s;
+               the KV cache's bytes (4, 2 or 1 per value for --kv-type f32, bf16,
+               q8), read at the positions of the generated tokens (256-383: 320 on
+               average, after a 256-token prompt)
+  prefill_fma  FLOP per prompt token (2 per weight of the layers, the attention scores and
+               weighted sums at the prompt's positions, the classifier once per prompt) x prefill
+               tok/s / fma_gflop_s. Q8_0 and Q4_0 prompts do their multiply-adds in int8
+               (VNNI: four per lane per instruction), so theirs can pass 1.
+Each case runs --repeat times and reports the best run of each number: the machine is
+shared, and interference only ever slows a run down.
 
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` (SHAPE also one of
 the family shapes smollm2-135M, qwen2.5-0.5B, llama3.2-1B) and are cached under
 build/bench/ (delete them to regenerate). A case NAME:DTYPE:no-mmap runs with `--no-mmap`
-(f32 and bf16 weights copied into memory instead of read from the mapped file); its line
+(weights no kernel rearranges copied into memory: only the plain C build has any); its line
 ends with `mmap=no`. A case NAME:DTYPE:sample samples with llama2.c's default temperature and
 top-p, seed 1 (`-t 1 -p 0.9 -s 1`), instead of decoding greedily; its line ends with `sampling=t1,p0.9`.
 
@@ -51,8 +63,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(ROOT, "build", "bench")
 RUN = os.path.join(ROOT, "run")
 PYTHON = "/usr/bin/python3"
-CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "110M:f32", "110M:bf16", "110M:q8_0", "135M:q8_0",
-         "110M:f32:no-mmap", "110M:bf16:no-mmap", "15M:q8_0:sample",
+CASES = ["15M:f32", "15M:bf16", "15M:q8_0", "15M:q4_0", "110M:f32", "110M:bf16", "110M:q8_0",
+         "110M:q4_0", "135M:q8_0", "15M:q8_0:sample",
          # today's families (export.py's FAMILY_SHAPES): large tied vocabularies, Qwen2's
          # biases, Llama 3.2's RoPE scaling; the sampled case weighs top-p over 151936 logits
          "smollm2-135M:q8_0", "smollm2-135M:bf16", "qwen2.5-0.5B:q8_0", "qwen2.5-0.5B:bf16",
@@ -141,6 +153,33 @@ def stream_gb_s(threads):
         return 0.0
 
 
+def fma_gflop_s(threads):
+    """The machine's float32 FMA peak right now (build/machine_limits --fma), or 0."""
+    exe = os.path.join(ROOT, "build", "machine_limits")
+    try:
+        p = subprocess.run([exe, "--fma", str(threads)], capture_output=True, timeout=120)
+        return float(p.stdout)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def work_per_token(name, prompt_tokens, kv_value_bytes):
+    """(KV cache bytes a generated token reads, FLOP per prompt token) of a model shape, after
+    a prompt of prompt_tokens, with a KV cache of kv_value_bytes per value (Q8's scales
+    left out)."""
+    sys.path.insert(0, ROOT)
+    import export  # the shapes of --random
+    c = export.parse_shape(name)
+    q_dim, kv_dim = c.n_heads * c.head_size, c.n_kv_heads * c.head_size
+    layer_weights = c.dim * (2 * q_dim + 2 * kv_dim) + 3 * c.dim * c.hidden_dim
+    mean_decode_pos = prompt_tokens + NEW_TOKENS / 2
+    kv_bytes = 2 * c.n_layers * kv_dim * kv_value_bytes * mean_decode_pos
+    mean_prompt_pos = (prompt_tokens + 1) / 2  # positions attended per prompt query
+    flop = (2 * c.n_layers * layer_weights + 4 * c.n_layers * q_dim * mean_prompt_pos
+            + 2 * c.vocab_size * c.dim / prompt_tokens)
+    return kv_bytes, flop
+
+
 def compare(path, threads, flags, other, repeat, prompt_tokens=PROMPT_TOKENS):
     """--against: ./run and another binary, alternately, repeat times each; the medians and
     their ratios, as one line. Both see the same drift of the machine."""
@@ -183,7 +222,7 @@ def main():
                       + compare(path, threads, flags, opts.against, opts.repeat, tokens) + tail,
                       flush=True)
                 continue
-            stream = stream_gb_s(threads)
+            stream, fma = stream_gb_s(threads), fma_gflop_s(threads)
             runs = [run_once(path, threads, flags, prompt_tokens=tokens) for _ in range(opts.repeat)]
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
@@ -191,13 +230,20 @@ def main():
             best["load_ms"] = min(r["load_ms"] for r in runs)
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
             generated = min(r["generated_tokens"] for r in runs)
+            kv_value = 2 if "kv-bf16" in variants else 1 if "kv-q8" in variants else 4
+            kv_bytes, flop = work_per_token(name, tokens, kv_value)
+            # weights_gb_s is weight bytes per token x decode tok/s
+            moved = best["weights_gb_s"] * 1e9 + kv_bytes * best["decode_tok_s"]
+            decode_bw = moved / (stream * 1e9) if stream else 0.0
+            prefill_fma = flop * best["prefill_tok_s"] / (fma * 1e9) if fma else 0.0
             print(f"bench model={name} dtype={dtype} threads={threads} "
                   f"prefill_tok_s={best['prefill_tok_s']:.1f} "
                   f"decode_tok_s={best['decode_tok_s']:.1f} "
                   f"ttft_ms={best['ttft_ms']:.1f} load_ms={best['load_ms']:.1f} "
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
                   f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)} "
-                  f"stream_gb_s={stream:.1f}" + tail, flush=True)
+                  f"stream_gb_s={stream:.1f} fma_gflop_s={fma:.1f} decode_bw={decode_bw:.2f} "
+                  f"prefill_fma={prefill_fma:.2f}" + tail, flush=True)
 
 
 if __name__ == "__main__":
