@@ -284,55 +284,55 @@ Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 Q4_0_TRIES = 9
 
 
-def to_q4_0(x, rule="lsq"):
+def to_q4_0(x):
     """(rows, cols) float32 -> (rows, ceil(cols / 32)) Q4_0_BLOCK blocks. A row whose width is
     not a multiple of 32 is padded with zeros (which quantize to nibble 8, zero).
 
-    rule "llama": llama.cpp's quantize_row_q4_0_ref: d = m / -8, m the block's value of
-    largest magnitude (so m itself is exactly -8 d), nibble = min(15, trunc(x / d + 8.5)).
-    rule "lsq" (the default, models/FORMAT.md says why): a least-squares choice of d per block:
-    for each trial scale s = -(8 + k / 10) / m, the levels q = clamp(round(x s), -8, 7), and
-    for them the d that minimises the squared error, sum(x q) / sum(q q); the best trial wins,
-    and the levels are taken again for d as fp16 stores it."""
+    Each block's scale d is chosen by least squares (models/FORMAT.md says why, against
+    llama.cpp's d = m / -8): for each trial scale s = -(8 + k / 10) / m, m the block's value of
+    largest magnitude, the levels q = clamp(round(x s), -8, 7), and for them the d that
+    minimises the squared error, sum(x q) / sum(q q); the best trial wins, and the levels are
+    taken again for d as fp16 stores it. Raises ValueError for weights that are not finite or
+    whose d does not fit fp16."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("holds values that are not finite (Q4_0 cannot store them)")
     rows, cols = x.shape
     n_blocks = -(-cols // 32)
-    padded = np.zeros((rows, n_blocks * 32), dtype=np.float32)
-    padded[:, :cols] = x
-    g = padded.reshape(rows, n_blocks, 32)
-    at = np.abs(g).argmax(axis=2)[..., None]
-    m = np.take_along_axis(g, at, axis=2)[..., 0]  # signed, largest magnitude
-    if rule == "llama":
-        d = (m / np.float32(-8)).astype(np.float32)
-        inv = np.zeros_like(d)
-        np.divide(np.float32(1), d, out=inv, where=d != 0)
-        nib = np.minimum(15, (g * inv[..., None] + np.float32(8.5)).astype(np.int8))
-        d16 = d.astype(np.float16)
-    else:
-        best_score = np.full(m.shape, -1.0)
-        best_d = np.zeros(m.shape, dtype=np.float64)
-        safe_m = np.where(m != 0, m, 1).astype(np.float64)
-        g64 = g.astype(np.float64)
-        for k in range(-Q4_0_TRIES, Q4_0_TRIES + 1):
-            s = -(8 + k / 10) / safe_m
-            q = np.clip(np.rint(g64 * s[..., None]), -8, 7)
-            sum_xq, sum_qq = (g64 * q).sum(axis=2), (q * q).sum(axis=2)
-            # the squared error of the best d for q is sum(x x) - sum(x q)^2 / sum(q q)
-            score = np.divide(sum_xq * sum_xq, sum_qq, out=np.zeros_like(sum_xq),
-                              where=sum_qq > 0)
-            better = score > best_score
-            best_score = np.where(better, score, best_score)
-            best_d = np.where(better, np.divide(sum_xq, sum_qq, out=np.zeros_like(sum_xq),
-                                                where=sum_qq > 0), best_d)
-        d16 = best_d.astype(np.float16)
-        d = d16.astype(np.float64)
-        q = np.divide(g64, d[..., None], out=np.zeros_like(g64), where=d[..., None] != 0)
-        nib = (np.clip(np.rint(q), -8, 7) + 8).astype(np.int8)
-    nib = nib.astype(np.uint8)
     blocks = np.zeros((rows, n_blocks), dtype=Q4_0_BLOCK)
-    blocks["d"] = d16
-    blocks["qs"] = nib[..., :16] | (nib[..., 16:] << 4)
+    step = max(1, (1 << 20) // (n_blocks * 32))  # rows at a time: float64 copies stay small
+    for r0 in range(0, rows, step):
+        g = np.zeros((min(step, rows - r0), n_blocks * 32))
+        g[:, :cols] = x[r0:r0 + step]
+        g = g.reshape(len(g), n_blocks, 32)
+        d16, nib = q4_0_blocks_lsq(g)
+        blocks["d"][r0:r0 + step] = d16
+        blocks["qs"][r0:r0 + step] = nib[..., :16] | (nib[..., 16:] << 4)
     return blocks
+
+
+def q4_0_blocks_lsq(g):
+    """to_q4_0 for (rows, blocks, 32) float64 values: (d as fp16, nibbles as uint8)."""
+    m = np.take_along_axis(g, np.abs(g).argmax(axis=2)[..., None], axis=2)[..., 0]
+    best_score = np.full(m.shape, -1.0)
+    best_d = np.zeros(m.shape)
+    safe_m = np.where(m != 0, m, 1)
+    for k in range(-Q4_0_TRIES, Q4_0_TRIES + 1):
+        s = -(8 + k / 10) / safe_m
+        q = np.clip(np.rint(g * s[..., None]), -8, 7)
+        sum_xq, sum_qq = (g * q).sum(axis=2), (q * q).sum(axis=2)
+        # the squared error of the best d for q is sum(x x) - sum(x q)^2 / sum(q q)
+        score = np.divide(sum_xq * sum_xq, sum_qq, out=np.zeros_like(sum_xq), where=sum_qq > 0)
+        better = score > best_score
+        best_score = np.where(better, score, best_score)
+        best_d = np.where(better, np.divide(sum_xq, sum_qq, out=np.zeros_like(sum_xq),
+                                            where=sum_qq > 0), best_d)
+    if np.abs(best_d).max(initial=0) > 65504:
+        raise ValueError("has weights too large for Q4_0's fp16 scales (above about 5.2e5)")
+    d16 = best_d.astype(np.float16)
+    d = d16.astype(np.float64)[..., None]
+    q = np.divide(g, d, out=np.zeros_like(g), where=d != 0)
+    return d16, (np.clip(np.rint(q), -8, 7) + 8).astype(np.uint8)
 
 
 def q4_0_values(blocks, cols):
@@ -552,7 +552,10 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
                                                    f"expected {shape}")
                 start = pad_to(f, ALIGN)
                 assert format_version == 1 or start == offsets[name]
-                write_tensor(f, array, *types[name])
+                try:
+                    write_tensor(f, array, *types[name])
+                except ValueError as e:  # a matrix its type cannot hold
+                    raise ExportError(source_path, f"{name} {e}") from None
                 progress.update(i + 1, f.tell())
             end = f.tell()
             if format_version == 1:

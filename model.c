@@ -3,7 +3,8 @@
  *
  * A checkpoint is memory-mapped read-only. At load time each weight matrix is rearranged for
  * this build's kernel into memory of the engine's own, or, where the stored layout serves
- * (the plain C build), used in place ("Where the weight matrices live", below). format.c reads
+ * (the plain C build; Q8_0 and Q4_0 without VNNI), used in place ("Where the weight matrices
+ * live", below). format.c reads
  * the file (our own TLLM files, models/FORMAT.md, and llama2.c's "version 0" checkpoints) into
  * named tensors; here they become the weights.
  */
@@ -176,8 +177,9 @@ static size_t scratch_bytes(Model *m, int n) {
  * them twice; were they read again (the token embedding shares the classifier's), they would
  * come back from the file. That costs a copy of the weights at load time (BENCHMARKS.md:
  * about 0.2 s for 110M in f32) and makes every matrix one stream in 2 MB pages.
- * A matrix whose stored layout serves (every one in the plain C build) stays in the mapping,
- * unless copy_weights (run --no-mmap) asks for a copy into the arena. */
+ * A matrix whose stored layout serves (every one in the plain C build, Q8_0 and Q4_0 ones in
+ * builds without VNNI) stays in the mapping, unless copy_weights (run --no-mmap) asks for a
+ * copy into the arena. */
 
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 

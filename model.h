@@ -153,8 +153,9 @@ typedef void AttnObserver(void *ctx, int layer, int pos, const float *weights, i
 
 /* What the caller chooses at load time; a zeroed struct (or NULL) gives the defaults. */
 typedef struct {
-    int copy_weights; /* 1: matrices no kernel rearranges at load (only the plain C build
-                       * has any) copied into memory in 2 MB pages too (run --no-mmap) */
+    int copy_weights; /* 1: matrices no kernel rearranges at load (all in the plain C build,
+                       * Q8_0 and Q4_0 ones without VNNI) copied into memory in 2 MB pages
+                       * too (run --no-mmap) */
     int kv_type;      /* KV_F32 (default), KV_BF16 or KV_Q8 (attention.h) */
     int sinks;        /* positions kept at the start when the context overflows
                        * (model_evict), below seq_len; -1: MODEL_DEFAULT_SINKS, or fewer
@@ -184,13 +185,17 @@ typedef struct {
 } Model;
 
 /* Maps a checkpoint (TLLM or llama2.c version 0, told apart by the magic), validates every
- * header field and the file size, points the weights into the mapping and allocates the run
- * state as opt says (NULL: the defaults). Returns 0, or -1 with the reason in err. */
+ * header field and the file size, rearranges each weight matrix for this build's kernel (or
+ * points it into the mapping where the stored layout serves: model.c, "Where the weight
+ * matrices live") and allocates the run state as opt says (NULL: the defaults). Returns 0, or
+ * -1 with the reason in err. */
 int model_load(Model *m, const char *path, const ModelOptions *opt, char err[ERR_MAX]);
 
-/* The same for a checkpoint already in memory: data is used in place, stays the caller's and
- * must outlive the model, and must be aligned to 4 bytes at least (64 is best: tensors start
- * at multiples of 64 from the file's start). Returns 0, or -1 with the reason in err. */
+/* The same for a checkpoint already in memory: data stays the caller's and must outlive the
+ * model (the norms, and matrices no kernel rearranges, are read in place), and must be aligned
+ * to 4 bytes at least (64 is best: tensors start at multiples of 64 from the file's start).
+ * The rearranged matrices are copies, so the weights take their memory twice while data
+ * lives. Returns 0, or -1 with the reason in err. */
 int model_load_memory(Model *m, const void *data, size_t size, const ModelOptions *opt,
                       char err[ERR_MAX]);
 

@@ -176,7 +176,7 @@ static void usage(FILE *out) {
 "  --kv-type <type>   how the KV cache stores keys and values: f32 (default, exact), bf16\n"
 "                     (half the memory) or q8 (int8 with a scale per vector, a quarter)\n"
 "  --no-mmap          copy into memory (2 MB pages) the weights no kernel rearranges at\n"
-"                     load; only the plain C build (make portable) leaves any in the file\n"
+"                     load: all in the plain C build, Q8_0 and Q4_0 ones without VNNI\n"
 "\n"
 "Diagnostics:\n"
 "  -v                 statistics on stderr after the run, as `key: value` lines: load_ms,\n"

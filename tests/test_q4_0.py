@@ -3,15 +3,17 @@ engine against tests/reference.py, prefill bit for bit against token-by-token de
 across threads, and stories260K's perplexity within a stated bound of float32's.
 (tests/test_kernels.c holds the kernels to their reference; tests/test_gguf.py the GGUF import.)
 """
+import os
 import re
 import subprocess
 
 import numpy as np
 
+import checkpoints
 import common
 import gguf_writer as gw
 import reference
-from reference import TllmFile
+from reference import Config, TllmFile
 
 import export  # run_tests put the project root on sys.path
 
@@ -40,15 +42,13 @@ def export_stories(name, *flags):
     return out
 
 
-def test_q4_0_llama_rule_is_ggmls():
-    # rule "llama" is ggml's reference quantizer, which tests/gguf_writer.py writes from the
-    # specification: the same blocks, bit for bit, on random rows (with ties and zero rows).
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((20, 96)).astype(np.float32)
-    x[3] = 0.0
-    x[4, :32] = np.round(x[4, :32] * 4) / 4  # values on the quantization grid
-    want, _ = gw.q4_0_blocks(x)
-    assert export.to_q4_0(x, "llama").tobytes() == want
+def llama_rule(x):
+    """x (rows, cols) as Q4_0 blocks by llama.cpp's rule (ggml's reference quantizer, which
+    tests/gguf_writer.py writes from the specification: d = m / -8), padded as to_q4_0 pads."""
+    rows, cols = x.shape
+    padded = np.zeros((rows, -(-cols // 32) * 32), dtype=np.float32)
+    padded[:, :cols] = x
+    return np.frombuffer(gw.q4_0_blocks(padded)[0], export.Q4_0_BLOCK).reshape(rows, -1)
 
 
 def test_q4_0_least_squares_beats_the_rule():
@@ -59,8 +59,8 @@ def test_q4_0_least_squares_beats_the_rule():
               rng.standard_t(3, (64, 256))):
         x = x.astype(np.float32)
         errs = {}
-        for rule in ("llama", "lsq"):
-            values = export.q4_0_values(export.to_q4_0(x, rule), x.shape[1])
+        for rule, quantize in (("llama", llama_rule), ("lsq", export.to_q4_0)):
+            values = export.q4_0_values(quantize(x), x.shape[1])
             errs[rule] = ((values - x) ** 2).reshape(64, -1, 32).sum(axis=2)
         assert errs["lsq"].sum() < 0.95 * errs["llama"].sum(), (errs["lsq"].sum(),
                                                                  errs["llama"].sum())
@@ -86,6 +86,27 @@ def test_q4_0_file_layout():
                         "64,172,2,4,2,300,64", "--dtype", "q4_0", "--format-version", "1"],
                        capture_output=True)
     assert p.returncode == 1 and b"Q4_0" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_q4_0_export_refuses_what_it_cannot_store():
+    # A weight whose block scale overflows fp16 (above ~5.2e5), or one that is not finite,
+    # cannot be Q4_0: export.py says which tensor in one line, exit 1, no file left behind.
+    c = Config(dim=32, hidden_dim=64, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=300,
+               seq_len=32)
+    for value, words in ((1e6, "too large"), (np.inf, "not finite")):
+        src = common.tmp_path("q4_bad.bin")
+
+        def tweak(w):
+            w["layers"][0]["w1"][3, 5] = value
+        checkpoints.write_random_model(src, c, 7, tweak=tweak)
+        out = common.tmp_path("q4_bad_out.bin")
+        p = subprocess.run([common.PY, "export.py", out, "--llama2c", src, "--tokenizer",
+                            src[:-len(".bin")] + "_tok.bin", "--dtype", "q4_0"],
+                           capture_output=True, text=True)
+        lines = p.stderr.splitlines()
+        assert p.returncode == 1 and len(lines) == 1, (p.returncode, p.stderr)
+        assert "layers.0.w1" in lines[0] and words in lines[0], lines[0]
+        assert not any(os.path.exists(f) for f in (out, out + ".tmp")), "a file was left"
 
 
 def test_q4_0_engine_matches_reference():
@@ -133,7 +154,7 @@ def test_q4_0_perplexity_within_bound():
     p_lsq = perplexity(export_stories("s260k_q4_lsq.bin", "--dtype", "q4_0"))
     rule = export.to_q4_0
     try:
-        export.to_q4_0 = lambda x: rule(x, "llama")
+        export.to_q4_0 = llama_rule
         p_llama = perplexity(export_stories("s260k_q4_llama.bin", "--dtype", "q4_0"))
     finally:
         export.to_q4_0 = rule
