@@ -176,7 +176,7 @@ static size_t scratch_bytes(Model *m, int n) {
  * pages it came from are handed back to the kernel at once, so that memory use does not count
  * them twice; were they read again (the token embedding shares the classifier's), they would
  * come back from the file. That costs a copy of the weights at load time (BENCHMARKS.md:
- * about 0.2 s for 110M in f32) and makes every matrix one stream in 2 MB pages.
+ * 20-90 ms for 110M) and makes every matrix one stream in 2 MB pages.
  * A matrix whose stored layout serves (every one in the plain C build, Q8_0 and Q4_0 ones in
  * builds without VNNI) stays in the mapping, unless copy_weights (run --no-mmap) asks for a
  * copy into the arena. */
