@@ -41,7 +41,7 @@ TOOLS   = run tokenize test_sampler test_kernels
 LIBOBJ  = $(filter-out build/attnviz.o,$(LIB:%.c=build/%.o))
 HEADERS = model.h attention.h matmul.h error.h tokenizer.h unicode.h sampler.h chat.h
 PREFIX  ?= /usr/local
-VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' run.c)
+VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' args.h)
 FUZZ_CC      ?= clang
 # FUZZ_SECONDS: seconds per fuzz target; unset, 10 in make test and 60 in make fuzz
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
@@ -64,9 +64,12 @@ build/run build/test_kernels build/tokenize build/test_sampler: build/%: build/%
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 build/debug/run build/debug/test_kernels build/debug/tokenize build/debug/test_sampler: build/debug/%: build/debug/%.o $(LIB:%.c=build/debug/%.o)
 	$(CC) $(DFLAGS) $^ -o $@ $(LDLIBS)
+# run is run.c (what it does) and args.c (its command line)
+build/run: build/args.o
+build/debug/run: build/debug/args.o
 build/valgrind/%.o: %.c | build/valgrind
 	$(CC) $(VFLAGS) -c $< -o $@
-build/valgrind/run: build/valgrind/run.o $(LIB:%.c=build/valgrind/%.o)
+build/valgrind/run: build/valgrind/run.o build/valgrind/args.o $(LIB:%.c=build/valgrind/%.o)
 	$(CC) $(VFLAGS) $^ -o $@ $(LDLIBS)
 
 lib: build/libtllm.a
@@ -91,7 +94,7 @@ build/attnviz.o build/debug/attnviz.o build/valgrind/attnviz.o: build/attnviz_ht
 
 # Compiled in one go, not from build/*.o: those are for this machine (-march=native).
 portable: build/attnviz_html.h
-	$(CC) $(WARN) -O3 $(OPENMP) -D_POSIX_C_SOURCE=200809L $(LIB) run.c -o run $(LDLIBS)
+	$(CC) $(WARN) -O3 $(OPENMP) -D_POSIX_C_SOURCE=200809L $(LIB) run.c args.c -o run $(LDLIBS)
 
 debug: $(TOOLS:%=build/debug/%)
 
@@ -121,8 +124,8 @@ build/fuzz/checkpoint_llama2c: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernel
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 build/fuzz/checkpoint_tllm: fuzz/fuzz_checkpoint.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TLLM $(filter %.c,$^) -o $@ $(LDLIBS)
-build/fuzz/args: fuzz/fuzz_args.c run.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter-out run.c,$(filter %.c,$^)) -o $@ $(LDLIBS)
+build/fuzz/args: fuzz/fuzz_args.c args.c $(FUZZ_LIB) args.h model.h kernels.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 build/fuzz/%: fuzz/fuzz_%.c $(FUZZ_LIB) model.h kernels.h | build/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(filter %.c,$^) -o $@ $(LDLIBS)
 $(FUZZ_TARGETS:%=build/fuzz/%): | build/attnviz_html.h

@@ -1,14 +1,16 @@
 /*
- * fuzz_args.c - libFuzzer target for run.c's command-line parser.
+ * fuzz_args.c - libFuzzer target for run's command-line parser (args.c).
  *
  * The input is split at NUL bytes into an argument list (argv[0] is "run"), which goes to
- * parse_args, compiled from run.c itself (its main() left out). Every outcome is fine except a
- * crash: a bad flag must come back as ARGS_ERROR with a message, and whatever is
- * accepted must be inside the ranges run.c promises. --help and --version print to stdout,
- * which libFuzzer's -close_fd_mask=1 silences.
+ * parse_args. Every outcome is fine except a crash: a bad flag must come back as ARGS_ERROR
+ * with a message, and whatever is accepted must be inside the ranges args.h promises. --help
+ * and --version print to stdout, which libFuzzer's -close_fd_mask=1 silences.
  */
-#define RUN_NO_MAIN
-#include "../run.c"
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "attention.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
