@@ -1,5 +1,6 @@
 /*
- * run.c - the command line: parse the flags, load the model, generate text or chat.
+ * run.c - the command line: load the model, generate text, chat or measure perplexity (the
+ * flags are parsed in args.c).
  *
  * Everything numeric lives in the library (model.c, attention.c, kernels.c, tokenizer.c,
  * sampler.c, chat.c); this file only talks to the user. It is the one place that prints
