@@ -74,9 +74,18 @@ build/valgrind/run: build/valgrind/run.o build/valgrind/args.o $(LIB:%.c=build/v
 
 lib: build/libtllm.a
 
-build/libtllm.a: $(LIBOBJ)
+# One object whose only global symbols are the functions the public headers declare: the
+# library's own helpers (add, softmax, matmul, rope, ...) become local, so a program of the
+# user's may have functions of those names. (attention.h and matmul.h are installed for the
+# types model.h uses; their functions stay inside the library.)
+API_HEADERS = model.h tokenizer.h sampler.h chat.h unicode.h
+build/libtllm.a: $(LIBOBJ) $(API_HEADERS)
+	sed -n '/^typedef /!s/^[a-zA-Z][a-zA-Z0-9_ ]*[ *]\([a-z_][a-z0-9_]*\)(.*/\1/p' $(API_HEADERS) \
+	    > build/tllm.api
+	$(CC) -r -nostdlib $(LIBOBJ) -o build/tllm_all.o
+	objcopy --keep-global-symbols=build/tllm.api build/tllm_all.o build/tllm.o
 	rm -f $@
-	$(AR) rcs $@ $^
+	$(AR) rcs $@ build/tllm.o
 
 # tllm.pc: -fopenmp when the library was built with it, since its objects call libgomp
 install: build/run build/libtllm.a

@@ -4,6 +4,7 @@ compared with the installed tllm-run's. Run once per `make test` (the install is
 release build whatever $ENGINE_BIN says).
 """
 import os
+import re
 import shutil
 import subprocess
 
@@ -89,6 +90,50 @@ def test_installed_library_example():
 
     example = compile_example(flags, common.tmp_path("generate_example"))
     check_same_text(example, os.path.join(prefix, "bin", "tllm-run"))
+    check_only_the_api_is_global(os.path.join(prefix, "lib", "libtllm.a"), flags)
+
+
+def api_functions():
+    """The functions the public headers (model.h, tokenizer.h, sampler.h, chat.h, unicode.h)
+    declare: a line starting with a type (not a typedef) and holding `name(`."""
+    names = set()
+    for h in ("model.h", "tokenizer.h", "sampler.h", "chat.h", "unicode.h"):
+        with open(h) as f:
+            names |= set(re.findall(r"^(?!typedef )[A-Za-z][\w ]*[ *](\w+)\(", f.read(), re.M))
+    return names
+
+
+def check_only_the_api_is_global(archive, flags):
+    # The library's own helpers are local to it: its global symbols are exactly the API, and a
+    # program with functions and variables named like them links against it and runs.
+    p = subprocess.run(["nm", "-g", "--defined-only", archive], capture_output=True, text=True,
+                       timeout=60)
+    exported = {line.split()[2] for line in p.stdout.splitlines() if len(line.split()) == 3}
+    assert exported == api_functions(), (sorted(exported - api_functions()),
+                                         sorted(api_functions() - exported))
+    # add, softmax, rmsnorm: in no installed header; matmul, rope, attention: declared by the
+    # headers model.h includes for its types, so defined in a file that does not include it
+    main_c, other_c = common.tmp_path("same_names.c"), common.tmp_path("same_names_other.c")
+    with open(main_c, "w") as f:
+        f.write("#include <stdio.h>\n#include <tllm/model.h>\n"
+                "int add(int a, int b) { return a + b; }\n"
+                "float softmax(float x) { return x; }\nint rmsnorm = 2;\n"
+                "int other(void);\n"
+                "int main(int argc, char **argv) {\n"
+                "    Model m = {0};\n    char err[ERR_MAX];\n"
+                "    if (argc < 2 || model_load(&m, argv[1], NULL, err) != 0) return 1;\n"
+                "    printf(\"%d %d\\n\", m.config.dim, add(other(), rmsnorm) + (int)softmax(0));\n"
+                "    model_free(&m);\n    return 0;\n}\n")
+    with open(other_c, "w") as f:
+        f.write("int matmul(void) { return 3; }\nint rope(void) { return 4; }\n"
+                "int attention(void) { return 3; }\n"
+                "int other(void) { return matmul() + rope() + attention(); }\n")
+    exe = common.tmp_path("same_names")
+    cmd = ["cc", "-std=c11", main_c, other_c] + flags + ["-o", exe]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"{' '.join(cmd)}:\n{p.stderr}"
+    p = subprocess.run([exe, BUNDLED], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "64 12\n", (p.returncode, p.stdout, p.stderr)
 
 
 def test_install_into_destdir():
