@@ -13,13 +13,20 @@
 #include "chat.h"
 
 
-void usage(FILE *out) {
-    fputs(
-"Usage: run <model.bin> [options]\n"
+const char *program_name(const char *argv0) {
+    if (!argv0 || !argv0[0]) return "run";
+    const char *slash = strrchr(argv0, '/');
+    return slash && slash[1] ? slash + 1 : argv0;
+}
+
+void usage(FILE *out, const char *name) {
+    fprintf(out,
+"Usage: %s <model.bin> [options]\n"
 "Generates text with a Llama-style model (a TLLM file or a llama2.c checkpoint), or chats.\n"
-"Examples: run models/stories260K.tllm -t 0 -n 200 -i \"Once upon a time\"\n"
-"          run stories15M.bin -z tokenizer.bin -n 256   (a llama2.c checkpoint and its tokenizer)\n"
-"          printf 'Hello\\nTell me more\\n' | run chat.bin -m chat\n"
+"Examples: %s models/stories260K.tllm -t 0 -n 200 -i \"Once upon a time\"\n"
+"          %s stories15M.bin -z tokenizer.bin -n 256   (a llama2.c checkpoint and its tokenizer)\n"
+"          printf 'Hello\\nTell me more\\n' | %s chat.bin -m chat\n", name, name, name, name);
+    fputs(
 "\n"
 "Generation:\n"
 "  -i <text>          prompt, default none (the model starts from BOS)\n"
@@ -144,10 +151,10 @@ int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
         long long n;
         if (takes_value(a) && flag_value(argc, argv, &i, &v, err)) return ARGS_ERROR;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
+            usage(stdout, program_name(argv[0]));
             return ARGS_EXIT;
         } else if (!strcmp(a, "--version")) {
-            puts("run " VERSION);
+            printf("%s %s\n", program_name(argv[0]), VERSION);
             return ARGS_EXIT;
         } else if (!strcmp(a, "-t")) {
             if (parse_float(a, v, 0.0f, INFINITY, &o->temperature, err)) return ARGS_ERROR;

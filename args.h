@@ -58,7 +58,11 @@ enum { ARGS_OK = 0, ARGS_EXIT = 1, ARGS_ERROR = -1, ARGS_USAGE = -2 }; /* ERROR:
  * o->prompt_file names it. */
 int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]);
 
-/* Prints --help to out. */
-void usage(FILE *out);
+/* Prints --help to out, naming the program name (program_name). */
+void usage(FILE *out, const char *name);
+
+/* The name the program was run by (the last part of argv[0]: "run", or "tllm-run" when
+ * installed), for --help, --version and the messages; "run" if there is none. */
+const char *program_name(const char *argv0);
 
 #endif

@@ -33,7 +33,9 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Errors and small utilities */
 
-/* Prints `fmt` as one line on stderr and exits with status 1. */
+static const char *program = "run"; /* as run, for the messages (program_name) */
+
+/* Prints `fmt` as one line on stderr, after the program's name, and exits with status 1. */
 static void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -43,7 +45,7 @@ static void die(const char *fmt, ...) {
     /* Hardening: a file name or flag value quoted in the message may hold a newline or a
      * terminal escape; print control bytes as \xNN so the message stays one line (found by
      * fuzzing, tests/regressions/args_newline_in_message). */
-    fputs("run: ", stderr);
+    fprintf(stderr, "%s: ", program);
     for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
         if (*p < 0x20 || *p == 0x7f) fprintf(stderr, "\\x%02x", *p);
         else fputc(*p, stderr);
@@ -436,7 +438,7 @@ static void generate(Model *m, Output *o, Sampler *s, Stats *st, const Options *
     fflush(stdout);
     /* Hardening: say why the text stopped when the context, not the model, ended it. */
     if (why == END_CONTEXT || (why == END_LIMIT && x.dropped == 0 && x.pos >= c->seq_len))
-        fprintf(stderr, "run: the context of %d tokens is full\n", c->seq_len);
+        fprintf(stderr, "%s: the context of %d tokens is full\n", program, c->seq_len);
 
     /* the decode rate: llama2.c leaves out the first position, which pays for page faults;
      * here the whole prompt is left out, since prefill runs it in one call */
@@ -521,7 +523,7 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
         /* room for the turn and the answer's first token; older turns make way unless
          * --no-shift, or unless the turn alone is longer than what follows the sinks */
         if (!make_room(m, o, &x, n_tokens + 1)) {
-            fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n",
+            fprintf(stderr, "%s: the context of %d tokens is full; ending the chat\n", program,
                     c->seq_len);
             free(tokens);
             break;
@@ -533,7 +535,7 @@ static void chat(Model *m, Output *o, Sampler *s, Stats *st, const Options *opt,
         fflush(stdout);
         free(tokens);
         if (why == END_CONTEXT) {
-            fprintf(stderr, "run: the context of %d tokens is full; ending the chat\n",
+            fprintf(stderr, "%s: the context of %d tokens is full; ending the chat\n", program,
                     c->seq_len);
             break;
         }
@@ -618,12 +620,13 @@ static void perplexity(Model *m, const Tokenizer *t, const Options *opt) {
 /* ------------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
+    program = program_name(argv[0]);
     char err[ERR_MAX];
     Options opt;
     switch (parse_args(argc, argv, &opt, err)) {
     case ARGS_OK: break;
     case ARGS_EXIT: free(opt.stops); return 0;
-    case ARGS_USAGE: usage(stderr); free(opt.stops); return 1;
+    case ARGS_USAGE: usage(stderr, program); free(opt.stops); return 1;
     default: die("%s", err);
     }
     if (opt.prompt_file)

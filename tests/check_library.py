@@ -88,8 +88,14 @@ def test_installed_library_example():
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, f"<tllm/{h}> alone does not compile:\n{p.stderr}"
 
+    tllm_run = os.path.join(prefix, "bin", "tllm-run")
+    # the installed program calls itself by the name it is installed under
+    p = subprocess.run([tllm_run, "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("tllm-run "), p.stdout
+    p = subprocess.run([tllm_run, BUNDLED, "--bogus"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.startswith("tllm-run: --bogus: "), p.stderr
     example = compile_example(flags, common.tmp_path("generate_example"))
-    check_same_text(example, os.path.join(prefix, "bin", "tllm-run"))
+    check_same_text(example, tllm_run)
     check_only_the_api_is_global(os.path.join(prefix, "lib", "libtllm.a"), flags)
 
 
