@@ -261,10 +261,12 @@ static void test_quantize_q8(void) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Every fast path against the reference, on sizes that leave partial vectors everywhere */
+/* Every fast path against the reference, on sizes that leave partial vectors everywhere, and
+ * on the whole blocks real models have (32 and 64: no short block of columns, no partial
+ * block of rows) */
 
-static const int ROWS[] = {1, 5, 17, 33, 70};
-static const int COLS[] = {1, 7, 17, 33, 100, 291};
+static const int ROWS[] = {1, 5, 17, 32, 33, 64, 70};
+static const int COLS[] = {1, 7, 17, 32, 33, 64, 100, 291};
 /* chunks of one token, a tile's width (8), one more, and past a second tile */
 static const int TOKENS[] = {1, 2, 8, 9, 19};
 
