@@ -267,8 +267,10 @@ static void test_quantize_q8(void) {
 
 static const int ROWS[] = {1, 5, 17, 32, 33, 64, 70};
 static const int COLS[] = {1, 7, 17, 32, 33, 64, 100, 291};
-/* chunks of one token, a tile's width (8), one more, and past a second tile */
-static const int TOKENS[] = {1, 2, 8, 9, 19};
+/* chunks of one token; of 2, 4, 5, 6 and 7, which with 19 (8 + 8 + 3) leave a last group of
+ * every size, each a case of the kernels' switches over the token count; a whole group (8)
+ * and one more */
+static const int TOKENS[] = {1, 2, 4, 5, 6, 7, 8, 9, 19};
 
 /* The kernels that sum in another order than the reference may differ from it by float
  * rounding: a few ulps of the sum of |terms|. 1e-5 of that sum is ample for sums of up to a
