@@ -357,14 +357,13 @@ static int exact_path(const Tensor *t) {
     return 1;
 }
 
-/* matmul against matmul_ref for n tokens of x: bit for bit where the path is exact, else
- * within the tolerance; and a chunk gives what its tokens give one at a time, bit for bit. */
-static void check_matmul(const TestMatrix *m, const float *x, int n, const char *what) {
+/* y, a fast path's output for n tokens of x through m, against matmul_ref: bit for bit where
+ * the path is exact, else within the tolerance. */
+static void check_against_ref(const TestMatrix *m, const float *x, int n, const float *y,
+                              const char *what) {
     const Tensor *t = &m->t;
     int rows = t->rows, cols = t->cols;
-    float *y = malloc(sizeof(float) * n * rows), *ref = malloc(sizeof(float) * n * rows);
-    float *one = malloc(sizeof(float) * rows), *mag = calloc((size_t)n * rows, sizeof(float));
-    run_matmul(y, t, x, n, 0);
+    float *ref = malloc(sizeof(float) * n * rows), *mag = calloc((size_t)n * rows, sizeof(float));
     run_matmul(ref, t, x, n, 1);
     if (exact_path(t)) {
         int bad = differ(y, ref, n * rows);
@@ -379,6 +378,17 @@ static void check_matmul(const TestMatrix *m, const float *x, int n, const char 
         CHECK(bad == 0, "%s %s rows %d cols %d tokens %d: %d outputs differ", type_name(t),
               what, rows, cols, n, bad);
     }
+    free(ref), free(mag);
+}
+
+/* matmul against matmul_ref for n tokens of x (check_against_ref); and a chunk gives what its
+ * tokens give one at a time, bit for bit. */
+static void check_matmul(const TestMatrix *m, const float *x, int n, const char *what) {
+    const Tensor *t = &m->t;
+    int rows = t->rows, cols = t->cols;
+    float *y = malloc(sizeof(float) * n * rows), *one = malloc(sizeof(float) * rows);
+    run_matmul(y, t, x, n, 0);
+    check_against_ref(m, x, n, y, what);
     int same = 1;
     for (int k = 0; k < n && n > 1; k++) {
         run_matmul(one, t, x + (size_t)k * cols, 1, 0);
@@ -386,7 +396,7 @@ static void check_matmul(const TestMatrix *m, const float *x, int n, const char 
     }
     CHECK(same, "%s %s rows %d cols %d: a chunk of %d tokens differs from single tokens",
           type_name(t), what, rows, cols, n);
-    free(y), free(ref), free(one), free(mag);
+    free(y), free(one);
 }
 
 static void test_matmul_vs_ref(void) {
@@ -463,6 +473,50 @@ static void test_matmul_threads(void) {
         free_matrix(&m);
         free(x);
     }
+}
+
+/* matmul_many as the forward pass calls it (q, k and v; w1 and w3): products of one input in
+ * one call, of one type (one preparation of x, one parallel loop over the rows of all three)
+ * or of mixed types (one product after another). Each output must be matmul_ref's, bit for bit
+ * where the path is exact, and what matmul gives for its product alone, bit for bit. 5 + 17 +
+ * 33 rows of 2411 columns are past the work below which matmul stays on one thread (2^17
+ * multiply-adds, simd.h) even for one token, so the threads share the rows of the three. */
+static void test_matmul_many(void) {
+    static const int KINDS[][2] = {{WEIGHT_F32, 0}, {WEIGHT_BF16, 0}, {WEIGHT_Q8_0, 32},
+                                   {WEIGHT_Q8_0, 64}, {WEIGHT_Q4_0, 32}};
+    static const int ROWS_OF[] = {5, 17, 33}, TOKENS_OF[] = {1, 19};
+    int cols = 2411;
+    for (int set = 0; set <= COUNT(KINDS); set++) /* each kind three times, then one of each */
+        for (int c = 0; c < COUNT(TOKENS_OF); c++) {
+            int n = TOKENS_OF[c], mixed = set == COUNT(KINDS), count = mixed ? COUNT(KINDS) : 3;
+            TestMatrix m[COUNT(KINDS)];
+            Product p[COUNT(KINDS)];
+            float *x = random_floats((size_t)n * cols);
+            size_t bytes = 0;
+            for (int i = 0; i < count; i++) {
+                const int *kind = KINDS[mixed ? i : set];
+                m[i] = test_matrix(kind[0], kind[1], ROWS_OF[i % 3], cols, 0);
+                m[i].packed = pack(&m[i].t);
+                p[i] = (Product){malloc(sizeof(float) * n * m[i].t.rows), &m[i].t};
+                size_t need = matmul_scratch_bytes(&m[i].t, n);
+                if (need > bytes) bytes = need;
+            }
+            void *scratch = NULL;
+            if (bytes && posix_memalign(&scratch, 64, bytes) != 0) abort();
+            matmul_many(p, count, x, n, scratch);
+            for (int i = 0; i < count; i++) {
+                const Tensor *t = &m[i].t;
+                const char *what = mixed ? "matmul_many, mixed" : "matmul_many";
+                check_against_ref(&m[i], x, n, p[i].y, what);
+                float *alone = malloc(sizeof(float) * n * t->rows);
+                run_matmul(alone, t, x, n, 0);
+                CHECK(memcmp(alone, p[i].y, sizeof(float) * n * t->rows) == 0,
+                      "%s %s rows %d tokens %d: not what matmul gives alone", type_name(t),
+                      what, t->rows, n);
+                free(alone), free(p[i].y), free_matrix(&m[i]);
+            }
+            free(scratch), free(x);
+        }
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -929,6 +983,7 @@ int main(int argc, char **argv) {
     test_matmul_vs_ref();
     test_matmul_bf16_edges();
     test_matmul_threads();
+    test_matmul_many();
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     test_bf16_rounding_vs_instruction();
 #endif
