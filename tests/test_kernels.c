@@ -218,6 +218,31 @@ static void test_matvec_by_hand(void) {
           "q4_0 dequantized: %g %g %g %g", row[0], row[16], row[32], row[39]);
 }
 
+/* Every fp16 scale as Q4_0 reads it (a weight of nibble 9 is 1 x d): the value fp16 defines,
+ * either sign, subnormals, infinities and NaN included. The random matrices below hold the VNNI
+ * kernel's vcvtph2ps to the reference's conversion; this holds that conversion on every build. */
+static void test_q4_0_scales(void) {
+    int n = 1 << 16, bad = 0;
+    uint8_t *b = malloc((size_t)n * 18);
+    for (int h = 0; h < n; h++) {
+        b[18 * h] = (uint8_t)h, b[18 * h + 1] = (uint8_t)(h >> 8);
+        memset(b + 18 * h + 2, 0x88, 16);
+        b[18 * h + 2] = 0x89; /* weight 0: nibble 9 */
+    }
+    Tensor t = {.data = b, .type = WEIGHT_Q4_0, .group_size = 32, .rows = n, .cols = 32};
+    for (int h = 0; h < n; h++) {
+        float row[32];
+        weight_q4_0.dequantize_row(row, &t, h);
+        int e = h >> 10 & 31, m = h & 0x3FF;
+        float want = e == 0 ? ldexpf((float)m, -24)
+                   : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 0x400), e - 25);
+        if (h & 0x8000) want = -want;
+        bad += !(memcmp(&row[0], &want, 4) == 0 || (isnan(row[0]) && isnan(want)));
+    }
+    CHECK(bad == 0, "%d of the 65536 fp16 scales read as another value", bad);
+    free(b);
+}
+
 /* The fast quantizer must agree bit for bit with the reference, ties and all. */
 static void test_quantize_q8_vs_ref(void) {
     static const int SIZES[] = {1, 5, 31, 33, 64, 100, 172, 291};
@@ -324,13 +349,17 @@ static TestMatrix test_matrix(int kind, int gs, int rows, int cols, int tiny) {
         for (int i = 0; i < rows * groups; i++) s[i] = 0.01f + 0.01f * (uniform() + 1);
         for (size_t i = 0; i < n; i++) m.values[i] = q[i] * s[i / cols * groups + i % cols / gs];
         m.t.scales = s, m.t.group_size = gs;
-    } else { /* Q4_0: random nibbles, scales of 2^-7 .. 2^-4 */
+    } else { /* Q4_0: random nibbles; scales of either sign, of 2^-6 .. 2^-2 but for every
+              * eighth block from the first a subnormal fp16 (0x0001 .. 0x03FF), from the
+              * second a zero and from the third the largest fp16, 65504 (0x7BFF) */
         int blocks = (cols + 31) / 32;
         uint8_t *b = m.data = malloc((size_t)rows * blocks * 18);
         for (size_t i = 0; i < (size_t)rows * blocks * 18; i++) b[i] = (uint8_t)next_u32();
         for (int i = 0; i < rows * blocks; i++) {
             float d = (1.0f + (next_u32() % 1000) / 1000.0f) / (float)(8 << next_u32() % 4);
-            uint16_t h = f32_to_half(d);
+            uint16_t h = i % 8 == 0 ? (uint16_t)(1 + next_u32() % 0x3FF)
+                       : i % 8 == 1 ? 0 : i % 8 == 2 ? 0x7BFF : f32_to_half(d);
+            h |= next_u32() & 0x8000;
             b[18 * i] = (uint8_t)h, b[18 * i + 1] = (uint8_t)(h >> 8);
         }
         m.t.group_size = 32;
@@ -980,6 +1009,7 @@ int main(int argc, char **argv) {
     test_exp_kernels_vs_ref();
     test_quantize_q8();
     test_quantize_q8_vs_ref();
+    test_q4_0_scales();
     test_matmul_vs_ref();
     test_matmul_bf16_edges();
     test_matmul_threads();
