@@ -326,6 +326,8 @@ static int read_v1(ModelFile *f, const unsigned char *b, size_t size, char err[E
                     c->chat_template);
     if (type == WEIGHT_Q8_0) {
         if (gs != 32 && gs != 64) return fail(err, "Q8_0 group_size = %d is not 32 or 64", gs);
+    } else if (type == WEIGHT_Q4_0) {
+        return fail(err, "weight_type = %d is Q4_0, which only a version-2 file holds", type);
     } else if (type != WEIGHT_F32 && type != WEIGHT_BF16) {
         return fail(err, "weight_type = %d is unknown (0 f32, 1 bf16, 2 Q8_0)", type);
     } else if (gs != 0) {

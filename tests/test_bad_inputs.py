@@ -417,6 +417,9 @@ def test_tllm_header_fields():
          dict(weights_offset=tllm_field(good, "weights_offset") + 64)),
     ]:
         tllm_case(cases, label, tllm_with(good, **fields))
+    for gs in (0, 32):  # Q4_0 came with version 2: the message says so
+        tllm_case(cases, f"weight_type 3 (Q4_0) group_size {gs}",
+                  tllm_with(good, weight_type=3, group_size=gs), "Q4_0, which only a version-2")
     tllm_case(cases, "magic TLLX", b"TLLX" + good[4:])
     tllm_case(cases, "magic only", b"TLLM")
     tllm_case(cases, "header only", good[:256])
