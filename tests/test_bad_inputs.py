@@ -786,9 +786,10 @@ def test_v2_directory():
     or size, misplaced, overlapping, missing; entries cut short; bad names; trailing bytes;
     counts larger than the model's names."""
     cases = []
-    for f in (tllm_file("v2_f32"), tllm_file("v2_q8", "q8_0", 32, False, template="chatml")):
+    for f in (tllm_file("v2_f32"), tllm_file("v2_q8", "q8_0", 32, False, template="chatml"),
+              tllm_file("v2_q4", "q4_0")):
         good, n, h = f.data, len(f.data), f.header
-        tag = "f32" if f.tensors["layers.0.wq"][0] == 0 else "q8"
+        tag = {0: "f32", 2: "q8", 3: "q4"}[f.tensors["layers.0.wq"][0]]
         entries = f.directory_entries
         by_offset = sorted(entries, key=lambda e: e["offset"])
 
@@ -815,7 +816,7 @@ def test_v2_directory():
             case(f"{name} size + 1", field(e, "size", e["size"] + 1), quoted)
             case(f"{name} size - 64", field(e, "size", e["size"] - 64), quoted)
             case(f"{name} size 2^64-1", field(e, "size", 2**64 - 1), quoted)
-            for t in (3, 255, 256, 2**32 - 1):
+            for t in (4, 255, 256, 2**32 - 1):  # 3 is Q4_0
                 case(f"{name} type {t}", field(e, "type", t), quoted)
             case(f"{name} offset + 4", field(e, "offset", e["offset"] + 4), quoted)
             case(f"{name} offset + 1", field(e, "offset", e["offset"] + 1), quoted)
@@ -835,6 +836,10 @@ def test_v2_directory():
                 for gs in (0, 16, 33, 128, 2**32 - 1):
                     case(f"{name} group size {gs}", field(e, "group_size", gs), quoted)
                 case(f"{name} as f32", field(e, "type", 0), quoted)
+            elif e["type"] == 3:  # Q4_0: blocks of 32 weights in 18 bytes, no multiple of 64
+                for gs in (0, 16, 64):
+                    case(f"{name} group size {gs}", field(e, "group_size", gs), quoted)
+                case(f"{name} size - 1", field(e, "size", e["size"] - 1), quoted)
             else:
                 case(f"{name} group size 32", field(e, "group_size", 32), quoted)
                 case(f"{name} as bf16", field(e, "type", 1), quoted)
