@@ -234,6 +234,7 @@ static void superblocks(float *y, const uint32_t *packed, const uint32_t *xp, in
         int left = rows - b * BF16_SB;
         for (int t = 0; t < tn; t += TILE_T) {
             float *yt = y + (size_t)t * rows + b * BF16_SB;
+            /* a case per count, so T is a constant in the tile (why: see matmul_f32.c's tile) */
             switch (min_int(TILE_T, tn - t)) {
 #if TILE_T >= 8
             case 8: tile(yt, wb, xp + t, tn, 8, pairs, rows, left); break;

@@ -271,6 +271,7 @@ static void packed_blocks(float *y, const Tensor *w, Q4Input x, int tn, int b0, 
         return;
     }
     for (int b = b0; b < b1; b++) {
+        /* a case per count, so T is a constant in the tile (why: see matmul_f32.c's tile) */
         switch (tn) {
         case 8: tile(y, w->packed, w->rows, w->cols, x, b, 8); break;
         case 7: tile(y, w->packed, w->rows, w->cols, x, b, 7); break;

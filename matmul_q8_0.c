@@ -425,6 +425,7 @@ static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, cons
         float *yt = y + (size_t)t * rows;
         const uint8_t *xt = xu + (size_t)t * cols;
         const float *st = xs + (size_t)t * groups;
+        /* a case per count, so T is a constant in the tile (why: see matmul_f32.c's tile) */
         switch (min_int(8, n - t)) {
         case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
         case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
