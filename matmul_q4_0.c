@@ -299,14 +299,6 @@ static int unit_rows(const Tensor *w) { return 4; }
 
 #if defined(USE_AVX2_Q8)
 
-/* The sum of the 8 int32 of v. */
-static ALWAYS_INLINE int32_t hsum_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* vpmaddubsw multiplies the nibbles (0..15, unsigned) by the values (-127..127) and adds
  * neighbours into int16: at most 2 x 15 x 127, so it never saturates; the -8 comes in as the
  * bias. */
