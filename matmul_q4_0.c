@@ -196,15 +196,17 @@ static void decode_blocks(float *y, const uint8_t *packed, int rows, int cols, c
                           const float *xs, const int32_t *xbias, int b0, int b1) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     int G = blocks_of(cols);
-    size_t bytes = rows_block_bytes(cols), per_group = bytes / G;
+    size_t bytes = rows_block_bytes(cols);
+    /* what one group of the 16 rows streams: 256 bytes of nibbles and 16 fp16 scales */
+    const size_t group_bytes = 256 + Q4_ROWS * sizeof(uint16_t);
     for (int b = b0; b < b1; b++) {
         const uint8_t *q = packed + (size_t)b * bytes;
         const uint16_t *sc = (const uint16_t *)(q + (size_t)G * 256);
         __m512 acc = _mm512_setzero_ps();
         for (int g = 0; g < G; g++) {
             /* the prefetch walks the block at the pace of the reads, into the next block */
-            const char *ahead = (const char *)q + g * per_group + PREFETCH_AHEAD;
-            for (int c = 0; c < 320; c += 64) _mm_prefetch(ahead + c, _MM_HINT_T1);
+            const char *ahead = (const char *)q + g * group_bytes + PREFETCH_AHEAD;
+            for (size_t c = 0; c < group_bytes; c += 64) _mm_prefetch(ahead + c, _MM_HINT_T1);
             const uint8_t *qg = q + (size_t)g * 256;
             const int8_t *xg = xq + g * QK;
             __m512i lo0 = _mm512_set1_epi32(xbias[g]), lo1 = _mm512_setzero_si512();
