@@ -346,7 +346,7 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
 #if defined(USE_AVX2_Q8)
         rows_avx2(yt, w, group_input(group, w, 0, tn), tn, r0, nr);
 #else
-        product_ref(yt, w, x, group, tn, r0, nr);
+        product_ref(yt, w, NULL, group, tn, r0, nr); /* it reads only the prepared input */
 #endif
     }
 }
@@ -355,7 +355,7 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
 /* The table row */
 
 static size_t file_bytes(size_t rows, size_t cols, int group_size) {
-    return group_size == QK ? rows * (size_t)blocks_of((int)cols) * BLOCK_BYTES : 0;
+    return group_size == QK ? rows * ((cols + QK - 1) / QK) * BLOCK_BYTES : 0;
 }
 
 static void bind(Tensor *t, const void *base) { t->data = base; }
