@@ -102,26 +102,6 @@ void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_s
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The reference */
-
-/* Each group contributes (integer dot product) x (weight scale x activation scale). */
-static void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
-                   const float *xq_scale, int rows, int cols, int group_size) {
-    int groups = (cols + group_size - 1) / group_size;
-    for (int i = 0; i < rows; i++) {
-        const int8_t *row = w + (size_t)i * cols;
-        float sum = 0.0f;
-        for (int g = 0; g < groups; g++) {
-            int start = g * group_size, len = min_int(group_size, cols - start);
-            int32_t dot = 0;
-            for (int j = start; j < start + len; j++) dot += row[j] * xq[j];
-            sum += (float)dot * (w_scale[(size_t)i * groups + g] * xq_scale[g]);
-        }
-        y[i] = sum;
-    }
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* The prepared input: per group of MATMUL_TOKENS tokens (tn in the last), their int8 values
  * (tn, cols), then from the next multiple of 64 their scales (tn, groups). */
 
@@ -161,11 +141,33 @@ static void prepare_ref(void *in, const float *x, int n, int t0, const Tensor *w
     prepare_with(quantize_q8_ref, 0, in, x, n, t0, w);
 }
 
-/* One token's activations the way product reads them: quantized, plus 128 when packed. */
+/* A group of tokens' activations the way product reads them: quantized, plus 128 when
+ * packed. */
 static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {
     prepare_with(quantize_q8, w->packed != NULL, in, x, n, t0, w);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The reference */
+
+/* Each group contributes (integer dot product) x (weight scale x activation scale). */
+static void matvec_q8_ref(float *y, const int8_t *w, const float *w_scale, const int8_t *xq,
+                   const float *xq_scale, int rows, int cols, int group_size) {
+    int groups = (cols + group_size - 1) / group_size;
+    for (int i = 0; i < rows; i++) {
+        const int8_t *row = w + (size_t)i * cols;
+        float sum = 0.0f;
+        for (int g = 0; g < groups; g++) {
+            int start = g * group_size, len = min_int(group_size, cols - start);
+            int32_t dot = 0;
+            for (int j = start; j < start + len; j++) dot += row[j] * xq[j];
+            sum += (float)dot * (w_scale[(size_t)i * groups + g] * xq_scale[g]);
+        }
+        y[i] = sum;
+    }
+}
+
+/* Rows r0 .. r0 + nr - 1 for n tokens of the input prepare_ref wrote, a token at a time. */
 static void product_ref(float *y, const Tensor *w, const float *x, const void *in, int n,
                         int r0, int nr) {
     int cols = w->cols, gs = w->group_size, groups = groups_of(w);
