@@ -145,11 +145,14 @@ static void pack(Tensor *t, void *mem) {
         uint32_t *out = dst + (size_t)b * pairs * BF16_SB;
         for (int i = 0; i < BF16_SB; i++) {
             int r = b * BF16_SB + i;
-            const uint16_t *row = (const uint16_t *)t->data + (size_t)(r < rows ? r : 0) * cols;
-            for (int p = 0; p < pairs && r < rows; p++)
+            if (r >= rows) { /* a padding row: zero weights */
+                for (int p = 0; p < pairs; p++) out[(size_t)p * BF16_SB + i] = 0;
+                continue;
+            }
+            const uint16_t *row = (const uint16_t *)t->data + (size_t)r * cols;
+            for (int p = 0; p < pairs; p++)
                 out[(size_t)p * BF16_SB + i] =
                     weight_bits(row, 2 * p, cols) | weight_bits(row, 2 * p + 1, cols) << 16;
-            for (int p = 0; p < pairs && r >= rows; p++) out[(size_t)p * BF16_SB + i] = 0;
         }
     }
     t->packed = mem;

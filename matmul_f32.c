@@ -83,9 +83,11 @@ static void pack(Tensor *t, void *mem) {
         float *out = dst + (size_t)b * cols * F32_SB;
         for (int i = 0; i < F32_SB; i++) {
             int r = b * F32_SB + i;
-            for (int j = 0; j < cols && r < rows; j++)
-                out[(size_t)j * F32_SB + i] = w[(size_t)r * cols + j];
-            for (int j = 0; j < cols && r >= rows; j++) out[(size_t)j * F32_SB + i] = 0.0f;
+            if (r >= rows) { /* a padding row: zero weights */
+                for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = 0.0f;
+                continue;
+            }
+            for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = w[(size_t)r * cols + j];
         }
     }
     t->packed = mem;
