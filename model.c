@@ -115,8 +115,8 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
     s->logits = calloc(c->vocab_size, sizeof(float));
     size_t scratch = scratch_bytes(m, (int)n);
-    int quant_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
-    if (!quant_ok) s->xp = NULL;
+    int scratch_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
+    if (!scratch_ok) s->xp = NULL;
     ModelOptions *o = &m->options;
     if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
     if (o->sinks < 0) /* the default, but always leaving one position to evict */
@@ -133,7 +133,7 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
                               c->seq_len, window, (int)n, o->sinks, s->rope_freq) == 0;
     free(window);
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v ||
-        !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !quant_ok ||
+        !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->att || !s->logits || !scratch_ok ||
         !kv_ok)
         return fail(err, "cannot allocate the run state (KV cache of %zu MB): try a smaller "
                     "seq_len", 2 * (size_t)c->n_layers * c->seq_len * c->n_kv_heads *
