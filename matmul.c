@@ -34,6 +34,9 @@ static int same_input(const Tensor *a, const Tensor *b) {
 
 static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS; }
 
+/* The units of work w's rows make, `per` rows each (the last may be short). */
+static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / per; }
+
 /* The work of matmul_many, shared out among the threads of the team that calls it (one
  * thread when called outside a parallel region). Units run row-block-major, so a thread's
  * units of one row block follow each other and its weights stay in the cache while the
@@ -51,7 +54,7 @@ static void matmul_team(const Product *p, int count, int units, int per, const f
     #pragma omp for schedule(static)
     for (int u = 0; u < units * groups; u++) {
         int i = 0, first = u / groups; /* row unit `first` of product i */
-        while (first >= (p[i].w->rows + per - 1) / per) first -= (p[i].w->rows + per - 1) / per, i++;
+        while (first >= row_units(p[i].w, per)) first -= row_units(p[i].w, per), i++;
         int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
         const void *in = stride ? (const char *)scratch + t0 * stride : NULL;
         type->product(p[i].y + (size_t)t0 * p[i].w->rows, p[i].w, x + (size_t)t0 * w->cols, in,
@@ -68,7 +71,7 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
     int per = weight_type(p[0].w->type)->unit_rows(p[0].w), units = 0;
     long work = 0;
     for (int i = 0; i < count; i++) {
-        units += (p[i].w->rows + per - 1) / per;
+        units += row_units(p[i].w, per);
         work += (long)n * p[i].w->rows * p[i].w->cols;
     }
     /* A branch rather than `parallel if`: that still enters the OpenMP runtime, which cost a
