@@ -4,8 +4,8 @@
  * Small cases computed by hand pin down what each kernel means; random inputs of awkward sizes
  * (not multiples of the vector widths, short last groups) hold every fast path to the plain C
  * reference. Prints one line per failing check and ends with `N passed, N failed`; the exit
- * status is 1 if anything failed. tests/test_speed.py runs it for the native, AVX2 and plain
- * builds.
+ * status is 1 if anything failed. tests/test_kernel_paths.py runs it for the native build and
+ * builds it again for the AVX2, AVX-512-without-VNNI and plain paths.
  *
  *   test_kernels           run the tests
  *   test_kernels --bench   the matmul kernels alone, per weight type: a prompt chunk and a
