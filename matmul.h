@@ -111,17 +111,4 @@ void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int gro
  * q8_0:avx512vnni q4_0:avx512vnni", for the tests and the benchmark report. */
 const char *matmul_isa(void);
 
-/* ------------------------------------------------------------------------------------------ */
-/* Float products for attention, on the calling thread only (matmul_f32.c) */
-
-/* y (rows) = W (rows, cols) x (cols): attention scores, where the rows are the cached keys.
- * Each row summed by 16-lane partial sums, then their tree (not matmul's order). */
-void matvec_f32(float *y, const float *w, const float *x, int rows, int cols);
-void matvec_f32_ref(float *y, const float *w, const float *x, int rows, int cols);
-
-/* y (cols) = a (rows) W (rows, cols): the rows of W weighted by a and summed; attention's
- * weighted sum of the cached values. */
-void vecmat_f32(float *y, const float *a, const float *w, int rows, int cols);
-void vecmat_f32_ref(float *y, const float *a, const float *w, int rows, int cols);
-
 #endif

@@ -578,40 +578,6 @@ static void test_bf16_rounding_vs_instruction(void) {
 }
 #endif
 
-/* Attention's scores: the rows of the cache summed in lanes, within the tolerance. */
-static void test_matvec_f32_vs_ref(void) {
-    for (int a = 0; a < COUNT(ROWS); a++)
-        for (int b = 0; b < COUNT(COLS); b++) {
-            int rows = ROWS[a], cols = COLS[b];
-            float *w = random_floats((size_t)rows * cols), *x = random_floats(cols);
-            float *y = malloc(sizeof(float) * rows), *ref = malloc(sizeof(float) * rows);
-            float *mag = calloc(rows, sizeof(float));
-            matvec_f32(y, w, x, rows, cols);
-            matvec_f32_ref(ref, w, x, rows, cols);
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < cols; j++) mag[i] += fabsf(w[(size_t)i * cols + j] * x[j]);
-            CHECK(compare(y, ref, mag, rows) == 0, "rows %d cols %d", rows, cols);
-            free(w), free(x), free(y), free(ref), free(mag);
-        }
-}
-
-static void test_vecmat_vs_ref(void) {
-    static const int SIZES[] = {1, 2, 6, 7, 16, 17, 48, 64, 65, 100, 131};
-    for (int a = 0; a < COUNT(SIZES); a++)
-        for (int b = 0; b < COUNT(SIZES); b++) {
-            int rows = SIZES[a], cols = SIZES[b];
-            float *w = random_floats((size_t)rows * cols), *p = random_floats(rows);
-            float *y = malloc(sizeof(float) * cols), *ref = malloc(sizeof(float) * cols);
-            float *mag = calloc(cols, sizeof(float));
-            vecmat_f32(y, p, w, rows, cols);
-            vecmat_f32_ref(ref, p, w, rows, cols);
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < cols; j++) mag[j] += fabsf(p[i] * w[i * cols + j]);
-            CHECK(compare(y, ref, mag, cols) == 0, "rows %d cols %d", rows, cols);
-            free(w), free(p), free(y), free(ref), free(mag);
-        }
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* RoPE and attention */
 
@@ -1017,8 +983,6 @@ int main(int argc, char **argv) {
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     test_bf16_rounding_vs_instruction();
 #endif
-    test_matvec_f32_vs_ref();
-    test_vecmat_vs_ref();
     test_rope();
     test_attention_by_hand();
     test_gqa_head_mapping();
