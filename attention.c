@@ -376,7 +376,7 @@ static void attend_ref(float *out, float *scores, const float *q, const KvCache 
         int slot = slot_of(c, layer, t);
         scores[t] = dot_key(c, key_index(c, layer, kv, slot), *shift_of(c, layer, slot), q) / norm;
     }
-    softmax_ref(scores + lo, pos - lo + 1);
+    softmax(scores + lo, pos - lo + 1);
     if (!out) return;
     for (int d = 0; d < c->head_size; d++) out[d] = 0.0f;
     for (int t = lo; t <= pos; t++)

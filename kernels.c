@@ -54,7 +54,7 @@ void add(float *x, const float *y, int n) {
     }
 }
 
-void softmax_ref(float *x, int n) {
+void softmax(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
     float sum = 0.0f;
@@ -71,29 +71,6 @@ void swiglu_ref(float *out, const float *gate, const float *up, int n) {
         g *= 1.0f / (1.0f + expf(-g)); /* silu(x) = x * sigmoid(x) */
         out[i] = g * up[i];
     }
-}
-
-void softmax(float *x, int n) {
-#if defined(USE_AVX512)
-    __m512 vmax = _mm512_set1_ps(x[0]);
-    for (int i = 0; i < n; i += 16)
-        vmax = _mm512_mask_max_ps(vmax, mask16(n - i), _mm512_maskz_loadu_ps(mask16(n - i), x + i),
-                                  vmax);
-    __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), sum = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = mask16(n - i);
-        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), max));
-        sum = _mm512_mask_add_ps(sum, m, sum, e);
-        _mm512_mask_storeu_ps(x + i, m, e);
-    }
-    __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = mask16(n - i);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), total));
-    }
-#else
-    softmax_ref(x, n);
-#endif
 }
 
 static void swiglu_block(float *out, const float *gate, const float *up, int n) {

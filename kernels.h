@@ -18,9 +18,9 @@ void add(float *x, const float *y, int n);
 /* Each of n rows of x (n, dim) += bias (dim). */
 void add_bias(float *x, const float *bias, int n, int dim);
 
-/* x (n) = softmax(x), in place, subtracting the max first for stability. */
+/* x (n) = softmax(x), in place, subtracting the max first for stability: the reference
+ * attention's (attention_ref); the fast attention takes its exponentials a tile at a time. */
 void softmax(float *x, int n);
-void softmax_ref(float *x, int n);
 
 /* out (n) = silu(gate) * up, where silu(x) = x * sigmoid(x): the SwiGLU feedforward's gate.
  * out may alias gate. */

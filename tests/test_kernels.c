@@ -101,8 +101,7 @@ static void test_softmax(void) {
           "softmax of large values = %g %g, want %g", big[0], big[1], want);
 }
 
-/* The vectorised exponential of softmax and swiglu against expf's: within 2 ulp for each
- * value of swiglu; softmax also divides by a sum taken in another order, so 1e-5 there. The
+/* The vectorised exponential of swiglu against expf's: within 2 ulp for each value. The
  * inputs reach where e^x overflows and underflows, and NaN must stay NaN. */
 static void test_exp_kernels_vs_ref(void) {
     static const int SIZES[] = {1, 5, 16, 17, 100, 333};
@@ -111,13 +110,6 @@ static void test_exp_kernels_vs_ref(void) {
         float *x = random_floats(n), *up = random_floats(n);
         float *y = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
         for (int i = 0; i < n; i++) x[i] *= i % 7 == 3 ? 120.0f : 30.0f; /* some past +-88 */
-        memcpy(y, x, sizeof(float) * n);
-        memcpy(ref, x, sizeof(float) * n);
-        softmax(y, n);
-        softmax_ref(ref, n);
-        for (int i = 0; i < n; i++) bad += !(fabsf(y[i] - ref[i]) <= 1e-5f * ref[i] + 1e-37f);
-        CHECK(bad == 0, "softmax n %d: %d values differ", n, bad);
-        bad = 0;
         swiglu(y, x, up, n);
         swiglu_ref(ref, x, up, n);
         for (int i = 0; i < n; i++)

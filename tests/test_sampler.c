@@ -203,7 +203,7 @@ static int by_prob_then_id(const void *a, const void *b) {
 }
 
 static int oracle_topp(float *logits, int n, float topp, ProbIndex *cand) {
-    softmax_ref(logits, n);
+    softmax(logits, n);
     float coin = oracle_coin(), cutoff = (1.0f - topp) / (n - 1);
     int kept = 0;
     for (int i = 0; i < n; i++)
