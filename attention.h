@@ -88,6 +88,7 @@ typedef struct {
     float *turns;    /* (seq_len, head_size) cos and sin of the angles of shift s (row s: head_size
                       * / 2 cosines, then the sines), where turned[s] says they are filled */
     unsigned char *turned;
+    int moved;       /* 1 once kv_cache_evict has moved a key: until then every shift is 0 */
     /* The vectors, of `type`: one head's slots are contiguous, so attention streams through
      * them in order. values (for each layer: n_kv_heads, sinks + ring[layer], head_size).
      * keys (for each layer: n_kv_heads, the slots rounded up to blocks of 16 (blocks,
