@@ -715,7 +715,7 @@ static void test_attention_vs_ref(void) {
         {KV_Q8, 1, 1, 3, 12, 90, 64, 2, {0}},     {KV_BF16, 1, 3, 3, 18, 90, 1, 0, {0}},
         {KV_F32, 2, 2, 4, 16, 200, 7, 0, {5, 0}}, {KV_F32, 2, 2, 4, 16, 300, 64, 3, {70, 0}},
         {KV_F32, 1, 1, 2, 8, 100, 7, 0, {1}},     {KV_Q8, 2, 2, 4, 16, 200, 7, 4, {0, 9}},
-        {KV_BF16, 1, 2, 4, 16, 200, 64, 0, {130}},
+        {KV_BF16, 1, 2, 4, 16, 200, 64, 0, {130}}, {KV_Q8, 1, 3, 3, 48, 300, 7, 4, {0}},
     };
     for (int si = 0; si < COUNT(shapes); si++) {
         const Shape *s = &shapes[si];
@@ -746,13 +746,30 @@ static void test_attention_vs_ref(void) {
     }
 }
 
-/* A chunk of queries must give each query what it gets alone at its position, bit for bit:
- * that is what makes batched prefill agree with token-by-token decoding. */
+/* Whether n random queries at pos .. pos + n - 1 of a layer, taken as one chunk, give each
+ * query what it gets alone at its position, bit for bit: that is what makes batched prefill
+ * agree with token-by-token decoding. Alone, a query of a multi-head model goes through
+ * attend_row, which orders the work differently. */
+static int chunk_same_as_alone(KvCache *kv, const Shape *s, int layer, int n, int pos) {
+    size_t width = (size_t)s->heads * s->hs;
+    float *q = random_floats(width * n), *out = malloc(sizeof(float) * width * n);
+    float *one = malloc(sizeof(float) * width);
+    attention(out, q, kv, layer, n, pos, s->heads);
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        attention(one, q + i * width, kv, layer, 1, pos + i, s->heads);
+        same &= memcmp(one, out + i * width, sizeof(float) * width) == 0;
+    }
+    free(q), free(out), free(one);
+    return same;
+}
+
 static void test_attention_chunk(void) {
     static const Shape shapes[] = {
         {KV_F32, 1, 2, 4, 6, 200, 64, 0, {0}},  {KV_F32, 1, 4, 32, 64, 200, 64, 0, {0}},
         {KV_BF16, 1, 1, 5, 12, 200, 64, 0, {0}}, {KV_Q8, 1, 2, 8, 64, 200, 64, 4, {0}},
-        {KV_F32, 1, 2, 2, 16, 200, 64, 0, {20}},
+        {KV_F32, 1, 2, 2, 16, 200, 64, 0, {20}}, {KV_F32, 1, 3, 3, 48, 200, 64, 4, {0}},
+        {KV_Q8, 1, 2, 2, 64, 200, 64, 0, {0}},
     };
     for (int si = 0; si < COUNT(shapes); si++) {
         const Shape *s = &shapes[si];
@@ -761,18 +778,9 @@ static void test_attention_chunk(void) {
         kv_cache_init(&kv, s->type, 1, s->kv_heads, s->hs, s->seq, s->window, s->chunk, s->sinks,
                       freq_for(s->hs));
         fill(&kv, s, 0, 0, pos + n);
-        size_t width = (size_t)s->heads * s->hs;
-        float *q = random_floats(width * n), *out = malloc(sizeof(float) * width * n);
-        float *one = malloc(sizeof(float) * width);
-        attention(out, q, &kv, 0, n, pos, s->heads);
-        int same = 1;
-        for (int i = 0; i < n; i++) {
-            attention(one, q + i * width, &kv, 0, 1, pos + i, s->heads);
-            same &= memcmp(one, out + i * width, sizeof(float) * width) == 0;
-        }
-        CHECK(same, "shape %d: a chunk's queries differ from the same queries alone", si);
+        CHECK(chunk_same_as_alone(&kv, s, 0, n, pos),
+              "shape %d: a chunk's queries differ from the same queries alone", si);
         kv_cache_free(&kv);
-        free(q), free(out), free(one);
     }
 }
 
@@ -858,8 +866,9 @@ static void test_ring_wraparound(void) {
  * tiled attention (which turns queries instead of keys) still equals the reference (which
  * turns keys) over the turned rings. */
 static void test_evict(void) {
-    for (int type = KV_F32; type <= KV_Q8; type++) {
-        Shape s = {type, 2, 2, 4, 16, 120, 7, 3, {0, 11}};
+    for (int type = KV_F32; type <= KV_Q8; type++)
+    for (int heads = 2; heads <= 4; heads += 2) { /* multi-head (attend_row) and GQA */
+        Shape s = {type, 2, 2, heads, 16, 120, 7, 3, {0, 11}};
         KvCache kv;
         kv_cache_init(&kv, type, 2, s.kv_heads, s.hs, s.seq, s.window, s.chunk, s.sinks,
                       freq_for(s.hs));
@@ -892,6 +901,10 @@ static void test_evict(void) {
                 worst_attention = fmaxf(worst_attention, fast_vs_ref(&kv, &s, l, 1, len - 1));
                 fill(&kv, &s, l, len, len + s.chunk);
                 worst_attention = fmaxf(worst_attention, fast_vs_ref(&kv, &s, l, s.chunk, len));
+                /* keys of several shifts, tiles cut where the shift changes */
+                CHECK(chunk_same_as_alone(&kv, &s, l, s.chunk, len),
+                      "type %d, %d heads, layer %d: after eviction a chunk's queries differ "
+                      "from the same queries alone", type, heads, l);
             }
             len += s.chunk;
         }
@@ -899,8 +912,8 @@ static void test_evict(void) {
          * float rounding, in every type */
         float allowed = 2e-6f;
         CHECK(worst_move <= allowed, "type %d: a moved vector is off by %g", type, worst_move);
-        CHECK(worst_attention <= 1e-5f, "type %d: after eviction attention is off the reference "
-              "by %g", type, worst_attention);
+        CHECK(worst_attention <= 1e-5f, "type %d, %d heads: after eviction attention is off "
+              "the reference by %g", type, heads, worst_attention);
         /* a caller that keeps saying the cache is full when it is not: the shifts would run
          * past the table of turns, so the evictions are refused, and nothing moves */
         CHECK(kv_cache_evict(&kv, 0, len) < 0 && kv_cache_evict(&kv, len, len) < 0 &&
