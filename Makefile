@@ -8,8 +8,8 @@
 #                   valgrind, the installed library (see TESTING.md)
 #   make test-fast  the suite against the optimised build only, for day-to-day work
 #   make test-debug the suite against the sanitizer build only
-#   make lib        build/libtllm.a: the engine as a library (model.h and what it includes,
-#                   tokenizer.h, sampler.h, chat.h), built like ./run
+#   make lib        build/libtllm.a: the engine as a library (the functions of model.h,
+#                   tokenizer.h, unicode.h, sampler.h, chat.h), built like ./run
 #   make install    libtllm.a, its headers in include/tllm/, tllm.pc and ./run as tllm-run,
 #                   under $(DESTDIR)$(PREFIX) (default /usr/local); see examples/generate.c
 #   make bench      speed of random-weight models (see BENCHMARKS.md)
@@ -79,11 +79,12 @@ lib: build/libtllm.a
 # user's may have functions of those names. (attention.h and matmul.h are installed for the
 # types model.h uses; their functions stay inside the library.)
 API_HEADERS = model.h tokenizer.h sampler.h chat.h unicode.h
+OBJCOPY    ?= objcopy
 build/libtllm.a: $(LIBOBJ) $(API_HEADERS)
-	sed -n '/^typedef /!s/^[a-zA-Z][a-zA-Z0-9_ ]*[ *]\([a-z_][a-z0-9_]*\)(.*/\1/p' $(API_HEADERS) \
+	sed -n '/^typedef /!s/^[a-zA-Z][a-zA-Z0-9_ ]*[ *][ *]*\([a-z_][a-z0-9_]*\)(.*/\1/p' $(API_HEADERS) \
 	    > build/tllm.api
 	$(CC) -r -nostdlib $(LIBOBJ) -o build/tllm_all.o
-	objcopy --keep-global-symbols=build/tllm.api build/tllm_all.o build/tllm.o
+	$(OBJCOPY) --keep-global-symbols=build/tllm.api build/tllm_all.o build/tllm.o
 	rm -f $@
 	$(AR) rcs $@ build/tllm.o
 

@@ -13,13 +13,16 @@
 #include "chat.h"
 
 
-const char *program_name(const char *argv0) {
-    if (!argv0 || !argv0[0]) return "run";
-    const char *slash = strrchr(argv0, '/');
-    return slash && slash[1] ? slash + 1 : argv0;
+const char *args_program_name(const char *argv0) {
+    if (!argv0) return "run";
+    const char *slash = strrchr(argv0, '/'), *name = slash ? slash + 1 : argv0;
+    if (!name[0]) return "run"; /* "" or a path ending in '/' */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) return "run"; /* it starts every one-line message */
+    return name;
 }
 
-void usage(FILE *out, const char *name) {
+void args_usage(FILE *out, const char *name) {
     fprintf(out,
 "Usage: %s <model.bin> [options]\n"
 "Generates text with a Llama-style model (a TLLM file or a llama2.c checkpoint), or chats.\n"
@@ -141,7 +144,7 @@ static int takes_value(const char *a) {
     return 0;
 }
 
-int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
+int args_parse(int argc, char **argv, Options *o, char err[ERR_MAX]) {
     *o = (Options){.temperature = 1.0f, .topp = 0.9f, .steps = 256, .template_id = -1,
                    .attn_layer = -1, .sinks = -1};
     o->stops = malloc((argc + 1) * sizeof *o->stops); /* room for the chat end marker too */
@@ -151,10 +154,10 @@ int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]) {
         long long n;
         if (takes_value(a) && flag_value(argc, argv, &i, &v, err)) return ARGS_ERROR;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout, program_name(argv[0]));
+            args_usage(stdout, args_program_name(argv[0]));
             return ARGS_EXIT;
         } else if (!strcmp(a, "--version")) {
-            printf("%s %s\n", program_name(argv[0]), VERSION);
+            printf("%s %s\n", args_program_name(argv[0]), VERSION);
             return ARGS_EXIT;
         } else if (!strcmp(a, "-t")) {
             if (parse_float(a, v, 0.0f, INFINITY, &o->temperature, err)) return ARGS_ERROR;

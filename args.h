@@ -56,13 +56,14 @@ enum { ARGS_OK = 0, ARGS_EXIT = 1, ARGS_ERROR = -1, ARGS_USAGE = -2 }; /* ERROR:
  * --version; ARGS_USAGE when no model file is named; ARGS_ERROR with the reason in err. Free
  * o->stops whatever the result (it is NULL if memory ran out). The -f file is not read here:
  * o->prompt_file names it. */
-int parse_args(int argc, char **argv, Options *o, char err[ERR_MAX]);
+int args_parse(int argc, char **argv, Options *o, char err[ERR_MAX]);
 
-/* Prints --help to out, naming the program name (program_name). */
-void usage(FILE *out, const char *name);
+/* Prints --help to out, naming the program name (args_program_name). */
+void args_usage(FILE *out, const char *name);
 
 /* The name the program was run by (the last part of argv[0]: "run", or "tllm-run" when
- * installed), for --help, --version and the messages; "run" if there is none. */
-const char *program_name(const char *argv0);
+ * installed), for --help, --version and the messages; "run" if there is none, or if it holds
+ * a control byte (a newline would break the one-line messages). */
+const char *args_program_name(const char *argv0);
 
 #endif

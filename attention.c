@@ -727,8 +727,9 @@ static void turn_rows(float *Qt, const float *Q, int rows, const KvCache *c, int
 }
 
 /* o (head_size) = the attention of the one query q (head_size) over positions lo .. hi of KV
- * head kv: attend_item below for an item of a single row, which is every item of a multi-head
- * model's decoding. The same tiles and the same arithmetic, so the same numbers bit for bit,
+ * head kv: attend_item below for an item of a single row: every item of a multi-head model's
+ * decoding, and a grouped-query one's when the threads outnumber its KV heads so far that
+ * split_work cuts its groups down to one head each. The same tiles and the same arithmetic, so the same numbers bit for bit,
  * in another order: attend_item takes turns between a tile's 64 keys and its 64 values; here
  * the keys of a run of tiles (contiguous slots, one shift, at most max_rows tiles: what S
  * holds) give their scores first, then each tile takes its step of the running softmax, then
@@ -759,7 +760,10 @@ static void attend_row(float *o, const float *q, const KvCache *c, int layer, in
                  *shift_of(c, layer, slot + edge[n]) == moved);
         const float *Qs = q; /* turned for keys that moved, as in attend_item */
         if (moved) {
-            if (moved != turned) turn_rows(Qt, q, 1, c, moved), turned = moved;
+            if (moved != turned) {
+                turn_rows(Qt, q, 1, c, moved);
+                turned = moved;
+            }
             Qs = Qt;
         }
         SCORES(S, Qs, 1, c, keys + slot, 0, edge[n], scale);
@@ -813,7 +817,10 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
         int moved = *shift_of(c, layer, slot);
         const float *Qs = Q;
         if (moved) {
-            if (moved != turned) turn_rows(Qt, Q, rows, c, moved), turned = moved;
+            if (moved != turned) {
+                turn_rows(Qt, Q, rows, c, moved);
+                turned = moved;
+            }
             Qs = Qt;
         }
         int a[MAX_ROWS], b[MAX_ROWS], ja = end - t, jb = 0;

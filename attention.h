@@ -20,6 +20,9 @@
  * window attention, Mistral and Qwen2), and then keeps only those, in a ring of slots. When
  * the text outgrows the context, kv_cache_evict drops the oldest positions after the first
  * `sinks` ones (attention sinks) and renumbers the rest, so generation goes on.
+ *
+ * Installed with the library for the KvCache type that model.h uses; its functions are the
+ * library's own (libtllm.a keeps them local): a program calls model.h's.
  */
 #ifndef ATTENTION_H
 #define ATTENTION_H

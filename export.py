@@ -284,6 +284,10 @@ Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 Q4_0_TRIES = 9
 
 
+class Unstorable(ValueError):
+    """A matrix its weight type cannot hold; the export names the tensor in one line."""
+
+
 def to_q4_0(x):
     """(rows, cols) float32 -> (rows, ceil(cols / 32)) Q4_0_BLOCK blocks. A row whose width is
     not a multiple of 32 is padded with zeros (which quantize to nibble 8, zero).
@@ -292,18 +296,17 @@ def to_q4_0(x):
     llama.cpp's d = m / -8): for each trial scale s = -(8 + k / 10) / m, m the block's value of
     largest magnitude, the levels q = clamp(round(x s), -8, 7), and for them the d that
     minimises the squared error, sum(x q) / sum(q q); the best trial wins, and the levels are
-    taken again for d as fp16 stores it. Raises ValueError for weights that are not finite or
+    taken again for d as fp16 stores it. Raises Unstorable for weights that are not finite or
     whose d does not fit fp16."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("holds values that are not finite (Q4_0 cannot store them)")
     rows, cols = x.shape
     n_blocks = -(-cols // 32)
     blocks = np.zeros((rows, n_blocks), dtype=Q4_0_BLOCK)
     step = max(1, (1 << 20) // (n_blocks * 32))  # rows at a time: float64 copies stay small
     for r0 in range(0, rows, step):
         g = np.zeros((min(step, rows - r0), n_blocks * 32))
-        g[:, :cols] = x[r0:r0 + step]
+        g[:, :cols] = np.asarray(x[r0:r0 + step], dtype=np.float32)
+        if not np.isfinite(g).all():
+            raise Unstorable("holds values that are not finite (Q4_0 cannot store them)")
         g = g.reshape(len(g), n_blocks, 32)
         d16, nib = q4_0_blocks_lsq(g)
         blocks["d"][r0:r0 + step] = d16
@@ -328,7 +331,7 @@ def q4_0_blocks_lsq(g):
         best_d = np.where(better, np.divide(sum_xq, sum_qq, out=np.zeros_like(sum_xq),
                                             where=sum_qq > 0), best_d)
     if np.abs(best_d).max(initial=0) > 65504:
-        raise ValueError("has weights too large for Q4_0's fp16 scales (above about 5.2e5)")
+        raise Unstorable("has weights too large for Q4_0's fp16 scales (above about 5.2e5)")
     d16 = best_d.astype(np.float16)
     d = d16.astype(np.float64)[..., None]
     q = np.divide(g, d, out=np.zeros_like(g), where=d != 0)
@@ -554,7 +557,7 @@ def write_tllm(out_path, cfg, pieces, tensors, dtype, group_size, source_path,
                 assert format_version == 1 or start == offsets[name]
                 try:
                     write_tensor(f, array, *types[name])
-                except ValueError as e:  # a matrix its type cannot hold
+                except Unstorable as e:
                     raise ExportError(source_path, f"{name} {e}") from None
                 progress.update(i + 1, f.tell())
             end = f.tell()

@@ -1,6 +1,7 @@
 /*
- * kernels.c - the elementwise steps of the forward pass: RMSNorm, softmax, the SwiGLU gate,
- * and the argmax of greedy decoding. (The matrix products live in matmul*.c.)
+ * kernels.c - the elementwise steps of the forward pass: RMSNorm, the SwiGLU gate, the
+ * residual adds, the argmax of greedy decoding, and the plain softmax of the reference
+ * attention. (The matrix products live in matmul*.c, attention in attention.c.)
  *
  * The plain C versions (*_ref) are the definition; the fast paths must give the same numbers
  * up to float rounding, and tests/test_kernels.c checks that they do on awkward sizes.

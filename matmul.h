@@ -8,6 +8,9 @@
  * shares the rows of a product out among the threads and calls the type's kernel. A new
  * type is one new file plus one table row. tests/test_kernels.c holds every fast path to its
  * reference on awkward sizes.
+ *
+ * Installed with the library for the Tensor type that model.h uses; its functions are the
+ * library's own (libtllm.a keeps them local): a program calls model.h's.
  */
 #ifndef MATMUL_H
 #define MATMUL_H

@@ -4,9 +4,8 @@
  * A checkpoint is memory-mapped read-only. At load time each weight matrix is rearranged for
  * this build's kernel into memory of the engine's own, or, where the stored layout serves
  * (the plain C build; Q8_0 and Q4_0 without VNNI), used in place ("Where the weight matrices
- * live", below). format.c reads
- * the file (our own TLLM files, models/FORMAT.md, and llama2.c's "version 0" checkpoints) into
- * named tensors; here they become the weights.
+ * live", below). format.c reads the file (our own TLLM files, models/FORMAT.md, and
+ * llama2.c's "version 0" checkpoints) into named tensors; here they become the weights.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <errno.h>

@@ -46,7 +46,8 @@
  * attention.c (RoPE, KV cache, attention), matmul*.c (the weight types and their products),
  * kernels.c (rmsnorm, softmax, SwiGLU), tokenizer.c, tokenizer_bpe.c, pretokenizer.c and
  * unicode.c (the two kinds of BPE, and the Unicode they need), sampler.c (choosing the next
- * token), chat.c (chat templates), attnviz.c (recording attention), run.c (the command line).
+ * token), chat.c (chat templates), attnviz.c (recording attention), run.c and args.c (the
+ * command line).
  * The file formats are described in models/FORMAT.md. Errors follow error.h: the library
  * never prints and never exits.
  */

@@ -33,7 +33,7 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Errors and small utilities */
 
-static const char *program = "run"; /* as run, for the messages (program_name) */
+static const char *program = "run"; /* as run, for the messages (args_program_name) */
 
 /* Prints `fmt` as one line on stderr, after the program's name, and exits with status 1. */
 static void die(const char *fmt, ...) {
@@ -620,13 +620,13 @@ static void perplexity(Model *m, const Tokenizer *t, const Options *opt) {
 /* ------------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
-    program = program_name(argv[0]);
+    program = args_program_name(argv[0]);
     char err[ERR_MAX];
     Options opt;
-    switch (parse_args(argc, argv, &opt, err)) {
+    switch (args_parse(argc, argv, &opt, err)) {
     case ARGS_OK: break;
     case ARGS_EXIT: free(opt.stops); return 0;
-    case ARGS_USAGE: usage(stderr, program); free(opt.stops); return 1;
+    case ARGS_USAGE: args_usage(stderr, program); free(opt.stops); return 1;
     default: die("%s", err);
     }
     if (opt.prompt_file)

@@ -2,9 +2,10 @@
  * fuzz_args.c - libFuzzer target for run's command-line parser (args.c).
  *
  * The input is split at NUL bytes into an argument list (argv[0] is "run"), which goes to
- * parse_args. Every outcome is fine except a crash: a bad flag must come back as ARGS_ERROR
- * with a message, and whatever is accepted must be inside the ranges args.h promises. --help
- * and --version print to stdout, which libFuzzer's -close_fd_mask=1 silences.
+ * args_parse. Every outcome is fine except a crash: a bad flag must come back as ARGS_ERROR
+ * with a message, and whatever is accepted must be inside the ranges --help states. --help
+ * and --version print to stdout, which libFuzzer's -close_fd_mask=1 silences. The input's
+ * first piece is also tried as an argv[0]: the name it gives must hold no control byte.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     argv[argc++] = "run";
     for (size_t i = 0; i <= size; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
     argv[argc] = NULL;
+    for (const unsigned char *p = (const unsigned char *)args_program_name(buf); *p; p++)
+        if (*p < 0x20 || *p == 0x7f) abort();
 
     Options o;
     char err[ERR_MAX];
     err[0] = '\0';
-    int rc = parse_args(argc, argv, &o, err);
+    int rc = args_parse(argc, argv, &o, err);
     if (rc == ARGS_ERROR) {
         if (err[0] == '\0') abort(); /* a reason (die() escapes any newline quoted in it) */
     } else if (rc == ARGS_OK) {

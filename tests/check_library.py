@@ -105,7 +105,7 @@ def api_functions():
     names = set()
     for h in ("model.h", "tokenizer.h", "sampler.h", "chat.h", "unicode.h"):
         with open(h) as f:
-            names |= set(re.findall(r"^(?!typedef )[A-Za-z][\w ]*[ *](\w+)\(", f.read(), re.M))
+            names |= set(re.findall(r"^(?!typedef )[A-Za-z][\w ]*[ *]+(\w+)\(", f.read(), re.M))
     return names
 
 
@@ -117,6 +117,9 @@ def check_only_the_api_is_global(archive, flags):
     exported = {line.split()[2] for line in p.stdout.splitlines() if len(line.split()) == 3}
     assert exported == api_functions(), (sorted(exported - api_functions()),
                                          sorted(api_functions() - exported))
+    # and the parse of the headers found what a user calls (it is the Makefile's too)
+    assert {"model_load", "model_forward", "tokenizer_decode", "tokenizer_encode_text",
+            "sampler_sample", "chat_encode_turn", "unicode_nfc"} <= exported, sorted(exported)
     # add, softmax, rmsnorm: in no installed header; matmul, rope, attention: declared by the
     # headers model.h includes for its types, so defined in a file that does not include it
     main_c, other_c = common.tmp_path("same_names.c"), common.tmp_path("same_names_other.c")
