@@ -589,10 +589,8 @@ static ALWAYS_INLINE void scores_type(float *S, const float *Q, int rows, const 
     /* A row alone: eight blocks at a time while they last, then four at a time, the blocks
      * past the end repeating the last (computed, not stored). A tile has at most 5 blocks, so
      * SCORE_ROWS(1, 8) took them one at a time, each a single chain of dependent multiply-adds
-     * (4 cycles apiece); four chains take the time of one. Measured on one layer's attention
-     * decoding positions 256-383, one thread: 5% less time for the 15M shape and 6% for the
-     * 110M one while the cache is in L2; no change once it comes from L3 (a harness around
-     * attention() that reads 2.8 MB between layers, as the 15M model's weights do). */
+     * (4 cycles apiece); four chains take the time of one (docs/ATTENTION.md, "A row alone",
+     * has the measurements). */
     for (; r0 < rows; r0++) {
         size_t blk = from;
         for (; blk + 7 * KEY_BLOCK < to; blk += 8 * KEY_BLOCK)
@@ -616,8 +614,7 @@ static void scores_fast(float *S, const float *Q, int rows, const KvCache *c, si
  * stay in registers (R x 4 vectors) while the values of j0 .. j1 - 1 stream past. The running
  * softmax's rescale is applied to the registers as they are loaded: as a loop of its own over
  * O between two calls, it spent its time waiting on its loads of what this kernel had just
- * stored (2.5% of MHA decoding's attention in perf); here TL7's attention at 3072 positions
- * takes 4% less time, MHA decoding's 1%. */
+ * stored (docs/ATTENTION.md, "A row alone"). */
 static ALWAYS_INLINE void accumulate_tile(float *O, const float *P, int r0, const KvCache *c,
                                           size_t first, int j0, int j1, float rescale, int type,
                                           int R) {
@@ -695,12 +692,27 @@ static float max_row_fast(const float *s, int a, int b) {
 
 /* ----- one work item ----- */
 
+/* One tile's step of a row's running softmax (the online softmax above): its scores s[a..b)
+ * become e^(s - m) for the new running max m, the running sum l follows, and the values'
+ * scales of a Q8 cache are applied to these weights. Returns how much the output so far must
+ * be scaled down (0 on the first tile, where m is -inf). */
+static float softmax_step(float *s, int a, int b, float *m, float *l, const KvCache *c,
+                          size_t first) {
+    float mx = MAX_ROW(s, a, b), m_new = mx > *m ? mx : *m;
+    float alpha = expf(*m - m_new);
+    *l = *l * alpha + EXP_ROW(s, a, b, m_new);
+    *m = m_new;
+    if (c->type == KV_Q8)
+        for (int j = a; j < b; j++) s[j] *= c->value_scales[first + j];
+    return alpha;
+}
+
 /* Where the tile of a layer that starts at position t ends (at most at `last`): at the next
  * multiple of TILE, at the end of the sink slots, where the ring wraps, or where the keys'
  * shift changes, whichever comes first. Its positions then have contiguous slots and one
  * shift. Until the first eviction no key has moved and the scan of the shifts is skipped: a
- * compare and branch per position, it took 4% of the time of MHA decoding's attention (one
- * layer of the 15M or 110M shape at positions 256-383) and 2% of TL7's at 3072. */
+ * compare and branch per position, it was a few per cent of attention's time
+ * (docs/ATTENTION.md, "A row alone"). */
 static int tile_end(const KvCache *c, int layer, int t, int last) {
     int end = (t / TILE + 1) * TILE;
     end = end < last + 1 ? end : last + 1;
@@ -735,10 +747,9 @@ static void turn_rows(float *Qt, const float *Q, int rows, const KvCache *c, int
  * holds) give their scores first, then each tile takes its step of the running softmax, then
  * the run's values are added, each tile's after the rescale its step asked for. Scores do not
  * depend on one another, and each output number still adds its terms tile by tile in position
- * order. With one row the time goes in reading the cache, which streams better in long runs:
- * one layer's attention decoding positions 256-383 on one thread took 20% less time for the
- * 15M shape (17% for 110M), in L2 or in L3 (a harness around attention()), which brought it
- * back to the speed of the two-pass code the tiles replaced, or past it. */
+ * order. With one row the time goes in reading the cache, which streams better in long runs
+ * (docs/ATTENTION.md, "A row alone": this brought multi-head decoding back to the speed of
+ * the two-pass code the tiles replaced, or past it). */
 static void attend_row(float *o, const float *q, const KvCache *c, int layer, int kv, int lo,
                        int hi, float *scratch) {
     int hs = c->head_size;
@@ -767,15 +778,8 @@ static void attend_row(float *o, const float *q, const KvCache *c, int layer, in
             Qs = Qt;
         }
         SCORES(S, Qs, 1, c, keys + slot, 0, edge[n], scale);
-        for (int k = 0; k < n; k++) { /* the running softmax, tile by tile */
-            int a = edge[k], b = edge[k + 1];
-            float mx = MAX_ROW(S, a, b), m_new = mx > m ? mx : m;
-            alpha[k] = expf(m - m_new); /* 0 on the first tile, where m is -inf */
-            l = l * alpha[k] + EXP_ROW(S, a, b, m_new);
-            m = m_new;
-            if (c->type == KV_Q8) /* the values' scales, applied to the weights */
-                for (int j = a; j < b; j++) S[j] *= c->value_scales[values + slot + j];
-        }
+        for (int k = 0; k < n; k++) /* the running softmax, tile by tile */
+            alpha[k] = softmax_step(S, edge[k], edge[k + 1], &m, &l, c, values + slot);
         for (int k = 0; k < n; k++)
             ACCUMULATE(O, S, 0, 1, c, values + slot, edge[k], edge[k + 1], alpha[k]);
         t += edge[n];
@@ -830,16 +834,10 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
             if (a[r] < b[r]) ja = a[r] < ja ? a[r] : ja, jb = b[r] > jb ? b[r] : jb;
         }
         SCORES(S, Qs, rows, c, first_key, ja, jb, scale);
-        for (int r = 0; r < rows; r++) { /* the running softmax, row by row */
-            if (a[r] >= b[r]) continue;
-            float *s = S + (size_t)r * TILE, mx = MAX_ROW(s, a[r], b[r]);
-            float m_new = mx > m[r] ? mx : m[r];
-            alpha[r] = expf(m[r] - m_new); /* 0 on the first tile, where m is -inf */
-            l[r] = l[r] * alpha[r] + EXP_ROW(s, a[r], b[r], m_new);
-            m[r] = m_new; /* O is rescaled by alpha below, by the first ACCUMULATE of its row */
-            if (c->type == KV_Q8) /* the values' scales, applied to the weights */
-                for (int j = a[r]; j < b[r]; j++) s[j] *= c->value_scales[first + j];
-        }
+        for (int r = 0; r < rows; r++) /* the running softmax, row by row; O is rescaled by
+                                          * alpha below, by the first ACCUMULATE of its row */
+            if (a[r] < b[r])
+                alpha[r] = softmax_step(S + (size_t)r * TILE, a[r], b[r], &m[r], &l[r], c, first);
         /* the weighted values: rows in fours sharing the positions all four see, the rest a
          * row at a time; each output element adds its terms in position order either way */
         for (int r0 = 0; r0 < rows; r0 += 4) {

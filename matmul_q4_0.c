@@ -363,7 +363,7 @@ static void bind(Tensor *t, const void *base) { t->data = base; }
 /* Rows per unit of work: a packed block of 16; on the stored layout 4, where f32 and bf16 take
  * 1. Each unit costs a call of product and a walk over the token groups, and a row of Q4_0 is
  * little work (a few instructions per 32 weights): with the cost shared by 4 rows, the AVX2
- * path runs 6-7% faster than with 1 (BENCHMARKS.md). */
+ * path runs faster than with 1 (BENCHMARKS.md, "Tried and left out"). */
 static int unit_rows(const Tensor *w) {
 #if defined(USE_VNNI)
     if (w->packed) return Q4_ROWS;
