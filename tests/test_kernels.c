@@ -716,6 +716,8 @@ static void test_attention_vs_ref(void) {
         {KV_F32, 2, 2, 4, 16, 200, 7, 0, {5, 0}}, {KV_F32, 2, 2, 4, 16, 300, 64, 3, {70, 0}},
         {KV_F32, 1, 1, 2, 8, 100, 7, 0, {1}},     {KV_Q8, 2, 2, 4, 16, 200, 7, 4, {0, 9}},
         {KV_BF16, 1, 2, 4, 16, 200, 64, 0, {130}}, {KV_Q8, 1, 3, 3, 48, 300, 7, 4, {0}},
+        /* heads of 2048: max_rows 4, so a lone row's runs stop every 4 tiles (256 positions) */
+        {KV_F32, 1, 2, 2, 2048, 700, 7, 0, {0}},  {KV_Q8, 1, 1, 1, 2048, 700, 64, 4, {0}},
     };
     for (int si = 0; si < COUNT(shapes); si++) {
         const Shape *s = &shapes[si];
@@ -725,7 +727,7 @@ static void test_attention_vs_ref(void) {
         for (int l = 0; l < s->n_layers; l++) {
             float worst = 0.0f;
             /* decode-sized and chunk-sized calls, at positions that straddle tiles of 64 */
-            static const int at[] = {0, 1, 50, 63, 64, 65, 100, 127, 128, 190, 250};
+            static const int at[] = {0, 1, 50, 63, 64, 65, 100, 127, 128, 190, 250, 300, 520, 650};
             int filled = 0;
             for (int a = 0; a < COUNT(at); a++) {
                 int pos = at[a];
