@@ -109,10 +109,12 @@ portable: build/attnviz_html.h
 debug: $(TOOLS:%=build/debug/%)
 
 # First what the tests need: tests/deps.sh installs it (root on Debian) or names the command
-# to run and stops; then test-all, the builds and the suite.
+# to run and stops; then test-all, the builds (on every core: from a clean checkout they are
+# a third of the time) and the suite.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test:
 	@PYTHON='$(PYTHON)' FUZZ_CC='$(FUZZ_CC)' sh tests/deps.sh
-	@$(MAKE) --no-print-directory test-all
+	@$(MAKE) --no-print-directory -j$(JOBS) test-all
 
 test-all: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
