@@ -47,6 +47,44 @@ def run_ok(args, **kw):
     return p
 
 
+SANITIZER_MARKS = (b"AddressSanitizer", b"runtime error", b"LeakSanitizer")
+
+
+def tokenize(args, stdin=b"", timeout=300):
+    """Runs build/tokenize (tests/tokenize.c); returns the CompletedProcess after checking for
+    sanitizer reports."""
+    exe = os.path.join(BIN, "tokenize")
+    assert os.path.isfile(exe), f"{exe} is missing: build it first (make build/tokenize)"
+    p = subprocess.run([exe] + [str(a) for a in args], input=stdin, capture_output=True,
+                       timeout=timeout)
+    for mark in SANITIZER_MARKS:
+        assert mark not in p.stderr, f"tokenize {args}: {p.stderr.decode(errors='replace')}"
+    return p
+
+
+def tokenize_ok(args, stdin=b""):
+    p = tokenize(args, stdin)
+    assert p.returncode == 0, \
+        f"tokenize {args} exited {p.returncode}: {p.stderr.decode(errors='replace')}"
+    return p
+
+
+def frame(records):
+    """build/tokenize's input: each record as its length, a newline, then its bytes."""
+    return b"".join(b"%d\n" % len(r) + r for r in records)
+
+
+def unframe(data):
+    """Splits build/tokenize's framed output back into records."""
+    records, i = [], 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        n = int(data[i:nl])
+        records.append(data[nl + 1:nl + 1 + n])
+        i = nl + 1 + n
+    return records
+
+
 def export(out, *args, env=None, timeout=120):
     """Runs `export.py out args...` and asserts it succeeded; returns out."""
     p = subprocess.run([PY, "export.py", out] + [str(a) for a in args], capture_output=True,

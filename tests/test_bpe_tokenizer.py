@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import struct
 import subprocess
@@ -25,6 +24,7 @@ import sys
 import unicodedata
 
 import common
+from common import frame, unframe, tokenize as tool, tokenize_ok as tool_ok
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -39,7 +39,6 @@ NPM_LIBRARY = os.path.join(".deps", "npm", "node_modules", "@huggingface", "toke
 NPM_INSTALL = "npm install --prefix .deps/npm @huggingface/tokenizers@0.2.0 (make test does it: tests/deps.sh)"
 UCD = "/usr/share/unicode"
 STAND_IN = 0xF0000  # + an invalid byte: how tests/hf_tokenize.mjs is told about that byte
-SANITIZER_MARKS = (b"AddressSanitizer", b"runtime error", b"LeakSanitizer")
 _vocab_size = {name: size for name, (_, size) in FAMILIES.items()}  # and the small tokenizers'
 
 
@@ -84,37 +83,6 @@ def section(name):
             assert p.returncode == 0, f"export.py --bpe-section {name}: {p.stderr}"
         _sections[name] = out
     return _sections[name]
-
-
-def frame(records):
-    return b"".join(b"%d\n" % len(r) + r for r in records)
-
-
-def unframe(data):
-    records, i = [], 0
-    while i < len(data):
-        nl = data.index(b"\n", i)
-        n = int(data[i:nl])
-        records.append(data[nl + 1:nl + 1 + n])
-        i = nl + 1 + n
-    return records
-
-
-def tool(args, stdin=b"", timeout=300):
-    """Runs build/tokenize; returns the CompletedProcess after checking for sanitizer reports."""
-    exe = os.path.join(common.BIN, "tokenize")
-    assert os.path.isfile(exe), f"{exe} is missing: build it first (make build/tokenize)"
-    p = subprocess.run([exe] + [str(a) for a in args], input=stdin, capture_output=True,
-                       timeout=timeout)
-    for mark in SANITIZER_MARKS:
-        assert mark not in p.stderr, f"tokenize {args}: {p.stderr.decode(errors='replace')}"
-    return p
-
-
-def tool_ok(args, stdin=b""):
-    p = tool(args, stdin)
-    assert p.returncode == 0, f"tokenize {args}: {p.stderr.decode(errors='replace')}"
-    return p
 
 
 def ours(name, texts, chat=False):

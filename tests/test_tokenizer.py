@@ -7,50 +7,13 @@ import math
 import os
 import random
 import struct
-import subprocess
 
 import common
+from common import frame, unframe, tokenize as tool, tokenize_ok as tool_ok
 import reference
 
 LLAMA_VOCAB = 32000
 HERE = os.path.dirname(os.path.abspath(__file__))
-SANITIZER_MARKS = (b"AddressSanitizer", b"runtime error", b"LeakSanitizer")
-
-
-# ------------------------------------------------------------------------------------------
-# Running the tool
-
-def tool(args, stdin=b"", timeout=120):
-    """Runs build/tokenize; returns the CompletedProcess after checking for sanitizer reports."""
-    exe = os.path.join(common.BIN, "tokenize")
-    assert os.path.isfile(exe), f"{exe} is missing: build it first (make build/tokenize)"
-    p = subprocess.run([exe] + [str(a) for a in args], input=stdin, capture_output=True,
-                       timeout=timeout)
-    for mark in SANITIZER_MARKS:
-        assert mark not in p.stderr, f"tokenize {args}: {p.stderr.decode(errors='replace')}"
-    return p
-
-
-def tool_ok(args, stdin=b""):
-    p = tool(args, stdin)
-    assert p.returncode == 0, f"tokenize {args} exited {p.returncode}: {p.stderr.decode(errors='replace')}"
-    return p
-
-
-def frame(records):
-    """The tool's input: each record as its length, a newline, then its bytes."""
-    return b"".join(b"%d\n" % len(r) + r for r in records)
-
-
-def unframe(data):
-    """Splits the tool's framed output back into records."""
-    records, i = [], 0
-    while i < len(data):
-        nl = data.index(b"\n", i)
-        n = int(data[i:nl])
-        records.append(data[nl + 1:nl + 1 + n])
-        i = nl + 1 + n
-    return records
 
 
 def encode(tokenizer, vocab, texts, flags=()):
