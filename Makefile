@@ -4,7 +4,7 @@
 #   make debug      build/debug/: -O0 -g with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test       everything, as CI runs it: installs what the tests need (tests/deps.sh),
 #                   then the suite against build/ and build/debug/, each fuzz target's saved
-#                   findings and corpus replayed plus FUZZ_SECONDS of fuzzing (default 10),
+#                   findings and corpus replayed plus FUZZ_SECONDS of fuzzing (default 6),
 #                   valgrind, the installed library (see TESTING.md)
 #   make test-fast  the suite against the optimised build only, for day-to-day work
 #   make test-debug the suite against the sanitizer build only
@@ -43,7 +43,7 @@ HEADERS = model.h attention.h matmul.h error.h tokenizer.h unicode.h sampler.h c
 PREFIX  ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define VERSION "\(.*\)"$$/\1/p' args.h)
 FUZZ_CC      ?= clang
-# FUZZ_SECONDS: seconds per fuzz target; unset, 10 in make test and 60 in make fuzz
+# FUZZ_SECONDS: seconds per fuzz target; unset, 6 in make test and 60 in make fuzz
 FUZZ_TARGETS  = checkpoint_llama2c checkpoint_tllm tokenizer encode args
 
 all: run
@@ -118,7 +118,7 @@ test:
 
 test-all: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
-	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),10) $(PYTHON) tests/run_tests.py --all
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),6) $(PYTHON) tests/run_tests.py --all
 
 test-fast: run $(TOOLS:%=build/%)
 	$(PYTHON) tests/run_tests.py

@@ -1,7 +1,7 @@
 """The libFuzzer targets (fuzz/), run once per `make test`: a replay and a short run.
 
 Each test first replays the saved findings of its target (tests/regressions/NAME.TARGET), then
-fuzzes for $FUZZ_SECONDS (default 10) from the seed corpus (fuzz/make_seeds.py, written by
+fuzzes for $FUZZ_SECONDS (default 6) from the seed corpus (fuzz/make_seeds.py, written by
 `make test` into build/fuzz/seeds) and the corpus grown by earlier runs (build/fuzz/corpus,
 kept between runs), which libFuzzer first runs input by input. Longer campaigns are `make
 fuzz` (60 s per target by default). Any crash,
@@ -15,7 +15,7 @@ import re
 import subprocess
 import time
 
-FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "10"))
+FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "6"))
 FUZZ_DIR = os.path.join("build", "fuzz")
 
 
