@@ -100,6 +100,9 @@ def test_q4_0_export_refuses_what_it_cannot_store():
             w["layers"][0]["w1"][3, 5] = value
         checkpoints.write_random_model(src, c, 7, tweak=tweak)
         out = common.tmp_path("q4_bad_out.bin")
+        for stale in (out, out + ".tmp"):  # from an earlier run that did write one
+            if os.path.exists(stale):
+                os.remove(stale)
         p = subprocess.run([common.PY, "export.py", out, "--llama2c", src, "--tokenizer",
                             src[:-len(".bin")] + "_tok.bin", "--dtype", "q4_0"],
                            capture_output=True, text=True)
