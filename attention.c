@@ -5,9 +5,12 @@
  * passes, plain C); the tiled attention that runs (one pass per KV head with a running
  * softmax), its kernels in plain C beside their AVX-512 versions.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -110,6 +113,45 @@ static size_t key_slots(const KvCache *c, int layer) {
     return ((size_t)c->sinks + c->ring[layer] + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK;
 }
 
+/* The keys or the values: `bytes` of zeroes, or NULL if memory ran out. With huge_pages, in
+ * 2 MB pages where Linux gives them, faulted in here, at load time, as llama.cpp clears its
+ * cache when it makes it: a prompt's first chunk would otherwise fault in the whole cache at
+ * once (below), and on a machine whose free memory is fragmented, wait there while the
+ * kernel assembles 2 MB pages (up to 0.1 s seen here). Otherwise in 4 KB pages, untouched
+ * (as calloc's) until a vector is stored. */
+static size_t huge_round(size_t bytes) {
+    size_t huge = (size_t)2 << 20;
+    return (bytes + huge - 1) / huge * huge;
+}
+
+static void *cache_alloc(size_t bytes, int huge_pages) {
+    size_t huge = (size_t)2 << 20, size = huge_round(bytes);
+    char *map = mmap(NULL, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) return NULL;
+    char *at = (char *)huge_round((uintptr_t)map); /* the first 2 MB boundary in it */
+    if (at > map) munmap(map, (size_t)(at - map));
+    munmap(at + size, (size_t)(map + huge - at));
+#if defined(MADV_HUGEPAGE)
+    if (huge_pages) madvise(at, size, MADV_HUGEPAGE);
+#endif
+    if (huge_pages)
+        for (size_t i = 0; i < size; i += 4096) ((volatile char *)at)[i] = 0;
+    return at;
+}
+
+static void cache_release(void *p, size_t bytes) {
+    if (p) munmap(p, huge_round(bytes));
+}
+
+/* A cache of at most this many bytes lives in 2 MB pages. In 4 KB pages a generated token's
+ * 2 x layers x heads vectors take a fresh page every 16 positions: the 110M model (a 38 MB
+ * cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md, "Decoding:
+ * what held it at half the bandwidth"). A 2 MB page holds the slots of several heads, so the
+ * first token faults in the whole cache at once: cheap for a small one, but a long context's
+ * cache (a gigabyte or more at 128K positions) would then be resident from the first token,
+ * mostly for positions never reached; those keep 4 KB pages. */
+#define HUGE_CACHE_MAX ((size_t)64 << 20)
+
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
                   int seq_len, const int *window, int chunk, int sinks, const float *freq) {
     *c = (KvCache){.type = type, .n_layers = n_layers, .n_kv_heads = n_kv_heads,
@@ -146,8 +188,11 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
      * (calloc's pages cost nothing until then) */
     c->turns = calloc((size_t)seq_len * head_size, sizeof(float));
     c->turned = calloc((size_t)seq_len, 1);
-    c->keys = calloc(keys, elem_bytes(type) * head_size);
-    c->values = calloc(vectors, elem_bytes(type) * head_size);
+    c->keys_bytes = keys * elem_bytes(type) * head_size;
+    c->values_bytes = vectors * elem_bytes(type) * head_size;
+    int huge = c->keys_bytes + c->values_bytes <= HUGE_CACHE_MAX;
+    c->keys = cache_alloc(c->keys_bytes, huge);
+    c->values = cache_alloc(c->values_bytes, huge);
     if (type == KV_Q8) {
         c->key_scales = calloc(keys, sizeof(float));
         c->value_scales = calloc(vectors, sizeof(float));
@@ -174,7 +219,8 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
 }
 
 void kv_cache_free(KvCache *c) {
-    free(c->keys), free(c->values), free(c->key_scales), free(c->value_scales);
+    cache_release(c->keys, c->keys_bytes), cache_release(c->values, c->values_bytes);
+    free(c->key_scales), free(c->value_scales);
     free(c->window), free(c->ring), free(c->base), free(c->first), free(c->scratch);
     free(c->first_slot), free(c->first_key), free(c->shift), free(c->freq);
     free(c->turns), free(c->turned);
@@ -917,9 +963,20 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
             me = omp_get_thread_num();
 #endif
             float *scratch = c->scratch + (size_t)me * c->scratch_floats;
-            #pragma omp for schedule(dynamic)
-            for (int i = 0; i < items; i++)
-                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+            /* A prompt chunk's items differ (a later query sees more keys): each goes to the
+             * next thread free. Decoding's are all alike, and in equal shares each thread's
+             * heads lie together in the cache, which it then reads in longer runs: dealt out
+             * in turn, the cache read 10-15% slower (BENCHMARKS.md, "Decoding: what held it
+             * at half the bandwidth"). */
+            if (n == 1) {
+                #pragma omp for schedule(static)
+                for (int i = 0; i < items; i++)
+                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+            } else {
+                #pragma omp for schedule(dynamic)
+                for (int i = 0; i < items; i++)
+                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+            }
         }
     } else {
         for (int i = 0; i < items; i++)

@@ -97,7 +97,8 @@ typedef struct {
      * keys (for each layer: n_kv_heads, the slots rounded up to blocks of 16 (blocks,
      * head_size, 16)): number d of 16 keys in a row, so that q . k of 16 positions is one
      * vector of 16 lanes, each its own sum, with nothing to add across lanes. */
-    void *keys, *values;
+    void *keys, *values;   /* each in pages of its own (kv_cache_init) */
+    size_t keys_bytes, values_bytes;
     float *key_scales, *value_scales; /* KV_Q8: one per vector, else NULL */
     /* attention's working memory: threads blocks of scratch_floats (attention.c) */
     float *scratch;

@@ -643,6 +643,40 @@ static void test_attention_by_hand(void) {
     kv_cache_free(&kv);
 }
 
+/* The cache's memory (kv_cache_init): a small one in 2 MB pages, a large one (over 64 MB) in
+ * 4 KB pages left untouched until stored. Either way every slot reads zero until it is
+ * stored, and the last slot of the last head is inside the mapping and keeps what is stored
+ * there, for each type. */
+static void test_kv_cache_memory(void) {
+    int hs = 64, heads = 2, seqs[2] = {512, 1 << 18}; /* 0.5 MB and 256 MB of f32 */
+    for (int big = 0; big <= 1; big++)
+        for (int type = KV_F32; type <= KV_Q8; type++) {
+            int seq = seqs[big];
+            KvCache kv;
+            CHECK(kv_cache_init(&kv, type, 2, heads, hs, seq, NULL, 1, 0, freq_for(hs)) == 0,
+                  "seq_len %d type %d: cannot allocate", seq, type);
+            float v[2 * 64], k[2 * 64], got[64];
+            for (int i = 0; i < heads * hs; i++) k[i] = (float)(i % 7) - 3, v[i] = (float)(i % 5) + 1;
+            kv_cache_store(&kv, 1, k, v, 1, seq - 1);
+            for (int value = 0; value <= 1; value++) {
+                float zero = 0.0f, same = 0.0f;
+                kv_cache_read(got, &kv, 1, 0, seq - 2, value);
+                for (int d = 0; d < hs; d++) zero += fabsf(got[d]);
+                kv_cache_read(got, &kv, 0, 0, 0, value);
+                for (int d = 0; d < hs; d++) zero += fabsf(got[d]);
+                kv_cache_read(got, &kv, 1, heads - 1, seq - 1, value);
+                const float *want = (value ? v : k) + (heads - 1) * hs;
+                for (int d = 0; d < hs; d++) same = fmaxf(same, fabsf(got[d] - want[d]));
+                CHECK(zero == 0.0f, "seq_len %d type %d: unstored %s not zero", seq, type,
+                      value ? "values" : "keys");
+                /* bf16 and q8 round numbers of at most 5 by 5/256 and 5/254 at worst */
+                CHECK(same <= (type == KV_F32 ? 0.0f : 0.02f), "seq_len %d type %d: the last %s "
+                      "read back %g away", seq, type, value ? "value" : "key", same);
+            }
+            kv_cache_free(&kv);
+        }
+}
+
 static void test_gqa_head_mapping(void) {
     /* 6 query heads over 3 KV heads: heads 0,1 read KV head 0, heads 2,3 KV head 1, heads 4,5
      * KV head 2. With one position the output of a head is its KV head's value. */
@@ -997,6 +1031,7 @@ int main(int argc, char **argv) {
     test_attention_chunk();
     test_kv_types_error();
     test_ring_wraparound();
+    test_kv_cache_memory();
     test_evict();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
