@@ -648,7 +648,7 @@ static void test_attention_by_hand(void) {
  * stored, and the last slot of the last head is inside the mapping and keeps what is stored
  * there, for each type. */
 static void test_kv_cache_memory(void) {
-    int hs = 64, heads = 2, seqs[2] = {512, 1 << 18}; /* 0.5 MB and 256 MB of f32 */
+    int hs = 64, heads = 2, seqs[2] = {512, 1 << 18}; /* 1 MB, and 128 MB or more of any type */
     for (int big = 0; big <= 1; big++)
         for (int type = KV_F32; type <= KV_Q8; type++) {
             int seq = seqs[big];
