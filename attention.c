@@ -143,13 +143,15 @@ static void cache_release(void *p, size_t bytes) {
     if (p) munmap(p, huge_round(bytes));
 }
 
-/* A cache of at most this many bytes lives in 2 MB pages. In 4 KB pages a generated token's
- * 2 x layers x heads vectors take a fresh page every 16 positions: the 110M model (a 38 MB
- * cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md, "Decoding:
- * what held it at half the bandwidth"). A 2 MB page holds the slots of several heads, so the
- * first token faults in the whole cache at once: cheap for a small one, but a long context's
- * cache (a gigabyte or more at 128K positions) would then be resident from the first token,
- * mostly for positions never reached; those keep 4 KB pages. */
+/* A cache of HUGE_CACHE_MIN to HUGE_CACHE_MAX bytes lives in 2 MB pages. In 4 KB pages a
+ * generated token's 2 x layers x heads vectors take a fresh page every 16 positions: the 110M
+ * model (a 38 MB cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md,
+ * "Decoding: what held it at half the bandwidth"). A 2 MB page holds the slots of several
+ * heads, so the whole cache is faulted in at once: cheap for a cache of tens of MB, but a long
+ * context's (a gigabyte or more at 128K positions) would then be resident from the start,
+ * mostly for positions never reached; those keep 4 KB pages. So does a small one (stories260K:
+ * 0.6 MB), whose few faults cost nothing and which 2 MB pages would only round up. */
+#define HUGE_CACHE_MIN ((size_t)8 << 20)
 #define HUGE_CACHE_MAX ((size_t)64 << 20)
 
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
@@ -190,7 +192,8 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
     c->turned = calloc((size_t)seq_len, 1);
     c->keys_bytes = keys * elem_bytes(type) * head_size;
     c->values_bytes = vectors * elem_bytes(type) * head_size;
-    int huge = c->keys_bytes + c->values_bytes <= HUGE_CACHE_MAX;
+    size_t total = c->keys_bytes + c->values_bytes;
+    int huge = total >= HUGE_CACHE_MIN && total <= HUGE_CACHE_MAX;
     c->keys = cache_alloc(c->keys_bytes, huge);
     c->values = cache_alloc(c->values_bytes, huge);
     if (type == KV_Q8) {

@@ -643,13 +643,14 @@ static void test_attention_by_hand(void) {
     kv_cache_free(&kv);
 }
 
-/* The cache's memory (kv_cache_init): a small one in 2 MB pages, a large one (over 64 MB) in
- * 4 KB pages left untouched until stored. Either way every slot reads zero until it is
- * stored, and the last slot of the last head is inside the mapping and keeps what is stored
- * there, for each type. */
+/* The cache's memory (kv_cache_init): one of 8 to 64 MB in 2 MB pages faulted in at once,
+ * smaller and larger ones in 4 KB pages left untouched until stored. Either way every slot
+ * reads zero until it is stored, and the last slot of the last head is inside the mapping
+ * and keeps what is stored there, for each type. */
 static void test_kv_cache_memory(void) {
-    int hs = 64, heads = 2, seqs[2] = {512, 1 << 18}; /* 1 MB, and 128 MB or more of any type */
-    for (int big = 0; big <= 1; big++)
+    /* 0.1-0.5 MB, 8-34 MB and 134-537 MB, depending on the type */
+    int hs = 64, heads = 2, seqs[3] = {256, 1 << 14, 1 << 18};
+    for (int big = 0; big <= 2; big++)
         for (int type = KV_F32; type <= KV_Q8; type++) {
             int seq = seqs[big];
             KvCache kv;
