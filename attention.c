@@ -118,7 +118,10 @@ static size_t key_slots(const KvCache *c, int layer) {
  * cache when it makes it: a prompt's first chunk would otherwise fault in the whole cache at
  * once (below), and on a machine whose free memory is fragmented, wait there while the
  * kernel assembles 2 MB pages (up to 0.1 s seen here). Otherwise in 4 KB pages, untouched
- * (as calloc's) until a vector is stored. */
+ * (as calloc's) until a vector is stored. Not calloc itself, nor model.c's alloc_huge: the
+ * cache must start on a page, zeroed, and stay untouched when large. calloc's large blocks
+ * start 16 bytes into a page, so every 64-byte line of keys a kernel loads straddles two
+ * cache lines: 15M Q8_0 decoded 10% slower from them (0.89 and 0.90, alternating). */
 static size_t huge_round(size_t bytes) {
     size_t huge = (size_t)2 << 20;
     return (bytes + huge - 1) / huge * huge;
@@ -145,7 +148,7 @@ static void cache_release(void *p, size_t bytes) {
 
 /* A cache of HUGE_CACHE_MIN to HUGE_CACHE_MAX bytes lives in 2 MB pages. In 4 KB pages a
  * generated token's 2 x layers x heads vectors take a fresh page every 16 positions: the 110M
- * model (a 38 MB cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md,
+ * shape at 512 positions (a 38 MB cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md,
  * "Decoding: what held it at half the bandwidth"). A 2 MB page holds the slots of several
  * heads, so the whole cache is faulted in at once: cheap for a cache of tens of MB, but a long
  * context's (a gigabyte or more at 128K positions) would then be resident from the start,
@@ -896,7 +899,8 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
                 A = a[r] > A ? a[r] : A, B = b[r] < B ? b[r] : B;
             }
             if (shared && A < B) {
-                for (int r = r0; r < r0 + R; r++)
+                for (int r = r0; r < r0 + R; r++) /* may be no position (a[r] = A): then only
+                                                    * the rescale, which must still happen */
                     ACCUMULATE(O, S, r, 1, c, first, a[r], A, alpha[r]);
                 ACCUMULATE(O, S, r0, R, c, first, A, B, 1.0f);
                 for (int r = r0; r < r0 + R; r++) ACCUMULATE(O, S, r, 1, c, first, B, b[r], 1.0f);
@@ -967,19 +971,13 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
 #endif
             float *scratch = c->scratch + (size_t)me * c->scratch_floats;
             /* A prompt chunk's items differ (a later query sees more keys): each goes to the
-             * next thread free. Decoding's are all alike, and in equal shares each thread's
-             * heads lie together in the cache, which it then reads in longer runs: dealt out
-             * in turn, the cache read 10-15% slower (BENCHMARKS.md, "Decoding: what held it
-             * at half the bandwidth"). */
-            if (n == 1) {
-                #pragma omp for schedule(static)
-                for (int i = 0; i < items; i++)
-                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
-            } else {
-                #pragma omp for schedule(dynamic)
-                for (int i = 0; i < items; i++)
-                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
-            }
+             * next thread free. Decoding's are all alike, and taken in equal contiguous shares
+             * each thread's heads lie together in the cache, which it then reads in longer
+             * runs: dealt out in turn, the cache read 10-15% slower (BENCHMARKS.md,
+             * "Decoding: what held it at half the bandwidth"). */
+            #pragma omp for schedule(dynamic, n == 1 ? (items + threads - 1) / threads : 1)
+            for (int i = 0; i < items; i++)
+                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
         }
     } else {
         for (int i = 0; i < items; i++)
