@@ -103,37 +103,48 @@ void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_s
 
 /* ------------------------------------------------------------------------------------------ */
 /* The prepared input: per group of MATMUL_TOKENS tokens (tn in the last), their int8 values
- * (tn, cols), then from the next multiple of 64 their scales (tn, groups). */
+ * (tn, cols), then from the next multiple of 64 their scales (tn, groups), then from the next
+ * multiple of 64 -128 x the sum of each group's values (tn, groups) as int32, which only the
+ * packed kernel reads (see below). */
 
 static int groups_of(const Tensor *w) { return (w->cols + w->group_size - 1) / w->group_size; }
 
 static size_t input_stride(const Tensor *w, int n) {
-    return round64((size_t)w->cols) + round64((size_t)groups_of(w) * sizeof(float));
+    return round64((size_t)w->cols) + 2 * round64((size_t)groups_of(w) * sizeof(float));
 }
 
-/* The values and scales of the group of tokens t0 .. t0 + tn - 1. */
-static void group_input(const void *in, const Tensor *w, int t0, int tn, const int8_t **xq,
-                        const float **xs) {
+typedef struct {
+    const int8_t *q;      /* (tn, cols) */
+    const float *scale;   /* (tn, groups) */
+    const int32_t *bias;  /* (tn, groups) */
+} Q8Input;
+
+/* The parts of the group of tokens t0 .. t0 + tn - 1. */
+static Q8Input group_input(const void *in, const Tensor *w, int t0, int tn) {
     const char *base = (const char *)in + (size_t)t0 * input_stride(w, 0);
-    *xq = (const int8_t *)base;
-    *xs = (const float *)(base + round64((size_t)tn * w->cols));
+    Q8Input x = {(const int8_t *)base, NULL, NULL};
+    x.scale = (const float *)(base + round64((size_t)tn * w->cols));
+    x.bias = (const int32_t *)((const char *)x.scale +
+                               round64((size_t)tn * groups_of(w) * sizeof(float)));
+    return x;
 }
 
-/* Quantizes tokens t0 .. of x with `quantize` (quantize_q8 or its reference); flip: 0x80 to
- * be added (XORed) to every value, for the packed kernel (see below). */
+/* Quantizes tokens t0 .. of x with `quantize` (quantize_q8 or its reference), and sums each
+ * group of its values when `sums` (for the packed kernel). */
 static void prepare_with(void (*quantize)(int8_t *, float *, const float *, int, int),
-                         int flip, void *in, const float *x, int n, int t0, const Tensor *w) {
-    int cols = w->cols, groups = groups_of(w), tn = min_int(MATMUL_TOKENS, n - t0);
-    const int8_t *cq;
-    const float *cs;
-    group_input(in, w, t0, tn, &cq, &cs);
-    int8_t *xq = (int8_t *)cq;
-    float *xs = (float *)cs;
+                         int sums, void *in, const float *x, int n, int t0, const Tensor *w) {
+    int cols = w->cols, gs = w->group_size, groups = groups_of(w);
+    int tn = min_int(MATMUL_TOKENS, n - t0);
+    Q8Input p = group_input(in, w, t0, tn);
     for (int t = 0; t < tn; t++) {
-        int8_t *q = xq + (size_t)t * cols;
-        quantize(q, xs + (size_t)t * groups, x + (size_t)(t0 + t) * cols, cols, w->group_size);
-        if (flip)
-            for (int j = 0; j < cols; j++) q[j] = (int8_t)(q[j] ^ 0x80);
+        int8_t *q = (int8_t *)p.q + (size_t)t * cols;
+        quantize(q, (float *)p.scale + (size_t)t * groups, x + (size_t)(t0 + t) * cols, cols, gs);
+        int32_t *bias = (int32_t *)p.bias + (size_t)t * groups;
+        for (int g = 0; sums && g < groups; g++) {
+            int32_t sum = 0;
+            for (int j = g * gs; j < min_int(cols, (g + 1) * gs); j++) sum += q[j];
+            bias[g] = -128 * sum;
+        }
     }
 }
 
@@ -141,7 +152,7 @@ static void prepare_ref(void *in, const float *x, int n, int t0, const Tensor *w
     prepare_with(quantize_q8_ref, 0, in, x, n, t0, w);
 }
 
-/* A group of tokens' activations the way product reads them: quantized, plus 128 when
+/* A group of tokens' activations the way product reads them: quantized, and summed when
  * packed. */
 static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {
     prepare_with(quantize_q8, w->packed != NULL, in, x, n, t0, w);
@@ -173,14 +184,12 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
     int cols = w->cols, gs = w->group_size, groups = groups_of(w);
     for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
         int tn = min_int(MATMUL_TOKENS, n - t0);
-        const int8_t *xq;
-        const float *xs;
-        group_input(in, w, t0, tn, &xq, &xs);
+        Q8Input p = group_input(in, w, t0, tn);
         for (int t = 0; t < tn; t++)
             matvec_q8_ref(y + (size_t)(t0 + t) * w->rows + r0,
                           (const int8_t *)w->data + (size_t)r0 * cols,
-                          w->scales + (size_t)r0 * groups, xq + (size_t)t * cols,
-                          xs + (size_t)t * groups, nr, cols, gs);
+                          w->scales + (size_t)r0 * groups, p.q + (size_t)t * cols,
+                          p.scale + (size_t)t * groups, nr, cols, gs);
     }
 }
 
@@ -249,198 +258,170 @@ static int q8_fast_group(int group_size) { return group_size == 32 || group_size
  * Why a second layout is worth a copy of the weights: vpdpbusd multiplies 64 pairs of bytes
  * and sums them in fours into 16 int32 lanes. Given one row and one token per instruction, as
  * the file's layout does, each group of a row still needs its 16 lanes converted, scaled and
- * summed; that float work outnumbers the integer work three to one. So q8_pack interleaves
- * the rows in blocks of 16: one 64-byte vector holds 4 consecutive weights of each of 16
- * rows, each lane becomes one row's own integer dot product, and 4 bytes of the token,
- * broadcast to every lane, are all an instruction needs from the activations. After a whole
- * group the lanes hold 16 exact group sums, and one conversion and two multiplications scale
- * them all. With no horizontal sums, each lane (row) adds up its groups in order, exactly as
+ * summed; that float work outnumbers the integer work three to one. So pack interleaves the
+ * rows in blocks of 16: one 64-byte vector holds 4 consecutive weights of each of 16 rows,
+ * each lane becomes one row's own integer dot product, and 4 bytes of the token, broadcast to
+ * every lane, are all an instruction needs from the activations. After a whole group the
+ * lanes hold 16 exact group sums, and one conversion and two multiplications scale them all.
+ * With no horizontal sums, each lane (row) adds up its groups in order, exactly as
  * matvec_q8_ref does: the packed kernel gives the reference's numbers bit for bit.
  *
- * vpdpbusd wants one unsigned operand: the activations become unsigned by adding 128 (x ^
- * 0x80 on the bytes), which adds 128 x (the sum of the group's weights) to each row. That
- * sum belongs to the weights, so q8_pack stores it, negated, as the starting value of each
- * group's accumulator. Rows are padded to a multiple of 16 and columns to a multiple of 4
- * with zero weights. */
+ * vpdpbusd wants one unsigned operand: the weights become unsigned by adding 128 (w ^ 0x80 on
+ * the bytes), which adds 128 x (the sum of the group's activations) to every row. That sum
+ * belongs to the token, so prepare computes it once per group, negated, as the starting value
+ * of every row's accumulator.
+ *
+ * A block is one stream, group after group: the group's weights (gs / 4 vectors, fewer in a
+ * row's short last group), then its 16 rows' scales (64 bytes). That is the file's 1.125
+ * bytes a weight (group size 32), all read in order. An earlier layout kept per-row sums of
+ * the weights beside the scales and read three streams, 1.25 bytes a weight: decoding 110M
+ * read 11% more than the file holds. Rows are padded to a multiple of 16 with zero weights
+ * and scales, columns to a multiple of 4 with zero weights. */
 
 #if defined(USE_VNNI)
 
-typedef struct {
-    int8_t *q;     /* (blocks, steps, 16 rows, 4 columns) the weights */
-    float *scale;  /* (blocks, groups, 16) each row's group scales */
-    int32_t *bias; /* (blocks, groups, 16) -128 x the sum of each row's group of weights */
-    int steps;     /* ceil(cols / 4): the 64-byte vectors of a block */
-} Q8Packed;
-
 #define Q8_BLOCK 16
 
-/* Sizes of the parts of a packed matrix, each a multiple of 64 bytes: the header, then q,
- * scale and bias. */
-static void q8_parts(int rows, int cols, int group_size, size_t part[4]) {
-    size_t blocks = (size_t)(rows + Q8_BLOCK - 1) / Q8_BLOCK;
-    size_t per_block = blocks * ((cols + group_size - 1) / group_size) * Q8_BLOCK;
-    part[0] = round64(sizeof(Q8Packed));
-    part[1] = blocks * ((cols + 3) / 4) * 64;
-    part[2] = round64(per_block * sizeof(float));
-    part[3] = round64(per_block * sizeof(int32_t));
+typedef struct {
+    const uint8_t *q; /* (blocks) of block_bytes each, laid out as above */
+    size_t block_bytes;
+    int steps;        /* ceil(cols / 4): the weight vectors of a block */
+} Q8Packed;
+
+static size_t q8_block_bytes(int cols, int group_size) {
+    return (size_t)(cols + 3) / 4 * 64 + (size_t)((cols + group_size - 1) / group_size) * 64;
 }
 
 static size_t packed_size(const Tensor *w) {
     int gs = w->group_size;
     if (gs <= 0 || gs % 4 != 0 || gs > 4096) return 0; /* as stored */
-    size_t part[4];
-    q8_parts(w->rows, w->cols, gs, part);
-    return part[0] + part[1] + part[2] + part[3];
+    size_t blocks = (size_t)(w->rows + Q8_BLOCK - 1) / Q8_BLOCK;
+    return round64(sizeof(Q8Packed)) + blocks * q8_block_bytes(w->cols, gs);
 }
 
 static void pack(Tensor *t, void *mem) {
     int rows = t->rows, cols = t->cols, gs = t->group_size, groups = (cols + gs - 1) / gs;
-    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, steps = (cols + 3) / 4;
-    size_t part[4];
-    q8_parts(rows, cols, gs, part);
+    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, gsteps = gs / 4;
     Q8Packed *p = mem;
-    p->q = (int8_t *)mem + part[0];
-    p->scale = (float *)(p->q + part[1]);
-    p->bias = (int32_t *)((char *)p->scale + part[2]);
-    p->steps = steps;
+    uint8_t *q = (uint8_t *)mem + round64(sizeof(Q8Packed));
+    p->q = q;
+    p->block_bytes = q8_block_bytes(cols, gs);
+    p->steps = (cols + 3) / 4;
     const int8_t *w = t->data;
     /* a block at a time, both threads at once: this is most of a Q8_0 model's load time */
     #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int b = 0; b < blocks; b++) {
-        int8_t *dst = p->q + (size_t)b * steps * 64;
-        memset(dst, 0, (size_t)steps * 64); /* the padding rows and columns */
-        for (int lane = 0; lane < Q8_BLOCK; lane++) {
-            int r = b * Q8_BLOCK + lane;
-            for (int g = 0; g < groups; g++) { /* padding rows: scale 0 */
-                size_t at = ((size_t)b * groups + g) * Q8_BLOCK + lane;
-                p->bias[at] = 0;
-                p->scale[at] = 0.0f;
-            }
-            if (r >= rows) continue;
-            const int8_t *row = w + (size_t)r * cols;
-            int c = 0;
-            for (; c + 4 <= cols; c += 4) memcpy(dst + (size_t)c * 16 + lane * 4, row + c, 4);
-            if (c < cols) memcpy(dst + (size_t)c * 16 + lane * 4, row + c, (size_t)(cols - c));
-            for (int g = 0; g < groups; g++) {
-                int32_t sum = 0;
-                for (int j = g * gs; j < min_int(cols, (g + 1) * gs); j++) sum += row[j];
-                size_t at = ((size_t)b * groups + g) * Q8_BLOCK + lane;
-                p->bias[at] = -128 * sum;
-                p->scale[at] = t->scales[(size_t)r * groups + g];
+        uint8_t *block = q + (size_t)b * p->block_bytes;
+        memset(block, 0x80, p->block_bytes); /* padding: weight 0 */
+        for (int g = 0; g < groups; g++) {
+            uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
+            int c0 = g * gs, c1 = min_int(cols, c0 + gs);
+            float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
+            for (int lane = 0; lane < Q8_BLOCK; lane++) {
+                int r = b * Q8_BLOCK + lane;
+                scale[lane] = r < rows ? t->scales[(size_t)r * groups + g] : 0.0f;
+                if (r >= rows) continue;
+                for (int c = c0; c < c1; c++)
+                    at[(c - c0) / 4 * 64 + lane * 4 + c % 4] =
+                        (uint8_t)(w[(size_t)r * cols + c] ^ 0x80);
             }
         }
     }
     t->packed = p;
 }
 
-/* Bytes j .. j + 3 of an unsigned activation row, broadcast to every lane; bytes past the
- * end of the row (j + 4 > cols) read as zero, that is 128. */
-static ALWAYS_INLINE __m512i x4(const uint8_t *xu, int j, int cols) {
-    uint32_t v = 0x80808080u;
-    memcpy(&v, xu + j, (size_t)min_int(4, cols - j));
-    return _mm512_set1_epi32((int)v);
+/* Bytes j .. j + 3 of an activation row, broadcast to every lane; bytes past the end of the
+ * row (j + 4 > cols) read as zero. */
+static ALWAYS_INLINE __m512i x4(const int8_t *x, int j, int cols) {
+    int32_t v = 0;
+    memcpy(&v, x + j, (size_t)min_int(4, cols - j));
+    return _mm512_set1_epi32(v);
 }
 
 /* Bytes j .. j + 3, all inside the row. */
-static ALWAYS_INLINE __m512i x4_full(const uint8_t *xu, int j) {
+static ALWAYS_INLINE __m512i x4_full(const int8_t *x, int j) {
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 11 /* no _mm_loadu_si32 yet */
     int32_t v;
-    memcpy(&v, xu + j, 4);
+    memcpy(&v, x + j, 4);
     return _mm512_set1_epi32(v);
 #else
-    return _mm512_broadcastd_epi32(_mm_loadu_si32(xu + j));
+    return _mm512_broadcastd_epi32(_mm_loadu_si32(x + j));
 #endif
 }
 
-/* y for RB blocks of 16 rows (starting at block b0) x T tokens. Every call passes RB = 1
- * today (decoding reads one block with four accumulator chains instead); a copy without RB,
- * the same instructions in principle, decoded 15M Q8_0 7% slower (1331 against 1429 tok/s,
- * one thread, 10 interleaved runs), so the tile keeps its shape. */
-static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b0, const uint8_t *xu,
-                                         const float *xs, int RB, int T, int rows, int cols,
-                                         int group_size) {
+/* y for the 16 rows of block b x T tokens: x (T, cols) quantized, xs (T, groups) their
+ * scales, xb (T, groups) -128 x their group sums. */
+static ALWAYS_INLINE void tile_q8_packed(float *y, const Q8Packed *p, int b, const int8_t *x,
+                                         const float *xs, const int32_t *xb, int T, int rows,
+                                         int cols, int group_size) {
     int groups = (cols + group_size - 1) / group_size, gsteps = group_size / 4;
     int full = cols / 4; /* the steps whose 4 bytes all lie inside the row */
-    __m512 acc[4][8];
-    for (int rb = 0; rb < RB; rb++)
-        for (int t = 0; t < T; t++) acc[rb][t] = _mm512_setzero_ps();
+    const uint8_t *at = p->q + (size_t)b * p->block_bytes;
+    __m512 acc[8];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int g = 0; g < groups; g++) {
-        int k0 = g * gsteps, k1 = min_int(k0 + gsteps, p->steps);
-        __m512i dot[4][8];
-        for (int rb = 0; rb < RB; rb++) {
-            __m512i bias =
-                _mm512_loadu_si512(p->bias + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
-            for (int t = 0; t < T; t++) dot[rb][t] = bias;
-        }
-        int k = k0;
-        if (RB == 1 && T == 1) {
-            /* one block, one token (decoding): a chain of dependent vpdpbusd would wait on
-             * each other's results, so steps take turns among four sums (of integers: the
-             * order changes nothing) */
+        int k0 = g * gsteps, k1 = min_int(k0 + gsteps, p->steps), k = k0;
+        __m512i dot[8];
+        for (int t = 0; t < T; t++) dot[t] = _mm512_set1_epi32(xb[(size_t)t * groups + g]);
+        if (T == 1) {
+            /* one token (decoding): a chain of dependent vpdpbusd would wait on each other's
+             * results, so steps take turns among four sums (of integers: the order changes
+             * nothing) */
             __m512i more[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
                                _mm512_setzero_si512()};
-            const int8_t *wb = p->q + (size_t)b0 * p->steps * 64;
-            for (; k + 4 <= min_int(k1, full); k += 4) {
-                dot[0][0] = _mm512_dpbusd_epi32(dot[0][0], x4_full(xu, 4 * k),
-                                                _mm512_loadu_si512(wb + (size_t)k * 64));
-                for (int c = 0; c < 3; c++) {
-                    __m512i wv = _mm512_loadu_si512(wb + (size_t)(k + c + 1) * 64);
-                    more[c] = _mm512_dpbusd_epi32(more[c], x4_full(xu, 4 * (k + c + 1)), wv);
-                }
+            for (; k + 4 <= min_int(k1, full); k += 4, at += 4 * 64) {
+                dot[0] = _mm512_dpbusd_epi32(dot[0], _mm512_loadu_si512(at), x4_full(x, 4 * k));
+                for (int c = 0; c < 3; c++)
+                    more[c] = _mm512_dpbusd_epi32(more[c], _mm512_loadu_si512(at + 64 * (c + 1)),
+                                                  x4_full(x, 4 * (k + c + 1)));
             }
-            dot[0][0] = _mm512_add_epi32(_mm512_add_epi32(dot[0][0], more[0]),
-                                         _mm512_add_epi32(more[1], more[2]));
+            dot[0] = _mm512_add_epi32(_mm512_add_epi32(dot[0], more[0]),
+                                      _mm512_add_epi32(more[1], more[2]));
         }
-        for (; k < k1; k++) {
-            __m512i wv[4];
-            for (int rb = 0; rb < RB; rb++)
-                wv[rb] = _mm512_loadu_si512(p->q + ((size_t)(b0 + rb) * p->steps + k) * 64);
+        for (; k < k1; k++, at += 64) {
+            __m512i wv = _mm512_loadu_si512(at);
             for (int t = 0; t < T; t++) {
-                __m512i xv = k < full ? x4(xu + (size_t)t * cols, 4 * k, 4 * k + 4)
-                                      : x4(xu + (size_t)t * cols, 4 * k, cols);
-                for (int rb = 0; rb < RB; rb++)
-                    dot[rb][t] = _mm512_dpbusd_epi32(dot[rb][t], xv, wv[rb]);
+                __m512i xv = k < full ? x4(x + (size_t)t * cols, 4 * k, 4 * k + 4)
+                                      : x4(x + (size_t)t * cols, 4 * k, cols);
+                dot[t] = _mm512_dpbusd_epi32(dot[t], wv, xv);
             }
         }
-        for (int rb = 0; rb < RB; rb++) {
-            __m512 ws = _mm512_loadu_ps(p->scale + ((size_t)(b0 + rb) * groups + g) * Q8_BLOCK);
-            for (int t = 0; t < T; t++) {
-                __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(xs[(size_t)t * groups + g]));
-                acc[rb][t] = _mm512_add_ps(acc[rb][t],
-                                           _mm512_mul_ps(_mm512_cvtepi32_ps(dot[rb][t]), s));
-            }
+        __m512 ws = _mm512_loadu_ps(at);
+        at += 64;
+        for (int t = 0; t < T; t++) {
+            __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(xs[(size_t)t * groups + g]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(dot[t]), s));
         }
     }
-    for (int rb = 0; rb < RB; rb++) {
-        int r0 = (b0 + rb) * Q8_BLOCK;
-        for (int t = 0; t < T; t++)
-            _mm512_mask_storeu_ps(y + (size_t)t * rows + r0, mask16(rows - r0), acc[rb][t]);
-    }
+    int r0 = b * Q8_BLOCK;
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * rows + r0, mask16(rows - r0), acc[t]);
 }
 
 /* One block of 16 rows for all n tokens: a single token (decoding) on its own; a prompt
  * chunk 8 tokens at a time, while the block's weights stay in L1. */
-static void q8_packed_block(float *y, const Q8Packed *p, const uint8_t *xu, const float *xs,
-                            int n, int rows, int cols, int group_size, int b) {
+static void q8_packed_block(float *y, const Q8Packed *p, const int8_t *xq, const float *xs,
+                            const int32_t *xb, int n, int rows, int cols, int group_size,
+                            int b) {
     int groups = (cols + group_size - 1) / group_size;
     for (int t = 0; t < n; t += 8) {
         float *yt = y + (size_t)t * rows;
-        const uint8_t *xt = xu + (size_t)t * cols;
+        const int8_t *xt = xq + (size_t)t * cols;
         const float *st = xs + (size_t)t * groups;
+        const int32_t *bt = xb + (size_t)t * groups;
         /* a case per count, so T is a constant in the tile (why: see matmul_f32.c's tile) */
         switch (min_int(8, n - t)) {
-        case 8: tile_q8_packed(yt, p, b, xt, st, 1, 8, rows, cols, group_size); break;
-        case 7: tile_q8_packed(yt, p, b, xt, st, 1, 7, rows, cols, group_size); break;
-        case 6: tile_q8_packed(yt, p, b, xt, st, 1, 6, rows, cols, group_size); break;
-        case 5: tile_q8_packed(yt, p, b, xt, st, 1, 5, rows, cols, group_size); break;
-        case 4: tile_q8_packed(yt, p, b, xt, st, 1, 4, rows, cols, group_size); break;
-        case 3: tile_q8_packed(yt, p, b, xt, st, 1, 3, rows, cols, group_size); break;
-        case 2: tile_q8_packed(yt, p, b, xt, st, 1, 2, rows, cols, group_size); break;
-        default: tile_q8_packed(yt, p, b, xt, st, 1, 1, rows, cols, group_size); break;
+        case 8: tile_q8_packed(yt, p, b, xt, st, bt, 8, rows, cols, group_size); break;
+        case 7: tile_q8_packed(yt, p, b, xt, st, bt, 7, rows, cols, group_size); break;
+        case 6: tile_q8_packed(yt, p, b, xt, st, bt, 6, rows, cols, group_size); break;
+        case 5: tile_q8_packed(yt, p, b, xt, st, bt, 5, rows, cols, group_size); break;
+        case 4: tile_q8_packed(yt, p, b, xt, st, bt, 4, rows, cols, group_size); break;
+        case 3: tile_q8_packed(yt, p, b, xt, st, bt, 3, rows, cols, group_size); break;
+        case 2: tile_q8_packed(yt, p, b, xt, st, bt, 2, rows, cols, group_size); break;
+        default: tile_q8_packed(yt, p, b, xt, st, bt, 1, rows, cols, group_size); break;
         }
     }
 }
-
 #else
 
 /* no VNNI: the stored layout serves */
@@ -484,20 +465,19 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
                     int nr) {
     for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
         int tn = min_int(MATMUL_TOKENS, n - t0);
-        const int8_t *xq;
-        const float *xs;
-        group_input(in, w, t0, tn, &xq, &xs);
+        Q8Input p = group_input(in, w, t0, tn);
         float *yt = y + (size_t)t0 * w->rows;
 #if defined(USE_VNNI)
         if (w->packed) {
-            q8_packed_block(yt, w->packed, (const uint8_t *)xq, xs, tn, w->rows, w->cols,
+            q8_packed_block(yt, w->packed, p.q, p.scale, p.bias, tn, w->rows, w->cols,
                             w->group_size, r0 / Q8_BLOCK);
             continue;
         }
 #endif
 #if defined(USE_AVX2_Q8)
         if (q8_fast_group(w->group_size)) {
-            q8_rows(yt, w->data, w->scales, xq, xs, tn, w->rows, w->cols, w->group_size, r0, nr);
+            q8_rows(yt, w->data, w->scales, p.q, p.scale, tn, w->rows, w->cols, w->group_size, r0,
+                    nr);
             continue;
         }
 #endif
