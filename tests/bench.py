@@ -11,11 +11,13 @@ only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). 
 `run -v` (its `key: value` lines on stderr), as do ttft_ms (start of the prompt to the first
 generated token; load_ms + ttft_ms is the time from start to first token), weights_gb_s
 (weight bytes per token x decode tok/s) and peak_rss_mb. stream_gb_s is the machine's read
-bandwidth with T threads, taken just before the case (`build/machine_limits --stream T`): on
-a shared machine it drifts, and decoding a large model is bound by it; fma_gflop_s likewise the
-machine's float32 multiply-add peak (`--fma T`), which bounds a prompt. Each number is then
-put as the fraction of its bound it reached, so that a regression shows as a ratio whatever
-the machine's mood:
+bandwidth with T threads (`build/machine_limits --stream T`), probed before each run and after
+the last: on a shared machine it drifts, on this one it switches between about 35 and 60 GB/s
+within seconds, and decoding a large model is bound by it. A run is held to the higher of the
+two probes around it, and stream_gb_s is that bound for the run decode_bw reports.
+fma_gflop_s is the machine's float32 multiply-add peak (`--fma T`), which bounds a prompt.
+Each number is then put as the fraction of its bound it reached, so that a regression shows
+as a ratio whatever the machine's mood:
   decode_bw    (weight bytes + KV cache bytes read per token) x decode tok/s / stream_gb_s;
                the KV cache's bytes (4, 2 or 1 per value for --kv-type f32, bf16,
                q8), read at the positions of the generated tokens (256-383: 320 on
@@ -24,8 +26,9 @@ the machine's mood:
                weighted sums at the prompt's positions, the classifier once per prompt) x prefill
                tok/s / fma_gflop_s. Q8_0 and Q4_0 prompts do their multiply-adds in int8
                (VNNI: four per lane per instruction), so theirs can pass 1.
-Each case runs --repeat times and reports the best run of each number: the machine is
-shared, and interference only ever slows a run down.
+Each case runs --repeat times and reports the best run of each number (decode_bw: the best
+run's against its own bound): the machine is shared, and interference only ever slows a run
+down.
 
 Models come from `export.py --random SHAPE --dtype DTYPE --seq-len 512` (SHAPE also one of
 the family shapes smollm2-135M, qwen2.5-0.5B, llama3.2-1B) and are cached under
@@ -222,8 +225,13 @@ def main():
                       + compare(path, threads, flags, opts.against, opts.repeat, tokens) + tail,
                       flush=True)
                 continue
-            stream, fma = stream_gb_s(threads), fma_gflop_s(threads)
-            runs = [run_once(path, threads, flags, prompt_tokens=tokens) for _ in range(opts.repeat)]
+            # a stream probe before every run and after the last: this machine's bandwidth
+            # can change within seconds, so each run is held to the higher of the two
+            # probes around it, which a change of phase during a run can only make stricter
+            fma, streams, runs = fma_gflop_s(threads), [stream_gb_s(threads)], []
+            for _ in range(opts.repeat):
+                runs.append(run_once(path, threads, flags, prompt_tokens=tokens))
+                streams.append(stream_gb_s(threads))
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
             best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
@@ -232,9 +240,14 @@ def main():
             generated = min(r["generated_tokens"] for r in runs)
             kv_value = 2 if "kv-bf16" in variants else 1 if "kv-q8" in variants else 4
             kv_bytes, flop = work_per_token(name, tokens, kv_value)
-            # weights_gb_s is weight bytes per token x decode tok/s
-            moved = best["weights_gb_s"] * 1e9 + kv_bytes * best["decode_tok_s"]
-            decode_bw = moved / (stream * 1e9) if stream else 0.0
+            # weights_gb_s is weight bytes per token x decode tok/s; decode_bw is the best
+            # run's, each run against the bound its probes give it
+            decode_bw, stream = 0.0, streams[0]
+            for i, r in enumerate(runs):
+                bound = max(streams[i], streams[i + 1])
+                moved = r["weights_gb_s"] * 1e9 + kv_bytes * r["decode_tok_s"]
+                if bound and moved / (bound * 1e9) > decode_bw:
+                    decode_bw, stream = moved / (bound * 1e9), bound
             prefill_fma = flop * best["prefill_tok_s"] / (fma * 1e9) if fma else 0.0
             print(f"bench model={name} dtype={dtype} threads={threads} "
                   f"prefill_tok_s={best['prefill_tok_s']:.1f} "
