@@ -21,14 +21,13 @@
  * With VNNI, pack rearranges a matrix at load time into blocks of 16 rows, the same 18 bytes
  * per 32 weights: per group of 32 columns, four 64-byte vectors in which lane l holds bytes
  * 4k .. 4k + 3 of row l's block (so weights 4k .. 4k + 3 in the low nibbles and 16 + 4k .. in
- * the high ones), then the 16 rows' scales. vpdpbusd takes the nibbles (0..15) as its unsigned
+ * the high ones), and the 16 rows' scales. vpdpbusd takes the nibbles (0..15) as its unsigned
  * operand and four bytes of the token, broadcast, as its signed one; the -8 enters once per
  * block and token as -8 x (the sum of the block's activations), which prepare computes with
- * the quantization and every row's sum starts from. Decoding walks one block of rows at a
- * time and asks for the bytes 8 KB ahead into L2: its loop spends about ten instructions per
- * 64 bytes, too many for the hardware prefetcher alone to keep enough reads in flight (0.4-0.5
- * of the machine's bandwidth without, at it with; BENCHMARKS.md). A prompt tile is a block of
- * 16 rows by 8 tokens, its nibbles unpacked once per group for all 8.
+ * the quantization and every row's sum starts from. A block of rows is one stream, read in
+ * order (decoding reaches the bandwidth with the hardware prefetcher alone; BENCHMARKS.md). A
+ * prompt tile is a block of 16 rows by 8 tokens, its nibbles unpacked once per group for all
+ * 8.
  * Without VNNI (AVX2) the stored layout is read a row at a time, and plain C is the reference.
  */
 #include <math.h>
@@ -150,15 +149,20 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
 #if defined(USE_VNNI)
 
 #define Q4_ROWS 16
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 8192 /* bytes; 4-16 KB all reached the bandwidth, 8 KB best */
-#endif
 
-/* Bytes of one block of rows: the nibbles (256 per group), then the scales (32 per group). */
+/* A block of rows is one stream, two groups at a time: the 16 rows' scales of both (32 bytes
+ * each), then the nibbles of the first and of the second (256 bytes each). An odd last group
+ * comes alone, its scales padded to 64 bytes. An earlier layout put all the scales after all
+ * the nibbles, two streams per block, and needed a software prefetch to keep up; in one stream
+ * decoding 110M is 6% faster without one (BENCHMARKS.md). */
 static size_t rows_block_bytes(int cols) {
     size_t G = (size_t)blocks_of(cols);
-    return G * 256 + round64(G * 32);
+    return (G + 1) / 2 * 64 + G * 256;
 }
+
+/* Where group g's nibbles and scales start in a block of rows, in bytes. */
+static size_t nibbles_at(int g) { return (size_t)(g / 2) * (64 + 512) + 64 + (g % 2) * 256; }
+static size_t scales_at(int g) { return (size_t)(g / 2) * (64 + 512) + (g % 2) * 32; }
 
 static size_t packed_size(const Tensor *w) {
     return (size_t)(w->rows + Q4_ROWS - 1) / Q4_ROWS * rows_block_bytes(w->cols);
@@ -170,14 +174,13 @@ static void pack(Tensor *t, void *mem) {
     #pragma omp parallel for schedule(static) if ((long)rows * t->cols >= PARALLEL_MIN_WORK)
     for (int b = 0; b < nb; b++) {
         uint8_t *dst = (uint8_t *)mem + (size_t)b * bytes;
-        uint16_t *scales = (uint16_t *)(dst + (size_t)G * 256);
         memset(dst, 0, bytes); /* padding rows: no weights, scale 0 */
         for (int l = 0; l < Q4_ROWS && b * Q4_ROWS + l < rows; l++)
             for (int g = 0; g < G; g++) {
                 const uint8_t *src = block_at(t, b * Q4_ROWS + l, g);
                 for (int k = 0; k < 4; k++)
-                    memcpy(dst + (size_t)g * 256 + k * 64 + l * 4, src + 2 + 4 * k, 4);
-                scales[g * Q4_ROWS + l] = block_scale(src);
+                    memcpy(dst + nibbles_at(g) + k * 64 + l * 4, src + 2 + 4 * k, 4);
+                ((uint16_t *)(dst + scales_at(g)))[l] = block_scale(src);
             }
     }
     t->packed = mem;
@@ -197,17 +200,11 @@ static void decode_blocks(float *y, const uint8_t *packed, int rows, int cols, c
     const __m512i low = _mm512_set1_epi8(0x0F);
     int G = blocks_of(cols);
     size_t bytes = rows_block_bytes(cols);
-    /* what one group of the 16 rows streams: 256 bytes of nibbles and 16 fp16 scales */
-    const size_t group_bytes = 256 + Q4_ROWS * sizeof(uint16_t);
     for (int b = b0; b < b1; b++) {
         const uint8_t *q = packed + (size_t)b * bytes;
-        const uint16_t *sc = (const uint16_t *)(q + (size_t)G * 256);
         __m512 acc = _mm512_setzero_ps();
         for (int g = 0; g < G; g++) {
-            /* the prefetch walks the block at the pace of the reads, into the next block */
-            const char *ahead = (const char *)q + g * group_bytes + PREFETCH_AHEAD;
-            for (size_t c = 0; c < group_bytes; c += 64) _mm_prefetch(ahead + c, _MM_HINT_T1);
-            const uint8_t *qg = q + (size_t)g * 256;
+            const uint8_t *qg = q + nibbles_at(g);
             const int8_t *xg = xq + g * QK;
             __m512i lo0 = _mm512_set1_epi32(xbias[g]), lo1 = _mm512_setzero_si512();
             __m512i hi0 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
@@ -222,7 +219,7 @@ static void decode_blocks(float *y, const uint8_t *packed, int rows, int cols, c
                                           bcast4(xg + 20 + 4 * k));
             }
             __m512i idot = _mm512_add_epi32(_mm512_add_epi32(lo0, lo1), _mm512_add_epi32(hi0, hi1));
-            __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + g * Q4_ROWS)));
+            __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(q + scales_at(g))));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot), _mm512_mul_ps(d, _mm512_set1_ps(xs[g])),
                                   acc);
         }
@@ -236,18 +233,17 @@ static ALWAYS_INLINE void tile(float *y, const uint8_t *packed, int rows, int co
     const __m512i low = _mm512_set1_epi8(0x0F);
     int G = blocks_of(cols);
     const uint8_t *q = packed + (size_t)b * rows_block_bytes(cols);
-    const uint16_t *sc = (const uint16_t *)(q + (size_t)G * 256);
     __m512 acc[MATMUL_TOKENS];
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int g = 0; g < G; g++) {
-        const uint8_t *qg = q + (size_t)g * 256;
+        const uint8_t *qg = q + nibbles_at(g);
         __m512i wv[8];
         for (int k = 0; k < 4; k++) {
             __m512i v = _mm512_load_si512(qg + 64 * k);
             wv[k] = _mm512_and_si512(v, low);
             wv[4 + k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
         }
-        __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sc + g * Q4_ROWS)));
+        __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(q + scales_at(g))));
         for (int t = 0; t < T; t++) {
             const int8_t *xg = x.q + ((size_t)t * G + g) * QK;
             __m512i i0 = _mm512_set1_epi32(x.bias[(size_t)t * G + g]), i1 = _mm512_setzero_si512();
