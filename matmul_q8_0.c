@@ -308,22 +308,29 @@ static void pack(Tensor *t, void *mem) {
     p->block_bytes = q8_block_bytes(cols, gs);
     p->steps = (cols + 3) / 4;
     const int8_t *w = t->data;
-    /* a block at a time, both threads at once: this is most of a Q8_0 model's load time */
+    /* a block at a time, both threads at once: this is most of a Q8_0 model's load time. A row
+     * is read in order (16 rows a group at a time made loading 110M 2-3x slower). */
     #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int b = 0; b < blocks; b++) {
         uint8_t *block = q + (size_t)b * p->block_bytes;
         memset(block, 0x80, p->block_bytes); /* padding: weight 0 */
-        for (int g = 0; g < groups; g++) {
-            uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
-            int c0 = g * gs, c1 = min_int(cols, c0 + gs);
-            float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
-            for (int lane = 0; lane < Q8_BLOCK; lane++) {
-                int r = b * Q8_BLOCK + lane;
-                scale[lane] = r < rows ? t->scales[(size_t)r * groups + g] : 0.0f;
-                if (r >= rows) continue;
-                for (int c = c0; c < c1; c++)
-                    at[(c - c0) / 4 * 64 + lane * 4 + c % 4] =
-                        (uint8_t)(w[(size_t)r * cols + c] ^ 0x80);
+        for (int lane = 0; lane < Q8_BLOCK; lane++) {
+            int r = min_int(b * Q8_BLOCK + lane, rows - 1), pad = b * Q8_BLOCK + lane >= rows;
+            const int8_t *row = w + (size_t)r * cols;
+            for (int g = 0; g < groups; g++) {
+                uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
+                int c0 = g * gs, c1 = min_int(cols, c0 + gs);
+                float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
+                scale[lane] = pad ? 0.0f : t->scales[(size_t)r * groups + g];
+                for (int c = c0; !pad && c < c1; c += 4) {
+                    uint32_t v = 0; /* columns past the row: weight 0 */
+                    if (c + 4 <= c1) /* a constant size: a variable one is a byte loop */
+                        memcpy(&v, row + c, 4);
+                    else
+                        memcpy(&v, row + c, (size_t)(c1 - c));
+                    v ^= 0x80808080u;
+                    memcpy(at + (size_t)(c - c0) / 4 * 64 + lane * 4, &v, 4);
+                }
             }
         }
     }
