@@ -19,15 +19,16 @@
  * and each row (a vector lane, or a row at a time) adds its blocks in order.
  *
  * With VNNI, pack rearranges a matrix at load time into blocks of 16 rows, the same 18 bytes
- * per 32 weights: per group of 32 columns, four 64-byte vectors in which lane l holds bytes
+ * per 32 weights (and 32 bytes of padding per block when a row has an odd number of groups):
+ * per group of 32 columns, four 64-byte vectors in which lane l holds bytes
  * 4k .. 4k + 3 of row l's block (so weights 4k .. 4k + 3 in the low nibbles and 16 + 4k .. in
  * the high ones), and the 16 rows' scales. vpdpbusd takes the nibbles (0..15) as its unsigned
  * operand and four bytes of the token, broadcast, as its signed one; the -8 enters once per
  * block and token as -8 x (the sum of the block's activations), which prepare computes with
  * the quantization and every row's sum starts from. A block of rows is one stream, read in
- * order (decoding reaches the bandwidth with the hardware prefetcher alone; BENCHMARKS.md). A
- * prompt tile is a block of 16 rows by 8 tokens, its nibbles unpacked once per group for all
- * 8.
+ * order, which the hardware prefetcher alone keeps up with (no software prefetch pays;
+ * BENCHMARKS.md). A prompt tile is a block of 16 rows by 8 tokens, its nibbles unpacked once
+ * per group for all 8.
  * Without VNNI (AVX2) the stored layout is read a row at a time, and plain C is the reference.
  */
 #include <math.h>

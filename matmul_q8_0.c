@@ -313,17 +313,18 @@ static void pack(Tensor *t, void *mem) {
     #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
     for (int b = 0; b < blocks; b++) {
         uint8_t *block = q + (size_t)b * p->block_bytes;
-        memset(block, 0x80, p->block_bytes); /* padding: weight 0 */
+        /* padding rows and columns: weight 0 (0x80 once unsigned); every scale is written below */
+        memset(block, 0x80, p->block_bytes);
         for (int lane = 0; lane < Q8_BLOCK; lane++) {
-            int r = min_int(b * Q8_BLOCK + lane, rows - 1), pad = b * Q8_BLOCK + lane >= rows;
-            const int8_t *row = w + (size_t)r * cols;
+            int r = b * Q8_BLOCK + lane;
             for (int g = 0; g < groups; g++) {
                 uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
                 int c0 = g * gs, c1 = min_int(cols, c0 + gs);
                 float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
-                scale[lane] = pad ? 0.0f : t->scales[(size_t)r * groups + g];
-                for (int c = c0; !pad && c < c1; c += 4) {
-                    uint32_t v = 0; /* columns past the row: weight 0 */
+                scale[lane] = r < rows ? t->scales[(size_t)r * groups + g] : 0.0f;
+                for (int c = c0; r < rows && c < c1; c += 4) {
+                    const int8_t *row = w + (size_t)r * cols;
+                    uint32_t v = 0; /* past the row: 0 here, 0x80 (weight 0) after the flip */
                     if (c + 4 <= c1) /* a constant size: a variable one is a byte loop */
                         memcpy(&v, row + c, 4);
                     else

@@ -14,7 +14,8 @@ generated token; load_ms + ttft_ms is the time from start to first token), weigh
 bandwidth with T threads (`build/machine_limits --stream T`), probed before each run and after
 the last: on a shared machine it drifts, on this one it switches between about 35 and 60 GB/s
 within seconds, and decoding a large model is bound by it. A run is held to the higher of the
-two probes around it, and stream_gb_s is that bound for the run decode_bw reports.
+two probes around it, and stream_gb_s is that bound for the run decode_bw reports (the run
+with the best ratio, not always the one with the best decode_tok_s).
 fma_gflop_s is the machine's float32 multiply-add peak (`--fma T`), which bounds a prompt.
 Each number is then put as the fraction of its bound it reached, so that a regression shows
 as a ratio whatever the machine's mood:

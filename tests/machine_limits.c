@@ -10,8 +10,8 @@
  *
  * Prints `machine threads=T stream_gb_s=X fma_gflop_s=Y` for T = 1 and for all threads.
  * `machine_limits --stream T` prints only stream_gb_s for T threads, on a 256 MiB array, and
- * `machine_limits --fma T` only fma_gflop_s (tests/bench.py takes both before each case: on a
- * shared machine they drift).
+ * `machine_limits --fma T` only fma_gflop_s (tests/bench.py takes the FMA peak before each
+ * case and the stream before each run and after the last: on a shared machine they drift).
  * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
  */
 #define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
