@@ -100,12 +100,7 @@ static void prepare_with(void (*quantize)(int8_t *, float *, const float *, int,
         int8_t *q = (int8_t *)p.q + (size_t)t * G * QK;
         quantize(q, (float *)p.scale + (size_t)t * G, x + (size_t)(t0 + t) * cols, cols, QK);
         memset(q + cols, 0, (size_t)G * QK - cols);
-        int32_t *bias = (int32_t *)p.bias + (size_t)t * G;
-        for (int g = 0; g < G; g++) {
-            int32_t sum = 0;
-            for (int i = 0; i < QK; i++) sum += q[g * QK + i];
-            bias[g] = -8 * sum;
-        }
+        group_sums((int32_t *)p.bias + (size_t)t * G, q, cols, QK, -8);
     }
 }
 
