@@ -123,18 +123,18 @@ static size_t key_slots(const KvCache *c, int layer) {
  * start 16 bytes into a page, so every 64-byte line of keys a kernel loads straddles two
  * cache lines: with calloc's memory 15M Q8_0 decoded 10% slower (0.89 and 0.90 against
  * this, alternating), which the split lines would explain. */
-static size_t huge_round(size_t bytes) {
-    size_t huge = (size_t)2 << 20;
-    return (bytes + huge - 1) / huge * huge;
-}
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static size_t huge_round(size_t bytes) { return (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE; }
 
 static void *cache_alloc(size_t bytes, int huge_pages) {
-    size_t huge = (size_t)2 << 20, size = huge_round(bytes);
-    char *map = mmap(NULL, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t size = huge_round(bytes);
+    char *map = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
     if (map == MAP_FAILED) return NULL;
     char *at = (char *)huge_round((uintptr_t)map); /* the first 2 MB boundary in it */
     if (at > map) munmap(map, (size_t)(at - map));
-    munmap(at + size, (size_t)(map + huge - at));
+    munmap(at + size, (size_t)(map + HUGE_PAGE - at));
 #if defined(MADV_HUGEPAGE)
     if (huge_pages) madvise(at, size, MADV_HUGEPAGE);
 #endif
@@ -149,12 +149,13 @@ static void cache_release(void *p, size_t bytes) {
 
 /* A cache of HUGE_CACHE_MIN to HUGE_CACHE_MAX bytes lives in 2 MB pages. In 4 KB pages a
  * generated token's 2 x layers x heads vectors take a fresh page every 16 positions: the 110M
- * shape at 512 positions (a 38 MB cache) faulted 18 pages per token, 5-9% of its decoding time (BENCHMARKS.md,
- * "Decoding: what held it at half the bandwidth"). A 2 MB page holds the slots of several
- * heads, so the whole cache is faulted in at once: cheap for a cache of tens of MB, but a long
- * context's (a gigabyte or more at 128K positions) would then be resident from the start,
- * mostly for positions never reached; those keep 4 KB pages. So does a small one (stories260K:
- * 0.6 MB), whose few faults cost nothing and which 2 MB pages would only round up. */
+ * shape at 512 positions (a 38 MB cache) faulted 18 pages per token, 5-9% of its decoding
+ * time (BENCHMARKS.md, "Decoding: what held it at half the bandwidth"). A 2 MB page holds
+ * the slots of several heads, so the whole cache is faulted in at once: cheap for a cache of
+ * tens of MB, but a long context's (a gigabyte or more at 128K positions) would then be
+ * resident from the start, mostly for positions never reached; those keep 4 KB pages. So
+ * does a small one (stories260K: 0.6 MB), whose few faults cost nothing and which 2 MB pages
+ * would only round up. */
 #define HUGE_CACHE_MIN ((size_t)8 << 20)
 #define HUGE_CACHE_MAX ((size_t)64 << 20)
 
