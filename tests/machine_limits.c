@@ -12,6 +12,13 @@
  * `machine_limits --stream T` prints only stream_gb_s for T threads, on a 256 MiB array, and
  * `machine_limits --fma T` only fma_gflop_s (tests/bench.py takes the FMA peak before each
  * case and the stream before each run and after the last: on a shared machine they drift).
+ *
+ * `machine_limits --products T LAYERS SIZES LAST` prints the GB/s of an ideal decoder: 128
+ * tokens, each reading LAYERS times the products of SIZES (bytes, comma-separated, in
+ * order), then LAST bytes, every product its own parallel pass with a contiguous share per
+ * thread, as the engine's matmul runs one. Its loop is the stream's, with no arithmetic: what
+ * no engine whose products wait on one another can beat, and a measure of what the hand-over
+ * between products costs on this machine (BENCHMARKS.md, "What an ideal decoder reaches").
  * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
  */
 #define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
@@ -55,30 +62,92 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* GB/s of one pass over n floats split among the threads; four sums per thread so the adds
- * never wait on each other and only memory sets the pace. */
+/* The sum of n floats (n a multiple of 4 LANES); four sums so the adds never wait on each
+ * other and only memory sets the pace. */
+static float read_floats(const float *p, size_t n) {
+    vec s0 = vset(0), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t j = 0; j < n; j += 4 * LANES) {
+        s0 = vadd(s0, vload(p + j));
+        s1 = vadd(s1, vload(p + j + LANES));
+        s2 = vadd(s2, vload(p + j + 2 * LANES));
+        s3 = vadd(s3, vload(p + j + 3 * LANES));
+    }
+    return vsum(vadd(vadd(s0, s1), vadd(s2, s3)));
+}
+
+/* GB/s of one pass over n floats split among the threads, best of 5. */
 static double stream(const float *a, size_t n, float *sink) {
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) {
         double t0 = now();
         float total = 0.0f;
         #pragma omp parallel for reduction(+:total)
-        for (size_t b = 0; b < n / 4096; b++) {
-            const float *p = a + b * 4096;
-            vec s0 = vset(0), s1 = s0, s2 = s0, s3 = s0;
-            for (int j = 0; j < 4096; j += 4 * LANES) {
-                s0 = vadd(s0, vload(p + j));
-                s1 = vadd(s1, vload(p + j + LANES));
-                s2 = vadd(s2, vload(p + j + 2 * LANES));
-                s3 = vadd(s3, vload(p + j + 3 * LANES));
-            }
-            total += vsum(vadd(vadd(s0, s1), vadd(s2, s3)));
-        }
+        for (size_t b = 0; b < n / 4096; b++) total += read_floats(a + b * 4096, 4096);
         double t = now() - t0;
         if (t < best) best = t;
         *sink += total;
     }
     return n * sizeof(float) / best / 1e9;
+}
+
+/* What read_floats takes at a time. */
+#define UNIT_BYTES (4 * LANES * sizeof(float))
+
+/* --products: GB/s of 128 tokens, each reading the `count` regions in order (bytes[i] at
+ * region[i], multiples of UNIT_BYTES), each in one parallel pass. */
+static double products(float *const *region, const size_t *bytes, int count, float *sink) {
+    double t0 = now();
+    for (int token = 0; token < 128; token++)
+        for (int i = 0; i < count; i++) {
+            float total = 0.0f;
+            #pragma omp parallel reduction(+:total)
+            {
+                size_t units = bytes[i] / UNIT_BYTES, me = 0, team = 1;
+#ifdef _OPENMP
+                me = omp_get_thread_num(), team = omp_get_num_threads();
+#endif
+                size_t from = units * me / team, to = units * (me + 1) / team;
+                total += read_floats(region[i] + from * 4 * LANES, (to - from) * 4 * LANES);
+            }
+            *sink += total;
+        }
+    double t = now() - t0, read = 0;
+    for (int i = 0; i < count; i++) read += bytes[i];
+    return 128 * read / t / 1e9;
+}
+
+/* machine_limits --products T LAYERS SIZES LAST */
+static int products_main(char **argv, float *sink) {
+    int layers = atoi(argv[3]), per = 1;
+    for (const char *c = argv[4]; *c; c++) per += *c == ',';
+    int count = layers * per + 1;
+    size_t *bytes = calloc(count, sizeof *bytes), total = 0;
+    float **region = calloc(count, sizeof *region);
+    if (layers < 1 || !bytes || !region) {
+        fprintf(stderr, "machine_limits: --products wants THREADS LAYERS SIZES LAST, e.g. "
+                        "--products 2 12 1990656,663552 27648000\n");
+        return 1;
+    }
+    for (int i = 0; i < count; i++) {
+        const char *at = argv[4];
+        for (int k = 0; k < i % per; k++) at = strchr(at, ',') + 1;
+        bytes[i] = (i == count - 1 ? strtoull(argv[5], NULL, 10) : strtoull(at, NULL, 10)) /
+                   UNIT_BYTES * UNIT_BYTES;
+        total += bytes[i];
+    }
+    char *arena = NULL;
+    if (posix_memalign((void **)&arena, (size_t)2 << 20, total) != 0) return 1;
+#if defined(MADV_HUGEPAGE)
+    madvise(arena, total, MADV_HUGEPAGE); /* as the engine's arena of packed weights */
+#endif
+    memset(arena, 0, total);
+    for (int i = 0, at = 0; i < count; at += bytes[i] / 4, i++) region[i] = (float *)arena + at;
+#ifdef _OPENMP
+    omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
+#endif
+    printf("%.1f\n", products(region, bytes, count, sink));
+    free(arena), free(bytes), free(region);
+    return 0;
 }
 
 /* GFLOP/s of ten independent FMA chains per thread (FMA latency 4-5 cycles, two issued per
@@ -112,6 +181,11 @@ static double fma_peak(float *sink) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 6 && !strcmp(argv[1], "--products")) {
+        float sink = 0.0f;
+        int status = products_main(argv, &sink);
+        return status ? status : sink == 12345.0f;
+    }
     int only_stream = argc == 3 && !strcmp(argv[1], "--stream");
     if (argc == 3 && !strcmp(argv[1], "--fma")) {
         float sink = 0.0f;
