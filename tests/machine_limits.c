@@ -141,7 +141,8 @@ static int products_main(char **argv, float *sink) {
     madvise(arena, total, MADV_HUGEPAGE); /* as the engine's arena of packed weights */
 #endif
     memset(arena, 0, total);
-    for (int i = 0, at = 0; i < count; at += bytes[i] / 4, i++) region[i] = (float *)arena + at;
+    size_t at = 0;
+    for (int i = 0; i < count; at += bytes[i], i++) region[i] = (float *)(arena + at);
 #ifdef _OPENMP
     omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
 #endif
