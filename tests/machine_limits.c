@@ -128,11 +128,11 @@ static int products_main(char **argv, float *sink) {
                         "--products 2 12 1990656,663552 27648000\n");
         return 1;
     }
+    char *next = argv[4];
+    for (int i = 0; i < per; i++) bytes[i] = strtoull(next, &next, 10), next++; /* past ',' */
+    bytes[count - 1] = strtoull(argv[5], NULL, 10);
     for (int i = 0; i < count; i++) {
-        const char *at = argv[4];
-        for (int k = 0; k < i % per; k++) at = strchr(at, ',') + 1;
-        bytes[i] = (i == count - 1 ? strtoull(argv[5], NULL, 10) : strtoull(at, NULL, 10)) /
-                   UNIT_BYTES * UNIT_BYTES;
+        bytes[i] = (i < per || i == count - 1 ? bytes[i] : bytes[i % per]) / UNIT_BYTES * UNIT_BYTES;
         total += bytes[i];
     }
     char *arena = NULL;
