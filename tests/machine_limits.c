@@ -62,6 +62,25 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* The team size of the measurements that follow: a thread count from the command line. */
+static void set_threads(const char *arg) {
+#ifdef _OPENMP
+    omp_set_num_threads(atoi(arg) > 0 ? atoi(arg) : 1);
+#endif
+    (void)arg;
+}
+
+/* bytes of memory in 2 MB pages where Linux offers them, as the engine's copies of the
+ * weights are, or NULL. */
+static void *huge_alloc(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, (size_t)2 << 20, bytes) != 0) return NULL;
+#if defined(MADV_HUGEPAGE)
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 /* The sum of n floats (n a multiple of 4 LANES); four sums so the adds never wait on each
  * other and only memory sets the pace. */
 static float read_floats(const float *p, size_t n) {
@@ -120,32 +139,33 @@ static double products(float *const *region, const size_t *bytes, int count, flo
 static int products_main(char **argv, float *sink) {
     int layers = atoi(argv[3]), per = 1;
     for (const char *c = argv[4]; *c; c++) per += *c == ',';
-    int count = layers * per + 1;
+    int ok = layers >= 1 && layers <= 10000 && per <= 10000, count = ok ? layers * per + 1 : 1;
     size_t *bytes = calloc(count, sizeof *bytes), total = 0;
     float **region = calloc(count, sizeof *region);
-    if (layers < 1 || !bytes || !region) {
-        fprintf(stderr, "machine_limits: --products wants THREADS LAYERS SIZES LAST, e.g. "
-                        "--products 2 12 1990656,663552 27648000\n");
+    ok = ok && bytes && region;
+    char *next = argv[4], *end;
+    for (int i = 0; ok && i < per; i++, next = end + 1) { /* past the ',' */
+        bytes[i] = strtoull(next, &end, 10);
+        ok = end > next && *next != '-' && (*end == ',' || *end == '\0');
+    }
+    if (ok) bytes[count - 1] = strtoull(argv[5], &end, 10);
+    ok = ok && *end == '\0' && argv[5][0] != '-';
+    for (int i = 0; ok && i < count; i++) {
+        bytes[i] = (i < per || i == count - 1 ? bytes[i] : bytes[i % per]) / UNIT_BYTES * UNIT_BYTES;
+        ok = bytes[i] > 0 && bytes[i] < ((size_t)1 << 40) && (total += bytes[i]) < ((size_t)1 << 40);
+    }
+    char *arena = ok ? huge_alloc(total) : NULL;
+    if (!arena) {
+        fprintf(stderr, "machine_limits: --products wants THREADS LAYERS SIZES LAST, sizes in "
+                        "bytes of at least %zu that fit in memory, e.g. --products 2 12 "
+                        "1990656,1966080,663552,3538944,1769472 27648000\n", UNIT_BYTES);
+        free(bytes), free(region);
         return 1;
     }
-    char *next = argv[4];
-    for (int i = 0; i < per; i++) bytes[i] = strtoull(next, &next, 10), next++; /* past ',' */
-    bytes[count - 1] = strtoull(argv[5], NULL, 10);
-    for (int i = 0; i < count; i++) {
-        bytes[i] = (i < per || i == count - 1 ? bytes[i] : bytes[i % per]) / UNIT_BYTES * UNIT_BYTES;
-        total += bytes[i];
-    }
-    char *arena = NULL;
-    if (posix_memalign((void **)&arena, (size_t)2 << 20, total) != 0) return 1;
-#if defined(MADV_HUGEPAGE)
-    madvise(arena, total, MADV_HUGEPAGE); /* as the engine's arena of packed weights */
-#endif
     memset(arena, 0, total);
     size_t at = 0;
     for (int i = 0; i < count; at += bytes[i], i++) region[i] = (float *)(arena + at);
-#ifdef _OPENMP
-    omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
-#endif
+    set_threads(argv[2]);
     printf("%.1f\n", products(region, bytes, count, sink));
     free(arena), free(bytes), free(region);
     return 0;
@@ -190,9 +210,7 @@ int main(int argc, char **argv) {
     int only_stream = argc == 3 && !strcmp(argv[1], "--stream");
     if (argc == 3 && !strcmp(argv[1], "--fma")) {
         float sink = 0.0f;
-#ifdef _OPENMP
-        omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
-#endif
+        set_threads(argv[2]);
         double best = 0.0;
         for (int rep = 0; rep < 3; rep++) { /* best of 3: interference only slows it */
             double g = fma_peak(&sink);
@@ -202,16 +220,11 @@ int main(int argc, char **argv) {
         return sink == 12345.0f;
     }
     size_t n = (size_t)1 << (only_stream ? 26 : 28);
-    float *a = NULL, sink = 0.0f;
-    if (posix_memalign((void **)&a, (size_t)2 << 20, n * sizeof *a) != 0) return 1;
-#if defined(MADV_HUGEPAGE)
-    madvise(a, n * sizeof *a, MADV_HUGEPAGE);
-#endif
+    float *a = huge_alloc(n * sizeof *a), sink = 0.0f;
+    if (!a) return 1;
     for (size_t i = 0; i < n; i++) a[i] = 1.0f;
     if (only_stream) {
-#ifdef _OPENMP
-        omp_set_num_threads(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
-#endif
+        set_threads(argv[2]);
         printf("%.1f\n", stream(a, n, &sink));
         free(a);
         return sink == 12345.0f;
