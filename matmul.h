@@ -110,9 +110,10 @@ void matmul_ref(float *y, const Tensor *w, const float *x, int n, void *scratch)
 void quantize_q8(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
 void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int group_size);
 
-/* out (ceil(n / group_size)) = times x the sum of each group of xq's n values: what a VNNI
- * kernel whose weights are offset to be unsigned (Q8_0: +128, Q4_0's nibbles: +8) must take
- * back out of each group's integer dot product, with times = -128 or -8. */
+/* out (ceil(n / group_size)) = times x the sum of each group of xq's n values: what a kernel
+ * that multiplies offset weights (Q8_0 packed for VNNI: +128; Q4_0's nibbles, 0..15 for
+ * -8..7, on every path) must take back out of each group's integer dot product, with
+ * times = -128 or -8. */
 void group_sums(int32_t *out, const int8_t *xq, int n, int group_size, int times);
 
 /* Which path each type's product takes in this build, e.g. "f32:avx512 bf16:avx512bf16
