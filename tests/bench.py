@@ -4,7 +4,7 @@
 For each case, one line on stdout:
 
   bench model=NAME dtype=DTYPE threads=T prefill_tok_s=X decode_tok_s=Y ttft_ms=Z ...
-        stream_gb_s=S fma_gflop_s=F decode_bw=B prefill_fma=P
+        stream_gb_s=S fma_gflop_s=F decode_bw=B decode_ideal=I prefill_fma=P
 
 prefill_tok_s: a 256-token prompt, timed alone (the classifier runs for its last position
 only); decode_tok_s: the 128 tokens generated after it, one at a time (greedy). Both come from
@@ -23,6 +23,16 @@ as a ratio whatever the machine's mood:
                the KV cache's bytes (4, 2 or 1 per value for --kv-type f32, bf16,
                q8), read at the positions of the generated tokens (256-383: 320 on
                average, after a 256-token prompt)
+  decode_ideal the same bytes x decode tok/s against what an ideal decoder reads per second
+               in the same sitting: `build/machine_limits --products`, which reads a token's
+               bytes product by product in the engine's order (per layer q, k and v; the
+               cache; wo; w1 and w3; w2; then the classifier), each product one parallel
+               pass, with no arithmetic. It runs before each run and after the last, and a run
+               is held to the higher of the two around it. Handing over from one product to
+               the next costs even this reader part of the stream in some hours
+               (BENCHMARKS.md, "What an ideal decoder reaches"), so decode_bw moves with the
+               machine's mood where decode_ideal moves much less: what is left below 1 is
+               the engine's own
   prefill_fma  FLOP per prompt token (2 per weight of the layers, the attention scores and
                weighted sums at the prompt's positions, the classifier once per prompt) x prefill
                tok/s / fma_gflop_s. Q8_0 and Q4_0 prompts do their multiply-adds in int8
@@ -167,6 +177,39 @@ def fma_gflop_s(threads):
         return 0.0
 
 
+def ideal_gb_s(threads, products):
+    """What an ideal decoder of these products reads per second right now (build/machine_limits
+    --products, as many tokens as make about 16 GB, 8 to 128), or 0."""
+    layers, sizes, last = products
+    token = layers * sum(sizes) + last
+    tokens = max(8, min(128, int(16e9 // token)))
+    exe = os.path.join(ROOT, "build", "machine_limits")
+    try:
+        p = subprocess.run([exe, "--products", str(threads), str(layers),
+                            ",".join(map(str, sizes)), str(last), str(tokens)],
+                           capture_output=True, timeout=600)
+        return float(p.stdout)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def decode_products(name, dtype, prompt_tokens, kv_value_bytes):
+    """The bytes one generated token reads, product by product, as machine_limits --products
+    takes them: (layers, [q k v, the cache, wo, w1 w3, w2] of one layer, the classifier), each
+    matrix in its bytes in the file export.py writes for `--random name --dtype dtype` (the
+    classifier is the token embedding when the model shares it)."""
+    kv_bytes, _ = work_per_token(name, prompt_tokens, kv_value_bytes)  # it imports export
+    import export
+    c = export.parse_shape(name)
+    types = export.tensor_types(c, dtype, None, [])
+    shapes = {n: shape for n, shape, _ in export.tensor_layout(c)}
+    def size(*names):
+        return sum(export.stored_size(shapes[n], *types[n]) for n in names)
+    layer = [size("layers.0.wq", "layers.0.wk", "layers.0.wv"), int(kv_bytes // c.n_layers),
+             size("layers.0.wo"), size("layers.0.w1", "layers.0.w3"), size("layers.0.w2")]
+    return c.n_layers, layer, size("token_embedding" if c.shared_classifier else "classifier")
+
+
 def work_per_token(name, prompt_tokens, kv_value_bytes):
     """(KV cache bytes a generated token reads, FLOP per prompt token) of a model shape, after
     a prompt of prompt_tokens, with a KV cache of kv_value_bytes per value (Q8's scales
@@ -226,29 +269,35 @@ def main():
                       + compare(path, threads, flags, opts.against, opts.repeat, tokens) + tail,
                       flush=True)
                 continue
-            # a stream probe before every run and after the last: this machine's bandwidth
-            # can change within seconds, so each run is held to the higher of the two
-            # probes around it, which a change of phase during a run can only make stricter
+            kv_value = 2 if "kv-bf16" in variants else 1 if "kv-q8" in variants else 4
+            products = decode_products(name, dtype, tokens, kv_value)
+            # a stream probe and an ideal decoder before every run and after the last: this
+            # machine's bandwidth can change within seconds, so each run is held to the higher
+            # of the two readings around it, which a change of phase during a run can only
+            # make stricter
             fma, streams, runs = fma_gflop_s(threads), [stream_gb_s(threads)], []
+            ideals = [ideal_gb_s(threads, products)]
             for _ in range(opts.repeat):
                 runs.append(run_once(path, threads, flags, prompt_tokens=tokens))
                 streams.append(stream_gb_s(threads))
+                ideals.append(ideal_gb_s(threads, products))
             best = {k: max(r[k] for r in runs) for k in ("prefill_tok_s", "decode_tok_s",
                                                            "weights_gb_s")}
             best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
             best["load_ms"] = min(r["load_ms"] for r in runs)
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
             generated = min(r["generated_tokens"] for r in runs)
-            kv_value = 2 if "kv-bf16" in variants else 1 if "kv-q8" in variants else 4
             kv_bytes, flop = work_per_token(name, tokens, kv_value)
-            # weights_gb_s is weight bytes per token x decode tok/s; decode_bw is the best
-            # run's, each run against the bound its probes give it
-            decode_bw, stream = 0.0, streams[0]
+            # weights_gb_s is weight bytes per token x decode tok/s; decode_bw and
+            # decode_ideal are the best run's, each run against the bounds around it
+            decode_bw, decode_ideal, stream = 0.0, 0.0, streams[0]
             for i, r in enumerate(runs):
-                bound = max(streams[i], streams[i + 1])
-                moved = r["weights_gb_s"] * 1e9 + kv_bytes * r["decode_tok_s"]
-                if bound and moved / (bound * 1e9) > decode_bw:
-                    decode_bw, stream = moved / (bound * 1e9), bound
+                moved = r["weights_gb_s"] + kv_bytes * r["decode_tok_s"] / 1e9  # GB/s
+                bound, ideal = max(streams[i], streams[i + 1]), max(ideals[i], ideals[i + 1])
+                if bound and moved / bound > decode_bw:
+                    decode_bw, stream = moved / bound, bound
+                if ideal:
+                    decode_ideal = max(decode_ideal, moved / ideal)
             prefill_fma = flop * best["prefill_tok_s"] / (fma * 1e9) if fma else 0.0
             print(f"bench model={name} dtype={dtype} threads={threads} "
                   f"prefill_tok_s={best['prefill_tok_s']:.1f} "
@@ -257,7 +306,8 @@ def main():
                   f"weights_gb_s={best['weights_gb_s']:.2f} "
                   f"peak_rss_mb={best['peak_rss_mb']:.1f} generated={int(generated)} "
                   f"stream_gb_s={stream:.1f} fma_gflop_s={fma:.1f} decode_bw={decode_bw:.2f} "
-                  f"prefill_fma={prefill_fma:.2f}" + tail, flush=True)
+                  f"decode_ideal={decode_ideal:.2f} prefill_fma={prefill_fma:.2f}" + tail,
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@
  * `machine_limits --fma T` only fma_gflop_s (tests/bench.py takes the FMA peak before each
  * case and the stream before each run and after the last: on a shared machine they drift).
  *
- * `machine_limits --products T LAYERS SIZES LAST` prints the GB/s of an ideal decoder: 128
- * tokens, each reading LAYERS times the products of SIZES (bytes, comma-separated, in
- * order), then LAST bytes, every product its own parallel pass with a contiguous share per
+ * `machine_limits --products T LAYERS SIZES LAST [TOKENS]` prints the GB/s of an ideal
+ * decoder: TOKENS tokens (128 if not given), each reading LAYERS times the products of SIZES
+ * (bytes, comma-separated, in order), then LAST bytes, every product its own parallel pass with a contiguous share per
  * thread, as the engine's matmul runs one. Its loop is the stream's, with no arithmetic: what
  * no engine whose products wait on one another can beat, and a measure of what the hand-over
  * between products costs on this machine (BENCHMARKS.md, "What an ideal decoder reaches").
@@ -112,11 +112,12 @@ static double stream(const float *a, size_t n, float *sink) {
 /* What read_floats takes at a time. */
 #define UNIT_BYTES (4 * LANES * sizeof(float))
 
-/* --products: GB/s of 128 tokens, each reading the `count` regions in order (bytes[i] at
- * region[i], multiples of UNIT_BYTES), each in one parallel pass. */
-static double products(float *const *region, const size_t *bytes, int count, float *sink) {
+/* --products: GB/s of `tokens` tokens, each reading the `count` regions in order (bytes[i]
+ * at region[i], multiples of UNIT_BYTES), each in one parallel pass. */
+static double products(float *const *region, const size_t *bytes, int count, int tokens,
+                       float *sink) {
     double t0 = now();
-    for (int token = 0; token < 128; token++)
+    for (int token = 0; token < tokens; token++)
         for (int i = 0; i < count; i++) {
             float total = 0.0f;
             #pragma omp parallel reduction(+:total)
@@ -132,18 +133,22 @@ static double products(float *const *region, const size_t *bytes, int count, flo
         }
     double t = now() - t0, read = 0;
     for (int i = 0; i < count; i++) read += bytes[i];
-    return 128 * read / t / 1e9;
+    return tokens * read / t / 1e9;
 }
 
-/* machine_limits --products T LAYERS SIZES LAST */
-static int products_main(char **argv, float *sink) {
-    int layers = atoi(argv[3]), per = 1;
+/* machine_limits --products T LAYERS SIZES LAST [TOKENS] */
+static int products_main(int argc, char **argv, float *sink) {
+    char *end;
+    long tokens = argc > 6 ? strtol(argv[6], &end, 10) : 128;
+    int layers = atoi(argv[3]), per = 1, whole = argc < 7 || (end > argv[6] && *end == '\0');
     for (const char *c = argv[4]; *c; c++) per += *c == ',';
-    int ok = layers >= 1 && layers <= 10000 && per <= 10000, count = ok ? layers * per + 1 : 1;
+    int ok = layers >= 1 && layers <= 10000 && per <= 10000 && whole && tokens >= 1 &&
+             tokens <= 100000;
+    int count = ok ? layers * per + 1 : 1;
     size_t *bytes = calloc(count, sizeof *bytes), total = 0;
     float **region = calloc(count, sizeof *region);
     ok = ok && bytes && region;
-    char *next = argv[4], *end;
+    char *next = argv[4];
     for (int i = 0; ok && i < per; i++, next = end + 1) { /* past the ',' */
         bytes[i] = strtoull(next, &end, 10);
         ok = end > next && *next != '-' && (*end == ',' || *end == '\0');
@@ -156,9 +161,10 @@ static int products_main(char **argv, float *sink) {
     }
     char *arena = ok ? huge_alloc(total) : NULL;
     if (!arena) {
-        fprintf(stderr, "machine_limits: --products wants THREADS LAYERS SIZES LAST, sizes in "
-                        "bytes of at least %zu that fit in memory, e.g. --products 2 12 "
-                        "1990656,1966080,663552,3538944,1769472 27648000\n", UNIT_BYTES);
+        fprintf(stderr, "machine_limits: --products wants THREADS LAYERS SIZES LAST [TOKENS], "
+                        "sizes in bytes of at least %zu that fit in memory, 1-100000 tokens, "
+                        "e.g. --products 2 12 1880064,1966080,626688,3342336,1671168 26112000\n",
+                UNIT_BYTES);
         free(bytes), free(region);
         return 1;
     }
@@ -166,7 +172,7 @@ static int products_main(char **argv, float *sink) {
     size_t at = 0;
     for (int i = 0; i < count; at += bytes[i], i++) region[i] = (float *)(arena + at);
     set_threads(argv[2]);
-    printf("%.1f\n", products(region, bytes, count, sink));
+    printf("%.1f\n", products(region, bytes, count, (int)tokens, sink));
     free(arena), free(bytes), free(region);
     return 0;
 }
@@ -202,9 +208,9 @@ static double fma_peak(float *sink) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 6 && !strcmp(argv[1], "--products")) {
+    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "--products")) {
         float sink = 0.0f;
-        int status = products_main(argv, &sink);
+        int status = products_main(argc, argv, &sink);
         return status ? status : sink == 12345.0f;
     }
     int only_stream = argc == 3 && !strcmp(argv[1], "--stream");
