@@ -68,34 +68,23 @@ static const uint8_t *block_at(const Tensor *w, int r, int g) {
 static uint16_t block_scale(const uint8_t *b) { return (uint16_t)(b[0] | b[1] << 8); }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The prepared input: per group of MATMUL_TOKENS tokens (tn in the last), their int8 values
- * (tn, blocks * 32, zeros past cols), then from the next multiple of 64 their scales
- * (tn, blocks), then -8 x the sum of each block's values (tn, blocks) as int32. */
+/* The prepared input: Int8Input (matmul.h) with whole blocks a token (blocks * 32 values,
+ * zeros past cols), and -8 x the sum of each block's values. */
 
 static size_t input_stride(const Tensor *w, int n) {
     size_t g = (size_t)blocks_of(w->cols);
-    return round64(g * QK) + 2 * round64(g * sizeof(float));
+    return int8_input_stride(g * QK, g);
 }
 
-typedef struct {
-    const int8_t *q;      /* (tn, blocks * 32) */
-    const float *scale;   /* (tn, blocks) */
-    const int32_t *bias;  /* (tn, blocks) */
-} Q4Input;
-
-static Q4Input group_input(const void *in, const Tensor *w, int t0, int tn) {
+static Int8Input group_input(const void *in, const Tensor *w, int t0, int tn) {
     size_t g = (size_t)blocks_of(w->cols);
-    const char *base = (const char *)in + (size_t)t0 * input_stride(w, 0);
-    Q4Input x = {(const int8_t *)base, NULL, NULL};
-    x.scale = (const float *)(base + round64(tn * g * QK));
-    x.bias = (const int32_t *)((const char *)x.scale + round64(tn * g * sizeof(float)));
-    return x;
+    return int8_input(in, g * QK, g, t0, tn);
 }
 
 static void prepare_with(void (*quantize)(int8_t *, float *, const float *, int, int),
                          void *in, const float *x, int n, int t0, const Tensor *w) {
     int cols = w->cols, G = blocks_of(cols), tn = min_int(MATMUL_TOKENS, n - t0);
-    Q4Input p = group_input(in, w, t0, tn);
+    Int8Input p = group_input(in, w, t0, tn);
     for (int t = 0; t < tn; t++) {
         int8_t *q = (int8_t *)p.q + (size_t)t * G * QK;
         quantize(q, (float *)p.scale + (size_t)t * G, x + (size_t)(t0 + t) * cols, cols, QK);
@@ -120,7 +109,7 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
     int G = blocks_of(w->cols);
     for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
         int tn = min_int(MATMUL_TOKENS, n - t0);
-        Q4Input p = group_input(in, w, t0, tn);
+        Int8Input p = group_input(in, w, t0, tn);
         for (int t = 0; t < tn; t++)
             for (int r = r0; r < r0 + nr; r++) {
                 const int8_t *xq = p.q + (size_t)t * G * QK;
@@ -224,7 +213,7 @@ static void decode_blocks(float *y, const uint8_t *packed, int rows, int cols, c
 }
 
 /* A prompt tile: block of rows b by T tokens (x.q rows of blocks * 32 bytes). */
-static ALWAYS_INLINE void tile(float *y, const uint8_t *packed, int rows, int cols, Q4Input x,
+static ALWAYS_INLINE void tile(float *y, const uint8_t *packed, int rows, int cols, Int8Input x,
                                int b, int T) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     int G = blocks_of(cols);
@@ -259,7 +248,7 @@ static ALWAYS_INLINE void tile(float *y, const uint8_t *packed, int rows, int co
 }
 
 /* Blocks of rows b0 .. b1 - 1 for the tn tokens of one group. */
-static void packed_blocks(float *y, const Tensor *w, Q4Input x, int tn, int b0, int b1) {
+static void packed_blocks(float *y, const Tensor *w, Int8Input x, int tn, int b0, int b1) {
     if (tn == 1) {
         decode_blocks(y, w->packed, w->rows, w->cols, x.q, x.scale, x.bias, b0, b1);
         return;
@@ -293,7 +282,7 @@ static void pack(Tensor *t, void *mem) {}
 /* vpmaddubsw multiplies the nibbles (0..15, unsigned) by the values (-127..127) and adds
  * neighbours into int16: at most 2 x 15 x 127, so it never saturates; the -8 comes in as the
  * bias. */
-static void rows_avx2(float *y, const Tensor *w, Q4Input x, int tn, int r0, int nr) {
+static void rows_avx2(float *y, const Tensor *w, Int8Input x, int tn, int r0, int nr) {
     const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     int G = blocks_of(w->cols);
     for (int r = r0; r < r0 + nr; r++) {

@@ -110,31 +110,18 @@ void group_sums(int32_t *out, const int8_t *xq, int n, int group_size, int times
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The prepared input: per group of MATMUL_TOKENS tokens (tn in the last), their int8 values
- * (tn, cols), then from the next multiple of 64 their scales (tn, groups), then from the next
- * multiple of 64 -128 x the sum of each group's values (tn, groups) as int32, which only the
- * packed kernel reads (see below). */
+/* The prepared input: Int8Input (matmul.h) with a row's cols values a token, and -128 x the
+ * sum of each group's values, which only the packed kernel reads (see below). */
 
 static int groups_of(const Tensor *w) { return (w->cols + w->group_size - 1) / w->group_size; }
 
 static size_t input_stride(const Tensor *w, int n) {
-    return round64((size_t)w->cols) + 2 * round64((size_t)groups_of(w) * sizeof(float));
+    return int8_input_stride((size_t)w->cols, (size_t)groups_of(w));
 }
 
-typedef struct {
-    const int8_t *q;      /* (tn, cols) */
-    const float *scale;   /* (tn, groups) */
-    const int32_t *bias;  /* (tn, groups) */
-} Q8Input;
-
 /* The parts of the group of tokens t0 .. t0 + tn - 1. */
-static Q8Input group_input(const void *in, const Tensor *w, int t0, int tn) {
-    const char *base = (const char *)in + (size_t)t0 * input_stride(w, 0);
-    Q8Input x = {(const int8_t *)base, NULL, NULL};
-    x.scale = (const float *)(base + round64((size_t)tn * w->cols));
-    x.bias = (const int32_t *)((const char *)x.scale +
-                               round64((size_t)tn * groups_of(w) * sizeof(float)));
-    return x;
+static Int8Input group_input(const void *in, const Tensor *w, int t0, int tn) {
+    return int8_input(in, (size_t)w->cols, (size_t)groups_of(w), t0, tn);
 }
 
 /* Quantizes tokens t0 .. of x with `quantize` (quantize_q8 or its reference), and sums each
@@ -143,7 +130,7 @@ static void prepare_with(void (*quantize)(int8_t *, float *, const float *, int,
                          int sums, void *in, const float *x, int n, int t0, const Tensor *w) {
     int cols = w->cols, gs = w->group_size, groups = groups_of(w);
     int tn = min_int(MATMUL_TOKENS, n - t0);
-    Q8Input p = group_input(in, w, t0, tn);
+    Int8Input p = group_input(in, w, t0, tn);
     for (int t = 0; t < tn; t++) {
         int8_t *q = (int8_t *)p.q + (size_t)t * cols;
         quantize(q, (float *)p.scale + (size_t)t * groups, x + (size_t)(t0 + t) * cols, cols, gs);
@@ -187,7 +174,7 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
     int cols = w->cols, gs = w->group_size, groups = groups_of(w);
     for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
         int tn = min_int(MATMUL_TOKENS, n - t0);
-        Q8Input p = group_input(in, w, t0, tn);
+        Int8Input p = group_input(in, w, t0, tn);
         for (int t = 0; t < tn; t++)
             matvec_q8_ref(y + (size_t)(t0 + t) * w->rows + r0,
                           (const int8_t *)w->data + (size_t)r0 * cols,
@@ -478,7 +465,7 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
                     int nr) {
     for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS) {
         int tn = min_int(MATMUL_TOKENS, n - t0);
-        Q8Input p = group_input(in, w, t0, tn);
+        Int8Input p = group_input(in, w, t0, tn);
         float *yt = y + (size_t)t0 * w->rows;
 #if defined(USE_VNNI)
         if (w->packed) {
