@@ -116,11 +116,12 @@ test:
 	@PYTHON='$(PYTHON)' FUZZ_CC='$(FUZZ_CC)' sh tests/deps.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) test-all
 
-test-all: run $(TOOLS:%=build/%) debug build/valgrind/run $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
+test-all: run $(TOOLS:%=build/%) build/machine_limits debug build/valgrind/run \
+          $(FUZZ_TARGETS:%=build/fuzz/%) build/libtllm.a
 	$(PYTHON) fuzz/make_seeds.py build/fuzz/seeds
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),6) $(PYTHON) tests/run_tests.py --all
 
-test-fast: run $(TOOLS:%=build/%)
+test-fast: run $(TOOLS:%=build/%) build/machine_limits
 	$(PYTHON) tests/run_tests.py
 
 test-debug: debug
