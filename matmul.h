@@ -116,31 +116,6 @@ void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int gro
  * times = -128 or -8. */
 void group_sums(int32_t *out, const int8_t *xq, int n, int group_size, int times);
 
-/* The prepared input of the int8 types (Q8_0 and Q4_0): per group of MATMUL_TOKENS tokens (tn
- * in the last), their int8 values (tn, width), then from the next multiple of 64 bytes their
- * scales (tn, groups), then from the next multiple of 64 group_sums of their values (tn,
- * groups). A token takes int8_input_stride(width, groups) bytes; int8_input gives the parts
- * of tokens t0 .. t0 + tn - 1 (t0 a multiple of MATMUL_TOKENS) of the input at `in`. */
-typedef struct {
-    const int8_t *q;      /* (tn, width) */
-    const float *scale;   /* (tn, groups) */
-    const int32_t *bias;  /* (tn, groups) */
-} Int8Input;
-
-/* The 64-byte roundings of Int8Input, written out: this header is installed without simd.h. */
-static inline size_t int8_input_stride(size_t width, size_t groups) {
-    return (width + 63) / 64 * 64 + 2 * ((groups * sizeof(float) + 63) / 64 * 64);
-}
-
-static inline Int8Input int8_input(const void *in, size_t width, size_t groups, int t0, int tn) {
-    const char *base = (const char *)in + (size_t)t0 * int8_input_stride(width, groups);
-    size_t values = (size_t)tn * width, scales = (size_t)tn * groups * sizeof(float);
-    Int8Input x = {(const int8_t *)base, NULL, NULL};
-    x.scale = (const float *)(base + (values + 63) / 64 * 64);
-    x.bias = (const int32_t *)((const char *)x.scale + (scales + 63) / 64 * 64);
-    return x;
-}
-
 /* Which path each type's product takes in this build, e.g. "f32:avx512 bf16:avx512bf16
  * q8_0:avx512vnni q4_0:avx512vnni", for the tests and the benchmark report. */
 const char *matmul_isa(void);

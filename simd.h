@@ -42,6 +42,30 @@
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 static inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
+/* The prepared input of the int8 types (Q8_0 and Q4_0): per group of MATMUL_TOKENS tokens (tn
+ * in the last), their int8 values (tn, width), then from the next multiple of 64 bytes their
+ * scales (tn, groups), then from the next multiple of 64 group_sums of their values (tn,
+ * groups). A token takes int8_input_stride(width, groups) bytes; int8_input gives the parts
+ * of tokens t0 .. t0 + tn - 1 (t0 a multiple of MATMUL_TOKENS) of the input at `in`. */
+typedef struct {
+    const int8_t *q;      /* (tn, width) */
+    const float *scale;   /* (tn, groups) */
+    const int32_t *bias;  /* (tn, groups) */
+} Int8Input;
+
+static inline size_t int8_input_stride(size_t width, size_t groups) {
+    return round64(width) + 2 * round64(groups * sizeof(float));
+}
+
+static inline Int8Input int8_input(const void *in, size_t width, size_t groups, int t0, int tn) {
+    const char *base = (const char *)in + (size_t)t0 * int8_input_stride(width, groups);
+    Int8Input x = {(const int8_t *)base, NULL, NULL};
+    x.scale = (const float *)(base + round64((size_t)tn * width));
+    x.bias = (const int32_t *)((const char *)x.scale +
+                               round64((size_t)tn * groups * sizeof(float)));
+    return x;
+}
+
 #if defined(USE_AVX512)
 /* A mask selecting the first n (< 16) lanes, for the short last step of a row. */
 static ALWAYS_INLINE __mmask16 mask16(int n) {

@@ -120,18 +120,22 @@ def check_only_the_api_is_global(archive, flags):
     # and the parse of the headers found what a user calls (it is the Makefile's too)
     assert {"model_load", "model_forward", "tokenizer_decode", "tokenizer_encode_text",
             "sampler_sample", "chat_encode_turn", "unicode_nfc"} <= exported, sorted(exported)
-    # add, softmax, rmsnorm: in no installed header; matmul, rope, attention: declared by the
-    # headers model.h includes for its types, so defined in a file that does not include it
+    # add, softmax, rmsnorm: in no installed header; round64, min_int, int8_input: the kernels'
+    # inline helpers (simd.h), which no installed header may bring along; matmul, rope,
+    # attention: declared by the headers model.h includes for its types, so defined in a file
+    # that does not include it
     main_c, other_c = common.tmp_path("same_names.c"), common.tmp_path("same_names_other.c")
     with open(main_c, "w") as f:
         f.write("#include <stdio.h>\n#include <tllm/model.h>\n"
                 "int add(int a, int b) { return a + b; }\n"
                 "float softmax(float x) { return x; }\nint rmsnorm = 2;\n"
+                "int round64 = 1, min_int = 2, int8_input = 3;\n"
                 "int other(void);\n"
                 "int main(int argc, char **argv) {\n"
                 "    Model m = {0};\n    char err[ERR_MAX];\n"
                 "    if (argc < 2 || model_load(&m, argv[1], NULL, err) != 0) return 1;\n"
-                "    printf(\"%d %d\\n\", m.config.dim, add(other(), rmsnorm) + (int)softmax(0));\n"
+                "    printf(\"%d %d\\n\", m.config.dim, add(other(), rmsnorm) + (int)softmax(0)"
+                "           + round64 + min_int + int8_input - 6);\n"
                 "    model_free(&m);\n    return 0;\n}\n")
     with open(other_c, "w") as f:
         f.write("int matmul(void) { return 3; }\nint rope(void) { return 4; }\n"
