@@ -179,7 +179,7 @@ def fma_gflop_s(threads):
 
 def ideal_gb_s(threads, products):
     """What an ideal decoder of these products reads per second right now (build/machine_limits
-    --products, as many tokens as make about 16 GB, 8 to 128), or 0."""
+    --products, as many tokens as make about 16 GB, 8 to 128), or 0 (said on stderr)."""
     layers, sizes, last = products
     token = layers * sum(sizes) + last
     tokens = max(8, min(128, int(16e9 // token)))
@@ -187,9 +187,11 @@ def ideal_gb_s(threads, products):
     try:
         p = subprocess.run([exe, "--products", str(threads), str(layers),
                             ",".join(map(str, sizes)), str(last), str(tokens)],
-                           capture_output=True, timeout=600)
+                           capture_output=True, text=True, timeout=600)
         return float(p.stdout)
-    except (OSError, ValueError):
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:  # not built, no AVX, refused
+        why = p.stderr.strip() if isinstance(e, ValueError) and p.stderr else e
+        print(f"bench: no ideal decoder reading: {why}", file=sys.stderr)
         return 0.0
 
 

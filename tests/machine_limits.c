@@ -15,8 +15,8 @@
  *
  * `machine_limits --products T LAYERS SIZES LAST [TOKENS]` prints the GB/s of an ideal
  * decoder: TOKENS tokens (128 if not given), each reading LAYERS times the products of SIZES
- * (bytes, comma-separated, in order), then LAST bytes, every product its own parallel pass with a contiguous share per
- * thread, as the engine's matmul runs one. Its loop is the stream's, with no arithmetic: what
+ * (bytes, comma-separated, in order), then LAST bytes, every product its own parallel pass
+ * with a contiguous share per thread, as the engine's matmul runs one. Its loop is the stream's, with no arithmetic: what
  * no engine whose products wait on one another can beat, and a measure of what the hand-over
  * between products costs on this machine (BENCHMARKS.md, "What an ideal decoder reaches").
  * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
@@ -136,19 +136,25 @@ static double products(float *const *region, const size_t *bytes, int count, int
     return tokens * read / t / 1e9;
 }
 
+/* 1 if s is a whole decimal number in lo .. hi, then in *out. */
+static int number(const char *s, long lo, long hi, long *out) {
+    char *end;
+    *out = strtol(s, &end, 10);
+    return end > s && *end == '\0' && *out >= lo && *out <= hi;
+}
+
 /* machine_limits --products T LAYERS SIZES LAST [TOKENS] */
 static int products_main(int argc, char **argv, float *sink) {
-    char *end;
-    long tokens = argc > 6 ? strtol(argv[6], &end, 10) : 128;
-    int layers = atoi(argv[3]), per = 1, whole = argc < 7 || (end > argv[6] && *end == '\0');
-    for (const char *c = argv[4]; *c; c++) per += *c == ',';
-    int ok = layers >= 1 && layers <= 10000 && per <= 10000 && whole && tokens >= 1 &&
-             tokens <= 100000;
-    int count = ok ? layers * per + 1 : 1;
+    long layers = 0, tokens = 128;
+    int per = 1, ok = (argc == 6 || argc == 7) && number(argv[3], 1, 10000, &layers) &&
+                      (argc == 6 || number(argv[6], 1, 100000, &tokens));
+    for (const char *c = ok ? argv[4] : ""; *c; c++) per += *c == ',';
+    ok = ok && per <= 10000;
+    int count = ok ? (int)layers * per + 1 : 1;
     size_t *bytes = calloc(count, sizeof *bytes), total = 0;
     float **region = calloc(count, sizeof *region);
     ok = ok && bytes && region;
-    char *next = argv[4];
+    char *next = ok ? argv[4] : NULL, *end = NULL;
     for (int i = 0; ok && i < per; i++, next = end + 1) { /* past the ',' */
         bytes[i] = strtoull(next, &end, 10);
         ok = end > next && *next != '-' && (*end == ',' || *end == '\0');
@@ -208,7 +214,7 @@ static double fma_peak(float *sink) {
 }
 
 int main(int argc, char **argv) {
-    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "--products")) {
+    if (argc > 1 && !strcmp(argv[1], "--products")) {
         float sink = 0.0f;
         int status = products_main(argc, argv, &sink);
         return status ? status : sink == 12345.0f;
