@@ -273,9 +273,8 @@ static int q8_fast_group(int group_size) { return group_size == 32 || group_size
 #define Q8_BLOCK 16
 
 /* The sizes are functions of cols and the group size, kept here because working them out in
- * every tile decoded 15M 6% slower (2680 against 2854 tok/s, medians of 10, alternating);
- * measured again later (`tests/bench.py --against`, medians of 21): 15M 1.04x with them
- * kept, 110M 1.00x, 135M 1.01x. */
+ * every tile decoded 15M 4-6% slower; larger models did not notice (BENCHMARKS.md, "Tried
+ * and left out"). */
 typedef struct {
     const uint8_t *q; /* (blocks) of block_bytes each, laid out as above */
     size_t block_bytes;
