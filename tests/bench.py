@@ -74,6 +74,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # export.py: the shapes of --random and the bytes of their tensors
 BENCH_DIR = os.path.join(ROOT, "build", "bench")
 RUN = os.path.join(ROOT, "run")
 PYTHON = "/usr/bin/python3"
@@ -195,12 +196,12 @@ def ideal_gb_s(threads, products):
         return 0.0
 
 
-def decode_products(name, dtype, prompt_tokens, kv_value_bytes):
+def decode_products(name, dtype, kv_bytes):
     """The bytes one generated token reads, product by product, as machine_limits --products
     takes them: (layers, [q k v, the cache, wo, w1 w3, w2] of one layer, the classifier), each
     matrix in its bytes in the file export.py writes for `--random name --dtype dtype` (the
-    classifier is the token embedding when the model shares it)."""
-    kv_bytes, _ = work_per_token(name, prompt_tokens, kv_value_bytes)  # it imports export
+    classifier is the token embedding when the model shares it); kv_bytes is the whole
+    cache's, work_per_token's."""
     import export
     c = export.parse_shape(name)
     types = export.tensor_types(c, dtype, None, [])
@@ -216,7 +217,6 @@ def work_per_token(name, prompt_tokens, kv_value_bytes):
     """(KV cache bytes a generated token reads, FLOP per prompt token) of a model shape, after
     a prompt of prompt_tokens, with a KV cache of kv_value_bytes per value (Q8's scales
     left out)."""
-    sys.path.insert(0, ROOT)
     import export  # the shapes of --random
     c = export.parse_shape(name)
     q_dim, kv_dim = c.n_heads * c.head_size, c.n_kv_heads * c.head_size
@@ -272,7 +272,8 @@ def main():
                       flush=True)
                 continue
             kv_value = 2 if "kv-bf16" in variants else 1 if "kv-q8" in variants else 4
-            products = decode_products(name, dtype, tokens, kv_value)
+            kv_bytes, flop = work_per_token(name, tokens, kv_value)
+            products = decode_products(name, dtype, kv_bytes)
             # a stream probe and an ideal decoder before every run and after the last: this
             # machine's bandwidth can change within seconds, so each run is held to the higher
             # of the two readings around it, which a change of phase during a run can only
@@ -289,7 +290,6 @@ def main():
             best["load_ms"] = min(r["load_ms"] for r in runs)
             best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
             generated = min(r["generated_tokens"] for r in runs)
-            kv_bytes, flop = work_per_token(name, tokens, kv_value)
             # weights_gb_s is weight bytes per token x decode tok/s; decode_bw and
             # decode_ideal are the best run's, each run against the bounds around it
             decode_bw, decode_ideal, stream = 0.0, 0.0, streams[0]
