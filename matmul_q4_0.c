@@ -68,7 +68,7 @@ static const uint8_t *block_at(const Tensor *w, int r, int g) {
 static uint16_t block_scale(const uint8_t *b) { return (uint16_t)(b[0] | b[1] << 8); }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The prepared input: Int8Input (matmul.h) with whole blocks a token (blocks * 32 values,
+/* The prepared input: Int8Input (simd.h) with whole blocks a token (blocks * 32 values,
  * zeros past cols), and -8 x the sum of each block's values. */
 
 static size_t input_stride(const Tensor *w, int n) {

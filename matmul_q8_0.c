@@ -110,7 +110,7 @@ void group_sums(int32_t *out, const int8_t *xq, int n, int group_size, int times
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The prepared input: Int8Input (matmul.h) with a row's cols values a token, and -128 x the
+/* The prepared input: Int8Input (simd.h) with a row's cols values a token, and -128 x the
  * sum of each group's values, which only the packed kernel reads (see below). */
 
 static int groups_of(const Tensor *w) { return (w->cols + w->group_size - 1) / w->group_size; }

@@ -16,9 +16,10 @@
  * `machine_limits --products T LAYERS SIZES LAST [TOKENS]` prints the GB/s of an ideal
  * decoder: TOKENS tokens (128 if not given), each reading LAYERS times the products of SIZES
  * (bytes, comma-separated, in order), then LAST bytes, every product its own parallel pass
- * with a contiguous share per thread, as the engine's matmul runs one. Its loop is the stream's, with no arithmetic: what
- * no engine whose products wait on one another can beat, and a measure of what the hand-over
- * between products costs on this machine (BENCHMARKS.md, "What an ideal decoder reaches").
+ * with a contiguous share per thread, as the engine's matmul runs one. Its loop is the
+ * stream's, with no arithmetic: what no engine whose products wait on one another can beat,
+ * and a measure of what the hand-over between products costs on this machine (BENCHMARKS.md,
+ * "What an ideal decoder reaches").
  * Needs AVX-512 or AVX2+FMA; without them it says so and exits 0.
  */
 #define _DEFAULT_SOURCE /* MADV_HUGEPAGE */
@@ -161,9 +162,11 @@ static int products_main(int argc, char **argv, float *sink) {
     }
     if (ok) bytes[count - 1] = strtoull(argv[5], &end, 10);
     ok = ok && *end == '\0' && argv[5][0] != '-';
-    for (int i = 0; ok && i < count; i++) {
-        bytes[i] = (i < per || i == count - 1 ? bytes[i] : bytes[i % per]) / UNIT_BYTES * UNIT_BYTES;
-        ok = bytes[i] > 0 && bytes[i] < ((size_t)1 << 40) && (total += bytes[i]) < ((size_t)1 << 40);
+    for (int i = 0; ok && i < count; i++) { /* every layer's products are the first layer's */
+        size_t b = i < per || i == count - 1 ? bytes[i] : bytes[i % per];
+        bytes[i] = b / UNIT_BYTES * UNIT_BYTES;
+        total += bytes[i];
+        ok = bytes[i] > 0 && bytes[i] < ((size_t)1 << 40) && total < ((size_t)1 << 40);
     }
     char *arena = ok ? huge_alloc(total) : NULL;
     if (!arena) {
