@@ -60,8 +60,9 @@ layers). :kv-bf16 and :kv-q8 add `--kv-type bf16` or `q8` (`kv=bf16`, `kv=q8`); 
 combine (TL7:q8_0:long:kv-q8).
 
 With --against OTHER_RUN, each case instead runs ./run and OTHER_RUN alternately, --repeat
-times each, and prints the medians and their ratio: the way to tell whether a change made the
-engine faster on a machine whose speed drifts.
+times each, and prints the medians, their ratio, and the median ratio of neighbouring runs
+(paired): the way to tell whether a change made the engine faster on a machine whose speed
+drifts.
 
 Usage: bench.py [--threads 1,2] [--repeat 3] [--cases 15M:f32,110M:q8_0:no-mmap,...]
                 [--against OTHER_RUN]
@@ -231,16 +232,23 @@ def work_per_token(name, prompt_tokens, kv_value_bytes):
 
 def compare(path, threads, flags, other, repeat, prompt_tokens=PROMPT_TOKENS):
     """--against: ./run and another binary, alternately, repeat times each; the medians and
-    their ratios, as one line. Both see the same drift of the machine."""
+    their ratio, and the median of the ratios of each pair of neighbouring runs ("paired"),
+    as one line. Both see the same drift of the machine; a pair, the same few seconds of it,
+    which keeps a change of a few per cent visible when the machine changes phase from run
+    to run. The pairs take turns at going first."""
     ours, theirs = [], []
-    for _ in range(repeat):
-        ours.append(run_once(path, threads, flags, prompt_tokens=prompt_tokens))
-        theirs.append(run_once(path, threads, flags, other, prompt_tokens))
+    for i in range(repeat):
+        for us in ((True, False) if i % 2 == 0 else (False, True)):
+            if us:
+                ours.append(run_once(path, threads, flags, prompt_tokens=prompt_tokens))
+            else:
+                theirs.append(run_once(path, threads, flags, other, prompt_tokens))
     line = []
     for key in ("prefill_tok_s", "decode_tok_s"):
         a = statistics.median(r[key] for r in ours)
         b = statistics.median(r[key] for r in theirs)
-        line.append(f"{key}={a:.1f} against={b:.1f} ratio={a / b:.3f}")
+        paired = statistics.median(x[key] / y[key] for x, y in zip(ours, theirs))
+        line.append(f"{key}={a:.1f} against={b:.1f} ratio={a / b:.3f} paired={paired:.3f}")
     return " ".join(line)
 
 
