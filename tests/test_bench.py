@@ -1,5 +1,6 @@
 """make bench's measuring tools: the ideal decoder it holds each run to (`build/machine_limits
---products`) reads the bytes the engine reads, and refuses what it cannot read.
+--products`) reads the bytes the engine reads, and refuses what it cannot read; `--against`
+pairs neighbouring runs of the two builds.
 
 decode_ideal is only as honest as the sizes bench.py gives the ideal reader: once, by hand,
 they counted Q8_0 at 1.125 bytes a weight where the file holds 1.0625 (groups of 64), and the
@@ -99,3 +100,26 @@ def test_products_refuses_bad_arguments():
         assert rc == 1, (args, rc, out)
         assert out == "", (args, out)
         assert err.startswith("machine_limits: --products") and err.count("\n") == 1, (args, err)
+
+
+def test_against_alternates_and_pairs_neighbours():
+    """--against runs the two builds in pairs that take turns at going first, and `paired` is
+    the median of each pair's own ratio. Scripted runs, ours 1.10x theirs throughout, whose
+    machine halves its speed after the third run (a change of phase): the medians read
+    0.55x, the one pair that straddles the change 0.55x too, the other two 1.10x."""
+    calls = []
+
+    def run_once(path, threads, flags, other=None, prompt_tokens=None):
+        calls.append("theirs" if other else "ours")
+        slow = 1.0 if len(calls) <= 3 else 0.5  # the machine halves after run 3
+        rate = slow * (1.10 if other is None else 1.0)
+        return {"prefill_tok_s": 1000 * rate, "decode_tok_s": 100 * rate}
+
+    saved, bench.run_once = bench.run_once, run_once
+    try:
+        line = bench.compare("model.bin", 2, [], "OLD/run", 3)
+    finally:
+        bench.run_once = saved
+    assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs"], calls
+    # ours 1.1, 0.55, 0.55 and theirs 1.0, 1.0, 0.5: medians 0.55 and 1.0
+    assert line.count("ratio=0.550") == 2 and line.count("paired=1.100") == 2, line
