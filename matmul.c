@@ -2,15 +2,20 @@
  * matmul.c - the products of every weight type, shared out among the threads.
  *
  * Each product is cut into units of a few rows (the tile height of its weight type) by up to
- * MATMUL_TOKENS tokens, and the threads share out the units of all the products of one call.
+ * MATMUL_TOKENS tokens, and the threads share out the units of all the products of one call
+ * (share.h: each its own contiguous share, stealing when it runs out).
  * The arithmetic is the weight type's own (matmul_<type>.c); this file only prepares the
  * input once and decides who computes which rows for which tokens. A (row, token) output is
  * computed the same way whichever unit holds it, so neither the number of threads nor the
  * size of a chunk changes a bit of it.
  */
 #include <stdio.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "matmul.h"
+#include "share.h"
 #include "simd.h"
 
 static const WeightType *const types[WEIGHT_TYPES] = {
@@ -38,11 +43,11 @@ static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS;
 static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / per; }
 
 /* The work of matmul_many, shared out among the threads of the team that calls it (one
- * thread when called outside a parallel region). Units run row-block-major, so a thread's
- * units of one row block follow each other and its weights stay in the cache while the
- * token groups pass. */
-static void matmul_team(const Product *p, int count, int units, int per, const float *x, int n,
-                        void *scratch) {
+ * thread when called outside a parallel region): the units dealt into nshares shares
+ * (share.h), one per thread. Units run row-block-major, so a thread's units of one row block
+ * follow each other and its weights stay in the cache while the token groups pass. */
+static void matmul_team(const Product *p, int count, int per, const float *x, int n,
+                        void *scratch, Share *shares, int nshares) {
     const Tensor *w = p[0].w;
     const WeightType *type = weight_type(w->type);
     size_t stride = type->input_stride(w, n);
@@ -51,8 +56,14 @@ static void matmul_team(const Product *p, int count, int units, int per, const f
         #pragma omp for schedule(static)
         for (int g = 0; g < groups; g++) type->prepare(scratch, x, n, g * MATMUL_TOKENS, w);
     }
-    #pragma omp for schedule(static)
-    for (int u = 0; u < units * groups; u++) {
+    int me = 0;
+#ifdef _OPENMP
+    me = omp_get_thread_num();
+#endif
+    /* a team is never larger than omp_get_max_threads(); a smaller one (OMP_DYNAMIC) leaves
+     * shares without owners, which the others steal */
+    if (me >= nshares) return;
+    for (int u; (u = share_take(shares, nshares, me)) >= 0;) {
         int i = 0, first = u / groups; /* row unit `first` of product i */
         while (first >= row_units(p[i].w, per)) first -= row_units(p[i].w, per), i++;
         int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
@@ -74,13 +85,20 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
         units += row_units(p[i].w, per);
         work += (long)n * p[i].w->rows * p[i].w->cols;
     }
+    int total = units * token_groups(n), nshares = 1;
+    Share shares[SHARES_MAX];
     /* A branch rather than `parallel if`: that still enters the OpenMP runtime, which cost a
      * tenth of stories260K's decode time, where no product is large enough to share. */
     if (work >= PARALLEL_MIN_WORK) {
+#ifdef _OPENMP
+        nshares = min_int(omp_get_max_threads(), SHARES_MAX);
+#endif
+        share_init(shares, nshares, total);
         #pragma omp parallel
-        matmul_team(p, count, units, per, x, n, scratch);
+        matmul_team(p, count, per, x, n, scratch, shares, nshares);
     } else {
-        matmul_team(p, count, units, per, x, n, scratch);
+        share_init(shares, 1, total);
+        matmul_team(p, count, per, x, n, scratch, shares, 1);
     }
 }
 

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -28,6 +31,7 @@
 #include "attention.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "share.h"
 
 static int passed, failed;
 
@@ -481,6 +485,74 @@ static void test_matmul_bf16_edges(void) {
         free_matrix(&m);
         free(x);
     }
+}
+
+/* share.h with its threads played one step at a time, in a scripted and then in random
+ * orders: a thread takes its own share from the front, steals the back half of the fullest
+ * other share when it runs out, gets -1 only once every unit is taken, and every unit is
+ * taken exactly once. */
+static void test_share_steps(void) {
+    Share s[SHARES_MAX];
+    share_init(s, 3, 100); /* [0, 33), [33, 66), [66, 100) */
+    for (int i = 0; i < 10; i++) CHECK(share_take(s, 3, 0) == i, "thread 0's unit %d", i);
+    for (int i = 66; i < 100; i++) CHECK(share_take(s, 3, 2) == i, "thread 2's unit %d", i);
+    /* thread 0 has 23 left, thread 1 all 33: thread 2 takes the back 17 of thread 1's */
+    CHECK(share_take(s, 3, 2) == 49, "thread 2 stole from thread 1's 49, not another unit");
+    CHECK(share_take(s, 3, 1) == 33, "thread 1 goes on from its front");
+    CHECK(share_take(s, 3, 2) == 50, "thread 2 goes on in what it stole");
+
+    static unsigned char taken[400];
+    int trials = 3000, wrong = 0, early = 0, missed = 0;
+    for (int trial = 0; trial < trials; trial++) {
+        int count = 1 + (int)(next_u32() % 8), units = (int)(next_u32() % 400), left = units;
+        int finished = 0, done[8] = {0};
+        memset(taken, 0, sizeof taken);
+        share_init(s, count, units);
+        while (finished < count) {
+            int me = (int)(next_u32() % (uint32_t)count);
+            if (done[me]) continue;
+            int u = share_take(s, count, me);
+            if (u < 0) {
+                done[me] = 1, finished++;
+                early += left > 0;
+            } else if (u >= units || taken[u]) {
+                wrong++;
+            } else {
+                taken[u] = 1, left--;
+            }
+        }
+        missed += left > 0;
+    }
+    CHECK(wrong == 0, "%d units taken twice or out of range in %d trials", wrong, trials);
+    CHECK(early == 0, "%d threads told there was nothing left while units were", early);
+    CHECK(missed == 0, "%d of %d trials left units untaken", missed, trials);
+}
+
+/* share.h under real threads, more of them than cores so that the system stops some in the
+ * middle of their shares and the others steal: every unit taken exactly once. */
+static void test_share_threads(void) {
+    enum { UNITS = 5000 };
+    static _Atomic int times[UNITS];
+    int wrong = 0, rounds = 0;
+    for (int threads = 2; threads <= 8; threads *= 2)
+        for (int round = 0; round < 40; round++, rounds++) {
+            Share s[SHARES_MAX];
+            for (int u = 0; u < UNITS; u++) atomic_init(&times[u], 0);
+            share_init(s, threads, UNITS);
+            #pragma omp parallel num_threads(threads)
+            {
+                int me = 0, team = 1;
+#ifdef _OPENMP
+                me = omp_get_thread_num(), team = omp_get_num_threads();
+#endif
+                /* without OpenMP one thread plays every share in turn */
+                for (int t = me; t < threads; t += team)
+                    for (int u; (u = share_take(s, threads, t)) >= 0;)
+                        atomic_fetch_add_explicit(&times[u], 1, memory_order_relaxed);
+            }
+            for (int u = 0; u < UNITS; u++) wrong += atomic_load(&times[u]) != 1;
+        }
+    CHECK(wrong == 0, "%d units not taken exactly once in %d rounds", wrong, rounds);
 }
 
 /* Every type on a matrix large enough to be shared among the threads, in units of rows by
@@ -1038,6 +1110,8 @@ int main(int argc, char **argv) {
     test_q4_0_scales();
     test_matmul_vs_ref();
     test_matmul_bf16_edges();
+    test_share_steps();
+    test_share_threads();
     test_matmul_threads();
     test_matmul_many();
 #if defined(__AVX512BF16__) && defined(__AVX512F__)

@@ -1,0 +1,83 @@
+/*
+ * share.h - units of work shared out among threads, each starting on a contiguous share of
+ * its own and stealing from the others when it runs out. Internal to the library.
+ *
+ * Why not OpenMP's schedules: schedule(static) leaves a thread that ran out waiting for the
+ * other, and while it waits, half of the machine's bandwidth goes unused (each core reads at
+ * most about half of what the two read together); decoding's products ended 200-400 us a
+ * 110M token apart (BENCHMARKS.md). schedule(dynamic) and (guided) take every unit from one
+ * counter that both cores write, which moves its cache line from core to core at every step
+ * and cost more than the waiting (guided: 0.92x). Here each thread takes units from the front
+ * of its own share, a cache line no one else touches until the end; one that runs out takes
+ * the back half of the fullest other share, which happens a few times a product.
+ */
+#ifndef SHARE_H
+#define SHARE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* The most shares (threads) a call can have. */
+enum { SHARES_MAX = 64 };
+
+/* One thread's share: the next unit it will take and the end of the share, in one word, so
+ * that taking from the front and stealing from the back are each one compare-and-swap. Empty
+ * when next == end. A cache line of its own, so that its owner's steps stay in its cache. */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t range; /* end << 32 | next */
+} Share;
+
+static inline uint64_t share_range(uint32_t next, uint32_t end) {
+    return (uint64_t)end << 32 | next;
+}
+
+/* Deals units 0 .. units - 1 into count contiguous shares of (nearly) equal size, shares[0]
+ * the first. Runs before the threads start: the start of the parallel region publishes it. */
+static inline void share_init(Share *shares, int count, int units) {
+    for (int t = 0; t < count; t++)
+        atomic_init(&shares[t].range, share_range((uint32_t)((int64_t)units * t / count),
+                                                  (uint32_t)((int64_t)units * (t + 1) / count)));
+}
+
+/* The next unit from the front of s, or -1 when s is empty. */
+static inline int share_take_front(Share *s) {
+    uint64_t r = atomic_load_explicit(&s->range, memory_order_relaxed);
+    for (;;) {
+        uint32_t next = (uint32_t)r, end = (uint32_t)(r >> 32);
+        if (next == end) return -1;
+        if (atomic_compare_exchange_weak_explicit(&s->range, &r, share_range(next + 1, end),
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return (int)next;
+    }
+}
+
+/* The next unit for thread `me` (0 .. count - 1) among count shares: from its own share, or,
+ * when that is empty, from the back half of the fullest other share, which becomes its own
+ * (so that a third thread may steal from it in turn). -1 when every unit has been taken. Each
+ * unit is taken exactly once; the relaxed atomics order only the shares, and the work itself
+ * is published by the barrier that ends the parallel region. */
+static inline int share_take(Share *shares, int count, int me) {
+    for (;;) {
+        int unit = share_take_front(&shares[me]);
+        if (unit >= 0) return unit;
+        int victim = -1;
+        uint32_t most = 0;
+        uint64_t seen = 0;
+        for (int i = 0; i < count; i++) {
+            uint64_t r = atomic_load_explicit(&shares[i].range, memory_order_relaxed);
+            uint32_t left = (uint32_t)(r >> 32) - (uint32_t)r;
+            if (i != me && left > most) most = left, victim = i, seen = r;
+        }
+        if (victim < 0) return -1;
+        /* the back half, rounded up so that a last unit is taken too; its owner may have
+         * moved on since `seen`, and then the compare-and-swap fails and we look again */
+        uint32_t next = (uint32_t)seen, end = (uint32_t)(seen >> 32), cut = end - (most + 1) / 2;
+        if (atomic_compare_exchange_strong_explicit(&shares[victim].range, &seen,
+                                                    share_range(next, cut),
+                                                    memory_order_relaxed, memory_order_relaxed))
+            atomic_store_explicit(&shares[me].range, share_range(cut, end),
+                                  memory_order_relaxed);
+    }
+}
+
+#endif
