@@ -18,6 +18,7 @@
 #include "attention.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "share.h"
 #include "simd.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -965,6 +966,9 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
     Split s = split_work(c, n, group, threads);
     int items = c->n_kv_heads * s.query_sets * s.head_sets;
     if (threads > 1) {
+        Share shares[SHARES_MAX];
+        int owners = min_int(threads, SHARES_MAX);
+        share_init(shares, owners, items);
         #pragma omp parallel num_threads(threads)
         {
             int me = 0;
@@ -976,10 +980,16 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
              * next thread free. Decoding's are all alike, and taken in equal contiguous shares
              * each thread's heads lie together in the cache, which it then reads in longer
              * runs: dealt out in turn, the cache read 10-15% slower (BENCHMARKS.md,
-             * "Decoding: what held it at half the bandwidth"). */
-            #pragma omp for schedule(dynamic, n == 1 ? (items + threads - 1) / threads : 1)
-            for (int i = 0; i < items; i++)
-                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+             * "Decoding: what held it at half the bandwidth"). A thread that finishes its
+             * share first takes heads from the back of the other's (share.h). */
+            if (n == 1) {
+                for (int i; me < owners && (i = share_take(shares, owners, me)) >= 0;)
+                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+            } else {
+                #pragma omp for schedule(dynamic, 1)
+                for (int i = 0; i < items; i++)
+                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+            }
         }
     } else {
         for (int i = 0; i < items; i++)
