@@ -983,8 +983,11 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
              * "Decoding: what held it at half the bandwidth"). A thread that finishes its
              * share first takes heads from the back of the other's (share.h). */
             if (n == 1) {
-                for (int i; me < owners && (i = share_take(shares, owners, me)) >= 0;)
-                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
+                int i, end;
+                while (me < owners && (i = share_take(shares, owners, me, &end)) >= 0)
+                    for (; i < end; i++)
+                        attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group),
+                                    scratch);
             } else {
                 #pragma omp for schedule(dynamic, 1)
                 for (int i = 0; i < items; i++)

@@ -63,14 +63,17 @@ static void matmul_team(const Product *p, int count, int per, const float *x, in
     /* a team is never larger than omp_get_max_threads(); a smaller one (OMP_DYNAMIC) leaves
      * shares without owners, which the others steal */
     if (me >= nshares) return;
-    for (int u; (u = share_take(shares, nshares, me)) >= 0;) {
-        int i = 0, first = u / groups; /* row unit `first` of product i */
-        while (first >= row_units(p[i].w, per)) first -= row_units(p[i].w, per), i++;
-        int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
-        const void *in = stride ? (const char *)scratch + t0 * stride : NULL;
-        type->product(p[i].y + (size_t)t0 * p[i].w->rows, p[i].w, x + (size_t)t0 * w->cols, in,
-                      min_int(MATMUL_TOKENS, n - t0), r0, min_int(per, p[i].w->rows - r0));
-    }
+    int u, end;
+    while ((u = share_take(shares, nshares, me, &end)) >= 0)
+        for (; u < end; u++) {
+            int i = 0, first = u / groups; /* row unit `first` of product i */
+            while (first >= row_units(p[i].w, per)) first -= row_units(p[i].w, per), i++;
+            int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
+            const void *in = stride ? (const char *)scratch + t0 * stride : NULL;
+            type->product(p[i].y + (size_t)t0 * p[i].w->rows, p[i].w, x + (size_t)t0 * w->cols,
+                          in, min_int(MATMUL_TOKENS, n - t0), r0,
+                          min_int(per, p[i].w->rows - r0));
+        }
 }
 
 void matmul_many(const Product *p, int count, const float *x, int n, void *scratch) {

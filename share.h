@@ -10,6 +10,11 @@
  * and cost more than the waiting (guided: 0.92x). Here each thread takes units from the front
  * of its own share, a cache line no one else touches until the end; one that runs out takes
  * the back half of the fullest other share, which happens a few times a product.
+ *
+ * A thread takes a quarter of what its share has left at a time, not one unit: each take is
+ * a locked instruction, which waits for every load and store before it, and a unit of a
+ * prompt's Q4_0 product is a fraction of a microsecond of work. Taken one by one, they cost
+ * the 110M Q4_0 prompt 6% in the machine's high-bandwidth phase (BENCHMARKS.md).
  */
 #ifndef SHARE_H
 #define SHARE_H
@@ -39,27 +44,30 @@ static inline void share_init(Share *shares, int count, int units) {
                                                   (uint32_t)((int64_t)units * (t + 1) / count)));
 }
 
-/* The next unit from the front of s, or -1 when s is empty. */
-static inline int share_take_front(Share *s) {
+/* The units first .. *end - 1 from the front of s, a quarter of what it has left (at least
+ * one), or -1 when s is empty. */
+static inline int share_take_front(Share *s, int *end) {
     uint64_t r = atomic_load_explicit(&s->range, memory_order_relaxed);
     for (;;) {
-        uint32_t next = (uint32_t)r, end = (uint32_t)(r >> 32);
-        if (next == end) return -1;
-        if (atomic_compare_exchange_weak_explicit(&s->range, &r, share_range(next + 1, end),
-                                                  memory_order_relaxed, memory_order_relaxed))
+        uint32_t next = (uint32_t)r, last = (uint32_t)(r >> 32), take = (last - next + 3) / 4;
+        if (next == last) return -1;
+        if (atomic_compare_exchange_weak_explicit(&s->range, &r, share_range(next + take, last),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            *end = (int)(next + take);
             return (int)next;
+        }
     }
 }
 
-/* The next unit for thread `me` (0 .. count - 1) among count shares: from its own share, or,
- * when that is empty, from the back half of the fullest other share, which becomes its own
- * (so that a third thread may steal from it in turn). -1 when every unit has been taken. Each
- * unit is taken exactly once; the relaxed atomics order only the shares, and the work itself
- * is published by the barrier that ends the parallel region. */
-static inline int share_take(Share *shares, int count, int me) {
+/* The next units first .. *end - 1 for thread `me` (0 .. count - 1) among count shares:
+ * from its own share, or, when that is empty, from the back half of the fullest other share,
+ * which becomes its own (so that a third thread may steal from it in turn). -1 when every
+ * unit has been taken. Each unit is taken exactly once; the relaxed atomics order only the
+ * shares, and the work itself is published by the barrier that ends the parallel region. */
+static inline int share_take(Share *shares, int count, int me, int *end) {
     for (;;) {
-        int unit = share_take_front(&shares[me]);
-        if (unit >= 0) return unit;
+        int first = share_take_front(&shares[me], end);
+        if (first >= 0) return first;
         int victim = -1;
         uint32_t most = 0;
         uint64_t seen = 0;
@@ -71,11 +79,11 @@ static inline int share_take(Share *shares, int count, int me) {
         if (victim < 0) return -1;
         /* the back half, rounded up so that a last unit is taken too; its owner may have
          * moved on since `seen`, and then the compare-and-swap fails and we look again */
-        uint32_t next = (uint32_t)seen, end = (uint32_t)(seen >> 32), cut = end - (most + 1) / 2;
+        uint32_t next = (uint32_t)seen, last = (uint32_t)(seen >> 32), cut = last - (most + 1) / 2;
         if (atomic_compare_exchange_strong_explicit(&shares[victim].range, &seen,
                                                     share_range(next, cut),
                                                     memory_order_relaxed, memory_order_relaxed))
-            atomic_store_explicit(&shares[me].range, share_range(cut, end),
+            atomic_store_explicit(&shares[me].range, share_range(cut, last),
                                   memory_order_relaxed);
     }
 }

@@ -488,18 +488,26 @@ static void test_matmul_bf16_edges(void) {
 }
 
 /* share.h with its threads played one step at a time, in a scripted and then in random
- * orders: a thread takes its own share from the front, steals the back half of the fullest
- * other share when it runs out, gets -1 only once every unit is taken, and every unit is
- * taken exactly once. */
+ * orders: a thread takes a quarter of its own share's units from the front, steals the back
+ * half of the fullest other share when it runs out, gets -1 only once every unit is taken,
+ * and every unit is taken exactly once. */
 static void test_share_steps(void) {
     Share s[SHARES_MAX];
+    int first, end, expect = 66;
     share_init(s, 3, 100); /* [0, 33), [33, 66), [66, 100) */
-    for (int i = 0; i < 10; i++) CHECK(share_take(s, 3, 0) == i, "thread 0's unit %d", i);
-    for (int i = 66; i < 100; i++) CHECK(share_take(s, 3, 2) == i, "thread 2's unit %d", i);
-    /* thread 0 has 23 left, thread 1 all 33: thread 2 takes the back 17 of thread 1's */
-    CHECK(share_take(s, 3, 2) == 49, "thread 2 stole from thread 1's 49, not another unit");
-    CHECK(share_take(s, 3, 1) == 33, "thread 1 goes on from its front");
-    CHECK(share_take(s, 3, 2) == 50, "thread 2 goes on in what it stole");
+    first = share_take(s, 3, 0, &end);
+    CHECK(first == 0 && end == 9, "thread 0 took %d .. %d, not a quarter of 33 from 0", first,
+          end - 1);
+    while ((first = share_take(s, 3, 2, &end)) >= 66) { /* thread 2 through its own share */
+        CHECK(first == expect && end > first && end - first <= (100 - first + 3) / 4,
+              "thread 2 took %d .. %d after %d", first, end - 1, expect - 1);
+        expect = end;
+    }
+    CHECK(expect == 100, "thread 2 left its own share at %d", expect);
+    /* thread 0 has 24 left, thread 1 all 33: thread 2 takes the back 17 of thread 1's */
+    CHECK(first == 49 && end == 54, "thread 2 stole %d .. %d, not 49 .. 53", first, end - 1);
+    first = share_take(s, 3, 1, &end);
+    CHECK(first == 33 && end == 37, "thread 1 took %d .. %d, not 33 .. 36", first, end - 1);
 
     static unsigned char taken[400];
     int trials = 3000, wrong = 0, early = 0, missed = 0;
@@ -511,15 +519,19 @@ static void test_share_steps(void) {
         while (finished < count) {
             int me = (int)(next_u32() % (uint32_t)count);
             if (done[me]) continue;
-            int u = share_take(s, count, me);
-            if (u < 0) {
+            first = share_take(s, count, me, &end);
+            if (first < 0) {
                 done[me] = 1, finished++;
                 early += left > 0;
-            } else if (u >= units || taken[u]) {
-                wrong++;
-            } else {
-                taken[u] = 1, left--;
+                continue;
             }
+            if (end <= first) wrong++;
+            for (int u = first; u < end; u++)
+                if (u >= units || taken[u]) {
+                    wrong++;
+                } else {
+                    taken[u] = 1, left--;
+                }
         }
         missed += left > 0;
     }
@@ -547,8 +559,9 @@ static void test_share_threads(void) {
 #endif
                 /* without OpenMP one thread plays every share in turn */
                 for (int t = me; t < threads; t += team)
-                    for (int u; (u = share_take(s, threads, t)) >= 0;)
-                        atomic_fetch_add_explicit(&times[u], 1, memory_order_relaxed);
+                    for (int u, end; (u = share_take(s, threads, t, &end)) >= 0;)
+                        for (; u < end; u++)
+                            atomic_fetch_add_explicit(&times[u], 1, memory_order_relaxed);
             }
             for (int u = 0; u < UNITS; u++) wrong += atomic_load(&times[u]) != 1;
         }
