@@ -968,7 +968,7 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
     if (threads > 1) {
         Share shares[SHARES_MAX];
         int owners = min_int(threads, SHARES_MAX);
-        share_init(shares, owners, items);
+        if (n == 1) share_init(shares, owners, items);
         #pragma omp parallel num_threads(threads)
         {
             int me = 0;

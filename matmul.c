@@ -42,12 +42,12 @@ static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS;
 /* The units of work w's rows make, `per` rows each (the last may be short). */
 static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / per; }
 
-/* The work of matmul_many, shared out among the threads of the team that calls it (one
- * thread when called outside a parallel region): the units dealt into nshares shares
- * (share.h), one per thread. Units run row-block-major, so a thread's units of one row block
- * follow each other and its weights stay in the cache while the token groups pass. */
+/* The work of matmul_many, done by thread `me` of the team that calls it (or by the calling
+ * thread alone, me = 0 of 1 share): the units are dealt into nshares shares (share.h), one
+ * per thread. Units run row-block-major, so a thread's units of one row block follow each
+ * other and its weights stay in the cache while the token groups pass. */
 static void matmul_team(const Product *p, int count, int per, const float *x, int n,
-                        void *scratch, Share *shares, int nshares) {
+                        void *scratch, Share *shares, int nshares, int me) {
     const Tensor *w = p[0].w;
     const WeightType *type = weight_type(w->type);
     size_t stride = type->input_stride(w, n);
@@ -56,11 +56,7 @@ static void matmul_team(const Product *p, int count, int per, const float *x, in
         #pragma omp for schedule(static)
         for (int g = 0; g < groups; g++) type->prepare(scratch, x, n, g * MATMUL_TOKENS, w);
     }
-    int me = 0;
-#ifdef _OPENMP
-    me = omp_get_thread_num();
-#endif
-    /* a team is never larger than omp_get_max_threads(); a smaller one (OMP_DYNAMIC) leaves
+    /* threads past SHARES_MAX take no units; a team smaller than nshares (OMP_DYNAMIC) leaves
      * shares without owners, which the others steal */
     if (me >= nshares) return;
     int u, end;
@@ -98,10 +94,16 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
 #endif
         share_init(shares, nshares, total);
         #pragma omp parallel
-        matmul_team(p, count, per, x, n, scratch, shares, nshares);
+        {
+            int me = 0;
+#ifdef _OPENMP
+            me = omp_get_thread_num();
+#endif
+            matmul_team(p, count, per, x, n, scratch, shares, nshares, me);
+        }
     } else {
         share_init(shares, 1, total);
-        matmul_team(p, count, per, x, n, scratch, shares, 1);
+        matmul_team(p, count, per, x, n, scratch, shares, 1, 0);
     }
 }
 

@@ -2,19 +2,18 @@
  * share.h - units of work shared out among threads, each starting on a contiguous share of
  * its own and stealing from the others when it runs out. Internal to the library.
  *
- * Why not OpenMP's schedules: schedule(static) leaves a thread that ran out waiting for the
- * other, and while it waits, half of the machine's bandwidth goes unused (each core reads at
- * most about half of what the two read together); decoding's products ended 200-400 us a
- * 110M token apart (BENCHMARKS.md). schedule(dynamic) and (guided) take every unit from one
- * counter that both cores write, which moves its cache line from core to core at every step
- * and cost more than the waiting (guided: 0.92x). Here each thread takes units from the front
- * of its own share, a cache line no one else touches until the end; one that runs out takes
- * the back half of the fullest other share, which happens a few times a product.
+ * Why not OpenMP's schedules: schedule(static) leaves the threads that finish first waiting
+ * for the last, and decoding is bound by memory bandwidth, of which one core alone reads only
+ * part: what a waiting core would have read is lost. schedule(dynamic) and (guided) take every
+ * unit from one counter that all the threads write, which moves its cache line from core to
+ * core at every step and cost more than the waiting. Here each thread takes units from the
+ * front of its own share, a cache line no one else touches until the end; one that runs out
+ * takes the back half of the fullest other share, which happens a few times a product.
  *
  * A thread takes a quarter of what its share has left at a time, not one unit: each take is
  * a locked instruction, which waits for every load and store before it, and a unit of a
- * prompt's Q4_0 product is a fraction of a microsecond of work. Taken one by one, they cost
- * the 110M Q4_0 prompt 6% in the machine's high-bandwidth phase (BENCHMARKS.md).
+ * prompt's Q4_0 product is about a microsecond of work. (BENCHMARKS.md, "Threads that steal
+ * instead of waiting", has the measurements.)
  */
 #ifndef SHARE_H
 #define SHARE_H
@@ -22,8 +21,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* The most shares (threads) a call can have. */
-enum { SHARES_MAX = 64 };
+/* The most shares a call can have (a Share is 64 bytes, and callers keep them on the stack);
+ * threads past it take no units. */
+enum { SHARES_MAX = 256 };
 
 /* One thread's share: the next unit it will take and the end of the share, in one word, so
  * that taking from the front and stealing from the back are each one compare-and-swap. Empty
@@ -61,8 +61,9 @@ static inline int share_take_front(Share *s, int *end) {
 
 /* The next units first .. *end - 1 for thread `me` (0 .. count - 1) among count shares:
  * from its own share, or, when that is empty, from the back half of the fullest other share,
- * which becomes its own (so that a third thread may steal from it in turn). -1 when every
- * unit has been taken. Each unit is taken exactly once; the relaxed atomics order only the
+ * which becomes its own (so that a third thread may steal from it in turn). -1 when no share
+ * has units left (another thief may still hold some it has just stolen, which it will do
+ * itself). Each unit is taken exactly once; the relaxed atomics order only the
  * shares, and the work itself is published by the barrier that ends the parallel region. */
 static inline int share_take(Share *shares, int count, int me, int *end) {
     for (;;) {

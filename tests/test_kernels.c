@@ -490,7 +490,8 @@ static void test_matmul_bf16_edges(void) {
 /* share.h with its threads played one step at a time, in a scripted and then in random
  * orders: a thread takes a quarter of its own share's units from the front, steals the back
  * half of the fullest other share when it runs out, gets -1 only once every unit is taken,
- * and every unit is taken exactly once. */
+ * and every unit is taken exactly once, also when some shares have no thread to own them
+ * (a team smaller than the shares dealt out). */
 static void test_share_steps(void) {
     Share s[SHARES_MAX];
     int first, end, expect = 66;
@@ -516,6 +517,9 @@ static void test_share_steps(void) {
         int finished = 0, done[8] = {0};
         memset(taken, 0, sizeof taken);
         share_init(s, count, units);
+        if (trial % 3 == 0) /* some threads never come: their shares are only stolen */
+            for (int t = 1; t < count; t++)
+                if (next_u32() % 2) done[t] = 1, finished++;
         while (finished < count) {
             int me = (int)(next_u32() % (uint32_t)count);
             if (done[me]) continue;
@@ -541,10 +545,13 @@ static void test_share_steps(void) {
 }
 
 /* share.h under real threads, more of them than cores so that the system stops some in the
- * middle of their shares and the others steal: every unit taken exactly once. */
+ * middle of their shares and the others steal: every unit taken exactly once, and some taken
+ * by a thread other than the one whose share they started in (else nothing was stolen and
+ * the test proved nothing). */
 static void test_share_threads(void) {
     enum { UNITS = 5000 };
     static _Atomic int times[UNITS];
+    _Atomic long stolen = 0;
     int wrong = 0, rounds = 0;
     for (int threads = 2; threads <= 8; threads *= 2)
         for (int round = 0; round < 40; round++, rounds++) {
@@ -558,14 +565,21 @@ static void test_share_threads(void) {
                 me = omp_get_thread_num(), team = omp_get_num_threads();
 #endif
                 /* without OpenMP one thread plays every share in turn */
-                for (int t = me; t < threads; t += team)
+                for (int t = me; t < threads; t += team) {
+                    long away = 0, lo = (long)UNITS * t / threads;
+                    long hi = (long)UNITS * (t + 1) / threads;
                     for (int u, end; (u = share_take(s, threads, t, &end)) >= 0;)
-                        for (; u < end; u++)
+                        for (; u < end; u++) {
                             atomic_fetch_add_explicit(&times[u], 1, memory_order_relaxed);
+                            away += u < lo || u >= hi;
+                        }
+                    atomic_fetch_add_explicit(&stolen, away, memory_order_relaxed);
+                }
             }
             for (int u = 0; u < UNITS; u++) wrong += atomic_load(&times[u]) != 1;
         }
     CHECK(wrong == 0, "%d units not taken exactly once in %d rounds", wrong, rounds);
+    CHECK(atomic_load(&stolen) > 0, "no unit stolen in %d rounds", rounds);
 }
 
 /* Every type on a matrix large enough to be shared among the threads, in units of rows by
