@@ -967,8 +967,8 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
     int items = c->n_kv_heads * s.query_sets * s.head_sets;
     if (threads > 1) {
         Share shares[SHARES_MAX];
-        int owners = min_int(threads, SHARES_MAX);
-        if (n == 1) share_init(shares, owners, items);
+        int nshares = min_int(threads, SHARES_MAX);
+        if (n == 1) share_init(shares, nshares, items);
         #pragma omp parallel num_threads(threads)
         {
             int me = 0;
@@ -984,7 +984,7 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
              * share first takes heads from the back of the other's (share.h). */
             if (n == 1) {
                 int i, end;
-                while (me < owners && (i = share_take(shares, owners, me, &end)) >= 0)
+                while (me < nshares && (i = share_take(shares, nshares, me, &end)) >= 0)
                     for (; i < end; i++)
                         attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group),
                                     scratch);

@@ -7,8 +7,8 @@
  * part: what a waiting core would have read is lost. schedule(dynamic) and (guided) take every
  * unit from one counter that all the threads write, which moves its cache line from core to
  * core at every step and cost more than the waiting. Here each thread takes units from the
- * front of its own share, a cache line no one else touches until the end; one that runs out
- * takes the back half of the fullest other share, which happens a few times a product.
+ * front of its own share, a cache line no one else touches until the end; only one that has
+ * run out reads the others' lines, to take the back half of the fullest other share.
  *
  * A thread takes a quarter of what its share has left at a time, not one unit: each take is
  * a locked instruction, which waits for every load and store before it, and a unit of a

@@ -500,8 +500,9 @@ static void test_share_steps(void) {
     CHECK(first == 0 && end == 9, "thread 0 took %d .. %d, not a quarter of 33 from 0", first,
           end - 1);
     while ((first = share_take(s, 3, 2, &end)) >= 66) { /* thread 2 through its own share */
-        CHECK(first == expect && end > first && end - first <= (100 - first + 3) / 4,
-              "thread 2 took %d .. %d after %d", first, end - 1, expect - 1);
+        CHECK(first == expect && end - first == (100 - first + 3) / 4,
+              "thread 2 took %d .. %d after %d, not a quarter of what was left", first, end - 1,
+              expect - 1);
         expect = end;
     }
     CHECK(expect == 100, "thread 2 left its own share at %d", expect);
