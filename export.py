@@ -71,7 +71,12 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    # the one dependency: say so in one line, as every other failure does
+    sys.exit("export.py: needs numpy (Debian: apt-get install python3-numpy; "
+             "pyenv or venv: pip install numpy)")
 
 MAGIC = b"TLLM"
 VERSION = 2

@@ -131,9 +131,11 @@ def model_path(name, dtype, seq_len=SEQ_LEN):
     if not os.path.exists(path):
         os.makedirs(BENCH_DIR, exist_ok=True)
         tmp = path + ".tmp"
-        subprocess.run([PYTHON, os.path.join(ROOT, "export.py"), tmp, "--random", name,
-                        "--dtype", dtype, "--seq-len", str(seq_len)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.run([PYTHON, os.path.join(ROOT, "export.py"), tmp, "--random", name,
+                            "--dtype", dtype, "--seq-len", str(seq_len)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:  # export.py's own one-line reason (numpy missing, say)
+            sys.exit(f"bench: making {path}: {p.stderr.strip()}")
         os.replace(tmp, path)
     return path
 

@@ -314,6 +314,14 @@ def test_pt_matches_llama2c():
                  pt, ["PyTorch", "import torch"], env=with_pythonpath("no_torch"))
 
 
+def test_without_numpy():
+    # A Python without numpy (pyenv's, say) gets one line naming the package, not a traceback.
+    p = subprocess.run([PY, "export.py", tmp_path("x.bin"), "--random", "260K"],
+                       capture_output=True, text=True, env=with_pythonpath("no_numpy"), timeout=60)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, f"exit {p.returncode}: {p.stderr!r}"
+    assert p.stderr.startswith("export.py: needs numpy") and "python3-numpy" in p.stderr, p.stderr
+
+
 def test_random_shapes():
     out = tmp_path("r260k.bin")
     common.export(out, "--random", "260K", "--seed", 7)
