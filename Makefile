@@ -34,7 +34,7 @@ VFLAGS  = $(WARN) -O1 -g -D_POSIX_C_SOURCE=200809L -MMD -MP
 LDLIBS  = -lm
 
 LIB     = model.c format.c attention.c matmul.c matmul_f32.c matmul_bf16.c matmul_q8_0.c \
-          matmul_q4_0.c kernels.c tokenizer.c tokenizer_bpe.c pretokenizer.c unicode.c sampler.c \
+          matmul_q4_0.c kernels.c team.c tokenizer.c tokenizer_bpe.c pretokenizer.c unicode.c sampler.c \
           chat.c attnviz.c
 TOOLS   = run tokenize test_sampler test_kernels
 # the library: every source but the command line's attention recorder

@@ -19,6 +19,7 @@
 #include "kernels.h"
 #include "matmul.h"
 #include "share.h"
+#include "team.h"
 #include "simd.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -959,16 +960,47 @@ static Item item_of(Split s, int index, int n, int group) {
     return it;
 }
 
+/* One layer's attention for the queries of a chunk, as attention() hands it to the threads. */
+typedef struct {
+    float *out;
+    const float *q;
+    const KvCache *c;
+    int layer, n, pos, n_heads, group;
+    Split split;
+    Share *shares;
+    int nshares;
+} Layer;
+
+/* Decoding's items for thread `me`: all alike, so they go out in equal contiguous shares,
+ * and each thread's heads lie together in the cache, which it then reads in longer runs
+ * (dealt out in turn, the cache read 10-15% slower: BENCHMARKS.md, "Decoding: what held it
+ * at half the bandwidth"). A thread that finishes its share first takes heads from the back
+ * of the other's (share.h). */
+static void decode_items(void *layer, int me, int n) {
+    const Layer *a = layer;
+    float *scratch = a->c->scratch + (size_t)me * a->c->scratch_floats;
+    int i, end;
+    while (me < a->nshares && (i = share_take(a->shares, a->nshares, me, &end)) >= 0)
+        for (; i < end; i++)
+            attend_item(a->out, a->q, a->c, a->layer, a->pos, a->n_heads,
+                        item_of(a->split, i, a->n, a->group), scratch);
+}
+
 void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos, int n_heads) {
     int group = n_heads / c->n_kv_heads;
     long work = (long)n_heads * n * (pos + n - first_seen(c, layer, pos)) * c->head_size;
     int threads = work >= PARALLEL_MIN_ATTENTION ? c->threads : 1;
     Split s = split_work(c, n, group, threads);
     int items = c->n_kv_heads * s.query_sets * s.head_sets;
-    if (threads > 1) {
+    if (threads > 1 && n == 1) { /* decoding: the team (team.h), as the products */
         Share shares[SHARES_MAX];
-        int nshares = min_int(threads, SHARES_MAX);
-        if (n == 1) share_init(shares, nshares, items);
+        Layer a = {out, q, c, layer, n, pos, n_heads, group, s, shares,
+                   min_int(threads, SHARES_MAX)};
+        share_init(shares, a.nshares, items);
+        team_run(threads, decode_items, &a);
+    } else if (threads > 1) {
+        /* A prompt chunk's items differ (a later query sees more keys): each goes to the next
+         * thread free. */
         #pragma omp parallel num_threads(threads)
         {
             int me = 0;
@@ -976,23 +1008,9 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
             me = omp_get_thread_num();
 #endif
             float *scratch = c->scratch + (size_t)me * c->scratch_floats;
-            /* A prompt chunk's items differ (a later query sees more keys): each goes to the
-             * next thread free. Decoding's are all alike, and taken in equal contiguous shares
-             * each thread's heads lie together in the cache, which it then reads in longer
-             * runs: dealt out in turn, the cache read 10-15% slower (BENCHMARKS.md,
-             * "Decoding: what held it at half the bandwidth"). A thread that finishes its
-             * share first takes heads from the back of the other's (share.h). */
-            if (n == 1) {
-                int i, end;
-                while (me < nshares && (i = share_take(shares, nshares, me, &end)) >= 0)
-                    for (; i < end; i++)
-                        attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group),
-                                    scratch);
-            } else {
-                #pragma omp for schedule(dynamic, 1)
-                for (int i = 0; i < items; i++)
-                    attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
-            }
+            #pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < items; i++)
+                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
         }
     } else {
         for (int i = 0; i < items; i++)

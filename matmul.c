@@ -17,6 +17,7 @@
 #include "matmul.h"
 #include "share.h"
 #include "simd.h"
+#include "team.h"
 
 static const WeightType *const types[WEIGHT_TYPES] = {
     [WEIGHT_F32] = &weight_f32, [WEIGHT_BF16] = &weight_bf16, [WEIGHT_Q8_0] = &weight_q8_0,
@@ -42,35 +43,45 @@ static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS;
 /* The units of work w's rows make, `per` rows each (the last may be short). */
 static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / per; }
 
-/* The work of matmul_many, done by thread `me` of the team that calls it (or by the calling
- * thread alone, me = 0 of 1 share): the units are dealt into nshares shares (share.h), one
- * per thread. Units run row-block-major, so a thread's units of one row block follow each
- * other and its weights stay in the cache while the token groups pass. */
-static void matmul_team(const Product *p, int count, int per, const float *x, int n,
-                        void *scratch, Share *shares, int nshares, int me) {
-    const Tensor *w = p[0].w;
-    const WeightType *type = weight_type(w->type);
-    size_t stride = type->input_stride(w, n);
-    int groups = token_groups(n);
-    if (stride) { /* x is prepared once for all the products, its token groups shared out */
-        #pragma omp for schedule(static)
-        for (int g = 0; g < groups; g++) type->prepare(scratch, x, n, g * MATMUL_TOKENS, w);
-    }
-    /* threads past SHARES_MAX take no units; a team smaller than nshares (OMP_DYNAMIC) leaves
-     * shares without owners, which the others steal */
-    if (me >= nshares) return;
-    int u, end;
-    while ((u = share_take(shares, nshares, me, &end)) >= 0)
+/* One call of matmul_many: its products, their input and the shares of their units. */
+typedef struct {
+    const Product *p;
+    int count, per, n;
+    const float *x;
+    void *scratch;  /* the prepared input, when the weight type has one */
+    size_t stride;  /* its bytes per token, or 0 */
+    Share *shares;
+    int nshares;
+} Call;
+
+/* The units of a call that thread `me` takes (share.h). Units run row-block-major, so a
+ * thread's units of one row block follow each other and its weights stay in the cache while
+ * the token groups pass. Threads past SHARES_MAX take none; a team smaller than nshares
+ * (OMP_DYNAMIC) leaves shares without owners, which the others steal. */
+static void take_units(const Call *c, int me) {
+    if (me >= c->nshares) return;
+    const WeightType *type = weight_type(c->p[0].w->type);
+    int groups = token_groups(c->n), u, end;
+    while ((u = share_take(c->shares, c->nshares, me, &end)) >= 0)
         for (; u < end; u++) {
-            int i = 0, first = u / groups; /* row unit `first` of product i */
-            while (first >= row_units(p[i].w, per)) first -= row_units(p[i].w, per), i++;
-            int r0 = first * per, t0 = u % groups * MATMUL_TOKENS;
-            const void *in = stride ? (const char *)scratch + t0 * stride : NULL;
-            type->product(p[i].y + (size_t)t0 * p[i].w->rows, p[i].w, x + (size_t)t0 * w->cols,
-                          in, min_int(MATMUL_TOKENS, n - t0), r0,
-                          min_int(per, p[i].w->rows - r0));
+            const Product *p = c->p;
+            int first = u / groups; /* row unit `first` of product p */
+            while (first >= row_units(p->w, c->per)) first -= row_units(p->w, c->per), p++;
+            int r0 = first * c->per, t0 = u % groups * MATMUL_TOKENS;
+            const void *in = c->stride ? (const char *)c->scratch + t0 * c->stride : NULL;
+            type->product(p->y + (size_t)t0 * p->w->rows, p->w, c->x + (size_t)t0 * p->w->cols,
+                          in, min_int(MATMUL_TOKENS, c->n - t0), r0,
+                          min_int(c->per, p->w->rows - r0));
         }
 }
+
+/* Token group g of the input prepared once for all the products (quantized, for the integer
+ * types). */
+static void prepare_group(const Call *c, int g) {
+    weight_type(c->p[0].w->type)->prepare(c->scratch, c->x, c->n, g * MATMUL_TOKENS, c->p[0].w);
+}
+
+static void take_units_job(void *call, int me, int n) { take_units(call, me); }
 
 void matmul_many(const Product *p, int count, const float *x, int n, void *scratch) {
     for (int i = 1; i < count; i++)
@@ -78,32 +89,42 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
             for (int k = 0; k < count; k++) matmul_many(p + k, 1, x, n, scratch);
             return;
         }
-    int per = weight_type(p[0].w->type)->unit_rows(p[0].w), units = 0;
+    const WeightType *type = weight_type(p[0].w->type);
+    int per = type->unit_rows(p[0].w), units = 0;
     long work = 0;
     for (int i = 0; i < count; i++) {
         units += row_units(p[i].w, per);
         work += (long)n * p[i].w->rows * p[i].w->cols;
     }
-    int total = units * token_groups(n), nshares = 1;
     Share shares[SHARES_MAX];
+    Call c = {p, count, per, n, x, scratch, type->input_stride(p[0].w, n), shares, 1};
+    int total = units * token_groups(n), threads = team_size();
     /* A branch rather than `parallel if`: that still enters the OpenMP runtime, which cost a
      * tenth of stories260K's decode time, where no product is large enough to share. */
-    if (work >= PARALLEL_MIN_WORK) {
-#ifdef _OPENMP
-        nshares = min_int(omp_get_max_threads(), SHARES_MAX);
-#endif
-        share_init(shares, nshares, total);
+    if (work < PARALLEL_MIN_WORK || threads == 1) {
+        share_init(shares, 1, total);
+        for (int g = 0; c.stride && g < token_groups(n); g++) prepare_group(&c, g);
+        take_units(&c, 0);
+    } else if (n == 1) { /* decoding: the team, whose hand-over costs far less (team.h) */
+        c.nshares = min_int(threads, SHARES_MAX);
+        share_init(shares, c.nshares, total);
+        if (c.stride) prepare_group(&c, 0);
+        team_run(threads, take_units_job, &c);
+    } else { /* a prompt: the token groups' inputs are prepared by all the threads too */
+        c.nshares = min_int(threads, SHARES_MAX);
+        share_init(shares, c.nshares, total);
         #pragma omp parallel
         {
             int me = 0;
 #ifdef _OPENMP
             me = omp_get_thread_num();
 #endif
-            matmul_team(p, count, per, x, n, scratch, shares, nshares, me);
+            if (c.stride) {
+                #pragma omp for schedule(static)
+                for (int g = 0; g < token_groups(n); g++) prepare_group(&c, g);
+            }
+            take_units(&c, me);
         }
-    } else {
-        share_init(shares, 1, total);
-        matmul_team(p, count, per, x, n, scratch, shares, 1, 0);
     }
 }
 

@@ -48,7 +48,7 @@ def test_kernels_every_path():
     for name, arch in variants.items():
         exe = common.tmp_path(f"test_kernels_{name}")
         sources = ["tests/test_kernels.c", "kernels.c", "attention.c", "matmul.c", "matmul_f32.c",
-                   "matmul_bf16.c", "matmul_q8_0.c", "matmul_q4_0.c"]
+                   "matmul_bf16.c", "matmul_q8_0.c", "matmul_q4_0.c", "team.c"]
         cmd = ["cc"] + CFLAGS + sanitize + arch + sources + ["-lm", "-o", exe]
         p = subprocess.run(cmd, capture_output=True, timeout=300)
         assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr.decode(errors='replace')}"

@@ -32,6 +32,7 @@
 #include "kernels.h"
 #include "matmul.h"
 #include "share.h"
+#include "team.h"
 
 static int passed, failed;
 
@@ -581,6 +582,64 @@ static void test_share_threads(void) {
         }
     CHECK(wrong == 0, "%d units not taken exactly once in %d rounds", wrong, rounds);
     CHECK(atomic_load(&stolen) > 0, "no unit stolen in %d rounds", rounds);
+}
+
+/* team.h: every thread of a call runs exactly once, with the call's size; what it wrote is
+ * seen by the caller after the call (plain stores, no atomics); a call from inside a call,
+ * or from a second thread while the team is busy, runs on its caller alone; and the team
+ * wakes from its sleep. */
+enum { TEAM_TEST_MAX = 8 };
+typedef struct {
+    int runs[TEAM_MAX], told[TEAM_MAX], inner[TEAM_MAX];
+    int nest; /* call team_run again from inside */
+} TeamProbe;
+
+static void team_inner(void *probe, int me, int n) { ((TeamProbe *)probe)->inner[0] += n; }
+
+static void team_probe(void *probe, int me, int n) {
+    TeamProbe *p = probe;
+    p->runs[me]++, p->told[me] = n;
+    if (p->nest) {
+        TeamProbe inner = {0};
+        team_run(4, team_inner, &inner); /* the team is busy: this thread alone, n = 1 */
+        p->inner[me] = inner.inner[0];
+    }
+}
+
+/* The calls of one round that went wrong, 0 if none. */
+static int team_round(int n, int nest) {
+    TeamProbe p = {.nest = nest};
+    team_run(n, team_probe, &p);
+    int wrong = 0;
+    for (int me = 0; me < TEAM_MAX; me++)
+        wrong += me < n ? p.runs[me] != 1 || p.told[me] != n || (nest && p.inner[me] != 1)
+                        : p.runs[me] != 0;
+    return wrong;
+}
+
+static void test_team(void) {
+    int wrong = 0, calls = 0;
+    for (int round = 0; round < 300; round++)
+        for (int n = 1; n <= TEAM_TEST_MAX; n++, calls++) /* n = 1 leaves the team free */
+            wrong += team_round(n, n > 1 && round % 3 == 0);
+    CHECK(wrong == 0, "%d threads of %d calls ran wrongly", wrong, calls);
+    wrong = 0;
+    /* past TEAM_SPIN_NS (2 ms) the helpers sleep: the next call must wake them */
+    for (int round = 0; round < 5; round++, calls++) {
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+        wrong += team_round(2 + round % 3, 0);
+    }
+    CHECK(wrong == 0, "after a sleep: %d threads ran wrongly", wrong);
+    /* two threads of the program calling at once: one gets the team, the other runs alone */
+    _Atomic int bad = 0;
+    #pragma omp parallel num_threads(2)
+    for (int round = 0; round < 2000; round++) {
+        TeamProbe p = {0};
+        team_run(2, team_probe, &p);
+        int n = p.told[0], ok = p.runs[0] == 1 && (n == 1 || n == 2) && p.runs[1] == (n == 2);
+        if (!ok) atomic_fetch_add(&bad, 1);
+    }
+    CHECK(atomic_load(&bad) == 0, "concurrent callers: %d calls ran wrongly", atomic_load(&bad));
 }
 
 /* Every type on a matrix large enough to be shared among the threads, in units of rows by
@@ -1140,6 +1199,7 @@ int main(int argc, char **argv) {
     test_matmul_bf16_edges();
     test_share_steps();
     test_share_threads();
+    test_team();
     test_matmul_threads();
     test_matmul_many();
 #if defined(__AVX512BF16__) && defined(__AVX512F__)

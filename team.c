@@ -1,0 +1,134 @@
+/* team.c - the threads that decode a token (team.h says why they are not OpenMP's).
+ *
+ * Each helper thread (me = 1 .. TEAM_MAX - 1, started the first time a call needs it) has a
+ * cache line of its own: the caller writes there the number of the call it is to work on,
+ * the helper writes back the number of the call it has finished. Nothing else is shared
+ * while a call runs, so a call costs the caller a write to each helper's line and a read of
+ * each as it finishes. */
+#include "team.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <threads.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* How long a helper spins after its last call before it sleeps: about as long as libgomp's
+ * threads do. Between the calls of a decoding token there are microseconds. */
+#define TEAM_SPIN_NS 2000000L
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t go; /* the call to work on */
+    _Atomic uint64_t done;            /* the last call finished */
+    _Atomic int sleeping;             /* 1 while it waits on team.wake */
+} Helper;
+
+static struct {
+    Helper helper[TEAM_MAX];
+    void (*fn)(void *, int, int); /* the current call: written before each helper's go */
+    void *arg;
+    int n;
+    uint64_t calls;               /* calls made so far (64 bits: never wraps), under busy */
+    int started;                  /* helpers 1 .. started - 1 exist */
+    atomic_flag busy;             /* held by the call under way */
+    mtx_t lock;                   /* with wake: where helpers sleep */
+    cnd_t wake;
+    int sleep_ok;                 /* lock and wake were made */
+} team = {.busy = ATOMIC_FLAG_INIT, .started = 1};
+
+static once_flag team_once = ONCE_FLAG_INIT;
+
+static void team_init(void) {
+    team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
+                    cnd_init(&team.wake) == thrd_success;
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Waits until helper h is given a call other than `seen`, and returns it: spinning first,
+ * then, after TEAM_SPIN_NS, asleep. The sleep is safe against a lost wake-up because both
+ * sides store, then load, sequentially consistent: the helper sets `sleeping` and then looks
+ * at `go`, the caller sets `go` and then looks at `sleeping`, so at least one of them sees
+ * the other's store; and a caller that sees `sleeping` signals under the lock the helper
+ * holds until cnd_wait releases it. */
+static uint64_t wait_for_call(Helper *h, uint64_t seen) {
+    long long start = now_ns();
+    for (unsigned spins = 1;; spins++) {
+        uint64_t go = atomic_load_explicit(&h->go, memory_order_acquire);
+        if (go != seen) return go;
+        cpu_relax();
+        if (spins % 256 == 0 && team.sleep_ok && now_ns() - start > TEAM_SPIN_NS) {
+            mtx_lock(&team.lock);
+            atomic_store(&h->sleeping, 1);
+            while ((go = atomic_load(&h->go)) == seen) cnd_wait(&team.wake, &team.lock);
+            atomic_store(&h->sleeping, 0);
+            mtx_unlock(&team.lock);
+            return go;
+        }
+    }
+}
+
+static int helper_main(void *p) {
+    int me = (int)(intptr_t)p;
+    Helper *h = &team.helper[me];
+    for (uint64_t seen = 0;;) {
+        seen = wait_for_call(h, seen);
+        team.fn(team.arg, me, team.n);
+        atomic_store_explicit(&h->done, seen, memory_order_release);
+    }
+    return 0;
+}
+
+int team_size(void) {
+#ifdef _OPENMP
+    int n = omp_get_max_threads();
+    return n < 1 ? 1 : n > TEAM_MAX ? TEAM_MAX : n;
+#else
+    return 1;
+#endif
+}
+
+void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg) {
+    if (n > TEAM_MAX) n = TEAM_MAX;
+    if (n <= 1 || atomic_flag_test_and_set_explicit(&team.busy, memory_order_acquire)) {
+        fn(arg, 0, 1);
+        return;
+    }
+    call_once(&team_once, team_init);
+    while (team.started < n) { /* a helper that cannot be started leaves a smaller team */
+        thrd_t t;
+        if (thrd_create(&t, helper_main, (void *)(intptr_t)team.started) != thrd_success) break;
+        thrd_detach(t);
+        team.started++;
+    }
+    n = n < team.started ? n : team.started;
+    uint64_t call = ++team.calls;
+    team.fn = fn, team.arg = arg, team.n = n;
+    int asleep = 0;
+    for (int i = 1; i < n; i++) {
+        atomic_store(&team.helper[i].go, call);
+        asleep |= atomic_load(&team.helper[i].sleeping);
+    }
+    if (asleep) {
+        mtx_lock(&team.lock);
+        cnd_broadcast(&team.wake);
+        mtx_unlock(&team.lock);
+    }
+    fn(arg, 0, n);
+    for (int i = 1; i < n; i++)
+        while (atomic_load_explicit(&team.helper[i].done, memory_order_acquire) != call)
+            cpu_relax();
+    atomic_flag_clear_explicit(&team.busy, memory_order_release);
+}
