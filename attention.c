@@ -11,9 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "attention.h"
 #include "kernels.h"
@@ -63,8 +60,8 @@ void rope_angles(float *cos, float *sin, const float *freq, int pos, int n, int 
         }
 }
 
-/* Prompt chunks rotate their tokens on all threads when there are this many values (a
- * branch, not `parallel if`, which still enters the OpenMP runtime). */
+/* Prompt chunks rotate their tokens on all threads when there are this many values: below,
+ * handing the work over costs more than sharing it saves. */
 #define PARALLEL_MIN_ROPE (1 << 14)
 
 static void rope_token(float *v, const float *c, const float *s, int n_heads, int head_size) {
@@ -76,16 +73,25 @@ static void rope_token(float *v, const float *c, const float *s, int n_heads, in
         }
 }
 
+typedef struct {
+    float *vec;
+    const float *cos, *sin;
+    int n, n_heads, head_size;
+} Rope;
+
+static void rope_tokens(void *rope, int me, int threads) {
+    const Rope *r = rope;
+    size_t half = r->head_size / 2, width = (size_t)r->n_heads * r->head_size;
+    TeamPart part = team_part(r->n, me, threads);
+    for (int t = part.from; t < part.to; t++)
+        rope_token(r->vec + t * width, r->cos + t * half, r->sin + t * half, r->n_heads,
+                   r->head_size);
+}
+
 void rope(float *vec, const float *cos, const float *sin, int n, int n_heads, int head_size) {
-    size_t half = head_size / 2, width = (size_t)n_heads * head_size;
-    if ((long)n * width >= PARALLEL_MIN_ROPE) {
-        #pragma omp parallel for schedule(static)
-        for (int t = 0; t < n; t++)
-            rope_token(vec + t * width, cos + t * half, sin + t * half, n_heads, head_size);
-    } else {
-        for (int t = 0; t < n; t++)
-            rope_token(vec + t * width, cos + t * half, sin + t * half, n_heads, head_size);
-    }
+    Rope r = {vec, cos, sin, n, n_heads, head_size};
+    long values = (long)n * n_heads * head_size;
+    team_run(values >= PARALLEL_MIN_ROPE ? team_size() : 1, rope_tokens, &r);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -210,11 +216,7 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
     /* per thread: the query rows, turned (below), their accumulators, a tile of scores, three
      * numbers per row (running max, running sum, rescale); attend_row uses the scores as one
      * row of max_rows tiles and the rescales as one per tile */
-#ifdef _OPENMP
-    c->threads = omp_get_max_threads();
-#else
-    c->threads = 1;
-#endif
+    c->threads = team_size();
     c->max_rows = 8192 / head_size;
     c->max_rows = c->max_rows < 4 ? 4 : c->max_rows > MAX_ROWS ? MAX_ROWS : c->max_rows;
     c->scratch_floats = round64(((size_t)c->max_rows * (3 * head_size + TILE + 3) + head_size) *
@@ -960,30 +962,39 @@ static Item item_of(Split s, int index, int n, int group) {
     return it;
 }
 
-/* One layer's attention for the queries of a chunk, as attention() hands it to the threads. */
+/* One layer's attention for the queries of a chunk, as attention() hands it to the team. */
 typedef struct {
     float *out;
     const float *q;
     const KvCache *c;
-    int layer, n, pos, n_heads, group;
+    int layer, n, pos, n_heads, group, items;
     Split split;
     Share *shares;
     int nshares;
+    _Atomic int next; /* a prompt chunk's next item */
 } Layer;
 
-/* Decoding's items for thread `me`: all alike, so they go out in equal contiguous shares,
- * and each thread's heads lie together in the cache, which it then reads in longer runs
- * (dealt out in turn, the cache read 10-15% slower: BENCHMARKS.md, "Decoding: what held it
- * at half the bandwidth"). A thread that finishes its share first takes heads from the back
- * of the other's (share.h). */
-static void decode_items(void *layer, int me, int n) {
-    const Layer *a = layer;
-    float *scratch = a->c->scratch + (size_t)me * a->c->scratch_floats;
+static void do_item(const Layer *a, int i, int me) {
+    attend_item(a->out, a->q, a->c, a->layer, a->pos, a->n_heads, item_of(a->split, i, a->n, a->group),
+                a->c->scratch + (size_t)me * a->c->scratch_floats);
+}
+
+/* Decoding's items are all alike, so they go out in equal contiguous shares, and each
+ * thread's heads lie together in the cache, which it then reads in longer runs (dealt out in
+ * turn, the cache read 10-15% slower: BENCHMARKS.md, "Decoding: what held it at half the
+ * bandwidth"); a thread that finishes its share first takes heads from the back of the
+ * other's (share.h). A prompt chunk's items differ (a later query sees more keys): each goes
+ * to the next thread free. */
+static void attend_items(void *layer, int me, int n) {
+    Layer *a = layer;
     int i, end;
-    while (me < a->nshares && (i = share_take(a->shares, a->nshares, me, &end)) >= 0)
-        for (; i < end; i++)
-            attend_item(a->out, a->q, a->c, a->layer, a->pos, a->n_heads,
-                        item_of(a->split, i, a->n, a->group), scratch);
+    if (a->n == 1) {
+        while (me < a->nshares && (i = share_take(a->shares, a->nshares, me, &end)) >= 0)
+            for (; i < end; i++) do_item(a, i, me);
+    } else {
+        while ((i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < a->items)
+            do_item(a, i, me);
+    }
 }
 
 void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos, int n_heads) {
@@ -991,29 +1002,9 @@ void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos
     long work = (long)n_heads * n * (pos + n - first_seen(c, layer, pos)) * c->head_size;
     int threads = work >= PARALLEL_MIN_ATTENTION ? c->threads : 1;
     Split s = split_work(c, n, group, threads);
-    int items = c->n_kv_heads * s.query_sets * s.head_sets;
-    if (threads > 1 && n == 1) { /* decoding: the team (team.h), as the products */
-        Share shares[SHARES_MAX];
-        Layer a = {out, q, c, layer, n, pos, n_heads, group, s, shares,
-                   min_int(threads, SHARES_MAX)};
-        share_init(shares, a.nshares, items);
-        team_run(threads, decode_items, &a);
-    } else if (threads > 1) {
-        /* A prompt chunk's items differ (a later query sees more keys): each goes to the next
-         * thread free. */
-        #pragma omp parallel num_threads(threads)
-        {
-            int me = 0;
-#ifdef _OPENMP
-            me = omp_get_thread_num();
-#endif
-            float *scratch = c->scratch + (size_t)me * c->scratch_floats;
-            #pragma omp for schedule(dynamic, 1)
-            for (int i = 0; i < items; i++)
-                attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), scratch);
-        }
-    } else {
-        for (int i = 0; i < items; i++)
-            attend_item(out, q, c, layer, pos, n_heads, item_of(s, i, n, group), c->scratch);
-    }
+    Share shares[SHARES_MAX];
+    Layer a = {out, q, c, layer, n, pos, n_heads, group, c->n_kv_heads * s.query_sets * s.head_sets,
+               s, shares, min_int(threads, SHARES_MAX), 0};
+    if (n == 1) share_init(shares, a.nshares, a.items);
+    team_run(threads, attend_items, &a);
 }

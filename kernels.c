@@ -10,11 +10,15 @@
 
 #include "kernels.h"
 #include "simd.h"
+#include "team.h"
 
-/* The steps below run on all threads when a prompt chunk gives them this many values:
- * below, waking the threads costs more than it saves (stories260K's chunks stay on one). A
- * branch rather than `parallel if`, which still enters the OpenMP runtime. */
+/* The steps below run on all threads (team.h) when a prompt chunk gives them this many
+ * values: below, handing the work over costs more than it saves (stories260K's chunks stay on
+ * one thread, and so does every decoded token). */
 #define PARALLEL_MIN_ELEMENTS (1 << 14)
+
+/* The threads for a step of `values` values. */
+static int threads_for(long values) { return values >= PARALLEL_MIN_ELEMENTS ? team_size() : 1; }
 
 /* Elementwise steps are cut into blocks of this many values to share them out; each value
  * gets the same arithmetic in any block, so the split changes no number. */
@@ -30,15 +34,24 @@ static void rmsnorm_row(float *out, const float *x, const float *weight, int dim
     for (int i = 0; i < dim; i++) out[i] = weight[i] * (scale * x[i]);
 }
 
+typedef struct {
+    float *out;
+    const float *x, *weight;
+    int n, dim;
+    float eps;
+} Norm;
+
+static void rmsnorm_rows(void *norm, int me, int threads) {
+    const Norm *a = norm;
+    TeamPart part = team_part(a->n, me, threads);
+    for (int t = part.from; t < part.to; t++)
+        rmsnorm_row(a->out + (size_t)t * a->dim, a->x + (size_t)t * a->dim, a->weight, a->dim,
+                    a->eps);
+}
+
 void rmsnorm(float *out, const float *x, const float *weight, int n, int dim, float eps) {
-    if ((long)n * dim >= PARALLEL_MIN_ELEMENTS) {
-        #pragma omp parallel for schedule(static)
-        for (int t = 0; t < n; t++)
-            rmsnorm_row(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
-    } else {
-        for (int t = 0; t < n; t++)
-            rmsnorm_row(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
-    }
+    Norm a = {out, x, weight, n, dim, eps};
+    team_run(threads_for((long)n * dim), rmsnorm_rows, &a);
 }
 
 void add_bias(float *x, const float *bias, int n, int dim) {
@@ -46,13 +59,22 @@ void add_bias(float *x, const float *bias, int n, int dim) {
         for (int i = 0; i < dim; i++) x[(size_t)t * dim + i] += bias[i];
 }
 
+/* The elementwise steps of a chunk, shared out in blocks of BLOCK values. */
+typedef struct {
+    float *out;
+    const float *a, *b;
+    int n;
+} Elementwise;
+
+static void add_blocks(void *args, int me, int threads) {
+    const Elementwise *e = args;
+    TeamPart part = team_part((e->n + BLOCK - 1) / BLOCK, me, threads);
+    for (int i = part.from * BLOCK; i < part.to * BLOCK && i < e->n; i++) e->out[i] += e->a[i];
+}
+
 void add(float *x, const float *y, int n) {
-    if (n >= PARALLEL_MIN_ELEMENTS) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) x[i] += y[i];
-    } else {
-        for (int i = 0; i < n; i++) x[i] += y[i];
-    }
+    Elementwise e = {x, y, NULL, n};
+    team_run(threads_for(n), add_blocks, &e);
 }
 
 void softmax(float *x, int n) {
@@ -89,13 +111,16 @@ static void swiglu_block(float *out, const float *gate, const float *up, int n) 
 #endif
 }
 
+static void swiglu_blocks(void *args, int me, int threads) {
+    const Elementwise *e = args;
+    TeamPart part = team_part((e->n + BLOCK - 1) / BLOCK, me, threads);
+    for (int i = part.from * BLOCK; i < part.to * BLOCK && i < e->n; i += BLOCK)
+        swiglu_block(e->out + i, e->a + i, e->b + i, min_int(BLOCK, e->n - i));
+}
+
 void swiglu(float *out, const float *gate, const float *up, int n) {
-    if (n >= PARALLEL_MIN_ELEMENTS) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i += BLOCK) swiglu_block(out + i, gate + i, up + i, min_int(BLOCK, n - i));
-    } else {
-        swiglu_block(out, gate, up, n);
-    }
+    Elementwise e = {out, gate, up, n};
+    team_run(threads_for(n), swiglu_blocks, &e);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -10,9 +10,6 @@
  * size of a chunk changes a bit of it.
  */
 #include <stdio.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "matmul.h"
 #include "share.h"
@@ -81,6 +78,12 @@ static void prepare_group(const Call *c, int g) {
     weight_type(c->p[0].w->type)->prepare(c->scratch, c->x, c->n, g * MATMUL_TOKENS, c->p[0].w);
 }
 
+static void prepare_job(void *call, int me, int n) {
+    const Call *c = call;
+    TeamPart part = team_part(token_groups(c->n), me, n);
+    for (int g = part.from; g < part.to; g++) prepare_group(c, g);
+}
+
 static void take_units_job(void *call, int me, int n) { take_units(call, me); }
 
 void matmul_many(const Product *p, int count, const float *x, int n, void *scratch) {
@@ -96,36 +99,39 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
         units += row_units(p[i].w, per);
         work += (long)n * p[i].w->rows * p[i].w->cols;
     }
+    /* below PARALLEL_MIN_WORK (stories260K's products) handing the work over costs more than
+     * sharing it saves */
+    int threads = work >= PARALLEL_MIN_WORK ? team_size() : 1, groups = token_groups(n);
     Share shares[SHARES_MAX];
-    Call c = {p, count, per, n, x, scratch, type->input_stride(p[0].w, n), shares, 1};
-    int total = units * token_groups(n), threads = team_size();
-    /* A branch rather than `parallel if`: that still enters the OpenMP runtime, which cost a
-     * tenth of stories260K's decode time, where no product is large enough to share. */
-    if (work < PARALLEL_MIN_WORK || threads == 1) {
-        share_init(shares, 1, total);
-        for (int g = 0; c.stride && g < token_groups(n); g++) prepare_group(&c, g);
-        take_units(&c, 0);
-    } else if (n == 1) { /* decoding: the team, whose hand-over costs far less (team.h) */
-        c.nshares = min_int(threads, SHARES_MAX);
-        share_init(shares, c.nshares, total);
-        if (c.stride) prepare_group(&c, 0);
-        team_run(threads, take_units_job, &c);
-    } else { /* a prompt: the token groups' inputs are prepared by all the threads too */
-        c.nshares = min_int(threads, SHARES_MAX);
-        share_init(shares, c.nshares, total);
-        #pragma omp parallel
-        {
-            int me = 0;
-#ifdef _OPENMP
-            me = omp_get_thread_num();
-#endif
-            if (c.stride) {
-                #pragma omp for schedule(static)
-                for (int g = 0; g < token_groups(n); g++) prepare_group(&c, g);
-            }
-            take_units(&c, me);
-        }
+    Call c = {p, count, per, n, x, scratch, type->input_stride(p[0].w, n), shares,
+              min_int(threads, SHARES_MAX)};
+    share_init(shares, c.nshares, units * groups);
+    if (c.stride) { /* the input, prepared once for all the products */
+        if (groups == 1)
+            prepare_group(&c, 0);
+        else
+            team_run(threads, prepare_job, &c);
     }
+    team_run(threads, take_units_job, &c);
+}
+
+typedef struct {
+    const Tensor *t;
+    void *mem;
+    int blocks;
+    void (*block)(const Tensor *t, void *mem, int b);
+} Packing;
+
+static void pack_job(void *packing, int me, int n) {
+    const Packing *k = packing;
+    TeamPart part = team_part(k->blocks, me, n);
+    for (int b = part.from; b < part.to; b++) k->block(k->t, k->mem, b);
+}
+
+void pack_blocks(const Tensor *t, void *mem, int blocks,
+                 void (*block)(const Tensor *t, void *mem, int b)) {
+    Packing k = {t, mem, blocks, block};
+    team_run((long)t->rows * t->cols >= PARALLEL_MIN_WORK ? team_size() : 1, pack_job, &k);
 }
 
 void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch) {

@@ -116,6 +116,11 @@ void quantize_q8_ref(int8_t *xq, float *xq_scale, const float *x, int n, int gro
  * times = -128 or -8. */
 void group_sums(int32_t *out, const int8_t *xq, int n, int group_size, int times);
 
+/* For the weight types' pack: block(t, mem, b) for each b in 0 .. blocks - 1, shared among
+ * the threads when the matrix is large enough (packing is most of a model's load time). */
+void pack_blocks(const Tensor *t, void *mem, int blocks,
+                 void (*block)(const Tensor *t, void *mem, int b));
+
 /* Which path each type's product takes in this build, e.g. "f32:avx512 bf16:avx512bf16
  * q8_0:avx512vnni q4_0:avx512vnni", for the tests and the benchmark report. */
 const char *matmul_isa(void);

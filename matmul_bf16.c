@@ -136,25 +136,25 @@ static inline uint32_t weight_bits(const uint16_t *row, int j, int cols) {
     return (h & 0x7F80u) == 0 ? h & 0x8000u : h;
 }
 
-static void pack(Tensor *t, void *mem) {
+/* Superblock b: its BF16_SB rows' column pairs interleaved, a padding row as zero weights. */
+static void pack_block(const Tensor *t, void *mem, int b) {
     int rows = t->rows, cols = t->cols, pairs = pairs_of(t);
-    int blocks = (rows + BF16_SB - 1) / BF16_SB;
-    uint32_t *dst = mem;
-    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < blocks; b++) {
-        uint32_t *out = dst + (size_t)b * pairs * BF16_SB;
-        for (int i = 0; i < BF16_SB; i++) {
-            int r = b * BF16_SB + i;
-            if (r >= rows) { /* a padding row: zero weights */
-                for (int p = 0; p < pairs; p++) out[(size_t)p * BF16_SB + i] = 0;
-                continue;
-            }
-            const uint16_t *row = (const uint16_t *)t->data + (size_t)r * cols;
-            for (int p = 0; p < pairs; p++)
-                out[(size_t)p * BF16_SB + i] =
-                    weight_bits(row, 2 * p, cols) | weight_bits(row, 2 * p + 1, cols) << 16;
+    uint32_t *out = (uint32_t *)mem + (size_t)b * pairs * BF16_SB;
+    for (int i = 0; i < BF16_SB; i++) {
+        int r = b * BF16_SB + i;
+        if (r >= rows) {
+            for (int p = 0; p < pairs; p++) out[(size_t)p * BF16_SB + i] = 0;
+            continue;
         }
+        const uint16_t *row = (const uint16_t *)t->data + (size_t)r * cols;
+        for (int p = 0; p < pairs; p++)
+            out[(size_t)p * BF16_SB + i] =
+                weight_bits(row, 2 * p, cols) | weight_bits(row, 2 * p + 1, cols) << 16;
     }
+}
+
+static void pack(Tensor *t, void *mem) {
+    pack_blocks(t, mem, (t->rows + BF16_SB - 1) / BF16_SB, pack_block);
     t->packed = mem;
 }
 

@@ -70,23 +70,24 @@ static size_t packed_size(const Tensor *w) {
     return (size_t)(w->rows + F32_SB - 1) / F32_SB * F32_SB * w->cols * sizeof(float);
 }
 
-static void pack(Tensor *t, void *mem) {
-    int rows = t->rows, cols = t->cols, blocks = (rows + F32_SB - 1) / F32_SB;
+/* Superblock b: its F32_SB rows interleaved, a padding row as zero weights. */
+static void pack_block(const Tensor *t, void *mem, int b) {
+    int rows = t->rows, cols = t->cols;
     const float *w = t->data;
-    float *dst = mem;
-    /* a superblock at a time, both threads at once: this is most of an f32 model's load */
-    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < blocks; b++) {
-        float *out = dst + (size_t)b * cols * F32_SB;
-        for (int i = 0; i < F32_SB; i++) {
-            int r = b * F32_SB + i;
-            if (r >= rows) { /* a padding row: zero weights */
-                for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = 0.0f;
-                continue;
-            }
-            for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = w[(size_t)r * cols + j];
+    float *out = (float *)mem + (size_t)b * cols * F32_SB;
+    for (int i = 0; i < F32_SB; i++) {
+        int r = b * F32_SB + i;
+        if (r >= rows) {
+            for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = 0.0f;
+            continue;
         }
+        for (int j = 0; j < cols; j++) out[(size_t)j * F32_SB + i] = w[(size_t)r * cols + j];
     }
+}
+
+/* a superblock at a time, on all threads: this is most of an f32 model's load */
+static void pack(Tensor *t, void *mem) {
+    pack_blocks(t, mem, (t->rows + F32_SB - 1) / F32_SB, pack_block);
     t->packed = mem;
 }
 

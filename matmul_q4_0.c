@@ -153,21 +153,23 @@ static size_t packed_size(const Tensor *w) {
     return (size_t)(w->rows + Q4_ROWS - 1) / Q4_ROWS * rows_block_bytes(w->cols);
 }
 
-static void pack(Tensor *t, void *mem) {
-    int rows = t->rows, G = blocks_of(t->cols), nb = (rows + Q4_ROWS - 1) / Q4_ROWS;
+/* Block b of Q4_ROWS rows; padding rows have no weights and scale 0. */
+static void pack_block(const Tensor *t, void *mem, int b) {
+    int rows = t->rows, G = blocks_of(t->cols);
     size_t bytes = rows_block_bytes(t->cols);
-    #pragma omp parallel for schedule(static) if ((long)rows * t->cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < nb; b++) {
-        uint8_t *dst = (uint8_t *)mem + (size_t)b * bytes;
-        memset(dst, 0, bytes); /* padding rows: no weights, scale 0 */
-        for (int l = 0; l < Q4_ROWS && b * Q4_ROWS + l < rows; l++)
-            for (int g = 0; g < G; g++) {
-                const uint8_t *src = block_at(t, b * Q4_ROWS + l, g);
-                for (int k = 0; k < 4; k++)
-                    memcpy(dst + nibbles_at(g) + k * 64 + l * 4, src + 2 + 4 * k, 4);
-                ((uint16_t *)(dst + scales_at(g)))[l] = block_scale(src);
-            }
-    }
+    uint8_t *dst = (uint8_t *)mem + (size_t)b * bytes;
+    memset(dst, 0, bytes);
+    for (int l = 0; l < Q4_ROWS && b * Q4_ROWS + l < rows; l++)
+        for (int g = 0; g < G; g++) {
+            const uint8_t *src = block_at(t, b * Q4_ROWS + l, g);
+            for (int k = 0; k < 4; k++)
+                memcpy(dst + nibbles_at(g) + k * 64 + l * 4, src + 2 + 4 * k, 4);
+            ((uint16_t *)(dst + scales_at(g)))[l] = block_scale(src);
+        }
+}
+
+static void pack(Tensor *t, void *mem) {
+    pack_blocks(t, mem, (t->rows + Q4_ROWS - 1) / Q4_ROWS, pack_block);
     t->packed = mem;
 }
 

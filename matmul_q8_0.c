@@ -292,42 +292,44 @@ static size_t packed_size(const Tensor *w) {
     return round64(sizeof(Q8Packed)) + blocks * q8_block_bytes(w->cols, gs);
 }
 
-static void pack(Tensor *t, void *mem) {
+/* Block b of Q8_BLOCK rows, each group's weight vectors then its scales. */
+static void pack_block(const Tensor *t, void *mem, int b) {
     int rows = t->rows, cols = t->cols, gs = t->group_size, groups = (cols + gs - 1) / gs;
-    int blocks = (rows + Q8_BLOCK - 1) / Q8_BLOCK, gsteps = gs / 4;
-    Q8Packed *p = mem;
-    uint8_t *q = (uint8_t *)mem + round64(sizeof(Q8Packed));
-    p->q = q;
-    p->block_bytes = q8_block_bytes(cols, gs);
-    p->steps = (cols + 3) / 4;
+    int gsteps = gs / 4;
+    const Q8Packed *p = mem;
     const int8_t *w = t->data;
-    /* a block at a time, both threads at once: this is most of a Q8_0 model's load time. A row
-     * is read in order (16 rows a group at a time made loading 110M 2-3x slower). */
-    #pragma omp parallel for schedule(static) if ((long)rows * cols >= PARALLEL_MIN_WORK)
-    for (int b = 0; b < blocks; b++) {
-        uint8_t *block = q + (size_t)b * p->block_bytes;
-        /* padding rows and columns: weight 0 (0x80 once unsigned); every scale is written below */
-        memset(block, 0x80, p->block_bytes);
-        for (int lane = 0; lane < Q8_BLOCK; lane++) {
-            int r = b * Q8_BLOCK + lane;
-            for (int g = 0; g < groups; g++) {
-                uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
-                int c0 = g * gs, c1 = min_int(cols, c0 + gs);
-                float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
-                scale[lane] = r < rows ? t->scales[(size_t)r * groups + g] : 0.0f;
-                for (int c = c0; r < rows && c < c1; c += 4) {
-                    const int8_t *row = w + (size_t)r * cols;
-                    uint32_t v = 0; /* past the row: 0 here, 0x80 (weight 0) after the flip */
-                    if (c + 4 <= c1) /* a constant size: a variable one is a byte loop */
-                        memcpy(&v, row + c, 4);
-                    else
-                        memcpy(&v, row + c, (size_t)(c1 - c));
-                    v ^= 0x80808080u;
-                    memcpy(at + (size_t)(c - c0) / 4 * 64 + lane * 4, &v, 4);
-                }
+    uint8_t *block = (uint8_t *)p->q + (size_t)b * p->block_bytes;
+    /* padding rows and columns: weight 0 (0x80 once unsigned); every scale is written below */
+    memset(block, 0x80, p->block_bytes);
+    for (int lane = 0; lane < Q8_BLOCK; lane++) {
+        int r = b * Q8_BLOCK + lane;
+        for (int g = 0; g < groups; g++) {
+            uint8_t *at = block + (size_t)g * (gsteps + 1) * 64;
+            int c0 = g * gs, c1 = min_int(cols, c0 + gs);
+            float *scale = (float *)(at + (size_t)((c1 - c0 + 3) / 4) * 64);
+            scale[lane] = r < rows ? t->scales[(size_t)r * groups + g] : 0.0f;
+            for (int c = c0; r < rows && c < c1; c += 4) {
+                const int8_t *row = w + (size_t)r * cols;
+                uint32_t v = 0; /* past the row: 0 here, 0x80 (weight 0) after the flip */
+                if (c + 4 <= c1) /* a constant size: a variable one is a byte loop */
+                    memcpy(&v, row + c, 4);
+                else
+                    memcpy(&v, row + c, (size_t)(c1 - c));
+                v ^= 0x80808080u;
+                memcpy(at + (size_t)(c - c0) / 4 * 64 + lane * 4, &v, 4);
             }
         }
     }
+}
+
+/* a block at a time, on all threads: this is most of a Q8_0 model's load time. A row is read
+ * in order (16 rows a group at a time made loading 110M 2-3x slower). */
+static void pack(Tensor *t, void *mem) {
+    Q8Packed *p = mem;
+    p->q = (uint8_t *)mem + round64(sizeof(Q8Packed));
+    p->block_bytes = q8_block_bytes(t->cols, t->group_size);
+    p->steps = (t->cols + 3) / 4;
+    pack_blocks(t, mem, (t->rows + Q8_BLOCK - 1) / Q8_BLOCK, pack_block);
     t->packed = p;
 }
 

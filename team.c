@@ -1,4 +1,4 @@
-/* team.c - the threads that decode a token (team.h says why they are not OpenMP's).
+/* team.c - the engine's threads (team.h says why they are not OpenMP's).
  *
  * Each helper thread (me = 1 .. TEAM_MAX - 1, started the first time a call needs it) has a
  * cache line of its own: the caller writes there the number of the call it is to work on,
@@ -9,15 +9,27 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <threads.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-/* How long a helper spins after its last call before it sleeps: about as long as libgomp's
- * threads do. Between the calls of a decoding token there are microseconds. */
+/* How long a helper spins after its last call before it sleeps, and the caller spins for
+ * its helpers before it lets others have its core between looks: about as long as libgomp's
+ * threads spin. Between the calls of a token there are microseconds. OMP_WAIT_POLICY=passive
+ * makes it 0, as it makes libgomp's threads sleep at once: on a machine whose cores are busy
+ * with other work, a spinning thread can hold the very core the thread it waits for needs
+ * (BENCHMARKS.md, "Threads on a shared machine"). */
 #define TEAM_SPIN_NS 2000000L
+static long long spin_ns = TEAM_SPIN_NS;
+
+/* The processors the program may run on: a team larger than that does not spin at all (as
+ * libgomp's threads spin far less then), since a spinning thread would hold a processor that
+ * a thread with work to do is waiting for. */
+static int procs = TEAM_MAX;
 
 typedef struct {
     _Alignas(64) _Atomic uint64_t go; /* the call to work on */
@@ -41,6 +53,11 @@ static struct {
 static once_flag team_once = ONCE_FLAG_INIT;
 
 static void team_init(void) {
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    if (policy && (!strcmp(policy, "passive") || !strcmp(policy, "PASSIVE"))) spin_ns = 0;
+#ifdef _OPENMP
+    procs = omp_get_num_procs();
+#endif
     team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
                     cnd_init(&team.wake) == thrd_success;
 }
@@ -57,19 +74,20 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Waits until helper h is given a call other than `seen`, and returns it: spinning first,
- * then, after TEAM_SPIN_NS, asleep. The sleep is safe against a lost wake-up because both
+/* Waits until helper h is given a call other than `seen`, and returns it: spinning first
+ * (unless its last call had more threads than there are processors), then, after spin_ns,
+ * asleep. The sleep is safe against a lost wake-up because both
  * sides store, then load, sequentially consistent: the helper sets `sleeping` and then looks
  * at `go`, the caller sets `go` and then looks at `sleeping`, so at least one of them sees
  * the other's store; and a caller that sees `sleeping` signals under the lock the helper
  * holds until cnd_wait releases it. */
-static uint64_t wait_for_call(Helper *h, uint64_t seen) {
-    long long start = now_ns();
+static uint64_t wait_for_call(Helper *h, uint64_t seen, int last_n) {
+    long long start = now_ns(), spin = last_n > procs ? 0 : spin_ns;
     for (unsigned spins = 1;; spins++) {
         uint64_t go = atomic_load_explicit(&h->go, memory_order_acquire);
         if (go != seen) return go;
         cpu_relax();
-        if (spins % 256 == 0 && team.sleep_ok && now_ns() - start > TEAM_SPIN_NS) {
+        if (spins % 256 == 0 && team.sleep_ok && now_ns() - start >= spin) {
             mtx_lock(&team.lock);
             atomic_store(&h->sleeping, 1);
             while ((go = atomic_load(&h->go)) == seen) cnd_wait(&team.wake, &team.lock);
@@ -83,9 +101,11 @@ static uint64_t wait_for_call(Helper *h, uint64_t seen) {
 static int helper_main(void *p) {
     int me = (int)(intptr_t)p;
     Helper *h = &team.helper[me];
+    int n = 0; /* the size of its last call */
     for (uint64_t seen = 0;;) {
-        seen = wait_for_call(h, seen);
-        team.fn(team.arg, me, team.n);
+        seen = wait_for_call(h, seen, n);
+        n = team.n;
+        team.fn(team.arg, me, n);
         atomic_store_explicit(&h->done, seen, memory_order_release);
     }
     return 0;
@@ -127,8 +147,15 @@ void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg) {
         mtx_unlock(&team.lock);
     }
     fn(arg, 0, n);
+    long long start = 0, spin = n > procs ? 0 : spin_ns;
     for (int i = 1; i < n; i++)
-        while (atomic_load_explicit(&team.helper[i].done, memory_order_acquire) != call)
+        for (unsigned spins = 1;
+             atomic_load_explicit(&team.helper[i].done, memory_order_acquire) != call; spins++) {
             cpu_relax();
+            if (spins % 256 == 0) { /* long enough to look at the clock */
+                if (!start) start = now_ns();
+                if (now_ns() - start >= spin) thrd_yield();
+            }
+        }
     atomic_flag_clear_explicit(&team.busy, memory_order_release);
 }

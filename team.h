@@ -1,17 +1,19 @@
 /*
- * team.h - the threads that decode a token: a team kept waiting between calls, so that
- * handing a product to every thread costs about what one cache line's trip between two cores
- * costs. Internal to the library.
+ * team.h - the engine's threads: a team kept waiting between calls, so that handing work to
+ * every thread costs about what one cache line's trip between two cores costs. Internal to
+ * the library.
  *
- * Why not an OpenMP parallel region: decoding a 110M Q8_0 token is about 61 parallel regions
- * of 25-60 us each, and entering and leaving one in libgomp costs about 3 us here (an empty
- * region, two threads) where the team's hand-over costs well under one. Run under a pool like
- * this one, the same engine decoded 110M Q8_0 1.12x faster (BENCHMARKS.md, "A team that
- * waits spinning"). Prompts and everything else keep OpenMP: their regions are few and long.
+ * Why not OpenMP's parallel regions: decoding a 110M Q8_0 token is about 61 of them, of 25-60
+ * us each, and entering and leaving one in libgomp costs about 3 us here (an empty region,
+ * two threads), where a call to the team costs well under one. Every parallel step goes
+ * through the team (products, attention, the elementwise steps of a prompt, packing at load,
+ * the sampler): were some left to OpenMP, its threads would spin for milliseconds after each
+ * region, on the cores the team needs (BENCHMARKS.md, "A team of threads instead of OpenMP's
+ * regions"). OpenMP, when the build has it, only says how many threads (OMP_NUM_THREADS,
+ * --threads).
  *
  * A waiting thread spins for up to TEAM_SPIN_NS, then sleeps until the next call, so that a
- * paused or finished generation leaves no core busy. Without OpenMP the team has one thread,
- * the caller, as every other parallel loop then has.
+ * paused or finished generation leaves no core busy.
  */
 #ifndef TEAM_H
 #define TEAM_H
@@ -22,10 +24,20 @@
  * another thread of the program) runs fn(arg, 0, 1) on the calling thread instead. */
 void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg);
 
-/* The threads team_run can use: OpenMP's thread count (--threads), 1 without OpenMP, at
- * most TEAM_MAX. */
+/* The threads the engine's steps use: OpenMP's thread count (OMP_NUM_THREADS, --threads), 1
+ * in a build without OpenMP, at most TEAM_MAX. */
 int team_size(void);
 
 enum { TEAM_MAX = 64 };
+
+/* Items from .. to - 1 of 0 .. count - 1: thread me's contiguous part when n threads split
+ * them evenly, as OpenMP's schedule(static) would. */
+typedef struct {
+    int from, to;
+} TeamPart;
+
+static inline TeamPart team_part(int count, int me, int n) {
+    return (TeamPart){(int)((long long)count * me / n), (int)((long long)count * (me + 1) / n)};
+}
 
 #endif

@@ -13,9 +13,9 @@ CFLAGS = ["-std=c11", "-ffp-contract=off", "-Wall", "-Wextra", "-Wshadow",
           "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-D_POSIX_C_SOURCE=200809L", "-I."]
 
 
-def check_kernel_tests(exe):
+def check_kernel_tests(exe, env=None):
     """Runs a test_kernels binary; fails on any failing case, naming it."""
-    p = subprocess.run([exe], capture_output=True, timeout=600)
+    p = subprocess.run([exe], capture_output=True, timeout=600, env=env)
     out = p.stdout.decode(errors="replace")
     fails = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert p.returncode == 0 and not fails and re.search(r"\d+ passed, 0 failed", out), (
@@ -25,6 +25,13 @@ def check_kernel_tests(exe):
 
 def test_kernels_native():
     check_kernel_tests(os.path.join(common.BIN, "test_kernels"))
+
+
+def test_kernels_passive_threads():
+    # OMP_WAIT_POLICY=passive: the team's threads sleep after every call instead of spinning
+    # (team.c), so every call wakes them
+    check_kernel_tests(os.path.join(common.BIN, "test_kernels"),
+                       env=dict(os.environ, OMP_WAIT_POLICY="passive"))
 
 
 def cpu_flags():
