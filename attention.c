@@ -927,8 +927,7 @@ static void attend_item(float *out, const float *q, const KvCache *c, int layer,
 /* ----- sharing the work ----- */
 
 /* Attention shares the work items among the threads when there is enough work: below, the
- * calling thread does them all (a branch, not `parallel if`, which still costs a trip into
- * the OpenMP runtime). */
+ * calling thread does them all, as handing them over would cost more than it saves. */
 #define PARALLEL_MIN_ATTENTION (1 << 15)
 
 /* How a layer's work is cut: heads_per of each group's heads and queries_per queries per

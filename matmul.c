@@ -2,8 +2,8 @@
  * matmul.c - the products of every weight type, shared out among the threads.
  *
  * Each product is cut into units of a few rows (the tile height of its weight type) by up to
- * MATMUL_TOKENS tokens, and the threads share out the units of all the products of one call
- * (share.h: each its own contiguous share, stealing when it runs out).
+ * MATMUL_TOKENS tokens, and the threads (team.h) share out the units of all the products of
+ * one call (share.h: each its own contiguous share, stealing when it runs out).
  * The arithmetic is the weight type's own (matmul_<type>.c); this file only prepares the
  * input once and decides who computes which rows for which tokens. A (row, token) output is
  * computed the same way whichever unit holds it, so neither the number of threads nor the
@@ -53,8 +53,9 @@ typedef struct {
 
 /* The units of a call that thread `me` takes (share.h). Units run row-block-major, so a
  * thread's units of one row block follow each other and its weights stay in the cache while
- * the token groups pass. Threads past SHARES_MAX take none; a team smaller than nshares
- * (OMP_DYNAMIC) leaves shares without owners, which the others steal. */
+ * the token groups pass. Threads past SHARES_MAX take none; a team smaller than nshares (the
+ * team busy, or short of threads: team.h) leaves shares without owners, which the others
+ * steal. */
 static void take_units(const Call *c, int me) {
     if (me >= c->nshares) return;
     const WeightType *type = weight_type(c->p[0].w->type);

@@ -2,11 +2,12 @@
  *
  * Each helper thread (me = 1 .. TEAM_MAX - 1, started the first time a call needs it) has a
  * cache line of its own: the caller writes there the number of the call it is to work on,
- * the helper writes back the number of the call it has finished. Nothing else is shared
- * while a call runs, so a call costs the caller a write to each helper's line and a read of
- * each as it finishes. */
+ * the helper writes back the number of the call it has finished. Besides those lines a
+ * helper only reads the call itself (team.fn, arg, n), written before its number, so a call
+ * costs the caller a write to each helper's line and a read of each as it finishes. */
 #include "team.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,6 +32,9 @@ static long long spin_ns = TEAM_SPIN_NS;
  * a thread with work to do is waiting for. */
 static int procs = TEAM_MAX;
 
+/* Spins between two looks at the clock (a look costs about as much as 256 pauses). */
+#define SPINS_PER_LOOK 256
+
 typedef struct {
     _Alignas(64) _Atomic uint64_t go; /* the call to work on */
     _Atomic uint64_t done;            /* the last call finished */
@@ -44,6 +48,8 @@ static struct {
     int n;
     uint64_t calls;               /* calls made so far (64 bits: never wraps), under busy */
     int started;                  /* helpers 1 .. started - 1 exist */
+    int start_failed;             /* a helper could not be started: no more attempts */
+    int forked;                   /* this is the child of a fork() */
     atomic_flag busy;             /* held by the call under way */
     mtx_t lock;                   /* with wake: where helpers sleep */
     cnd_t wake;
@@ -52,9 +58,26 @@ static struct {
 
 static once_flag team_once = ONCE_FLAG_INIT;
 
+/* In the child of a fork() only the forking thread exists: the team starts again from none,
+ * as if never used (the lock and condition are made anew: a helper may have held the lock). */
+static void team_after_fork(void) {
+    for (int i = 0; i < TEAM_MAX; i++) {
+        atomic_store(&team.helper[i].go, 0);
+        atomic_store(&team.helper[i].done, 0);
+        atomic_store(&team.helper[i].sleeping, 0);
+    }
+    team.calls = 0, team.started = 1, team.start_failed = 0, team.forked = 1;
+    atomic_flag_clear(&team.busy);
+    team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
+                    cnd_init(&team.wake) == thrd_success;
+}
+
 static void team_init(void) {
-    const char *policy = getenv("OMP_WAIT_POLICY");
-    if (policy && (!strcmp(policy, "passive") || !strcmp(policy, "PASSIVE"))) spin_ns = 0;
+    pthread_atfork(NULL, NULL, team_after_fork);
+    const char *policy = getenv("OMP_WAIT_POLICY"), *passive = "passive";
+    int i = 0; /* compared as libgomp does, in any case */
+    while (policy && passive[i] && (policy[i] | 0x20) == passive[i]) i++;
+    if (policy && !passive[i] && !policy[i]) spin_ns = 0;
 #ifdef _OPENMP
     procs = omp_get_num_procs();
 #endif
@@ -87,7 +110,7 @@ static uint64_t wait_for_call(Helper *h, uint64_t seen, int last_n) {
         uint64_t go = atomic_load_explicit(&h->go, memory_order_acquire);
         if (go != seen) return go;
         cpu_relax();
-        if (spins % 256 == 0 && team.sleep_ok && now_ns() - start >= spin) {
+        if (spins % SPINS_PER_LOOK == 0 && team.sleep_ok && now_ns() - start >= spin) {
             mtx_lock(&team.lock);
             atomic_store(&h->sleeping, 1);
             while ((go = atomic_load(&h->go)) == seen) cnd_wait(&team.wake, &team.lock);
@@ -111,6 +134,36 @@ static int helper_main(void *p) {
     return 0;
 }
 
+/* Starts helper me, if it is one still to start, and says whether it runs. */
+static int start_helper(int me, int n) {
+    thrd_t t;
+    if (me < team.started || me >= n ||
+        thrd_create(&t, helper_main, (void *)(intptr_t)me) != thrd_success)
+        return 0;
+    thrd_detach(t);
+    return 1;
+}
+
+/* Starts helpers team.started .. n - 1. With OpenMP each is started by the OpenMP thread of
+ * its number, whose processors it inherits: under OMP_PROC_BIND or OMP_PLACES libgomp has
+ * bound that thread to its place, and the caller (me = 0) to the first, which a helper
+ * started by the caller would share. Not in the child of a fork, where libgomp's own threads
+ * are gone and its regions would wait for them. */
+static void start_helpers(int n) {
+    int ok[TEAM_MAX] = {0};
+#ifdef _OPENMP
+    if (!team.forked) {
+        #pragma omp parallel num_threads(n)
+        ok[omp_get_thread_num()] = start_helper(omp_get_thread_num(), n);
+    } else
+#endif
+        for (int me = 0; me < n; me++) ok[me] = start_helper(me, n);
+    /* a helper that could not be started leaves a smaller team (any started after it just
+     * waits, never called) */
+    while (team.started < n && ok[team.started]) team.started++;
+    team.start_failed = team.started < n;
+}
+
 int team_size(void) {
 #ifdef _OPENMP
     int n = omp_get_max_threads();
@@ -127,12 +180,7 @@ void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg) {
         return;
     }
     call_once(&team_once, team_init);
-    while (team.started < n) { /* a helper that cannot be started leaves a smaller team */
-        thrd_t t;
-        if (thrd_create(&t, helper_main, (void *)(intptr_t)team.started) != thrd_success) break;
-        thrd_detach(t);
-        team.started++;
-    }
+    if (team.started < n && !team.start_failed) start_helpers(n);
     n = n < team.started ? n : team.started;
     uint64_t call = ++team.calls;
     team.fn = fn, team.arg = arg, team.n = n;
@@ -152,7 +200,7 @@ void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg) {
         for (unsigned spins = 1;
              atomic_load_explicit(&team.helper[i].done, memory_order_acquire) != call; spins++) {
             cpu_relax();
-            if (spins % 256 == 0) { /* long enough to look at the clock */
+            if (spins % SPINS_PER_LOOK == 0) {
                 if (!start) start = now_ns();
                 if (now_ns() - start >= spin) thrd_yield();
             }

@@ -12,16 +12,18 @@
  * regions"). OpenMP, when the build has it, only says how many threads (OMP_NUM_THREADS,
  * --threads).
  *
- * A waiting thread spins for up to TEAM_SPIN_NS, then sleeps until the next call, so that a
- * paused or finished generation leaves no core busy.
+ * A waiting thread spins for up to 2 ms, then sleeps until the next call, so that a paused or
+ * finished generation leaves no core busy. The child of a fork() starts a team of its own.
  */
 #ifndef TEAM_H
 #define TEAM_H
 
 /* Runs fn(arg, me, n) once for each me in 0 .. n - 1 on n threads, the caller being me = 0,
  * and returns when every one has returned; what they wrote is then visible to the caller.
- * n is at most team_size(). A call made while the team is busy (from inside fn, or from
- * another thread of the program) runs fn(arg, 0, 1) on the calling thread instead. */
+ * The n that fn is given may be smaller than asked (at most TEAM_MAX, and only the helpers
+ * that could be started), so fn must split its work by the n it receives. A call made while
+ * the team is busy (from inside fn, or from another thread of the program) runs
+ * fn(arg, 0, 1) on the calling thread instead. */
 void team_run(int n, void (*fn)(void *arg, int me, int n), void *arg);
 
 /* The threads the engine's steps use: OpenMP's thread count (OMP_NUM_THREADS, --threads), 1

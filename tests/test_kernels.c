@@ -19,6 +19,8 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <stdint.h>
 #ifdef _OPENMP
@@ -640,10 +642,33 @@ static void test_team(void) {
         if (!ok) atomic_fetch_add(&bad, 1);
     }
     CHECK(atomic_load(&bad) == 0, "concurrent callers: %d calls ran wrongly", atomic_load(&bad));
+    /* the child of a fork has none of the parent's helpers: it must start its own */
+    team_round(2, 0);
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) _exit(team_round(2, 0) == 0 && team_round(3, 1) == 0 ? 0 : 1);
+    int status = -1, waited = 0;
+    while (child > 0 && waitpid(child, &status, WNOHANG) == 0 && waited++ < 1000)
+        nanosleep(&(struct timespec){0, 10000000}, NULL);
+    if (waited > 1000) kill(child, SIGKILL), waitpid(child, &status, 0);
+    CHECK(child > 0 && waited <= 1000 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a team call in a forked child %s", waited > 1000 ? "hung" : "went wrong");
 }
 
 /* Every type on a matrix large enough to be shared among the threads, in units of rows by
  * token groups: the threads must not change a bit. */
+typedef struct {
+    float *y;
+    const Tensor *t;
+    const float *x;
+    int n;
+} InsideCall;
+
+static void matmul_inside(void *call, int me, int n) {
+    InsideCall *c = call;
+    if (me == 0) run_matmul(c->y, c->t, c->x, c->n, 0);
+}
+
 static void test_matmul_threads(void) {
     static const int KINDS[][2] = {{WEIGHT_F32, 0}, {WEIGHT_BF16, 0}, {WEIGHT_Q8_0, 64},
                                    {WEIGHT_Q4_0, 32}};
@@ -653,6 +678,18 @@ static void test_matmul_threads(void) {
         float *x = random_floats((size_t)n * cols);
         m.packed = pack(&m.t);
         check_matmul(&m, x, n, m.packed ? "packed, shared" : "shared");
+        /* called from inside a call of the team, which is then busy: the caller alone takes
+         * every share (team.h), and must give the same numbers */
+        for (int tokens = 1; tokens <= n; tokens += n - 1) {
+            float *y = malloc(sizeof(float) * tokens * rows), *inside = malloc(sizeof(float) * tokens * rows);
+            run_matmul(y, &m.t, x, tokens, 0);
+            for (int i = 0; i < tokens * rows; i++) inside[i] = NAN; /* a row not written shows */
+            InsideCall call = {inside, &m.t, x, tokens};
+            team_run(2, matmul_inside, &call);
+            CHECK(!memcmp(y, inside, sizeof(float) * tokens * rows),
+                  "%s, %d tokens: a product inside a team call differs", type_name(&m.t), tokens);
+            free(y), free(inside);
+        }
         free_matrix(&m);
         free(x);
     }
