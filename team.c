@@ -14,6 +14,7 @@
 #include <string.h>
 #include <threads.h>
 #include <time.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -80,6 +81,9 @@ static void team_init(void) {
     if (policy && !passive[i] && !policy[i]) spin_ns = 0;
 #ifdef _OPENMP
     procs = omp_get_num_procs();
+#elif defined(_SC_NPROCESSORS_ONLN)
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    procs = online > 0 && online < TEAM_MAX ? (int)online : TEAM_MAX;
 #endif
     team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
                     cnd_init(&team.wake) == thrd_success;

@@ -621,7 +621,7 @@ static int team_round(int n, int nest) {
 
 static void test_team(void) {
     int wrong = 0, calls = 0;
-    for (int round = 0; round < 300; round++)
+    for (int round = 0; round < 100; round++)
         for (int n = 1; n <= TEAM_TEST_MAX; n++, calls++) /* n = 1 leaves the team free */
             wrong += team_round(n, n > 1 && round % 3 == 0);
     CHECK(wrong == 0, "%d threads of %d calls ran wrongly", wrong, calls);
@@ -635,7 +635,7 @@ static void test_team(void) {
     /* two threads of the program calling at once: one gets the team, the other runs alone */
     _Atomic int bad = 0;
     #pragma omp parallel num_threads(2)
-    for (int round = 0; round < 2000; round++) {
+    for (int round = 0; round < 500; round++) {
         TeamProbe p = {0};
         team_run(2, team_probe, &p);
         int n = p.told[0], ok = p.runs[0] == 1 && (n == 1 || n == 2) && p.runs[1] == (n == 2);
