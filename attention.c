@@ -79,11 +79,10 @@ typedef struct {
     int n, n_heads, head_size;
 } Rope;
 
-static void rope_tokens(void *rope, int me, int threads) {
+static void rope_tokens(void *rope, int from, int to) {
     const Rope *r = rope;
     size_t half = r->head_size / 2, width = (size_t)r->n_heads * r->head_size;
-    TeamPart part = team_part(r->n, me, threads);
-    for (int t = part.from; t < part.to; t++)
+    for (int t = from; t < to; t++)
         rope_token(r->vec + t * width, r->cos + t * half, r->sin + t * half, r->n_heads,
                    r->head_size);
 }
@@ -91,7 +90,7 @@ static void rope_tokens(void *rope, int me, int threads) {
 void rope(float *vec, const float *cos, const float *sin, int n, int n_heads, int head_size) {
     Rope r = {vec, cos, sin, n, n_heads, head_size};
     long values = (long)n * n_heads * head_size;
-    team_run(values >= PARALLEL_MIN_ROPE ? team_size() : 1, rope_tokens, &r);
+    team_for(values >= PARALLEL_MIN_ROPE ? team_size() : 1, n, rope_tokens, &r);
 }
 
 /* ------------------------------------------------------------------------------------------ */

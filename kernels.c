@@ -41,17 +41,16 @@ typedef struct {
     float eps;
 } Norm;
 
-static void rmsnorm_rows(void *norm, int me, int threads) {
+static void rmsnorm_rows(void *norm, int from, int to) {
     const Norm *a = norm;
-    TeamPart part = team_part(a->n, me, threads);
-    for (int t = part.from; t < part.to; t++)
+    for (int t = from; t < to; t++)
         rmsnorm_row(a->out + (size_t)t * a->dim, a->x + (size_t)t * a->dim, a->weight, a->dim,
                     a->eps);
 }
 
 void rmsnorm(float *out, const float *x, const float *weight, int n, int dim, float eps) {
     Norm a = {out, x, weight, n, dim, eps};
-    team_run(threads_for((long)n * dim), rmsnorm_rows, &a);
+    team_for(threads_for((long)n * dim), n, rmsnorm_rows, &a);
 }
 
 void add_bias(float *x, const float *bias, int n, int dim) {
@@ -66,15 +65,16 @@ typedef struct {
     int n;
 } Elementwise;
 
-static void add_blocks(void *args, int me, int threads) {
+static int blocks_of(int n) { return (n + BLOCK - 1) / BLOCK; }
+
+static void add_blocks(void *args, int from, int to) {
     const Elementwise *e = args;
-    TeamPart part = team_part((e->n + BLOCK - 1) / BLOCK, me, threads);
-    for (int i = part.from * BLOCK; i < part.to * BLOCK && i < e->n; i++) e->out[i] += e->a[i];
+    for (int i = from * BLOCK; i < to * BLOCK && i < e->n; i++) e->out[i] += e->a[i];
 }
 
 void add(float *x, const float *y, int n) {
     Elementwise e = {x, y, NULL, n};
-    team_run(threads_for(n), add_blocks, &e);
+    team_for(threads_for(n), blocks_of(n), add_blocks, &e);
 }
 
 void softmax(float *x, int n) {
@@ -111,16 +111,15 @@ static void swiglu_block(float *out, const float *gate, const float *up, int n) 
 #endif
 }
 
-static void swiglu_blocks(void *args, int me, int threads) {
+static void swiglu_blocks(void *args, int from, int to) {
     const Elementwise *e = args;
-    TeamPart part = team_part((e->n + BLOCK - 1) / BLOCK, me, threads);
-    for (int i = part.from * BLOCK; i < part.to * BLOCK && i < e->n; i += BLOCK)
+    for (int i = from * BLOCK; i < to * BLOCK && i < e->n; i += BLOCK)
         swiglu_block(e->out + i, e->a + i, e->b + i, min_int(BLOCK, e->n - i));
 }
 
 void swiglu(float *out, const float *gate, const float *up, int n) {
     Elementwise e = {out, gate, up, n};
-    team_run(threads_for(n), swiglu_blocks, &e);
+    team_for(threads_for(n), blocks_of(n), swiglu_blocks, &e);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -43,7 +43,7 @@ static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / pe
 /* One call of matmul_many: its products, their input and the shares of their units. */
 typedef struct {
     const Product *p;
-    int count, per, n;
+    int per, n;
     const float *x;
     void *scratch;  /* the prepared input, when the weight type has one */
     size_t stride;  /* its bytes per token, or 0 */
@@ -79,10 +79,8 @@ static void prepare_group(const Call *c, int g) {
     weight_type(c->p[0].w->type)->prepare(c->scratch, c->x, c->n, g * MATMUL_TOKENS, c->p[0].w);
 }
 
-static void prepare_job(void *call, int me, int n) {
-    const Call *c = call;
-    TeamPart part = team_part(token_groups(c->n), me, n);
-    for (int g = part.from; g < part.to; g++) prepare_group(c, g);
+static void prepare_groups(void *call, int from, int to) {
+    for (int g = from; g < to; g++) prepare_group(call, g);
 }
 
 static void take_units_job(void *call, int me, int n) { take_units(call, me); }
@@ -104,14 +102,14 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
      * sharing it saves */
     int threads = work >= PARALLEL_MIN_WORK ? team_size() : 1, groups = token_groups(n);
     Share shares[SHARES_MAX];
-    Call c = {p, count, per, n, x, scratch, type->input_stride(p[0].w, n), shares,
+    Call c = {p, per, n, x, scratch, type->input_stride(p[0].w, n), shares,
               min_int(threads, SHARES_MAX)};
     share_init(shares, c.nshares, units * groups);
     if (c.stride) { /* the input, prepared once for all the products */
         if (groups == 1)
             prepare_group(&c, 0);
         else
-            team_run(threads, prepare_job, &c);
+            team_for(threads, groups, prepare_groups, &c);
     }
     team_run(threads, take_units_job, &c);
 }
@@ -119,20 +117,19 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
 typedef struct {
     const Tensor *t;
     void *mem;
-    int blocks;
     void (*block)(const Tensor *t, void *mem, int b);
 } Packing;
 
-static void pack_job(void *packing, int me, int n) {
+static void pack_some(void *packing, int from, int to) {
     const Packing *k = packing;
-    TeamPart part = team_part(k->blocks, me, n);
-    for (int b = part.from; b < part.to; b++) k->block(k->t, k->mem, b);
+    for (int b = from; b < to; b++) k->block(k->t, k->mem, b);
 }
 
 void pack_blocks(const Tensor *t, void *mem, int blocks,
                  void (*block)(const Tensor *t, void *mem, int b)) {
-    Packing k = {t, mem, blocks, block};
-    team_run((long)t->rows * t->cols >= PARALLEL_MIN_WORK ? team_size() : 1, pack_job, &k);
+    Packing k = {t, mem, block};
+    team_for((long)t->rows * t->cols >= PARALLEL_MIN_WORK ? team_size() : 1, blocks, pack_some,
+             &k);
 }
 
 void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch) {

@@ -45,16 +45,14 @@ static uint32_t random_u32(uint64_t *state) {
 /* A float in [0, 1) from the top 24 bits, which a float holds exactly. */
 static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; }
 
-/* x[i] = e^(x[i] - max) for thread me's part of the n values. */
+/* x[i] = e^(x[i] - max) for i in from .. to - 1. */
 typedef struct {
     float *x, max;
-    int n;
 } Exps;
 
-static void exps_part(void *exps, int me, int threads) {
-    Exps *e = exps;
-    int a = (int)((long)e->n * me / threads), b = (int)((long)e->n * (me + 1) / threads);
-    for (int i = a; i < b; i++) e->x[i] = expf(e->x[i] - e->max);
+static void exps(void *e, int from, int to) {
+    Exps *a = e;
+    for (int i = from; i < to; i++) a->x[i] = expf(a->x[i] - a->max);
 }
 
 /* x (n) = softmax(x) with expf, as llama2.c computes it, so that the same seed draws the
@@ -64,8 +62,8 @@ static void exps_part(void *exps, int me, int threads) {
 static void probabilities(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max) max = x[i];
-    Exps e = {x, max, n};
-    team_run(n >= 8192 ? team_size() : 1, exps_part, &e);
+    Exps e = {x, max};
+    team_for(n >= 8192 ? team_size() : 1, n, exps, &e);
     float sum = 0.0f;
     for (int i = 0; i < n; i++) sum += x[i];
     for (int i = 0; i < n; i++) x[i] /= sum;

@@ -33,7 +33,7 @@ static long long spin_ns = TEAM_SPIN_NS;
  * a thread with work to do is waiting for. */
 static int procs = TEAM_MAX;
 
-/* Spins between two looks at the clock (a look costs about as much as 256 pauses). */
+/* Pauses between two looks at the clock, so that the looks cost little beside the spinning. */
 #define SPINS_PER_LOOK 256
 
 typedef struct {
@@ -59,6 +59,12 @@ static struct {
 
 static once_flag team_once = ONCE_FLAG_INIT;
 
+/* The lock and condition where helpers sleep; without them they only spin. */
+static void make_sleep_lock(void) {
+    team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
+                    cnd_init(&team.wake) == thrd_success;
+}
+
 /* In the child of a fork() only the forking thread exists: the team starts again from none,
  * as if never used (the lock and condition are made anew: a helper may have held the lock). */
 static void team_after_fork(void) {
@@ -69,12 +75,12 @@ static void team_after_fork(void) {
     }
     team.calls = 0, team.started = 1, team.start_failed = 0, team.forked = 1;
     atomic_flag_clear(&team.busy);
-    team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
-                    cnd_init(&team.wake) == thrd_success;
+    make_sleep_lock();
 }
 
 static void team_init(void) {
     pthread_atfork(NULL, NULL, team_after_fork);
+    make_sleep_lock();
     const char *policy = getenv("OMP_WAIT_POLICY"), *passive = "passive";
     int i = 0; /* compared as libgomp does, in any case */
     while (policy && passive[i] && (policy[i] | 0x20) == passive[i]) i++;
@@ -85,8 +91,6 @@ static void team_init(void) {
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     procs = online > 0 && online < TEAM_MAX ? (int)online : TEAM_MAX;
 #endif
-    team.sleep_ok = mtx_init(&team.lock, mtx_plain) == thrd_success &&
-                    cnd_init(&team.wake) == thrd_success;
 }
 
 static long long now_ns(void) {
@@ -166,6 +170,22 @@ static void start_helpers(int n) {
      * waits, never called) */
     while (team.started < n && ok[team.started]) team.started++;
     team.start_failed = team.started < n;
+}
+
+typedef struct {
+    int count;
+    void (*body)(void *, int, int);
+    void *arg;
+} Loop;
+
+static void loop_part(void *loop, int me, int n) {
+    const Loop *l = loop;
+    l->body(l->arg, (int)((long long)l->count * me / n), (int)((long long)l->count * (me + 1) / n));
+}
+
+void team_for(int n, int count, void (*body)(void *arg, int from, int to), void *arg) {
+    Loop l = {count, body, arg};
+    team_run(n, loop_part, &l);
 }
 
 int team_size(void) {

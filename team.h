@@ -3,14 +3,14 @@
  * every thread costs about what one cache line's trip between two cores costs. Internal to
  * the library.
  *
- * Why not OpenMP's parallel regions: decoding a 110M Q8_0 token is about 61 of them, of 25-60
- * us each, and entering and leaving one in libgomp costs about 3 us here (an empty region,
- * two threads), where a call to the team costs well under one. Every parallel step goes
- * through the team (products, attention, the elementwise steps of a prompt, packing at load,
- * the sampler): were some left to OpenMP, its threads would spin for milliseconds after each
- * region, on the cores the team needs (BENCHMARKS.md, "A team of threads instead of OpenMP's
- * regions"). OpenMP, when the build has it, only says how many threads (OMP_NUM_THREADS,
- * --threads).
+ * Why not OpenMP's parallel regions: decoding a 110M Q8_0 token is 61 of them, about 50 us
+ * each on average, and entering and leaving one in libgomp costs about 3 us here (an empty
+ * region, two threads), where handing a cache line to the other thread and back costs 0.45.
+ * Every parallel step goes through the team (products, attention, the elementwise steps of
+ * a prompt, packing at load, the sampler): were some left to OpenMP, its threads would spin
+ * for milliseconds after each region, on the cores the team needs (BENCHMARKS.md, "A team of
+ * threads instead of OpenMP's regions"). OpenMP, when the build has it, only says how many
+ * threads (OMP_NUM_THREADS, --threads).
  *
  * A waiting thread spins for up to 2 ms, then sleeps until the next call, so that a paused or
  * finished generation leaves no core busy. The child of a fork() starts a team of its own.
@@ -32,14 +32,9 @@ int team_size(void);
 
 enum { TEAM_MAX = 64 };
 
-/* Items from .. to - 1 of 0 .. count - 1: thread me's contiguous part when n threads split
- * them evenly, as OpenMP's schedule(static) would. */
-typedef struct {
-    int from, to;
-} TeamPart;
-
-static inline TeamPart team_part(int count, int me, int n) {
-    return (TeamPart){(int)((long long)count * me / n), (int)((long long)count * (me + 1) / n)};
-}
+/* The loop of team_run's most common use: items 0 .. count - 1 split evenly into contiguous
+ * parts, as OpenMP's schedule(static) would, body(arg, from, to) running each part on its
+ * own thread of n. */
+void team_for(int n, int count, void (*body)(void *arg, int from, int to), void *arg);
 
 #endif

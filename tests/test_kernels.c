@@ -619,8 +619,20 @@ static int team_round(int n, int nest) {
     return wrong;
 }
 
+/* team_for: every item of 0 .. count - 1 in exactly one part, parts in order. */
+static void team_for_count(void *hits, int from, int to) {
+    for (int i = from; i < to; i++) ((int *)hits)[i]++;
+}
+
 static void test_team(void) {
     int wrong = 0, calls = 0;
+    for (int n = 1; n <= TEAM_TEST_MAX; n++)
+        for (int count = 0; count <= 50; count++) {
+            int hits[50] = {0};
+            team_for(n, count, team_for_count, hits);
+            for (int i = 0; i < count; i++) wrong += hits[i] != 1;
+        }
+    CHECK(wrong == 0, "team_for: %d items not run exactly once", wrong);
     for (int round = 0; round < 100; round++)
         for (int n = 1; n <= TEAM_TEST_MAX; n++, calls++) /* n = 1 leaves the team free */
             wrong += team_round(n, n > 1 && round % 3 == 0);
