@@ -1,6 +1,7 @@
 """Helpers shared by the tests: where the binaries and the real checkpoints are, how to run
 the engine and export.py, how to read what they wrote, and the error measure for logits."""
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -9,8 +10,13 @@ BIN = os.environ.get("ENGINE_BIN", "build")
 RUN = os.path.join(BIN, "run")
 PY = "/usr/bin/python3"
 SHARED = os.path.join("..", "shared", "models")
-TMP = os.path.join("build", "tests")
+# Each build's suite writes its files in a folder of its own (build/tests, build/debug/tests),
+# because `make test` runs the release and the sanitizer suites side by side. What is slow to
+# make is kept in one cache they share, build/tests/cache, under a digest of what it depends on.
+TMP = os.path.join(BIN, "tests")
+CACHE = os.path.join("build", "tests", "cache")
 os.makedirs(TMP, exist_ok=True)
+os.makedirs(CACHE, exist_ok=True)
 
 
 def shared_model(name):
@@ -33,6 +39,25 @@ def sentencepiece():
 
 def tmp_path(name):
     return os.path.join(TMP, name)
+
+
+def cache_path(name):
+    return os.path.join(CACHE, name)
+
+
+def private(path):
+    """A name beside path that no other process writes: make a cache entry there, then
+    publish() it. (Both suites may miss the same entry at once and make it twice.)"""
+    return f"{path}.{os.getpid()}.tmp"
+
+
+def publish(made, path):
+    """Moves a finished file or folder to its cache path; if the other suite got there first,
+    a folder of ours is dropped (files simply replace, both being the same)."""
+    try:
+        os.replace(made, path)
+    except OSError:  # a folder onto a folder that is there, full
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def run(args, input=None, timeout=60):

@@ -13,7 +13,10 @@ and fails when it raises.
                                            leaving out the modules that run no C code,
                                         3. once: tests/check_*.py, the fuzz targets for
                                            $FUZZ_SECONDS each and the valgrind runs;
-                                      the last line sums all three.
+                                      the last line sums all three. Step 2 runs in a child
+                                      process beside 1 and 3 (most tests run one thread, and
+                                      the sanitizer suite alone takes longer than the other
+                                      two together); its lines are printed after theirs.
   run_tests.py --c-code-only ...      leaves out the modules that run no C code: those that
                                       say `C_CODE = False` (export.py's own tests, the
                                       include graph, ...); a sanitizer build has nothing to
@@ -66,28 +69,53 @@ def run_modules(prefix, wanted, label="", c_code_only=False):
     return passed, failed
 
 
-def run_debug_suite(wanted):
-    """The engine suite against the sanitizer build, in a child process (the test modules read
-    $ENGINE_BIN when imported). Its lines are passed on with `debug:` names; its summary line
-    is parsed instead. Returns (passed, failed)."""
+def start_debug_suite(wanted):
+    """Starts the engine suite against the sanitizer build in a child process (the test
+    modules read $ENGINE_BIN when imported), writing to a log; returns (child, log path)."""
     env = dict(os.environ, ENGINE_BIN=os.path.join("build", "debug"),
                ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:",
-                              "--c-code-only"] + wanted, env=env, stdout=subprocess.PIPE,
-                             text=True)
+    os.makedirs(os.path.join("build", "debug"), exist_ok=True)
+    log = os.path.join("build", "debug", "tests.log")
+    with open(log, "w") as out:
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:",
+                                  "--c-code-only"] + wanted, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, text=True)
+    return child, log
+
+
+def finish_debug_suite(child, log):
+    """Prints the child's lines as they come, with their `debug:` names, until it ends; its
+    summary line is parsed instead. Returns (passed, failed)."""
     counts = None
-    for line in child.stdout:
+    for line in follow(child, log):
         m = SUMMARY.match(line.strip())
         if m:
             counts = int(m.group(1)), int(m.group(2))
         else:
             print(line, end="")
             sys.stdout.flush()
-    child.wait()
     if counts is None:  # the child died before its summary: count that as a failure
         print(f"FAIL debug: the debug suite ended with status {child.returncode} and no summary")
         return 0, 1
     return counts
+
+
+def follow(child, log):
+    """The lines of log, as the running child writes them, until it has ended."""
+    with open(log) as f:
+        partial = ""
+        while True:
+            ended = child.poll() is not None  # read once more after the end
+            chunk = f.read()
+            lines = (partial + chunk).split("\n")
+            partial = lines.pop()
+            yield from (line + "\n" for line in lines)
+            if ended and not chunk:
+                if partial:
+                    yield partial + "\n"
+                return
+            if not chunk:
+                time.sleep(0.2)
 
 
 def main():
@@ -101,10 +129,15 @@ def main():
         del args[args.index("--label"):args.index("--label") + 2]
     wanted = [a for a in args if a not in ("--all", "--c-code-only")]
 
-    passed, failed = run_modules("test_", wanted, label, "--c-code-only" in args)
-    if run_all:
-        for p, f in (run_debug_suite(wanted), run_modules("check_", wanted)):
-            passed, failed = passed + p, failed + f
+    debug = start_debug_suite(wanted) if run_all else None
+    try:
+        passed, failed = run_modules("test_", wanted, label, "--c-code-only" in args)
+        if run_all:
+            for p, f in (run_modules("check_", wanted), finish_debug_suite(*debug)):
+                passed, failed = passed + p, failed + f
+    finally:
+        if debug and debug[0].poll() is None:  # interrupted: leave no suite running
+            debug[0].kill()
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 

@@ -75,12 +75,13 @@ def section(name):
     tokenizer's files, so the debug suite reuses the release suite's."""
     if name not in _sections:
         digest = file_digest("export.py", tokenizer_dir(name))
-        out = common.tmp_path(os.path.join("cache", f"{name}-{digest[:16]}.bpe"))
+        out = common.cache_path(f"{name}-{digest[:16]}.bpe")
         if not os.path.isfile(out):
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            p = subprocess.run([common.PY, "export.py", out, "--bpe-section", tokenizer_dir(name)],
+            made = common.private(out)
+            p = subprocess.run([common.PY, "export.py", made, "--bpe-section", tokenizer_dir(name)],
                                capture_output=True, text=True, timeout=120)
             assert p.returncode == 0, f"export.py --bpe-section {name}: {p.stderr}"
+            common.publish(made, out)
         _sections[name] = out
     return _sections[name]
 
@@ -147,15 +148,14 @@ def file_digest(*paths):
 def cached(kind, key, make):
     """make()'s JSON-able result, kept in build/tests/cache/ under a digest of key (a string
     naming everything the result depends on), so the debug suite reuses the release suite's."""
-    path = common.tmp_path(os.path.join("cache", f"{kind}-{hashlib.sha256(key.encode()).hexdigest()}.json"))
+    path = common.cache_path(f"{kind}-{hashlib.sha256(key.encode()).hexdigest()}.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     value = make()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with open(common.private(path), "w", encoding="utf-8") as f:
         json.dump(value, f)
-    os.replace(path + ".tmp", path)
+    common.publish(common.private(path), path)
     return value
 
 

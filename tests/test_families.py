@@ -154,18 +154,17 @@ def family_dir(name):
                      json.dumps(tokenizer_config(name), sort_keys=True),
                      os.path.join(HERE, "export_fixtures.py"),
                      os.path.join(tok_dir, "tokenizer.json"))
-        folder = tmp_path(os.path.join("cache", f"family-{name}-{key}"))
+        folder = common.cache_path(f"family-{name}-{key}")
         values = os.path.join(folder, "stored.npz")
         if not os.path.isfile(values):
-            stored = fx.write_hf_dir(folder + ".tmp", config, None, "BF16", seed=SEEDS[name],
+            made = common.private(folder)
+            stored = fx.write_hf_dir(made, config, None, "BF16", seed=SEEDS[name],
                                      generation_config=generation)
-            shutil.copy(os.path.join(tok_dir, "tokenizer.json"), folder + ".tmp")
-            with open(os.path.join(folder + ".tmp", "tokenizer_config.json"), "w",
-                      encoding="utf-8") as f:
+            shutil.copy(os.path.join(tok_dir, "tokenizer.json"), made)
+            with open(os.path.join(made, "tokenizer_config.json"), "w", encoding="utf-8") as f:
                 json.dump(tokenizer_config(name), f, indent=1)
-            np.savez(os.path.join(folder + ".tmp", "stored.npz"), **stored)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(folder + ".tmp", folder)
+            np.savez(os.path.join(made, "stored.npz"), **stored)
+            common.publish(made, folder)
         with np.load(values) as z:
             _dirs[name] = folder, config, {k: z[k] for k in z.files}
     return _dirs[name]
@@ -176,8 +175,8 @@ def export_family(name, dtype="f32"):
     folder, config, stored = family_dir(name)
     out = os.path.join(folder, f"export-{dtype}-{digest('export.py')}.bin")
     if not os.path.isfile(out):
-        common.export(out + ".tmp", "--hf", folder, "--dtype", dtype, "--seq-len", 256)
-        os.replace(out + ".tmp", out)
+        common.export(common.private(out), "--hf", folder, "--dtype", dtype, "--seq-len", 256)
+        common.publish(common.private(out), out)
     return config, stored, out
 
 
@@ -257,8 +256,9 @@ def hf_reference(config, stored, seq, name=None):
     folder = family_dir(name)[0]
     path = os.path.join(folder, f"hf-{digest(json.dumps([config, seq[:-1]], sort_keys=True))}.npy")
     if not os.path.isfile(path):
-        np.save(path + ".tmp.npy", hf_logits(stored, config, seq[:-1]))
-        os.replace(path + ".tmp.npy", path)
+        with open(common.private(path), "wb") as f:
+            np.save(f, hf_logits(stored, config, seq[:-1]))
+        common.publish(common.private(path), path)
     return np.load(path)
 
 

@@ -311,7 +311,7 @@ def bpe_gguf(name):
     key = tf.digest("export.py", os.path.join(bpe.HERE, "test_gguf.py"),
                     os.path.join(bpe.HERE, "gguf_writer.py"),
                     os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer.json"), name)
-    path = tmp_path(os.path.join("cache", f"bpe-{name}-{key}.gguf"))
+    path = common.cache_path(f"bpe-{name}-{key}.gguf")
     out = path[:-5] + ".bin"
     if not os.path.isfile(out):
         tokens, types, merges = llama_cpp_vocab(tokenizer, vocab_size)
@@ -328,10 +328,11 @@ def bpe_gguf(name):
         config = dict(ARCHS[arch], hidden_size=32, intermediate_size=64, num_attention_heads=2,
                       num_key_value_heads=1, head_dim=16, vocab_size=vocab_size,
                       tie_word_embeddings=True)
-        gguf_from_hf(path, arch, seed=3, types={"token_embd": gw.F16}, config=config,
-                     vocab=vocab)
-        common.export(out + ".tmp", "--gguf", path, "--seq-len", 64)
-        os.replace(out + ".tmp", out)
+        gguf_from_hf(common.private(path), arch, seed=3, types={"token_embd": gw.F16},
+                     config=config, vocab=vocab)
+        common.publish(common.private(path), path)
+        common.export(common.private(out), "--gguf", path, "--seq-len", 64)
+        common.publish(common.private(out), out)
     return path, out
 
 
