@@ -8,6 +8,7 @@ import numpy as np
 
 BIN = os.environ.get("ENGINE_BIN", "build")
 RUN = os.path.join(BIN, "run")
+SANITIZED = os.path.normpath(BIN) == os.path.join("build", "debug")  # run_tests.py's debug: half
 PY = "/usr/bin/python3"
 SHARED = os.path.join("..", "shared", "models")
 # Each build's suite writes its files in a folder of its own (build/tests, build/debug/tests),
