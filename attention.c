@@ -301,8 +301,8 @@ static uint16_t f32_to_bf16(float f) {
 }
 
 /* Writes x (head_size) into vector i of keys (value = 0, i a key_index) or values (i a
- * vector_index), in the cache's type. */
-static void put_vector(KvCache *c, int value, size_t i, const float *x) {
+ * vector_index), in the cache's type; a Q8 cache quantizes in scratch (head_size bytes). */
+static void put_vector(KvCache *c, int value, size_t i, const float *x, void *scratch) {
     int hs = c->head_size;
     void *base = value ? c->values : c->keys;
     if (c->type == KV_F32) {
@@ -311,7 +311,7 @@ static void put_vector(KvCache *c, int value, size_t i, const float *x) {
         for (int d = 0; d < hs; d++) ((uint16_t *)base)[at(c, value, i, d)] = f32_to_bf16(x[d]);
     } else { /* one scale for the whole vector: Q8_0's rule with a group of head_size */
         float *scales = value ? c->value_scales : c->key_scales;
-        int8_t *q = (int8_t *)c->scratch; /* kv_cache_store runs outside attention */
+        int8_t *q = scratch;
         quantize_q8(q, scales + i, x, hs, hs);
         for (int d = 0; d < hs; d++) ((int8_t *)base)[at(c, value, i, d)] = q[d];
     }
@@ -331,16 +331,21 @@ static void get_vector(float *out, const KvCache *c, int value, size_t i) {
     }
 }
 
+/* Head h's key and value of position pos (slot), from k and v (n_kv_heads, head_size). */
+static void store_head(KvCache *c, int layer, int h, int slot, const float *k, const float *v,
+                       void *scratch) {
+    size_t from = (size_t)h * c->head_size;
+    put_vector(c, 0, key_index(c, layer, h, slot), k + from, scratch);
+    put_vector(c, 1, vector_index(c, layer, h, slot), v + from, scratch);
+}
+
 void kv_cache_store(KvCache *c, int layer, const float *k, const float *v, int n, int pos) {
-    size_t hs = (size_t)c->head_size;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
     for (int t = 0; t < n; t++) {
         int slot = slot_of(c, layer, pos + t);
         *shift_of(c, layer, slot) = 0;
-        for (int h = 0; h < c->n_kv_heads; h++) {
-            size_t from = ((size_t)t * c->n_kv_heads + h) * hs;
-            put_vector(c, 0, key_index(c, layer, h, slot), k + from);
-            put_vector(c, 1, vector_index(c, layer, h, slot), v + from);
-        }
+        for (int h = 0; h < c->n_kv_heads; h++)
+            store_head(c, layer, h, slot, k + t * kv_dim, v + t * kv_dim, c->scratch);
     }
 }
 
@@ -964,7 +969,8 @@ static Item item_of(Split s, int index, int n, int group) {
 typedef struct {
     float *out;
     const float *q;
-    const KvCache *c;
+    const float *k, *v; /* when set (decoding), each item first stores its KV head's */
+    KvCache *c;
     int layer, n, pos, n_heads, group, items;
     Split split;
     Share *shares;
@@ -973,8 +979,10 @@ typedef struct {
 } Layer;
 
 static void do_item(const Layer *a, int i, int me) {
-    attend_item(a->out, a->q, a->c, a->layer, a->pos, a->n_heads, item_of(a->split, i, a->n, a->group),
-                a->c->scratch + (size_t)me * a->c->scratch_floats);
+    Item it = item_of(a->split, i, a->n, a->group);
+    float *scratch = a->c->scratch + (size_t)me * a->c->scratch_floats;
+    if (a->k) store_head(a->c, a->layer, it.kv, slot_of(a->c, a->layer, a->pos), a->k, a->v, scratch);
+    attend_item(a->out, a->q, a->c, a->layer, a->pos, a->n_heads, it, scratch);
 }
 
 /* Decoding's items are all alike, so they go out in equal contiguous shares, and each
@@ -995,14 +1003,27 @@ static void attend_items(void *layer, int me, int n) {
     }
 }
 
-void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos, int n_heads) {
+void attention(float *out, const float *q, const float *k, const float *v, KvCache *c,
+               int layer, int n, int pos, int n_heads) {
     int group = n_heads / c->n_kv_heads;
     long work = (long)n_heads * n * (pos + n - first_seen(c, layer, pos)) * c->head_size;
     int threads = work >= PARALLEL_MIN_ATTENTION ? c->threads : 1;
     Split s = split_work(c, n, group, threads);
     Share shares[SHARES_MAX];
-    Layer a = {out, q, c, layer, n, pos, n_heads, group, c->n_kv_heads * s.query_sets * s.head_sets,
-               s, shares, min_int(threads, SHARES_MAX), 0};
+    Layer a = {out, q, NULL, NULL, c, layer, n, pos, n_heads, group,
+               c->n_kv_heads * s.query_sets * s.head_sets, s, shares,
+               min_int(threads, SHARES_MAX), 0};
+    /* Decoding with an item per KV head: each item stores its head's key and value, on the
+     * thread that reads that head's keys next. Stored beforehand by one thread, a token's keys
+     * (a value every KEY_BLOCK keys apart: head_size cache lines per head, each fetched from
+     * memory before it is written) took 3% of a 110M Q8_0 token on the thread that hands out
+     * the work, while the others waited (BENCHMARKS.md). Anything else stores them all first. */
+    if (k && n == 1 && a.items == c->n_kv_heads) {
+        *shift_of(c, layer, slot_of(c, layer, pos)) = 0;
+        a.k = k, a.v = v;
+    } else if (k) {
+        kv_cache_store(c, layer, k, v, n, pos);
+    }
     if (n == 1) share_init(shares, a.nshares, a.items);
     team_run(threads, attend_items, &a);
 }

@@ -142,11 +142,14 @@ int kv_cache_evict(KvCache *c, int drop, int len);
 /* Attention */
 
 /* out (n, n_heads, head_size) = causal attention of the queries q (n, n_heads, head_size) at
- * positions pos .. pos + n - 1 over one layer of the cache, which must already hold them:
- * the query at position p sees positions 0..p only, or with a window w the last w of them.
- * The tiled one-pass formulation, the query heads of a group together; work is shared among
- * the threads when that pays. The result for a position does not depend on n. */
-void attention(float *out, const float *q, KvCache *c, int layer, int n, int pos, int n_heads);
+ * positions pos .. pos + n - 1 over one layer of the cache, after storing their keys and
+ * values k and v (n, n_kv_heads, head_size) as kv_cache_store does (NULL, NULL: the cache
+ * already holds them): the query at position p sees positions 0..p only, or with a window w
+ * the last w of them. The tiled one-pass formulation, the query heads of a group together;
+ * work is shared among the threads when that pays. The result for a position does not
+ * depend on n. */
+void attention(float *out, const float *q, const float *k, const float *v, KvCache *c,
+               int layer, int n, int pos, int n_heads);
 
 /* The same numbers up to float rounding, from the definition: for each query and head all
  * pos + 1 scores, their softmax, then the weighted sum of the values; plain C, on the calling

@@ -370,12 +370,10 @@ static void attention_block(Model *m, int l, int n, int pos) {
     rope(s->q, s->rope_cos, s->rope_sin, n, p->n_heads, hs);
     rope(s->k, s->rope_cos, s->rope_sin, n, p->n_kv_heads, hs);
 
-    /* cache_k[:, pos:pos+n] = k; cache_v[:, pos:pos+n] = v (all n before attention, which
-     * keeps each query to the positions up to its own) */
-    kv_cache_store(&s->kv, l, s->k, s->v, n, pos);
-
-    /* xb = softmax(q k^T / sqrt(head_size) + mask) v, for every query head */
-    attention(s->xb, s->q, &s->kv, l, n, pos, p->n_heads);
+    /* cache_k[:, pos:pos+n] = k; cache_v[:, pos:pos+n] = v (all n first; the mask keeps
+     * each query to the positions up to its own), then
+     * xb = softmax(q k^T / sqrt(head_size) + mask) v, for every query head */
+    attention(s->xb, s->q, s->k, s->v, &s->kv, l, n, pos, p->n_heads);
     if (m->observer) { /* the weights by their definition, a position at a time: the numbers
                         * above up to rounding, which the output keeps */
         size_t q_dim = (size_t)p->n_heads * hs;

@@ -835,10 +835,10 @@ static void test_attention_by_hand(void) {
           att[0], att[1]);
     CHECK(close_to(ref[0], 1.0f, 1e-5f) && close_to(ref[1], 6.0f, 1e-5f), "ref %g %g, want 1 6",
           ref[0], ref[1]);
-    attention(out, q, &kv, 0, 1, 1, 1);
+    attention(out, q, NULL, NULL, &kv, 0, 1, 1, 1);
     CHECK(close_to(out[0], 1.0f, 1e-5f) && close_to(out[1], 6.0f, 1e-5f), "out %g %g, want 1 6",
           out[0], out[1]);
-    attention(out, q, &kv, 0, 1, 0, 1); /* causal: position 0 sees only v0 */
+    attention(out, q, NULL, NULL, &kv, 0, 1, 0, 1); /* causal: position 0 sees only v0 */
     CHECK(out[0] == 4.0f && out[1] == 0.0f, "position 0 out %g %g, want 4 0", out[0], out[1]);
     kv_cache_free(&kv);
 
@@ -847,7 +847,7 @@ static void test_attention_by_hand(void) {
     kv_cache_init(&kv, KV_F32, 1, 1, hs, seq, &one, 1, 0, freq_for(hs));
     kv_cache_store(&kv, 0, k0, v0, 1, 0);
     kv_cache_store(&kv, 0, k1, v1, 1, 1);
-    attention(out, q, &kv, 0, 1, 1, 1);
+    attention(out, q, NULL, NULL, &kv, 0, 1, 1, 1);
     attention_weights(ref, att, q, &kv, 0, 1, 1);
     CHECK(out[0] == 0.0f && out[1] == 8.0f && att[0] == 0.0f && att[1] == 1.0f,
           "window 1: out %g %g, weights %g %g", out[0], out[1], att[0], att[1]);
@@ -915,7 +915,7 @@ static void test_gqa_head_mapping(void) {
     for (int i = 0; i < 24; i++) q[i] = uniform();
     kv_cache_store(&kv, 0, k, v, 1, 0);
     for (int fast = 0; fast <= 1; fast++) {
-        if (fast) attention(out, q, &kv, 0, 1, 0, heads);
+        if (fast) attention(out, q, NULL, NULL, &kv, 0, 1, 0, heads);
         else attention_ref(out, att, q, &kv, 0, 1, 0, heads);
         for (int h = 0; h < heads; h++)
             for (int i = 0; i < hs; i++)
@@ -953,7 +953,7 @@ static float fast_vs_ref(KvCache *kv, const Shape *s, int layer, int n, int pos)
     float *q = calloc(width * n, sizeof(float)), *out = malloc(sizeof(float) * width * n);
     float *ref = malloc(sizeof(float) * width * n), *att = malloc(sizeof(float) * s->heads * s->seq);
     for (size_t i = 0; i < width * n; i++) q[i] = 3.0f * uniform();
-    attention(out, q, kv, layer, n, pos, s->heads);
+    attention(out, q, NULL, NULL, kv, layer, n, pos, s->heads);
     attention_ref(ref, att, q, kv, layer, n, pos, s->heads);
     float worst = 0.0f;
     for (size_t i = 0; i < width * n; i++) worst = fmaxf(worst, fabsf(out[i] - ref[i]));
@@ -1017,10 +1017,10 @@ static int chunk_same_as_alone(KvCache *kv, const Shape *s, int layer, int n, in
     size_t width = (size_t)s->heads * s->hs;
     float *q = random_floats(width * n), *out = malloc(sizeof(float) * width * n);
     float *one = malloc(sizeof(float) * width);
-    attention(out, q, kv, layer, n, pos, s->heads);
+    attention(out, q, NULL, NULL, kv, layer, n, pos, s->heads);
     int same = 1;
     for (int i = 0; i < n; i++) {
-        attention(one, q + i * width, kv, layer, 1, pos + i, s->heads);
+        attention(one, q + i * width, NULL, NULL, kv, layer, 1, pos + i, s->heads);
         same &= memcmp(one, out + i * width, sizeof(float) * width) == 0;
     }
     free(q), free(out), free(one);
@@ -1047,6 +1047,51 @@ static void test_attention_chunk(void) {
     }
 }
 
+/* attention() given the chunk's keys and values stores them itself (decoding: each item its
+ * own KV head's, on whichever thread takes it): the outputs and every stored key and value
+ * equal kv_cache_store followed by attention() on a cache that already holds them, bit for
+ * bit, chunk after chunk and token after token, past a window's ring and with sinks. */
+static void test_attention_stores(void) {
+    static const Shape shapes[] = {
+        {KV_F32, 1, 12, 12, 64, 400, 64, 0, {0}}, {KV_Q8, 1, 4, 8, 64, 400, 64, 0, {0}},
+        {KV_BF16, 1, 2, 8, 32, 300, 7, 4, {0}},   {KV_F32, 1, 1, 4, 16, 300, 7, 0, {0}},
+        {KV_Q8, 1, 3, 3, 48, 300, 7, 2, {70}},    {KV_F32, 1, 6, 6, 130, 300, 64, 0, {0}},
+    };
+    for (int si = 0; si < COUNT(shapes); si++) {
+        const Shape *s = &shapes[si];
+        KvCache mine, theirs;
+        CHECK(kv_cache_init(&mine, s->type, 1, s->kv_heads, s->hs, s->seq, s->window, s->chunk,
+                            s->sinks, freq_for(s->hs)) == 0 &&
+              kv_cache_init(&theirs, s->type, 1, s->kv_heads, s->hs, s->seq, s->window, s->chunk,
+                            s->sinks, freq_for(s->hs)) == 0, "shape %d: init", si);
+        size_t width = (size_t)s->kv_heads * s->hs, qwidth = (size_t)s->heads * s->hs;
+        int same = 1;
+        for (int pos = 0, n; pos < s->seq; pos += n) {
+            n = pos < s->seq / 2 ? min_int(s->chunk, s->seq / 2 - pos) : 1; /* a prompt, then decoding */
+            float *k = random_floats(width * n), *v = random_floats(width * n);
+            float *q = random_floats(qwidth * n), *a = malloc(sizeof(float) * qwidth * n);
+            float *b = malloc(sizeof(float) * qwidth * n);
+            attention(a, q, k, v, &mine, 0, n, pos, s->heads);
+            kv_cache_store(&theirs, 0, k, v, n, pos);
+            attention(b, q, NULL, NULL, &theirs, 0, n, pos, s->heads);
+            same &= memcmp(a, b, sizeof(float) * qwidth * n) == 0;
+            free(k), free(v), free(q), free(a), free(b);
+        }
+        float x[130], y[130];
+        int first = s->window[0] ? s->seq - s->window[0] : 0; /* what the ring still holds */
+        for (int p = first; p < s->seq; p++)
+            for (int h = 0; h < s->kv_heads; h++)
+                for (int value = 0; value < 2; value++) {
+                    kv_cache_read(x, &mine, 0, h, p, value);
+                    kv_cache_read(y, &theirs, 0, h, p, value);
+                    same &= memcmp(x, y, sizeof(float) * s->hs) == 0;
+                }
+        CHECK(same, "shape %d (type %d, %d/%d heads): attention's own stores differ from "
+              "kv_cache_store's", si, s->type, s->heads, s->kv_heads);
+        kv_cache_free(&mine), kv_cache_free(&theirs);
+    }
+}
+
 /* bf16 and Q8 caches against f32: the conversion's error, within the bounds docs/ATTENTION.md
  * states, relative to the largest value (values and keys in [-1, 1], peaked softmaxes). */
 static void test_kv_types_error(void) {
@@ -1065,7 +1110,7 @@ static void test_kv_types_error(void) {
     }
     for (int pos = 0; pos < s.seq; pos += 37)
         for (int t = 0; t < 3; t++) {
-            attention(out[t], q, &kv[t], 0, 1, pos, s.heads);
+            attention(out[t], q, NULL, NULL, &kv[t], 0, 1, pos, s.heads);
             for (size_t i = 0; i < qwidth; i++) worst[t] = fmaxf(worst[t], fabsf(out[t][i] - out[0][i]));
         }
     for (int t = 1; t < 3; t++) {
@@ -1259,6 +1304,7 @@ int main(int argc, char **argv) {
     test_gqa_head_mapping();
     test_attention_vs_ref();
     test_attention_chunk();
+    test_attention_stores();
     test_kv_types_error();
     test_ring_wraparound();
     test_kv_cache_memory();
