@@ -1,5 +1,6 @@
 """Helpers shared by the tests: where the binaries and the real checkpoints are, how to run
 the engine and export.py, how to read what they wrote, and the error measure for logits."""
+import fcntl
 import os
 import shutil
 import subprocess
@@ -46,19 +47,21 @@ def cache_path(name):
     return os.path.join(CACHE, name)
 
 
-def private(path):
-    """A name beside path that no other process writes: make a cache entry there, then
-    publish() it. (Both suites may miss the same entry at once and make it twice.)"""
-    return f"{path}.{os.getpid()}.tmp"
-
-
-def publish(made, path):
-    """Moves a finished file or folder to its cache path; if the other suite got there first,
-    a folder of ours is dropped (files simply replace, both being the same)."""
-    try:
-        os.replace(made, path)
-    except OSError:  # a folder onto a folder that is there, full
-        shutil.rmtree(made, ignore_errors=True)
+def cache_entry(path, make):
+    """path, a file or folder of the cache, made by make(where) unless it is there: make
+    writes `where`, which is then renamed to path. The two suites run side by side and may
+    want the same entry at once: a lock beside it makes the second wait for the first
+    instead of making it again."""
+    if not os.path.exists(path):
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(path):
+                where = path + ".tmp"
+                if os.path.isdir(where):
+                    shutil.rmtree(where)
+                make(where)
+                os.replace(where, path)
+    return path
 
 
 def run(args, input=None, timeout=60):

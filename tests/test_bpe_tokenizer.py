@@ -75,14 +75,11 @@ def section(name):
     tokenizer's files, so the debug suite reuses the release suite's."""
     if name not in _sections:
         digest = file_digest("export.py", tokenizer_dir(name))
-        out = common.cache_path(f"{name}-{digest[:16]}.bpe")
-        if not os.path.isfile(out):
-            made = common.private(out)
-            p = subprocess.run([common.PY, "export.py", made, "--bpe-section", tokenizer_dir(name)],
-                               capture_output=True, text=True, timeout=120)
+        def make(where):
+            p = subprocess.run([common.PY, "export.py", where, "--bpe-section",
+                                tokenizer_dir(name)], capture_output=True, text=True, timeout=120)
             assert p.returncode == 0, f"export.py --bpe-section {name}: {p.stderr}"
-            common.publish(made, out)
-        _sections[name] = out
+        _sections[name] = common.cache_entry(common.cache_path(f"{name}-{digest[:16]}.bpe"), make)
     return _sections[name]
 
 
@@ -148,15 +145,12 @@ def file_digest(*paths):
 def cached(kind, key, make):
     """make()'s JSON-able result, kept in build/tests/cache/ under a digest of key (a string
     naming everything the result depends on), so the debug suite reuses the release suite's."""
+    def write(where):
+        with open(where, "w", encoding="utf-8") as f:
+            json.dump(make(), f)
     path = common.cache_path(f"{kind}-{hashlib.sha256(key.encode()).hexdigest()}.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    value = make()
-    with open(common.private(path), "w", encoding="utf-8") as f:
-        json.dump(value, f)
-    common.publish(common.private(path), path)
-    return value
+    with open(common.cache_entry(path, write), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def reference_cached(name, texts, mode):

@@ -154,18 +154,15 @@ def family_dir(name):
                      json.dumps(tokenizer_config(name), sort_keys=True),
                      os.path.join(HERE, "export_fixtures.py"),
                      os.path.join(tok_dir, "tokenizer.json"))
-        folder = common.cache_path(f"family-{name}-{key}")
-        values = os.path.join(folder, "stored.npz")
-        if not os.path.isfile(values):
-            made = common.private(folder)
-            stored = fx.write_hf_dir(made, config, None, "BF16", seed=SEEDS[name],
+        def make(where):
+            stored = fx.write_hf_dir(where, config, None, "BF16", seed=SEEDS[name],
                                      generation_config=generation)
-            shutil.copy(os.path.join(tok_dir, "tokenizer.json"), made)
-            with open(os.path.join(made, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            shutil.copy(os.path.join(tok_dir, "tokenizer.json"), where)
+            with open(os.path.join(where, "tokenizer_config.json"), "w", encoding="utf-8") as f:
                 json.dump(tokenizer_config(name), f, indent=1)
-            np.savez(os.path.join(made, "stored.npz"), **stored)
-            common.publish(made, folder)
-        with np.load(values) as z:
+            np.savez(os.path.join(where, "stored.npz"), **stored)
+        folder = common.cache_entry(common.cache_path(f"family-{name}-{key}"), make)
+        with np.load(os.path.join(folder, "stored.npz")) as z:
             _dirs[name] = folder, config, {k: z[k] for k in z.files}
     return _dirs[name]
 
@@ -173,10 +170,9 @@ def family_dir(name):
 def export_family(name, dtype="f32"):
     """(config, stored weights, model path) of family `name` exported as dtype (cached)."""
     folder, config, stored = family_dir(name)
-    out = os.path.join(folder, f"export-{dtype}-{digest('export.py')}.bin")
-    if not os.path.isfile(out):
-        common.export(common.private(out), "--hf", folder, "--dtype", dtype, "--seq-len", 256)
-        common.publish(common.private(out), out)
+    out = common.cache_entry(os.path.join(folder, f"export-{dtype}-{digest('export.py')}.bin"),
+                             lambda where: common.export(where, "--hf", folder, "--dtype", dtype,
+                                                         "--seq-len", 256))
     return config, stored, out
 
 
@@ -255,11 +251,10 @@ def hf_reference(config, stored, seq, name=None):
         return hf_logits(stored, config, seq[:-1])
     folder = family_dir(name)[0]
     path = os.path.join(folder, f"hf-{digest(json.dumps([config, seq[:-1]], sort_keys=True))}.npy")
-    if not os.path.isfile(path):
-        with open(common.private(path), "wb") as f:
+    def make(where):
+        with open(where, "wb") as f:
             np.save(f, hf_logits(stored, config, seq[:-1]))
-        common.publish(common.private(path), path)
-    return np.load(path)
+    return np.load(common.cache_entry(path, make))
 
 
 # ---------------------------------------------------------------------------------------------

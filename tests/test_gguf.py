@@ -312,8 +312,8 @@ def bpe_gguf(name):
                     os.path.join(bpe.HERE, "gguf_writer.py"),
                     os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer.json"), name)
     path = common.cache_path(f"bpe-{name}-{key}.gguf")
-    out = path[:-5] + ".bin"
-    if not os.path.isfile(out):
+
+    def write_gguf(where):
         tokens, types, merges = llama_cpp_vocab(tokenizer, vocab_size)
         with open(os.path.join(bpe.tokenizer_dir(tokenizer), "tokenizer_config.json"),
                   encoding="utf-8") as f:
@@ -328,11 +328,11 @@ def bpe_gguf(name):
         config = dict(ARCHS[arch], hidden_size=32, intermediate_size=64, num_attention_heads=2,
                       num_key_value_heads=1, head_dim=16, vocab_size=vocab_size,
                       tie_word_embeddings=True)
-        gguf_from_hf(common.private(path), arch, seed=3, types={"token_embd": gw.F16},
-                     config=config, vocab=vocab)
-        common.publish(common.private(path), path)
-        common.export(common.private(out), "--gguf", path, "--seq-len", 64)
-        common.publish(common.private(out), out)
+        gguf_from_hf(where, arch, seed=3, types={"token_embd": gw.F16}, config=config,
+                     vocab=vocab)
+    common.cache_entry(path, write_gguf)
+    out = common.cache_entry(path[:-5] + ".bin",
+                             lambda where: common.export(where, "--gguf", path, "--seq-len", 64))
     return path, out
 
 
