@@ -27,6 +27,7 @@ Substrings select the tests whose `module.function` name contains one of them.
 import importlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -76,11 +77,25 @@ def start_debug_suite(wanted):
                ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
     os.makedirs(os.path.join("build", "debug"), exist_ok=True)
     log = os.path.join("build", "debug", "tests.log")
-    with open(log, "w") as out:
+    with open(log, "w") as out:  # a session of its own: stop() ends it with all it started
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--label", "debug:",
                                   "--c-code-only"] + wanted, env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, text=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     return child, log
+
+
+def stop(child):
+    """Ends the child's whole process group (the engine runs, node and compilers it started,
+    whose timeouts it was keeping), if it is still running."""
+    if child.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
+        try:
+            os.killpg(child.pid, sig)
+            child.wait(grace)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
 
 
 def finish_debug_suite(child, log):
@@ -101,18 +116,19 @@ def finish_debug_suite(child, log):
 
 
 def follow(child, log):
-    """The lines of log, as the running child writes them, until it has ended."""
-    with open(log) as f:
-        partial = ""
+    """The lines of log, as the running child writes them, until it has ended (read as bytes:
+    a read may end inside a UTF-8 character, which only its whole line decodes)."""
+    with open(log, "rb") as f:
+        partial = b""
         while True:
             ended = child.poll() is not None  # read once more after the end
             chunk = f.read()
-            lines = (partial + chunk).split("\n")
+            lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
-            yield from (line + "\n" for line in lines)
+            yield from (line.decode(errors="replace") + "\n" for line in lines)
             if ended and not chunk:
                 if partial:
-                    yield partial + "\n"
+                    yield partial.decode(errors="replace") + "\n"
                 return
             if not chunk:
                 time.sleep(0.2)
@@ -130,14 +146,15 @@ def main():
     wanted = [a for a in args if a not in ("--all", "--c-code-only")]
 
     debug = start_debug_suite(wanted) if run_all else None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` runs
     try:
         passed, failed = run_modules("test_", wanted, label, "--c-code-only" in args)
         if run_all:
             for p, f in (run_modules("check_", wanted), finish_debug_suite(*debug)):
                 passed, failed = passed + p, failed + f
     finally:
-        if debug and debug[0].poll() is None:  # interrupted: leave no suite running
-            debug[0].kill()
+        if debug:  # interrupted: leave nothing running
+            stop(debug[0])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 

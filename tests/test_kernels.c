@@ -1050,12 +1050,16 @@ static void test_attention_chunk(void) {
 /* attention() given the chunk's keys and values stores them itself (decoding: each item its
  * own KV head's, on whichever thread takes it): the outputs and every stored key and value
  * equal kv_cache_store followed by attention() on a cache that already holds them, bit for
- * bit, chunk after chunk and token after token, past a window's ring and with sinks. */
+ * bit: a prompt in chunks to half the cache, decoding to three quarters, a quarter evicted
+ * (the slots then reused hold keys read turned back), decoding to three quarters again;
+ * through a window's ring (the one of 8 heads large enough to share among threads) and with
+ * sinks. */
 static void test_attention_stores(void) {
     static const Shape shapes[] = {
         {KV_F32, 1, 12, 12, 64, 400, 64, 0, {0}}, {KV_Q8, 1, 4, 8, 64, 400, 64, 0, {0}},
         {KV_BF16, 1, 2, 8, 32, 300, 7, 4, {0}},   {KV_F32, 1, 1, 4, 16, 300, 7, 0, {0}},
         {KV_Q8, 1, 3, 3, 48, 300, 7, 2, {70}},    {KV_F32, 1, 6, 6, 130, 300, 64, 0, {0}},
+        {KV_F32, 1, 8, 8, 64, 400, 64, 0, {90}},
     };
     for (int si = 0; si < COUNT(shapes); si++) {
         const Shape *s = &shapes[si];
@@ -1065,21 +1069,28 @@ static void test_attention_stores(void) {
               kv_cache_init(&theirs, s->type, 1, s->kv_heads, s->hs, s->seq, s->window, s->chunk,
                             s->sinks, freq_for(s->hs)) == 0, "shape %d: init", si);
         size_t width = (size_t)s->kv_heads * s->hs, qwidth = (size_t)s->heads * s->hs;
-        int same = 1;
-        for (int pos = 0, n; pos < s->seq; pos += n) {
-            n = pos < s->seq / 2 ? min_int(s->chunk, s->seq / 2 - pos) : 1; /* a prompt, then decoding */
-            float *k = random_floats(width * n), *v = random_floats(width * n);
-            float *q = random_floats(qwidth * n), *a = malloc(sizeof(float) * qwidth * n);
-            float *b = malloc(sizeof(float) * qwidth * n);
-            attention(a, q, k, v, &mine, 0, n, pos, s->heads);
-            kv_cache_store(&theirs, 0, k, v, n, pos);
-            attention(b, q, NULL, NULL, &theirs, 0, n, pos, s->heads);
-            same &= memcmp(a, b, sizeof(float) * qwidth * n) == 0;
-            free(k), free(v), free(q), free(a), free(b);
+        int same = 1, len = 0, drop = s->seq / 4;
+        for (int round = 0; round < 2; round++) {
+            for (int n, prompt = round ? 0 : s->seq / 2; len < s->seq * 3 / 4; len += n) {
+                n = len < prompt ? min_int(s->chunk, prompt - len) : 1;
+                float *k = random_floats(width * n), *v = random_floats(width * n);
+                float *q = random_floats(qwidth * n), *a = malloc(sizeof(float) * qwidth * n);
+                float *b = malloc(sizeof(float) * qwidth * n);
+                attention(a, q, k, v, &mine, 0, n, len, s->heads);
+                kv_cache_store(&theirs, 0, k, v, n, len);
+                attention(b, q, NULL, NULL, &theirs, 0, n, len, s->heads);
+                same &= memcmp(a, b, sizeof(float) * qwidth * n) == 0;
+                free(k), free(v), free(q), free(a), free(b);
+            }
+            if (round == 0) {
+                CHECK(kv_cache_evict(&mine, drop, len) == 0 && kv_cache_evict(&theirs, drop, len) == 0,
+                      "shape %d: eviction refused", si);
+                len -= drop;
+            }
         }
         float x[130], y[130];
-        int first = s->window[0] ? s->seq - s->window[0] : 0; /* what the ring still holds */
-        for (int p = first; p < s->seq; p++)
+        int first = s->window[0] ? len - s->window[0] : 0; /* what the ring still holds */
+        for (int p = first; p < len; p++)
             for (int h = 0; h < s->kv_heads; h++)
                 for (int value = 0; value < 2; value++) {
                     kv_cache_read(x, &mine, 0, h, p, value);
