@@ -692,7 +692,7 @@ static void test_matmul_threads(void) {
         check_matmul(&m, x, n, m.packed ? "packed, shared" : "shared");
         /* called from inside a call of the team, which is then busy: the caller alone takes
          * every share (team.h), and must give the same numbers */
-        for (int tokens = 1; tokens <= n; tokens += n - 1) {
+        for (int tokens = 1; tokens <= n; tokens = tokens == 1 ? n : n + 1) { /* 1, then n */
             float *y = malloc(sizeof(float) * tokens * rows), *inside = malloc(sizeof(float) * tokens * rows);
             run_matmul(y, &m.t, x, tokens, 0);
             for (int i = 0; i < tokens * rows; i++) inside[i] = NAN; /* a row not written shows */
