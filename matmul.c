@@ -1,9 +1,9 @@
 /*
  * matmul.c - the products of every weight type, shared out among the threads.
  *
- * Each product is cut into units of a few rows (the tile height of its weight type) by up to
- * MATMUL_TOKENS tokens, and the threads (team.h) share out the units of all the products of
- * one call (share.h: each its own contiguous share, stealing when it runs out).
+ * Each product is cut into units of a few rows (the tile height of its weight type) by a few
+ * groups of MATMUL_TOKENS tokens, and the threads (team.h) share out the units of all the
+ * products of one call (share.h: each its own contiguous share, stealing when it runs out).
  * The arithmetic is the weight type's own (matmul_<type>.c); this file only prepares the
  * input once and decides who computes which rows for which tokens. A (row, token) output is
  * computed the same way whichever unit holds it, so neither the number of threads nor the
@@ -25,6 +25,8 @@ const WeightType *weight_type(int type) {
     return type >= 0 && type < WEIGHT_TYPES ? types[type] : NULL;
 }
 
+int matmul_group_tokens(const Tensor *w) { return MATMUL_TOKENS; }
+
 size_t matmul_scratch_bytes(const Tensor *w, int n) {
     return (size_t)n * weight_type(w->type)->input_stride(w, n);
 }
@@ -40,10 +42,25 @@ static int token_groups(int n) { return (n + MATMUL_TOKENS - 1) / MATMUL_TOKENS;
 /* The units of work w's rows make, `per` rows each (the last may be short). */
 static int row_units(const Tensor *w, int per) { return (w->rows + per - 1) / per; }
 
+/* Fewer units than this for each thread, and the one that finishes last has kept the others
+ * waiting a noticeable part of the call: a small model's short matrices then take fewer
+ * tokens a unit. */
+#define UNITS_PER_THREAD 8
+
+/* Tokens per unit for n tokens through `row_units` units of rows on `threads` threads: the
+ * weight type's unit_tokens, halved (down to a group) while the units would be too few. */
+static int tokens_per_unit(int unit_tokens, int row_units, int n, int threads) {
+    int per = unit_tokens;
+    while (per > MATMUL_TOKENS &&
+           (long)row_units * ((n + per - 1) / per) < (long)UNITS_PER_THREAD * threads)
+        per /= 2;
+    return per;
+}
+
 /* One call of matmul_many: its products, their input and the shares of their units. */
 typedef struct {
     const Product *p;
-    int per, n;
+    int per, tokens, n; /* rows and tokens per unit; tokens in all */
     const float *x;
     void *scratch;  /* the prepared input, when the weight type has one */
     size_t stride;  /* its bytes per token, or 0 */
@@ -59,16 +76,16 @@ typedef struct {
 static void take_units(const Call *c, int me) {
     if (me >= c->nshares) return;
     const WeightType *type = weight_type(c->p[0].w->type);
-    int groups = token_groups(c->n), u, end;
+    int groups = (c->n + c->tokens - 1) / c->tokens, u, end; /* units of tokens */
     while ((u = share_take(c->shares, c->nshares, me, &end)) >= 0)
         for (; u < end; u++) {
             const Product *p = c->p;
             int first = u / groups; /* row unit `first` of product p */
             while (first >= row_units(p->w, c->per)) first -= row_units(p->w, c->per), p++;
-            int r0 = first * c->per, t0 = u % groups * MATMUL_TOKENS;
+            int r0 = first * c->per, t0 = u % groups * c->tokens;
             const void *in = c->stride ? (const char *)c->scratch + t0 * c->stride : NULL;
             type->product(p->y + (size_t)t0 * p->w->rows, p->w, c->x + (size_t)t0 * p->w->cols,
-                          in, min_int(MATMUL_TOKENS, c->n - t0), r0,
+                          in, min_int(c->tokens, c->n - t0), r0,
                           min_int(c->per, p->w->rows - r0));
         }
 }
@@ -101,10 +118,11 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
     /* below PARALLEL_MIN_WORK (stories260K's products) handing the work over costs more than
      * sharing it saves */
     int threads = work >= PARALLEL_MIN_WORK ? team_size() : 1, groups = token_groups(n);
+    int tokens = tokens_per_unit(type->unit_tokens(p[0].w), units, n, threads);
     Share shares[SHARES_MAX];
-    Call c = {p, per, n, x, scratch, type->input_stride(p[0].w, n), shares,
+    Call c = {p, per, tokens, n, x, scratch, type->input_stride(p[0].w, n), shares,
               min_int(threads, SHARES_MAX)};
-    share_init(shares, c.nshares, units * groups);
+    share_init(shares, c.nshares, units * ((n + tokens - 1) / tokens));
     if (c.stride) { /* the input, prepared once for all the products */
         if (groups == 1)
             prepare_group(&c, 0);

@@ -32,13 +32,16 @@ typedef struct {
     const void *packed;   /* the matrix rearranged at load for this build's kernel, or NULL */
 } Tensor;
 
-/* Tokens of a prompt chunk a kernel takes at once: the width of its tiles, and the group in
- * which the float types lay out their input (see `prepare`). Threads share out the work of a
- * chunk in units of (a few rows) x (up to MATMUL_TOKENS tokens). */
+/* The group of a prompt chunk's tokens in which the types lay out their prepared input (see
+ * `prepare`), and the most tokens of a tile. Threads share out the work of a chunk in units of
+ * (a few rows) x (a few groups of tokens: unit_rows and unit_tokens below). */
 #define MATMUL_TOKENS 8
 
+/* How far past its rearranged matrix a product may prefetch (see packed_size below). */
+#define MATMUL_PREFETCH_BYTES 32768
+
 /* Everything one weight type is. The product covers rows r0 .. r0 + nr - 1 of
- * y (n, rows) = x (n, cols) W^T for n tokens (matmul passes at most MATMUL_TOKENS at a time);
+ * y (n, rows) = x (n, cols) W^T for n tokens (matmul passes at most unit_tokens at a time);
  * the reference computes the same one row and one token at a time in plain C and is the
  * type's definition: the fast products give its numbers bit for bit, except where the type's
  * file says otherwise (tests/test_kernels.c checks).
@@ -64,11 +67,15 @@ typedef struct {
     /* the same for product_ref (same stride), or NULL if the reference reads x itself */
     void (*prepare_ref)(void *in, const float *x, int n, int t0, const Tensor *w);
     /* bytes a load-time rearrangement takes (a multiple of 64), 0 if the stored layout serves;
-     * pack writes it into mem (64-aligned) and points w->packed there */
+     * pack writes it into mem (64-aligned) and points w->packed there. A product may prefetch
+     * (never read) up to MATMUL_PREFETCH_BYTES past the rearranged matrix: what lies there
+     * should be what it reads next, the next matrix, and memory after the last */
     size_t (*packed_size)(const Tensor *w);
     void (*pack)(Tensor *w, void *mem);
-    /* rows per unit of work (the threads share out units) */
+    /* rows and tokens (a multiple of MATMUL_TOKENS) per unit of work: the threads share out
+     * units */
     int (*unit_rows)(const Tensor *w);
+    int (*unit_tokens)(const Tensor *w);
     /* in: the prepared input of these n tokens, or NULL when input_stride is 0 */
     void (*product)(float *y, const Tensor *w, const float *x, const void *in, int n, int r0,
                     int nr);
@@ -81,6 +88,9 @@ extern const WeightType weight_f32, weight_bf16, weight_q8_0, weight_q4_0;
 
 /* The table entry of a WEIGHT_* value, or NULL for an unknown one. */
 const WeightType *weight_type(int type);
+
+/* MATMUL_TOKENS: the unit_tokens of a type whose products take a group at a time. */
+int matmul_group_tokens(const Tensor *w);
 
 /* Bytes of scratch matmul needs to run n tokens through w (0 if none). */
 size_t matmul_scratch_bytes(const Tensor *w, int n);

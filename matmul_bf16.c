@@ -327,7 +327,8 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
 const WeightType weight_bf16 = {
     .name = "bf16", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
-    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .product = product,
+    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows,
+    .unit_tokens = matmul_group_tokens, .product = product,
     .product_ref = product_ref,
 #if defined(USE_AVX512_BF16)
     .isa = "avx512bf16",

@@ -26,9 +26,18 @@
  *   every token's x[j]. For that the chunk's activations are first laid out column by column
  *   per group of MATMUL_TOKENS tokens (prepare: xp[j * tn + t]), so that the tokens' values of
  *   a column share a cache line and come as broadcast operands of the FMAs.
+ *   A unit of work is one superblock for all the tokens of a chunk (F32_UNIT_TOKENS), whose
+ *   tiles run block by block of F32_BLOCK_COLS columns, every tile through a block before the
+ *   next block; a tile's accumulators wait in a small buffer between blocks, stored and
+ *   reloaded as floats, so each output is still the one chain of the reference. While the
+ *   tiles run through a block, they prefetch the next one (which lies right after it, the
+ *   next superblock's first block after a superblock's last), a cache line every few columns.
  * Measured in the research for this layout (BENCHMARKS.md): 94-95% of the FMA peak for the
  * prompt tile, where row-major tiles of any shape stayed near 63%, and decoding at the
- * machine's read bandwidth.
+ * machine's read bandwidth. Without the prefetch, a superblock's first tile waited for its
+ * weights to come from memory and took 2.5 times as long as the seven others, a fifth of the
+ * product's time on a core that does two 512-bit FMAs a cycle (BENCHMARKS.md, "Prompts:
+ * weights from memory").
  */
 #include <math.h>
 #include <string.h>
@@ -65,6 +74,16 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
 #else
 #define TILE_T 2                             /* 4 x 2 of the 16 */
 #endif
+#define F32_UNIT_TOKENS 64  /* tokens of a unit of work: model.c's whole prompt chunk */
+/* Columns per block: the block's weights (32 KB) and the chunk's inputs for it (64 KB) stay in
+ * L2 beside the next block's weights coming in, even for w2's 2048 columns (BENCHMARKS.md) */
+#define F32_BLOCK_COLS 256
+#define LINE_FLOATS 16      /* floats per cache line */
+/* Columns per prefetched line: the tiles of a whole unit together prefetch 2 lines a column,
+ * the next block's size */
+#define PREFETCH_EVERY (F32_UNIT_TOKENS / TILE_T / 2)
+_Static_assert(F32_BLOCK_COLS * F32_SB * sizeof(float) <= MATMUL_PREFETCH_BYTES,
+               "the last block's prefetches reach a block past the matrix");
 
 static size_t packed_size(const Tensor *w) {
     return (size_t)(w->rows + F32_SB - 1) / F32_SB * F32_SB * w->cols * sizeof(float);
@@ -109,15 +128,22 @@ static void prepare(void *in, const float *x, int n, int t0, const Tensor *w) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The tile: one superblock (wb, its first row at y) by T tokens whose inputs are xp[j * xs + t];
- * outputs for `left` rows (the rest are padding). T is a compile-time constant at every call,
+/* The tile: `cols` columns of one superblock from wb, by T tokens whose inputs are
+ * xp[j * xs + t]. Its accumulators start from zero, or from the partial sums at `from`
+ * (from[t * F32_SB + r]), and end in out[t * out_stride + r] for the first `left` rows (the
+ * rest are padding). Unless `ahead` is NULL, it meanwhile prefetches the cache lines from
+ * `ahead` on, one every PREFETCH_EVERY columns. T is a compile-time constant at every call,
  * so the accumulators live in registers. */
-static ALWAYS_INLINE void tile(float *y, const float *wb, const float *xp, int xs, int T,
-                               int cols, int rows, int left) {
+static ALWAYS_INLINE void tile(float *out, size_t out_stride, int left, const float *from,
+                               const float *wb, const float *xp, int xs, int T, int cols,
+                               const float *ahead) {
     VecF acc[SB_VECS][TILE_T];
     for (int q = 0; q < SB_VECS; q++)
-        for (int t = 0; t < T; t++) acc[q][t] = vec_zero();
+        for (int t = 0; t < T; t++)
+            acc[q][t] = from ? vec_load(from + t * F32_SB + q * VEC_LANES) : vec_zero();
     for (int j = 0; j < cols; j++, xp += xs, wb += F32_SB) {
+        if (ahead && j % PREFETCH_EVERY == 0)
+            _mm_prefetch((const char *)(ahead + j / PREFETCH_EVERY * LINE_FLOATS), _MM_HINT_T0);
         VecF wv[SB_VECS];
         for (int q = 0; q < SB_VECS; q++) wv[q] = vec_load(wb + q * VEC_LANES);
         for (int t = 0; t < T; t++) {
@@ -127,30 +153,63 @@ static ALWAYS_INLINE void tile(float *y, const float *wb, const float *xp, int x
     }
     for (int t = 0; t < T; t++)
         for (int q = 0; q < SB_VECS; q++)
-            vec_store_first(y + (size_t)t * rows + q * VEC_LANES, acc[q][t], left - q * VEC_LANES);
+            vec_store_first(out + t * out_stride + q * VEC_LANES, acc[q][t],
+                            left - q * VEC_LANES);
 }
 
-/* Superblocks b0 .. b1 - 1 for the tn tokens of one group, inputs xp[j * tn + t] (a single
- * token's input is x itself), in tiles of up to TILE_T tokens. */
-static void superblocks(float *y, const float *packed, const float *xp, int tn, int rows,
-                        int cols, int b0, int b1) {
-    for (int b = b0; b < b1; b++) {
-        const float *wb = packed + (size_t)b * cols * F32_SB;
-        int left = rows - b * F32_SB;
-        for (int t = 0; t < tn; t += TILE_T) {
-            float *yt = y + (size_t)t * rows + b * F32_SB;
-            switch (min_int(TILE_T, tn - t)) {
+/* Superblocks b0 .. b1 - 1 for one token (decoding): each one stream of weights, which the
+ * hardware's prefetcher follows. */
+static void superblocks_token(float *y, const float *packed, const float *x, int rows,
+                              int cols, int b0, int b1) {
+    for (int b = b0; b < b1; b++)
+        tile(y + b * F32_SB, rows, rows - b * F32_SB, NULL, packed + (size_t)b * cols * F32_SB,
+             x, 1, 1, cols, NULL);
+}
+
+/* tile() for T tokens chosen at run time (1 .. TILE_T), each T a constant inside. */
+static void tile_tokens(float *out, size_t out_stride, int left, const float *from,
+                        const float *wb, const float *xp, int xs, int T, int cols,
+                        const float *ahead) {
+    switch (T) {
 #if TILE_T >= 8
-            case 8: tile(yt, wb, xp + t, tn, 8, cols, rows, left); break;
-            case 7: tile(yt, wb, xp + t, tn, 7, cols, rows, left); break;
-            case 6: tile(yt, wb, xp + t, tn, 6, cols, rows, left); break;
-            case 5: tile(yt, wb, xp + t, tn, 5, cols, rows, left); break;
-            case 4: tile(yt, wb, xp + t, tn, 4, cols, rows, left); break;
-            case 3: tile(yt, wb, xp + t, tn, 3, cols, rows, left); break;
+    case 8: tile(out, out_stride, left, from, wb, xp, xs, 8, cols, ahead); break;
+    case 7: tile(out, out_stride, left, from, wb, xp, xs, 7, cols, ahead); break;
+    case 6: tile(out, out_stride, left, from, wb, xp, xs, 6, cols, ahead); break;
+    case 5: tile(out, out_stride, left, from, wb, xp, xs, 5, cols, ahead); break;
+    case 4: tile(out, out_stride, left, from, wb, xp, xs, 4, cols, ahead); break;
+    case 3: tile(out, out_stride, left, from, wb, xp, xs, 3, cols, ahead); break;
 #endif
-            case 2: tile(yt, wb, xp + t, tn, 2, cols, rows, left); break;
-            default: tile(yt, wb, xp + t, tn, 1, cols, rows, left); break;
-            }
+    case 2: tile(out, out_stride, left, from, wb, xp, xs, 2, cols, ahead); break;
+    default: tile(out, out_stride, left, from, wb, xp, xs, 1, cols, ahead); break;
+    }
+}
+
+/* One superblock (wb; its outputs from y on, `left` real rows) for n <= F32_UNIT_TOKENS tokens
+ * of a chunk, whose prepared inputs lie from `in` on, `stride` floats a token, in groups of
+ * MATMUL_TOKENS. Block by block, each block through every tile of tokens; between blocks a
+ * tile's sums wait in `part`. */
+static void superblock_chunk(float *y, const float *wb, const float *in, size_t stride, int n,
+                             int rows, int cols, int left) {
+    _Alignas(64) float part[F32_UNIT_TOKENS * F32_SB];
+    for (int j0 = 0; j0 < cols; j0 += F32_BLOCK_COLS) {
+        int kc = min_int(F32_BLOCK_COLS, cols - j0);
+        const float *block = wb + (size_t)j0 * F32_SB;
+        /* what follows the block in memory (the next block, or the next superblock's first, or
+         * the next matrix's), as many lines as the block has, 2 a column; each tile prefetches
+         * its share, so that a whole unit's tiles prefetch all of them */
+        int share = (kc + PREFETCH_EVERY - 1) / PREFETCH_EVERY;
+        const float *next = block + (size_t)kc * F32_SB;
+        for (int t = 0; t < n; t += TILE_T) {
+            int g = t / MATMUL_TOKENS * MATMUL_TOKENS, tn = min_int(MATMUL_TOKENS, n - g);
+            const float *xp = in + (size_t)g * stride + (size_t)j0 * tn + (t - g);
+            const float *ahead = next + (size_t)(t / TILE_T) * share * LINE_FLOATS;
+            float *p = part + (size_t)t * F32_SB;
+            int T = min_int(TILE_T, n - t);
+            if (j0 + kc == cols) /* the last block: the outputs */
+                tile_tokens(y + (size_t)t * rows, rows, left, j0 ? p : NULL, block, xp, tn, T,
+                            kc, ahead);
+            else
+                tile_tokens(p, F32_SB, F32_SB, j0 ? p : NULL, block, xp, tn, T, kc, ahead);
         }
     }
 }
@@ -163,19 +222,26 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
         return;
     }
     int b0 = r0 / F32_SB, b1 = (r0 + nr + F32_SB - 1) / F32_SB, rows = w->rows, cols = w->cols;
+    const float *packed = w->packed;
     if (!in) { /* decoding: x itself is a token's input */
         for (int t = 0; t < n; t++)
-            superblocks(y + (size_t)t * rows, w->packed, x + (size_t)t * cols, 1, rows, cols, b0,
-                        b1);
+            superblocks_token(y + (size_t)t * rows, packed, x + (size_t)t * cols, rows, cols, b0,
+                              b1);
         return;
     }
     size_t stride = chunk_stride(w) / sizeof(float);
-    for (int t0 = 0; t0 < n; t0 += MATMUL_TOKENS)
-        superblocks(y + (size_t)t0 * rows, w->packed, (const float *)in + t0 * stride,
-                    min_int(MATMUL_TOKENS, n - t0), rows, cols, b0, b1);
+    for (int t0 = 0; t0 < n; t0 += F32_UNIT_TOKENS)
+        for (int b = b0; b < b1; b++)
+            superblock_chunk(y + (size_t)t0 * rows + b * F32_SB,
+                             packed + (size_t)b * cols * F32_SB, (const float *)in + t0 * stride,
+                             stride, min_int(F32_UNIT_TOKENS, n - t0), rows, cols,
+                             rows - b * F32_SB);
 }
 
 static int unit_rows(const Tensor *w) { return w->packed ? F32_SB : 1; }
+static int unit_tokens(const Tensor *w) {
+    return w->packed ? F32_UNIT_TOKENS : matmul_group_tokens(w);
+}
 
 #else /* plain C: the stored layout, row by row */
 
@@ -200,6 +266,7 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
 }
 
 static int unit_rows(const Tensor *w) { return 1; }
+static int unit_tokens(const Tensor *w) { return matmul_group_tokens(w); }
 
 #endif
 
@@ -219,8 +286,8 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
 const WeightType weight_f32 = {
     .name = "f32", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
-    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .product = product,
-    .product_ref = product_ref,
+    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .unit_tokens = unit_tokens,
+    .product = product, .product_ref = product_ref,
 #if defined(USE_AVX512)
     .isa = "avx512",
 #elif defined(USE_AVX2)

@@ -522,7 +522,8 @@ const WeightType weight_q8_0 = {
     .name = "q8_0", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
     .prepare_ref = prepare_ref, .packed_size = packed_size, .pack = pack,
-    .unit_rows = unit_rows, .product = product, .product_ref = product_ref,
+    .unit_rows = unit_rows, .unit_tokens = matmul_group_tokens, .product = product,
+    .product_ref = product_ref,
 #if defined(USE_VNNI)
     .isa = "avx512vnni",
 #elif defined(USE_AVX2_Q8)

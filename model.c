@@ -143,14 +143,16 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
 /* ------------------------------------------------------------------------------------------ */
 /* Loading */
 
-/* The weight matrices, numbered 0 .. matrix_count - 1: the seven of each layer, then the
- * classifier (the token embedding aside: it is only ever read a row at a time). */
+/* The weight matrices, numbered 0 .. matrix_count - 1: the seven of each layer in the order the
+ * forward pass reads them, then the classifier (the token embedding aside: it is only ever
+ * read a row at a time). The arena holds them in this order, so that what follows a matrix
+ * there is the one read next, which a product can prefetch (matmul.h). */
 static int matrix_count(const Model *m) { return 7 * m->config.n_layers + 1; }
 
 static Tensor *matrix(Model *m, int i) {
     if (i == 7 * m->config.n_layers) return &m->weights.classifier;
     LayerWeights *lw = &m->weights.layers[i / 7];
-    Tensor *layer[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+    Tensor *layer[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w3, &lw->w2};
     return layer[i % 7];
 }
 
@@ -246,6 +248,7 @@ static int load_mapped(Model *m, char err[ERR_MAX]) {
     }
     for (int i = 0; i < matrix_count(m); i++) m->arena_size += arena_bytes(m, matrix(m, i));
     if (m->arena_size > 0) {
+        m->arena_size += MATMUL_PREFETCH_BYTES; /* after the last matrix */
         if (!(m->arena = alloc_huge(m->arena_size))) {
             size_t mb = m->arena_size >> 20;
             model_free(m);

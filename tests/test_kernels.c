@@ -146,13 +146,15 @@ static void run_matmul(float *y, const Tensor *t, const float *x, int n, int ref
 }
 
 /* The rearranged copy of w for this build's kernel (which VNNI builds must make for Q8_0 and
- * Q4_0), or NULL if the stored layout serves. Free it when done with the tensor. */
+ * Q4_0), with the room after it that a product may prefetch, or NULL if the stored layout
+ * serves. Free it when done with the tensor. */
 static void *pack(Tensor *t) {
     const WeightType *type = weight_type(t->type);
     size_t size = type->packed_size(t);
     CHECK(size > 0 || !strstr(type->isa, "vnni"), "a VNNI build did not pack %s", type->name);
     void *mem = NULL;
-    if (size > 0 && posix_memalign(&mem, 64, size) == 0) type->pack(t, mem);
+    if (size > 0 && posix_memalign(&mem, 64, size + MATMUL_PREFETCH_BYTES) == 0)
+        type->pack(t, mem);
     return mem;
 }
 
@@ -705,6 +707,25 @@ static void test_matmul_threads(void) {
         free_matrix(&m);
         free(x);
     }
+}
+
+/* f32 prompts as matmul_f32.c runs them: a unit of work is a superblock for a whole chunk of
+ * 64 tokens when the matrix has rows enough for every thread, fewer tokens otherwise; the
+ * tiles go block by block over the columns (here two of 256 and a short one of 188),
+ * prefetching the next block up to the matrix's end. Chunks of exactly a unit, one token more,
+ * and two units and more, through a tall and a short matrix. */
+static void test_matmul_f32_units(void) {
+    static const int ROWS_OF[] = {1000, 40}, TOKENS_OF[] = {64, 67, 130};
+    for (int r = 0; r < COUNT(ROWS_OF); r++)
+        for (int c = 0; c < COUNT(TOKENS_OF); c++) {
+            int rows = ROWS_OF[r], cols = 700, n = TOKENS_OF[c];
+            TestMatrix m = test_matrix(WEIGHT_F32, 0, rows, cols, 0);
+            float *x = random_floats((size_t)n * cols);
+            m.packed = pack(&m.t);
+            check_matmul(&m, x, n, m.packed ? "packed, units" : "units");
+            free_matrix(&m);
+            free(x);
+        }
 }
 
 /* matmul_many as the forward pass calls it (q, k and v; w1 and w3): products of one input in
@@ -1306,6 +1327,7 @@ int main(int argc, char **argv) {
     test_share_threads();
     test_team();
     test_matmul_threads();
+    test_matmul_f32_units();
     test_matmul_many();
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
     test_bf16_rounding_vs_instruction();
