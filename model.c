@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,18 @@ static void free_state(RunState *s) {
 /* Bytes of the largest scratch any weight matrix's product takes for n tokens. */
 static size_t scratch_bytes(Model *m, int n);
 
+/* count floats, zeroed, from the start of a cache line, or NULL. Each buffer's rows then start
+ * where the kernels' 64-byte vector stores do: calloc's large blocks start 16 bytes into a
+ * page, which cut each of them across two lines (BENCHMARKS.md, "Prompts: weights from
+ * memory"). */
+static float *floats(size_t count) {
+    void *p = NULL;
+    if (count > SIZE_MAX / sizeof(float) ||
+        posix_memalign(&p, 64, count ? count * sizeof(float) : 1) != 0)
+        return NULL;
+    return memset(p, 0, count * sizeof(float));
+}
+
 /* Allocates every activation buffer and the KV cache. Returns 0, or -1 if memory ran out. */
 static int alloc_state(Model *m, char err[ERR_MAX]) {
     const Config *c = &m->config;
@@ -100,19 +113,19 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     size_t q_dim = (size_t)c->n_heads * c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
     size_t xb_dim = c->dim > (int)q_dim ? (size_t)c->dim : q_dim;
-    s->x = calloc(n * c->dim, sizeof(float));
-    s->xb = calloc(n * xb_dim, sizeof(float));
-    s->xb2 = calloc(n * c->dim, sizeof(float));
-    s->hb = calloc(n * c->hidden_dim, sizeof(float));
-    s->hb2 = calloc(n * c->hidden_dim, sizeof(float));
-    s->q = calloc(n * q_dim, sizeof(float));
-    s->k = calloc(n * kv_dim, sizeof(float));
-    s->v = calloc(n * kv_dim, sizeof(float));
-    s->rope_freq = calloc(c->head_size / 2, sizeof(float));
-    s->rope_cos = calloc(n * (c->head_size / 2), sizeof(float));
-    s->rope_sin = calloc(n * (c->head_size / 2), sizeof(float));
-    s->att = calloc((size_t)c->n_heads * c->seq_len, sizeof(float));
-    s->logits = calloc(c->vocab_size, sizeof(float));
+    s->x = floats(n * c->dim);
+    s->xb = floats(n * xb_dim);
+    s->xb2 = floats(n * c->dim);
+    s->hb = floats(n * c->hidden_dim);
+    s->hb2 = floats(n * c->hidden_dim);
+    s->q = floats(n * q_dim);
+    s->k = floats(n * kv_dim);
+    s->v = floats(n * kv_dim);
+    s->rope_freq = floats(c->head_size / 2);
+    s->rope_cos = floats(n * (c->head_size / 2));
+    s->rope_sin = floats(n * (c->head_size / 2));
+    s->att = floats((size_t)c->n_heads * c->seq_len);
+    s->logits = floats(c->vocab_size);
     size_t scratch = scratch_bytes(m, (int)n);
     int scratch_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
     if (!scratch_ok) s->xp = NULL;
