@@ -220,7 +220,14 @@ int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_s
     c->max_rows = c->max_rows < 4 ? 4 : c->max_rows > MAX_ROWS ? MAX_ROWS : c->max_rows;
     c->scratch_floats = round64(((size_t)c->max_rows * (3 * head_size + TILE + 3) + head_size) *
                                 sizeof(float)) / sizeof(float);
-    c->scratch = calloc((size_t)c->threads * c->scratch_floats, sizeof(float));
+    /* on cache lines, each thread's part a whole number of them (calloc's would start 16 bytes
+     * into a page: every vector of it cut across two lines, and one line shared by two
+     * threads) */
+    size_t scratch_bytes = (size_t)c->threads * c->scratch_floats * sizeof(float);
+    if (posix_memalign((void **)&c->scratch, 64, scratch_bytes) == 0)
+        memset(c->scratch, 0, scratch_bytes);
+    else
+        c->scratch = NULL;
     if (!c->keys || !c->values || !c->scratch || !c->shift || !c->turns || !c->turned ||
         (type == KV_Q8 && (!c->key_scales || !c->value_scales))) {
         kv_cache_free(c);
