@@ -161,9 +161,11 @@ static void cache_release(void *p, size_t bytes) {
  * the slots of several heads, so the whole cache is faulted in at once: cheap for a cache of
  * tens of MB, but a long context's (a gigabyte or more at 128K positions) would then be
  * resident from the start, mostly for positions never reached; those keep 4 KB pages. So
- * does a small one (stories260K: 0.6 MB), whose few faults cost nothing and which 2 MB pages
- * would only round up. */
-#define HUGE_CACHE_MIN ((size_t)8 << 20)
+ * does one smaller than a 2 MB page (stories260K: 0.6 MB), whose few faults cost little and
+ * which 2 MB pages would only round up. Not more than that: the 15M shape's 7 MB cache, in 4
+ * KB pages, faulted about 850 pages in a 256-token prompt, 12 of its 26 ms on a host whose
+ * faults cost 14 us (BENCHMARKS.md, "Prompts: weights from memory"). */
+#define HUGE_CACHE_MIN HUGE_PAGE
 #define HUGE_CACHE_MAX ((size_t)64 << 20)
 
 int kv_cache_init(KvCache *c, int type, int n_layers, int n_kv_heads, int head_size,
