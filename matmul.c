@@ -28,7 +28,8 @@ const WeightType *weight_type(int type) {
 int matmul_group_tokens(const Tensor *w) { return MATMUL_TOKENS; }
 
 size_t matmul_scratch_bytes(const Tensor *w, int n) {
-    return (size_t)n * weight_type(w->type)->input_stride(w, n);
+    const WeightType *type = weight_type(w->type);
+    return (size_t)n * type->input_stride(w, n) * (n > 1 && type->own_input ? team_size() : 1);
 }
 
 /* Whether two matrices read their input the same way, so one preparation serves both. */
@@ -64,9 +65,15 @@ typedef struct {
     const float *x;
     void *scratch;  /* the prepared input, when the weight type has one */
     size_t stride;  /* its bytes per token, or 0 */
+    int own_copies; /* each thread prepares its own copy of the input, n * stride bytes apart */
     Share *shares;
     int nshares;
 } Call;
+
+/* Token group g of the input, prepared into `in` (quantized, for the integer types). */
+static void prepare_group(const Call *c, void *in, int g) {
+    weight_type(c->p[0].w->type)->prepare(in, c->x, c->n, g * MATMUL_TOKENS, c->p[0].w);
+}
 
 /* The units of a call that thread `me` takes (share.h). Units run row-block-major, so a
  * thread's units of one row block follow each other and its weights stay in the cache while
@@ -76,6 +83,11 @@ typedef struct {
 static void take_units(const Call *c, int me) {
     if (me >= c->nshares) return;
     const WeightType *type = weight_type(c->p[0].w->type);
+    const char *input = c->scratch;
+    if (c->own_copies) {
+        input += (size_t)me * c->n * c->stride;
+        for (int g = 0; g < token_groups(c->n); g++) prepare_group(c, (void *)input, g);
+    }
     int groups = (c->n + c->tokens - 1) / c->tokens, u, end; /* units of tokens */
     while ((u = share_take(c->shares, c->nshares, me, &end)) >= 0)
         for (; u < end; u++) {
@@ -83,29 +95,25 @@ static void take_units(const Call *c, int me) {
             int first = u / groups; /* row unit `first` of product p */
             while (first >= row_units(p->w, c->per)) first -= row_units(p->w, c->per), p++;
             int r0 = first * c->per, t0 = u % groups * c->tokens;
-            const void *in = c->stride ? (const char *)c->scratch + t0 * c->stride : NULL;
+            const void *in = c->stride ? input + t0 * c->stride : NULL;
             type->product(p->y + (size_t)t0 * p->w->rows, p->w, c->x + (size_t)t0 * p->w->cols,
                           in, min_int(c->tokens, c->n - t0), r0,
                           min_int(c->per, p->w->rows - r0));
         }
 }
 
-/* Token group g of the input prepared once for all the products (quantized, for the integer
- * types). */
-static void prepare_group(const Call *c, int g) {
-    weight_type(c->p[0].w->type)->prepare(c->scratch, c->x, c->n, g * MATMUL_TOKENS, c->p[0].w);
-}
-
 static void prepare_groups(void *call, int from, int to) {
-    for (int g = from; g < to; g++) prepare_group(call, g);
+    const Call *c = call;
+    for (int g = from; g < to; g++) prepare_group(c, c->scratch, g);
 }
 
 static void take_units_job(void *call, int me, int n) { take_units(call, me); }
 
-void matmul_many(const Product *p, int count, const float *x, int n, void *scratch) {
+void matmul_many(const Product *p, int count, const float *x, int n, void *scratch,
+                 size_t scratch_bytes) {
     for (int i = 1; i < count; i++)
         if (!same_input(p[0].w, p[i].w)) { /* mixed types: one product at a time */
-            for (int k = 0; k < count; k++) matmul_many(p + k, 1, x, n, scratch);
+            for (int k = 0; k < count; k++) matmul_many(p + k, 1, x, n, scratch, scratch_bytes);
             return;
         }
     const WeightType *type = weight_type(p[0].w->type);
@@ -119,16 +127,23 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
      * sharing it saves */
     int threads = work >= PARALLEL_MIN_WORK ? team_size() : 1, groups = token_groups(n);
     int tokens = tokens_per_unit(type->unit_tokens(p[0].w), units, n, threads);
+    size_t stride = type->input_stride(p[0].w, n);
     Share shares[SHARES_MAX];
-    Call c = {p, per, tokens, n, x, scratch, type->input_stride(p[0].w, n), shares,
-              min_int(threads, SHARES_MAX)};
+    Call c = {p, per, tokens, n, x, scratch, stride, 0, shares, min_int(threads, SHARES_MAX)};
     share_init(shares, c.nshares, units * ((n + tokens - 1) / tokens));
-    if (c.stride) { /* the input, prepared once for all the products */
-        if (groups == 1)
-            prepare_group(&c, 0);
-        else
-            team_for(threads, groups, prepare_groups, &c);
-    }
+    /* A prompt's input: every thread's products read all of it, and what one core wrote reads
+     * slowly on another (and is slow to write again once the other has read it), so for f32
+     * each thread prepares a copy of its own, when the scratch holds one for each: 1.05x
+     * (110M) and 1.09x (15M) prompts; the integer types, which would quantize twice, showed
+     * no gain (BENCHMARKS.md). Otherwise the threads prepare one copy together; decoding's
+     * single token, the caller alone. */
+    if (stride && type->own_input && groups > 1 && threads > 1 &&
+        scratch_bytes / (n * stride) >= (size_t)c.nshares)
+        c.own_copies = 1;
+    else if (stride && groups == 1)
+        prepare_group(&c, scratch, 0);
+    else if (stride)
+        team_for(threads, groups, prepare_groups, &c);
     team_run(threads, take_units_job, &c);
 }
 
@@ -150,9 +165,10 @@ void pack_blocks(const Tensor *t, void *mem, int blocks,
              &k);
 }
 
-void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch) {
+void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch,
+            size_t scratch_bytes) {
     Product p = {y, w};
-    matmul_many(&p, 1, x, n, scratch);
+    matmul_many(&p, 1, x, n, scratch, scratch_bytes);
 }
 
 void matmul_ref(float *y, const Tensor *w, const float *x, int n, void *scratch) {

@@ -81,6 +81,8 @@ typedef struct {
                     int nr);
     void (*product_ref)(float *y, const Tensor *w, const float *x, const void *in, int n,
                         int r0, int nr);
+    /* 1: when the threads share a prompt, each prepares the whole input itself (matmul_many) */
+    int own_input;
     const char *isa;        /* which path `product` takes in this build */
 } WeightType;
 
@@ -92,15 +94,20 @@ const WeightType *weight_type(int type);
 /* MATMUL_TOKENS: the unit_tokens of a type whose products take a group at a time. */
 int matmul_group_tokens(const Tensor *w);
 
-/* Bytes of scratch matmul needs to run n tokens through w (0 if none). */
+/* Bytes of scratch matmul needs to run n tokens through w (0 if none): for a prompt chunk of
+ * a type with own_input, a copy of the prepared input for each thread of the team as it is
+ * now (team_size). */
 size_t matmul_scratch_bytes(const Tensor *w, int n);
 
 /* y (n, w->rows) = x (n, w->cols) W^T: each of n tokens through a weight matrix. n = 1 is the
  * matrix-vector product of decoding; n > 1 is a prompt chunk, where each weight row is read
  * once for MATMUL_TOKENS tokens at a time, and every (row, token) sees the same arithmetic as
  * with n = 1, so a chunk gives the logits of token-by-token decoding bit for bit. scratch
- * (64-aligned, matmul_scratch_bytes) holds x as the kernel reads it; NULL when that is 0. */
-void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch);
+ * (64-aligned, scratch_bytes of it) holds x as the kernel reads it; NULL when
+ * matmul_scratch_bytes is 0. Less than that asks is fine if it holds one copy (n times the
+ * bytes for one token): the threads then share it. */
+void matmul(float *y, const Tensor *w, const float *x, int n, void *scratch,
+            size_t scratch_bytes);
 
 /* matmul for several products of the same input x (n, cols): q, k and v; w1 and w3. Products
  * that read the activations the same way share one preparation of x and one parallel loop
@@ -110,7 +117,8 @@ typedef struct {
     float *y;        /* (n, w->rows) */
     const Tensor *w;
 } Product;
-void matmul_many(const Product *p, int count, const float *x, int n, void *scratch);
+void matmul_many(const Product *p, int count, const float *x, int n, void *scratch,
+                 size_t scratch_bytes);
 
 /* The plain C reference of any type: the same products, one row and one token at a time. */
 void matmul_ref(float *y, const Tensor *w, const float *x, int n, void *scratch);

@@ -330,7 +330,7 @@ const WeightType weight_f32 = {
     .name = "f32", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
     .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .unit_tokens = unit_tokens,
-    .product = product, .product_ref = product_ref,
+    .product = product, .product_ref = product_ref, .own_input = 1,
 #if defined(USE_AVX512)
     .isa = "avx512",
 #elif defined(USE_AVX2)

@@ -129,6 +129,8 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     size_t scratch = scratch_bytes(m, (int)n);
     int scratch_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
     if (!scratch_ok) s->xp = NULL;
+    if (s->xp) memset(s->xp, 0, scratch); /* its pages faulted in now, not in a prompt */
+    s->xp_bytes = s->xp ? scratch : 0;
     ModelOptions *o = &m->options;
     if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
     if (o->sinks < 0) /* the default, but always leaving one position to evict */
@@ -371,7 +373,7 @@ static void attention_block(Model *m, int l, int n, int pos) {
     /* xb = attention_norm(x); q, k, v = wq(xb), wk(xb), wv(xb) */
     rmsnorm(s->xb, s->x, lw->attn_norm, n, dim, p->norm_eps);
     Product qkv[3] = {{s->q, &lw->wq}, {s->k, &lw->wk}, {s->v, &lw->wv}};
-    matmul_many(qkv, 3, s->xb, n, s->xp);
+    matmul_many(qkv, 3, s->xb, n, s->xp, s->xp_bytes);
     if (lw->bq) { /* Qwen2: q_proj, k_proj and v_proj have biases */
         add_bias(s->q, lw->bq, n, p->n_heads * hs);
         add_bias(s->k, lw->bk, n, p->n_kv_heads * hs);
@@ -400,7 +402,7 @@ static void attention_block(Model *m, int l, int n, int pos) {
     }
 
     /* x = x + wo(xb) */
-    matmul(s->xb2, &lw->wo, s->xb, n, s->xp);
+    matmul(s->xb2, &lw->wo, s->xb, n, s->xp, s->xp_bytes);
     add(s->x, s->xb2, n * dim);
 }
 
@@ -414,9 +416,9 @@ static void feedforward_block(Model *m, int l, int n) {
     rmsnorm(s->xb, s->x, lw->ffn_norm, n, p->dim, p->norm_eps);
     /* x = x + w2(silu(w1(xb)) * w3(xb)) */
     Product up[2] = {{s->hb, &lw->w1}, {s->hb2, &lw->w3}};
-    matmul_many(up, 2, s->xb, n, s->xp);
+    matmul_many(up, 2, s->xb, n, s->xp, s->xp_bytes);
     swiglu(s->hb, s->hb, s->hb2, n * p->hidden_dim);
-    matmul(s->xb2, &lw->w2, s->hb, n, s->xp);
+    matmul(s->xb2, &lw->w2, s->hb, n, s->xp, s->xp_bytes);
     add(s->x, s->xb2, n * p->dim);
 }
 
@@ -431,7 +433,7 @@ static void classify(Model *m, int n, float *all_logits) {
     float *x = s->x + (size_t)first * p->dim;
     rmsnorm(x, x, m->weights.final_norm, rows, p->dim, p->norm_eps);
     float *out = all_logits ? all_logits : s->logits;
-    matmul(out, &m->weights.classifier, x, rows, s->xp);
+    matmul(out, &m->weights.classifier, x, rows, s->xp, s->xp_bytes);
     if (all_logits)
         memcpy(s->logits, all_logits + (size_t)(n - 1) * p->vocab_size,
                p->vocab_size * sizeof(float));

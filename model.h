@@ -139,9 +139,10 @@ typedef struct {
     float *att;    /* (n_heads, seq_len) the reference attention's weights (run --attn) */
     float *logits; /* (vocab_size) of the last position */
     /* The input of a product as its weight type's kernel reads it (quantized, rounded or
-     * laid out column by column: matmul.h), for chunk_len tokens of the widest input; NULL
-     * if no matrix needs it. */
+     * laid out column by column: matmul.h), for chunk_len tokens of the widest input, a copy
+     * for each thread; NULL if no matrix needs it. */
     void *xp;
+    size_t xp_bytes;
     KvCache kv;    /* the keys and values of the positions the model can still see */
 } RunState;
 

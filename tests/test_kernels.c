@@ -141,7 +141,7 @@ static void run_matmul(float *y, const Tensor *t, const float *x, int n, int ref
     void *scratch = NULL;
     if (bytes && posix_memalign(&scratch, 64, bytes) != 0) abort();
     if (ref) matmul_ref(y, t, x, n, scratch);
-    else matmul(y, t, x, n, scratch);
+    else matmul(y, t, x, n, scratch, bytes);
     free(scratch);
 }
 
@@ -756,7 +756,7 @@ static void test_matmul_many(void) {
             }
             void *scratch = NULL;
             if (bytes && posix_memalign(&scratch, 64, bytes) != 0) abort();
-            matmul_many(p, count, x, n, scratch);
+            matmul_many(p, count, x, n, scratch, bytes);
             for (int i = 0; i < count; i++) {
                 const Tensor *t = &m[i].t;
                 const char *what = mixed ? "matmul_many, mixed" : "matmul_many";
@@ -766,6 +766,14 @@ static void test_matmul_many(void) {
                 CHECK(memcmp(alone, p[i].y, sizeof(float) * n * t->rows) == 0,
                       "%s %s rows %d tokens %d: not what matmul gives alone", type_name(t),
                       what, t->rows, n);
+                /* a scratch of one copy of the prepared input, which the threads then share
+                 * instead of preparing one each */
+                size_t one = weight_type(t->type)->input_stride(t, n) * n;
+                memset(alone, 0, sizeof(float) * n * t->rows);
+                matmul(alone, t, x, n, scratch, one);
+                CHECK(memcmp(alone, p[i].y, sizeof(float) * n * t->rows) == 0,
+                      "%s %s rows %d tokens %d: a shared copy of the input gives other numbers",
+                      type_name(t), what, t->rows, n);
                 free(alone), free(p[i].y), free_matrix(&m[i]);
             }
             free(scratch), free(x);
@@ -1293,7 +1301,7 @@ static void bench(void) {
             double best = 1e9;
             for (int rep = 0; rep < (decode ? 30 : 10); rep++) {
                 double t0 = now();
-                matmul(y, &m.t, x, n, scratch);
+                matmul(y, &m.t, x, n, scratch, bytes);
                 best = fmin(best, now() - t0);
             }
             size_t stored = weight_type(m.t.type)->file_bytes(rows, cols, m.t.group_size);
