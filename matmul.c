@@ -5,9 +5,10 @@
  * groups of MATMUL_TOKENS tokens, and the threads (team.h) share out the units of all the
  * products of one call (share.h: each its own contiguous share, stealing when it runs out).
  * The arithmetic is the weight type's own (matmul_<type>.c); this file only prepares the
- * input once and decides who computes which rows for which tokens. A (row, token) output is
- * computed the same way whichever unit holds it, so neither the number of threads nor the
- * size of a chunk changes a bit of it.
+ * input (once, or for f32 prompts once per thread: matmul_many says why) and decides who
+ * computes which rows for which tokens. A (row, token) output is computed the same way
+ * whichever unit holds it, so neither the number of threads nor the size of a chunk changes
+ * a bit of it.
  */
 #include <stdio.h>
 
