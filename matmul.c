@@ -26,8 +26,6 @@ const WeightType *weight_type(int type) {
     return type >= 0 && type < WEIGHT_TYPES ? types[type] : NULL;
 }
 
-int matmul_group_tokens(const Tensor *w) { return MATMUL_TOKENS; }
-
 size_t matmul_scratch_bytes(const Tensor *w, int n) {
     const WeightType *type = weight_type(w->type);
     return (size_t)n * type->input_stride(w, n) * (n > 1 && type->own_input ? team_size() : 1);
@@ -63,6 +61,7 @@ static int tokens_per_unit(int unit_tokens, int row_units, int n, int threads) {
 typedef struct {
     const Product *p;
     int per, tokens, n; /* rows and tokens per unit; tokens in all */
+    int token_units;    /* units of `tokens` tokens that n makes (the last may be short) */
     const float *x;
     void *scratch;  /* the prepared input, when the weight type has one */
     size_t stride;  /* its bytes per token, or 0 */
@@ -89,13 +88,13 @@ static void take_units(const Call *c, int me) {
         input += (size_t)me * c->n * c->stride;
         for (int g = 0; g < token_groups(c->n); g++) prepare_group(c, (void *)input, g);
     }
-    int groups = (c->n + c->tokens - 1) / c->tokens, u, end; /* units of tokens */
+    int u, end;
     while ((u = share_take(c->shares, c->nshares, me, &end)) >= 0)
         for (; u < end; u++) {
             const Product *p = c->p;
-            int first = u / groups; /* row unit `first` of product p */
+            int first = u / c->token_units; /* row unit `first` of product p */
             while (first >= row_units(p->w, c->per)) first -= row_units(p->w, c->per), p++;
-            int r0 = first * c->per, t0 = u % groups * c->tokens;
+            int r0 = first * c->per, t0 = u % c->token_units * c->tokens;
             const void *in = c->stride ? input + t0 * c->stride : NULL;
             type->product(p->y + (size_t)t0 * p->w->rows, p->w, c->x + (size_t)t0 * p->w->cols,
                           in, min_int(c->tokens, c->n - t0), r0,
@@ -127,11 +126,12 @@ void matmul_many(const Product *p, int count, const float *x, int n, void *scrat
     /* below PARALLEL_MIN_WORK (stories260K's products) handing the work over costs more than
      * sharing it saves */
     int threads = work >= PARALLEL_MIN_WORK ? team_size() : 1, groups = token_groups(n);
-    int tokens = tokens_per_unit(type->unit_tokens(p[0].w), units, n, threads);
+    int tokens = tokens_per_unit(type->unit_tokens, units, n, threads);
     size_t stride = type->input_stride(p[0].w, n);
     Share shares[SHARES_MAX];
-    Call c = {p, per, tokens, n, x, scratch, stride, 0, shares, min_int(threads, SHARES_MAX)};
-    share_init(shares, c.nshares, units * ((n + tokens - 1) / tokens));
+    Call c = {p, per, tokens, n, (n + tokens - 1) / tokens, x, scratch, stride, 0, shares,
+              min_int(threads, SHARES_MAX)};
+    share_init(shares, c.nshares, units * c.token_units);
     /* A prompt's input: every thread's products read all of it, and what one core wrote reads
      * slowly on another (and is slow to write again once the other has read it), so for f32
      * each thread prepares a copy of its own, when the scratch holds one for each: 1.05x

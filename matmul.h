@@ -72,15 +72,16 @@ typedef struct {
      * should be what it reads next, the next matrix, and memory after the last */
     size_t (*packed_size)(const Tensor *w);
     void (*pack)(Tensor *w, void *mem);
-    /* rows and tokens (a multiple of MATMUL_TOKENS) per unit of work: the threads share out
-     * units */
+    /* rows per unit of work (the threads share out units) */
     int (*unit_rows)(const Tensor *w);
-    int (*unit_tokens)(const Tensor *w);
     /* in: the prepared input of these n tokens, or NULL when input_stride is 0 */
     void (*product)(float *y, const Tensor *w, const float *x, const void *in, int n, int r0,
                     int nr);
     void (*product_ref)(float *y, const Tensor *w, const float *x, const void *in, int n,
                         int r0, int nr);
+    /* tokens per unit of work, a multiple of MATMUL_TOKENS (matmul_many halves it for a
+     * matrix of too few rows to go round the threads) */
+    int unit_tokens;
     /* 1: when the threads share a prompt, each prepares the whole input itself (matmul_many) */
     int own_input;
     const char *isa;        /* which path `product` takes in this build */
@@ -91,9 +92,6 @@ extern const WeightType weight_f32, weight_bf16, weight_q8_0, weight_q4_0;
 /* The table entry of a WEIGHT_* value, or NULL for an unknown one. */
 const WeightType *weight_type(int type);
 
-/* MATMUL_TOKENS: the unit_tokens of a type whose products take a group at a time. */
-int matmul_group_tokens(const Tensor *w);
-
 /* Bytes of scratch matmul needs to run n tokens through w (0 if none): for a prompt chunk of
  * a type with own_input, a copy of the prepared input for each thread of the team as it is
  * now (team_size). */
@@ -101,8 +99,9 @@ size_t matmul_scratch_bytes(const Tensor *w, int n);
 
 /* y (n, w->rows) = x (n, w->cols) W^T: each of n tokens through a weight matrix. n = 1 is the
  * matrix-vector product of decoding; n > 1 is a prompt chunk, where each weight row is read
- * once for MATMUL_TOKENS tokens at a time, and every (row, token) sees the same arithmetic as
- * with n = 1, so a chunk gives the logits of token-by-token decoding bit for bit. scratch
+ * once for a unit of tokens at a time (unit_tokens), and every (row, token) sees the same
+ * arithmetic as with n = 1, so a chunk gives the logits of token-by-token decoding bit for
+ * bit. scratch
  * (64-aligned, scratch_bytes of it) holds x as the kernel reads it; NULL when
  * matmul_scratch_bytes is 0. Less than that asks is fine if it holds one copy (n times the
  * bytes for one token): the threads then share it. */

@@ -328,7 +328,7 @@ const WeightType weight_bf16 = {
     .name = "bf16", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
     .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows,
-    .unit_tokens = matmul_group_tokens, .product = product,
+    .unit_tokens = MATMUL_TOKENS, .product = product,
     .product_ref = product_ref,
 #if defined(USE_AVX512_BF16)
     .isa = "avx512bf16",

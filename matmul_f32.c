@@ -46,6 +46,7 @@
 #include "simd.h"
 
 #define F32_SB 32 /* rows per superblock */
+#define F32_UNIT_TOKENS 64 /* tokens of a unit of work: model.c's whole prompt chunk */
 
 /* ------------------------------------------------------------------------------------------ */
 /* The reference */
@@ -74,7 +75,6 @@ static void product_ref(float *y, const Tensor *w, const float *x, const void *i
 #else
 #define TILE_T 2                             /* 4 x 2 of the 16 */
 #endif
-#define F32_UNIT_TOKENS 64  /* tokens of a unit of work: model.c's whole prompt chunk */
 /* Columns per block: the block's weights (32 KB) and the chunk's inputs for it (64 KB) stay in
  * L2 beside the next block's weights coming in, even for w2's 2048 columns (BENCHMARKS.md) */
 #define F32_BLOCK_COLS 256
@@ -282,9 +282,6 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
 }
 
 static int unit_rows(const Tensor *w) { return w->packed ? F32_SB : 1; }
-static int unit_tokens(const Tensor *w) {
-    return w->packed ? F32_UNIT_TOKENS : matmul_group_tokens(w);
-}
 
 #else /* plain C: the stored layout, row by row */
 
@@ -309,7 +306,6 @@ static void product(float *y, const Tensor *w, const float *x, const void *in, i
 }
 
 static int unit_rows(const Tensor *w) { return 1; }
-static int unit_tokens(const Tensor *w) { return matmul_group_tokens(w); }
 
 #endif
 
@@ -329,7 +325,8 @@ static void dequantize_row(float *out, const Tensor *w, int row) {
 const WeightType weight_f32 = {
     .name = "f32", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
-    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows, .unit_tokens = unit_tokens,
+    .packed_size = packed_size, .pack = pack, .unit_rows = unit_rows,
+    .unit_tokens = F32_UNIT_TOKENS,
     .product = product, .product_ref = product_ref, .own_input = 1,
 #if defined(USE_AVX512)
     .isa = "avx512",

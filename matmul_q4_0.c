@@ -366,7 +366,7 @@ const WeightType weight_q4_0 = {
     .name = "q4_0", .file_bytes = file_bytes, .bind = bind,
     .dequantize_row = dequantize_row, .input_stride = input_stride, .prepare = prepare,
     .prepare_ref = prepare_ref, .packed_size = packed_size, .pack = pack,
-    .unit_rows = unit_rows, .unit_tokens = matmul_group_tokens, .product = product,
+    .unit_rows = unit_rows, .unit_tokens = MATMUL_TOKENS, .product = product,
     .product_ref = product_ref,
 #if defined(USE_VNNI)
     .isa = "avx512vnni",
