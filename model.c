@@ -126,10 +126,9 @@ static int alloc_state(Model *m, char err[ERR_MAX]) {
     s->rope_sin = floats(n * (c->head_size / 2));
     s->att = floats((size_t)c->n_heads * c->seq_len);
     s->logits = floats(c->vocab_size);
-    size_t scratch = scratch_bytes(m, (int)n);
-    int scratch_ok = scratch == 0 || posix_memalign(&s->xp, 64, scratch) == 0;
-    if (!scratch_ok) s->xp = NULL;
-    if (s->xp) memset(s->xp, 0, scratch); /* its pages faulted in now, not in a prompt */
+    size_t scratch = scratch_bytes(m, (int)n); /* a multiple of 64 bytes */
+    s->xp = scratch ? floats(scratch / sizeof(float)) : NULL; /* zeroed: faulted in now */
+    int scratch_ok = scratch == 0 || s->xp;
     s->xp_bytes = s->xp ? scratch : 0;
     ModelOptions *o = &m->options;
     if (o->kv_type < KV_F32 || o->kv_type > KV_Q8) return fail(err, "unknown KV cache type");
