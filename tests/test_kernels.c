@@ -711,9 +711,9 @@ static void test_matmul_threads(void) {
 
 /* f32 prompts as matmul_f32.c runs them: a unit of work is a superblock for a whole chunk of
  * 64 tokens when the matrix has rows enough for every thread, fewer tokens otherwise; the
- * tiles go block by block over the columns (here two of 256 and a short one of 188),
- * prefetching the next block up to the matrix's end. Chunks of exactly a unit, one token more,
- * and two units and more, through a tall and a short matrix. */
+ * tiles go block by block over the columns (here two of 256 and a short one of 188), their
+ * sums kept between blocks. Chunks of exactly a unit, one token more, and two units and
+ * more, through a tall and a short matrix. */
 static void test_matmul_f32_units(void) {
     static const int ROWS_OF[] = {1000, 40}, TOKENS_OF[] = {64, 67, 130};
     for (int r = 0; r < COUNT(ROWS_OF); r++)
